@@ -1,0 +1,88 @@
+"""The per-rank runtime: layout, role and node communicators, seeds, torch threads.
+
+Node groups come from `Split_type(COMM_TYPE_SHARED)`; for tests,
+`DRLMPI_RANKS_PER_NODE=k` splits ranks into pretend hosts of k consecutive ranks
+so the cross-host paths run on one machine. Rank 0 of each node communicator is
+that node's leader; `leaders` joins the leaders (None on other ranks).
+"""
+
+import os
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from drlmpi.runtime.guard import set_role
+from drlmpi.runtime.layout import Layout, RoleSpec, build_layout
+
+
+@dataclass
+class Runtime:
+    world: MPI.Intracomm
+    layout: Layout
+    role: str
+    role_comm: MPI.Intracomm  # ranks of this role
+    node: MPI.Intracomm  # ranks on this host (or pretend host)
+    leaders: MPI.Intracomm | None  # node leaders; None unless this rank leads its node
+    seed_seq: np.random.SeedSequence  # this rank's seed sequence: spawn children for envs, torch, ...
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
+
+    @property
+    def size(self) -> int:
+        return self.world.size
+
+    @property
+    def serial(self) -> bool:
+        return self.role == "serial"
+
+    def rng(self) -> np.random.Generator:
+        """A fresh generator from the next child of this rank's seed sequence."""
+        return np.random.default_rng(self.seed_seq.spawn(1)[0])
+
+    def torch_seed(self) -> int:
+        return int(self.seed_seq.spawn(1)[0].generate_state(1)[0])
+
+
+def node_comm(world: MPI.Intracomm) -> MPI.Intracomm:
+    per_node = os.environ.get("DRLMPI_RANKS_PER_NODE")
+    if per_node:
+        return world.Split(world.rank // int(per_node), world.rank)
+    return world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
+
+
+def host_names(world: MPI.Intracomm, node: MPI.Intracomm) -> tuple[str, ...]:
+    """Host name of every rank (pretend hosts get a `#node` suffix); control plane, once."""
+    name = socket.gethostname()
+    if os.environ.get("DRLMPI_RANKS_PER_NODE"):
+        name += f"#{world.rank // int(os.environ['DRLMPI_RANKS_PER_NODE'])}"
+    return tuple(world.allgather(name))
+
+
+def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = None,
+          torch_threads: int = 0) -> Runtime:
+    """Build the layout (raises UserError when it cannot), communicators, seeds; set torch threads."""
+    world = world or MPI.COMM_WORLD
+    node = node_comm(world)
+    layout = build_layout(world.size, spec, algo, host_names(world, node))
+    role = layout.roles[world.rank]
+    set_role(role)
+    role_comm = world.Split(layout.roles.index(role), world.rank)
+    is_leader = node.rank == 0
+    leaders = world.Split(0 if is_leader else MPI.UNDEFINED, world.rank)
+    seed_seq = np.random.SeedSequence(seed).spawn(world.size)[world.rank]
+    set_torch_threads(torch_threads, node.size)
+    return Runtime(world, layout, role, role_comm, node, leaders if is_leader else None, seed_seq)
+
+
+def set_torch_threads(requested: int, ranks_on_node: int) -> int:
+    """Give each rank its share of this host's cores (at least 1) unless `requested` > 0."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = requested if requested > 0 else max(1, cores // max(1, ranks_on_node))
+    torch.set_num_threads(n)
+    return n

@@ -1,0 +1,68 @@
+"""Polite waiting on MPI requests.
+
+MPICH busy-polls inside blocking calls (`Recv`, `Wait`, `Barrier`): 7 ranks
+blocked on a 2-core machine slow the one computing rank 4x (ARCHITECTURE.md §4).
+Every wait in drlmpi goes through these helpers instead: they `Test` the
+request and sleep between tests, backing off from `first_sleep` to `max_sleep`
+seconds, so an idle rank costs a few microseconds of CPU per millisecond.
+"""
+
+import time
+
+from mpi4py import MPI
+
+FIRST_SLEEP = 20e-6
+MAX_SLEEP = 1e-3
+
+
+def _backoff(test, timeout: float | None, what: str, max_sleep: float):
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = FIRST_SLEEP
+    while True:
+        result = test()
+        if result is not None:
+            return result
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, max_sleep)
+
+
+def wait(request: MPI.Request, timeout: float | None = None, what: str = "a request",
+         max_sleep: float = MAX_SLEEP) -> MPI.Status:
+    """Wait for one request without busy-spinning; returns its status."""
+    status = MPI.Status()
+    return _backoff(lambda: status if request.Test(status) else None, timeout, what, max_sleep)
+
+
+def wait_all(requests: list[MPI.Request], timeout: float | None = None, what: str = "requests",
+             max_sleep: float = MAX_SLEEP) -> None:
+    """Wait for every request in the list."""
+    if requests:
+        _backoff(lambda: True if MPI.Request.Testall(requests) else None, timeout, what, max_sleep)
+
+
+def wait_any(requests: list[MPI.Request], timeout: float | None = None, what: str = "any request",
+             max_sleep: float = MAX_SLEEP) -> tuple[int, MPI.Status]:
+    """Wait until one request completes; returns (its index, its status)."""
+    status = MPI.Status()
+
+    def test():
+        flag, index = None, None
+        index, flag = MPI.Request.Testany(requests, status)
+        return (index, status) if flag and index != MPI.UNDEFINED else None
+
+    return _backoff(test, timeout, what, max_sleep)
+
+
+def probe(comm: MPI.Comm, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
+          timeout: float | None = None, max_sleep: float = MAX_SLEEP) -> MPI.Status:
+    """Wait until a matching message can be received; returns its status (source, tag, count)."""
+    status = MPI.Status()
+    return _backoff(lambda: status if comm.Iprobe(source, tag, status) else None, timeout,
+                    f"a message (source {source}, tag {tag})", max_sleep)
+
+
+def barrier(comm: MPI.Comm, timeout: float | None = None, max_sleep: float = MAX_SLEEP) -> None:
+    """`comm.Barrier()` without busy-spinning."""
+    wait(comm.Ibarrier(), timeout, "a barrier", max_sleep)
