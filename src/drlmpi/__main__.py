@@ -1,0 +1,5 @@
+import sys
+
+from drlmpi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""DQN on one rank: double DQN, dueling heads, n-step returns, a target network, prioritized replay.
+
+The single-process baseline every distributed algorithm is measured against.
+Vector observations get an MLP, Atari frames the Nature CNN. Defaults are tuned for
+CartPole-v1 (greedy return 500 within 100K env steps); for Atari raise buffer_size,
+learning_starts, target_update_every and lower lr as in the DQN papers.
+
+Roles: one `serial` rank acts and learns.
+"""
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from drlmpi.config import Common, opt
+from drlmpi.envs import VecEnv, is_atari, make_vec
+from drlmpi.errors import UserError
+from drlmpi.nets import QNetwork, load_arrays, state_arrays
+from drlmpi.ops.qlearning import double_q_target, weighted_huber
+from drlmpi.replay import NStepBuilder, PrioritizedReplay
+from drlmpi.rundir import RunLog
+from drlmpi.runtime import RoleSpec, Runtime
+
+ROLES = RoleSpec(single_process=True)
+
+
+@dataclass
+class Config(Common):
+    num_envs: int = opt(4, "environments stepped together")
+    buffer_size: int = opt(100_000, "replay capacity in n-step transitions")
+    batch_size: int = opt(128, "transitions per update")
+    lr: float = opt(6e-4, "Adam learning rate at the start")
+    lr_final: float = opt(1e-5, "learning rate reached linearly at the end of training")
+    gamma: float = opt(0.99, "discount")
+    n_step: int = opt(3, "n of the n-step return")
+    learning_starts: int = opt(2_000, "env steps collected before the first update")
+    replay_ratio: float = opt(0.25, "updates per env step")
+    target_update_every: int = opt(250, "updates between copies of the online net to the target net")
+    eps_start: float = opt(1.0, "epsilon-greedy exploration at the start")
+    eps_end: float = opt(0.01, "final epsilon")
+    eps_fraction: float = opt(0.2, "fraction of training over which epsilon decays linearly")
+    alpha: float = opt(0.6, "priority exponent")
+    beta_start: float = opt(0.4, "importance-weight exponent at the start (annealed to 1)")
+    hidden: tuple[int, ...] = opt((256, 256), "MLP hidden sizes (vector observations)")
+    dueling: bool = opt(True, "dueling value/advantage head")
+    max_grad_norm: float = opt(10.0, "gradient clipping by global norm")
+    clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
+
+    def check(self):
+        for name in ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"config: gamma must be in (0, 1], got {self.gamma}")
+        if self.clip_rewards not in ("auto", "on", "off"):
+            raise UserError(f"config: clip_rewards must be auto, on or off, got {self.clip_rewards!r}")
+        if self.total_env_steps < 1:
+            raise UserError(f"config: total_env_steps must be >= 1, got {self.total_env_steps}")
+
+
+def device_of(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def build_net(cfg: Config, env: VecEnv) -> QNetwork:
+    return QNetwork(env.observation_space.shape, int(env.action_space.n), tuple(cfg.hidden), cfg.dueling)
+
+
+def greedy(net: QNetwork, obs: np.ndarray, device: torch.device) -> np.ndarray:
+    """obs [E, ...] -> argmax actions [E]."""
+    with torch.no_grad():
+        return net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+
+def linear(start: float, end: float, frac: float) -> float:
+    return start + (end - start) * min(1.0, max(0.0, frac))
+
+
+def learn(net, target, opt, replay: PrioritizedReplay, cfg: Config, beta: float, device) -> float:
+    """One prioritized double-DQN update; returns the loss."""
+    batch, idx, weights = replay.sample(cfg.batch_size, beta)
+    t = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+    q = net(t["obs"]).gather(1, t["action"][:, None]).squeeze(1)
+    with torch.no_grad():
+        next_online, next_target = net(t["next_obs"]), target(t["next_obs"])
+        y = double_q_target(next_online, next_target, t["ret"], t["discount"])
+    td = y - q
+    loss = weighted_huber(td, torch.as_tensor(weights, device=device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+    opt.step()
+    replay.update_priorities(idx, td.detach().abs().cpu().numpy())
+    return float(loss.detach())
+
+
+def run_serial(rt: Runtime, cfg: Config) -> dict:
+    """Act and learn on this rank until total_env_steps; returns the final summary."""
+    device = device_of(cfg)
+    torch.manual_seed(rt.torch_seed())
+    rng = rt.rng()
+    env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))
+    clip = cfg.clip_rewards == "on" or (cfg.clip_rewards == "auto" and is_atari(cfg.env))
+    net = build_net(cfg, env).to(device)
+    target = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+    obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
+    replay = PrioritizedReplay(cfg.buffer_size, {
+        "obs": (obs_shape, obs_dtype), "next_obs": (obs_shape, obs_dtype), "action": ((), np.int64),
+        "ret": ((), np.float32), "discount": ((), np.float32)}, cfg.alpha, rng)
+    nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
+    log = RunLog(cfg.run_dir, "dqn", _cfg_dict(cfg), ["loss", "epsilon", "replay_size"],
+                 frames_per_step=4 if is_atari(cfg.env) else 1)
+
+    obs = env.reset()
+    steps = updates = 0
+    debt, loss = 0.0, float("nan")
+    while steps < cfg.total_env_steps:
+        frac = steps / cfg.total_env_steps
+        eps = linear(cfg.eps_start, cfg.eps_end, frac / cfg.eps_fraction)
+        actions = greedy(net, obs, device)
+        explore = rng.random(cfg.num_envs) < eps
+        actions[explore] = rng.integers(0, env.action_space.n, explore.sum())
+        step = env.step(actions)
+        if clip:  # for learning only: episode returns were summed unclipped by the env
+            step.reward = np.clip(step.reward, -1, 1)
+        steps += cfg.num_envs
+        for ret, _ in step.episodes:
+            log.episode(ret)
+        transitions = nstep.push(obs, actions, step)
+        if transitions is not None:
+            replay.add(transitions)
+        obs = step.obs
+        if steps >= cfg.learning_starts and replay.size >= cfg.batch_size:
+            debt += cfg.num_envs * cfg.replay_ratio
+            for g in opt.param_groups:
+                g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
+            while debt >= 1:
+                loss = learn(net, target, opt, replay, cfg, linear(cfg.beta_start, 1.0, frac), device)
+                updates += 1
+                debt -= 1
+                if updates % cfg.target_update_every == 0:
+                    target.load_state_dict(net.state_dict())
+        metrics = {"loss": loss, "epsilon": eps, "replay_size": replay.size}
+        log.tick(steps, updates, cfg.total_env_steps, metrics)
+        if log.checkpoint_due():
+            log.save_checkpoint(steps, {"online": state_arrays(net)}, {"updates": updates})
+    path = log.save_checkpoint(steps, {"online": state_arrays(net)}, {"updates": updates})
+    log.close(steps, updates, {"loss": loss, "epsilon": eps, "replay_size": replay.size})
+    env.close()
+    return {"env_steps": steps, "updates": updates, "recent_return": log.recent_return,
+            "checkpoint": str(path), "seconds": time.monotonic() - log.start}
+
+
+def _cfg_dict(cfg: Config) -> dict:
+    from drlmpi.config import to_dict
+
+    return to_dict(cfg)
+
+
+def load_policy(cfg: Config, weights: dict, env: VecEnv):
+    """Greedy policy obs [E, ...] -> actions [E] from checkpoint weights (raises ValueError on mismatch)."""
+    net = build_net(cfg, env)
+    load_arrays(net, weights["online"])
+    net.eval()
+    return lambda obs: greedy(net, obs, torch.device("cpu"))
+
+
+def run(rt: Runtime, cfg: Config) -> dict:
+    return run_serial(rt, cfg)

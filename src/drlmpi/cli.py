@@ -1,0 +1,166 @@
+"""The `drlmpi` command.
+
+  drlmpi [train] --algo A --env E [--config run.toml] [--set key=value ...] [--total-env-steps N]
+                 [--seed S] [--run-dir D] [--layout learner=1,...]
+  drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
+  drlmpi layout --algo A -n N                   print the rank layout N ranks would get
+  drlmpi config --algo A                        list the algorithm's config keys, defaults and meaning
+
+User errors print one line on stderr (from rank 0) and exit 2 on every rank. Any other
+exception on any rank prints `rank R (role) failed:` with its traceback and aborts the job.
+"""
+
+import argparse
+import json
+import sys
+
+from drlmpi.errors import UserError
+
+COMMANDS = ("train", "eval", "layout", "config")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="drlmpi", description="Distributed deep reinforcement learning on MPI.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    t = sub.add_parser("train", help="train an agent (the default command)")
+    t.add_argument("--algo", required=True)
+    t.add_argument("--env", required=True)
+    t.add_argument("--config", help="TOML file of config keys")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--total-env-steps", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--run-dir")
+    t.add_argument("--layout", help="role counts, e.g. learner=2,replay=4,ps=1")
+    e = sub.add_parser("eval", help="greedy evaluation of a checkpoint or run directory")
+    e.add_argument("path")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    lay = sub.add_parser("layout", help="print the rank layout for N ranks")
+    lay.add_argument("--algo", required=True)
+    lay.add_argument("-n", type=int, required=True)
+    lay.add_argument("--layout", default="")
+    c = sub.add_parser("config", help="list an algorithm's config keys")
+    c.add_argument("--algo", required=True)
+    return p
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]
+    return _parser().parse_args(argv)
+
+
+def prepare_train(args):
+    """Validate everything that can be checked before MPI work starts; returns (module, cfg)."""
+    from drlmpi import algos, config
+    from drlmpi.envs import check_env_id
+    from drlmpi.rundir import default_run_dir
+
+    module = algos.get(args.algo)
+    cfg = config.build(module.Config, args.config, args.set, env=args.env, seed=args.seed,
+                       total_env_steps=args.total_env_steps, run_dir=args.run_dir, layout=args.layout)
+    check_env_id(cfg.env)
+    if not cfg.run_dir:
+        cfg.run_dir = default_run_dir(args.algo, cfg.env)
+    return module, cfg
+
+
+def train(args) -> int:
+    from mpi4py import MPI
+
+    from drlmpi import algos, config, runtime
+
+    world = MPI.COMM_WORLD
+    outcome = None
+    if world.rank == 0:
+        try:
+            module, cfg = prepare_train(args)
+            outcome = ("ok", args.algo, config.to_dict(cfg))
+        except UserError as e:
+            outcome = ("error", str(e))
+    runtime.barrier(world)  # politely wait for rank 0's checks
+    outcome = world.bcast(outcome, root=0)  # control plane: the config, once
+    if outcome[0] == "error":
+        raise UserError(outcome[1])
+    module = algos.get(outcome[1])
+    cfg = config.from_dict(module.Config, outcome[2])
+    spec = module.ROLES
+    if cfg.layout:
+        spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout))
+    rt = runtime.start(spec, outcome[1], cfg.seed, world, cfg.torch_threads)
+    runtime.install_thread_hook()
+    if rt.rank == 0:
+        print(f"drlmpi {outcome[1]} on {cfg.env}: {rt.size} rank(s), run dir {cfg.run_dir}", flush=True)
+        if rt.size > 1:
+            print(rt.layout.table(), flush=True)
+    try:
+        summary = module.run(rt, cfg)
+    except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
+        runtime.report_and_abort(e)
+    runtime.barrier(world)
+    if rt.rank == 0 and summary:
+        print(f"done: {summary['env_steps']} env steps, {summary['updates']} updates in {summary['seconds']:.1f} s; "
+              f"recent return {summary['recent_return']:.1f}; checkpoint {summary['checkpoint']}", flush=True)
+    return 0
+
+
+def evaluate(args) -> int:
+    from drlmpi.evaluate import evaluate as run_eval
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    result = run_eval(args.path, args.episodes, args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['algo']} on {result['env']} ({result['env_steps']} env steps): mean return "
+              f"{result['mean_return']:.2f} +- {result['std_return']:.2f} over {result['episodes']} episodes")
+    return 0
+
+
+def layout(args) -> int:
+    from drlmpi import algos, runtime
+
+    spec = algos.get(args.algo).ROLES
+    if args.layout:
+        spec = spec.with_overrides(runtime.parse_layout_arg(args.layout))
+    print(runtime.build_layout(args.n, spec, args.algo).table())
+    return 0
+
+
+def show_config(args) -> int:
+    import dataclasses
+
+    from drlmpi import algos
+
+    for f in dataclasses.fields(algos.get(args.algo).Config):
+        print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}")
+    return 0
+
+
+def _is_rank0() -> bool:
+    if "mpi4py.MPI" in sys.modules:
+        return sys.modules["mpi4py.MPI"].COMM_WORLD.rank == 0
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse(argv)
+        handler = {"train": train, "eval": evaluate, "layout": layout, "config": show_config}[args.command]
+        return handler(args)
+    except UserError as e:
+        if _is_rank0():
+            print(f"drlmpi: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

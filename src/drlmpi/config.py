@@ -1,0 +1,127 @@
+"""Run configuration: dataclasses with a docstring per field, a TOML file, and `--set key=value` overrides.
+
+`Common` holds the fields every algorithm has; each algorithm's `Config` (in its own
+file under algos/) extends it with its own. Precedence: defaults < TOML file < --set < flags.
+"""
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from drlmpi.errors import UserError
+
+
+def opt(default, doc: str):
+    """A config field with its docstring."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class Common:
+    env: str = opt("CartPole-v1", "gymnasium id: `CartPole-v1`, `ALE/Pong-v5`, or `module:Env-v0`")
+    seed: int = opt(0, "root seed; every RNG is derived from it and the rank")
+    total_env_steps: int = opt(100_000, "environment steps (agent steps, all envs and actors) to train for")
+    num_envs: int = opt(1, "environments stepped together per acting rank")
+    run_dir: str = opt("", "output directory; default runs/<algo>-<env>-<time>")
+    checkpoint_every: float = opt(600.0, "seconds between checkpoints (one is always written at the end)")
+    log_every: float = opt(10.0, "seconds between metric rows (and progress lines when not on a terminal)")
+    torch_threads: int = opt(0, "torch threads per rank; 0 shares this host's cores among its ranks")
+    device: str = opt("auto", "learner device: auto (cuda if available), cpu, cuda")
+    layout: str = opt("", "role counts, e.g. learner=2,replay=4,ps=1; the other ranks are actors")
+
+
+def field_docs(cls) -> dict[str, str]:
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
+def _coerce(name: str, kind, value):
+    """Convert a TOML value or a --set string to the field's type, or raise UserError."""
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                return value.lower() in ("true", "1", "yes", "on")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, str):
+                value = value.replace("_", "")
+                f = float(value)
+                if not f.is_integer():
+                    raise ValueError
+                return int(f)
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if origin in (list, tuple):
+            (inner,) = set(typing.get_args(kind)) - {Ellipsis}
+            if isinstance(value, str):
+                value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+            return type(value)(_coerce(name, inner, v) for v in value) if origin is list else tuple(
+                _coerce(name, inner, v) for v in value)
+        if origin in (typing.Union, types.UnionType):
+            return value
+    except (ValueError, TypeError):
+        pass
+    raise UserError(f"config: bad value for {name}: {value!r} (expected {getattr(kind, '__name__', kind)})")
+
+
+def build(cls, toml_path: str | None = None, sets: list[str] = (), **flags):
+    """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None)."""
+    hints = typing.get_type_hints(cls)
+    values: dict = {}
+    if toml_path:
+        try:
+            data = tomllib.loads(Path(toml_path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {toml_path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"config file {toml_path}: {e}") from None
+        values.update(data)
+    for item in sets:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects key=value, got '{item}'")
+        values[key.strip().replace("-", "_")] = val.strip()
+    values.update({k: v for k, v in flags.items() if v is not None})
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise UserError(f"config: unknown key '{unknown[0]}' for {cls.__module__.rsplit('.', 1)[-1]} "
+                        f"(see `drlmpi config --algo ...`)")
+    cfg = cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+    check = getattr(cfg, "check", None)
+    if check:
+        check()
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a config from a saved dict (e.g. a checkpoint), ignoring keys this version does not know."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(k, hints[k], v) for k, v in data.items() if k in hints})
+
+
+def to_json(cfg) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)

@@ -1,0 +1,43 @@
+"""Greedy evaluation of a checkpoint: K full episodes, split over up to 8 envs with fixed quotas.
+
+Each env runs a fixed number of episodes decided in advance, so short episodes are
+not over-counted (taking the first K to finish would bias the mean low or high).
+"""
+
+import numpy as np
+
+from drlmpi import algos, checkpoint, config
+from drlmpi.envs import make_vec
+from drlmpi.errors import CheckpointError
+
+
+def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
+    ckpt = checkpoint.load(path)
+    try:
+        module = algos.get(ckpt.algo)
+    except Exception:
+        raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
+    cfg = config.from_dict(module.Config, ckpt.config)
+    num_envs = min(episodes, 8)
+    quota = np.full(num_envs, episodes // num_envs)
+    quota[: episodes % num_envs] += 1
+    env = make_vec(cfg.env, num_envs, seed=seed)
+    try:
+        policy = module.load_policy(cfg, ckpt.weights, env)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{ckpt.path}: weights do not match {cfg.env}: {e}") from None
+    returns: list[list[float]] = [[] for _ in range(num_envs)]
+    obs = env.reset()
+    while any(len(r) < q for r, q in zip(returns, quota)):
+        step = env.step(policy(obs))
+        done = np.flatnonzero(step.done)
+        for i, (ret, _) in zip(done, step.episodes):
+            if len(returns[i]) < quota[i]:
+                returns[i].append(ret)
+        obs = step.obs
+    env.close()
+    flat = [r for rs in returns for r in rs]
+    return {"checkpoint": str(ckpt.path), "algo": ckpt.algo, "env": cfg.env,
+            "env_steps": int(ckpt.counters.get("env_steps", 0)), "episodes": len(flat),
+            "mean_return": float(np.mean(flat)), "std_return": float(np.std(flat)),
+            "min_return": float(np.min(flat)), "max_return": float(np.max(flat))}

@@ -1,0 +1,93 @@
+"""Networks: MLP and Nature-CNN torsos, dueling Q heads.
+
+Image observations (uint8 [C, 84, 84]) get the Nature CNN (inputs scaled by 1/255);
+vector observations [D] get an MLP.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def is_image(obs_shape: tuple[int, ...]) -> bool:
+    return len(obs_shape) == 3
+
+
+class NatureCNN(nn.Module):
+    """[B, C, 84, 84] uint8 -> [B, 512] (Mnih et al. 2015)."""
+
+    def __init__(self, in_channels: int, out_dim: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, out_dim), nn.ReLU(),
+        )
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float() / 255.0)
+
+
+class MLP(nn.Module):
+    """[B, D] -> [B, hidden[-1]] with ReLU after every layer."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+        layers, d = [], in_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+
+def torso(obs_shape: tuple[int, ...], hidden: tuple[int, ...]) -> nn.Module:
+    if is_image(obs_shape):
+        return NatureCNN(obs_shape[0])
+    return MLP(int(np.prod(obs_shape)), hidden)
+
+
+class QNetwork(nn.Module):
+    """obs [B, *obs_shape] -> Q [B, A]; dueling: Q = V + A - mean(A)."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (256, 256),
+                 dueling: bool = True):
+        super().__init__()
+        self.torso = torso(obs_shape, hidden)
+        self.dueling = dueling
+        d = self.torso.out_dim
+        if dueling:
+            self.value = nn.Linear(d, 1)
+            self.advantage = nn.Linear(d, num_actions)
+        else:
+            self.q = nn.Linear(d, num_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        h = self.torso(obs.flatten(1) if obs.dim() > 2 and not is_image(tuple(obs.shape[1:])) else obs)
+        if not self.dueling:
+            return self.q(h)
+        adv = self.advantage(h)
+        return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
+
+
+def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """state_dict as numpy arrays (for HDF5)."""
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def load_arrays(module: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Load numpy arrays into module, or raise ValueError naming the first mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(arrays))
+    extra = sorted(set(arrays) - set(own))
+    if missing or extra:
+        raise ValueError(f"parameters differ: missing {missing[:3]}, unexpected {extra[:3]}")
+    for k, v in own.items():
+        if tuple(arrays[k].shape) != tuple(v.shape):
+            raise ValueError(f"parameter {k}: shape {tuple(arrays[k].shape)} in file, {tuple(v.shape)} expected")
+    module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()})

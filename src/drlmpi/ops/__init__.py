@@ -1,0 +1,1 @@
+"""Pure tensor math shared by algorithms (no MPI, no state)."""

@@ -1,0 +1,21 @@
+"""Q-learning targets and losses."""
+
+import torch
+import torch.nn.functional as F
+
+
+def double_q_target(q_next_online: torch.Tensor, q_next_target: torch.Tensor, returns: torch.Tensor,
+                    discounts: torch.Tensor) -> torch.Tensor:
+    """Double DQN n-step target: R + discount * Q_target(s', argmax_a Q_online(s', a)).
+
+    q_next_online, q_next_target: [B, A]; returns, discounts: [B] (discount = gamma^n, 0 at terminal) -> [B].
+    """
+    assert q_next_online.shape == q_next_target.shape and q_next_online.dim() == 2
+    best = q_next_online.argmax(dim=1, keepdim=True)
+    return returns + discounts * q_next_target.gather(1, best).squeeze(1)
+
+
+def weighted_huber(td: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Importance-weighted Huber loss (delta 1) of TD errors td [B] with weights [B] -> scalar."""
+    assert td.shape == weights.shape
+    return (weights * F.huber_loss(td, torch.zeros_like(td), reduction="none", delta=1.0)).mean()

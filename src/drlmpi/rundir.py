@@ -1,0 +1,110 @@
+"""A run's directory and rank 0's outputs: config, metrics CSV, TensorBoard events, progress, checkpoints.
+
+  <run_dir>/config.json          the full config, with algo and world size
+  <run_dir>/metrics.csv          one row every `log_every` seconds (fixed columns per algorithm)
+  <run_dir>/tb/                  TensorBoard event files, same scalars
+  <run_dir>/checkpoints/ckpt-<env_steps>.h5
+"""
+
+import csv
+import json
+import re
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from drlmpi import checkpoint
+
+
+def default_run_dir(algo: str, env: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", env)
+    return f"runs/{algo}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunLog:
+    """Metrics, progress and checkpoints of one run; used on one rank (rank 0)."""
+
+    def __init__(self, run_dir: str, algo: str, config: dict, columns: list[str], frames_per_step: int = 1,
+                 world_size: int = 1):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.json").write_text(
+            json.dumps({"algo": algo, "world_size": world_size, **config}, indent=2, sort_keys=True))
+        self.algo, self.config = algo, config
+        self.columns = ["time", "env_steps", "env_frames", *columns]
+        self._csv_file = open(self.dir / "metrics.csv", "w", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
+        self._csv.writeheader()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(str(self.dir / "tb"))
+        self.frames_per_step = frames_per_step
+        self.returns: deque[float] = deque(maxlen=100)
+        self.start = time.monotonic()
+        self._last_log = self.start
+        self._last_ckpt = self.start
+        self._last_progress = self.start
+        self._tty = sys.stderr.isatty()
+        self._last_rate = (self.start, 0, 0)  # time, env_steps, updates
+        self.rates = (0.0, 0.0)  # frames/s, updates/s
+
+    def episode(self, ret: float) -> None:
+        self.returns.append(ret)
+
+    @property
+    def recent_return(self) -> float:
+        return sum(self.returns) / len(self.returns) if self.returns else float("nan")
+
+    def tick(self, env_steps: int, updates: int, total: int, metrics: dict | None = None) -> None:
+        """Call often: writes a metrics row every `log_every` s and refreshes the progress line."""
+        now = time.monotonic()
+        t0, s0, u0 = self._last_rate
+        if now - t0 >= 1.0:
+            self.rates = ((env_steps - s0) * self.frames_per_step / (now - t0), (updates - u0) / (now - t0))
+            self._last_rate = (now, env_steps, updates)
+        if now - self._last_log >= self.config.get("log_every", 10.0):
+            self.write_row(env_steps, updates, metrics or {})
+        if (self._tty and now - self._last_progress >= 0.5) or now - self._last_progress >= self.config.get(
+                "log_every", 10.0):
+            self._last_progress = now
+            self.progress(env_steps, total)
+
+    def write_row(self, env_steps: int, updates: int, metrics: dict) -> None:
+        now = time.monotonic()
+        self._last_log = now
+        row = {"time": round(now - self.start, 3), "env_steps": env_steps,
+               "env_frames": env_steps * self.frames_per_step, "frames_per_s": round(self.rates[0], 1),
+               "updates": updates, "updates_per_s": round(self.rates[1], 2),
+               "recent_return": self.recent_return, **metrics}
+        self._csv.writerow(row)
+        self._csv_file.flush()
+        for k, v in row.items():
+            if k not in ("time", "env_steps") and isinstance(v, int | float):
+                self._tb.add_scalar(k, v, env_steps)
+
+    def progress(self, env_steps: int, total: int) -> None:
+        frac = env_steps / max(1, total)
+        bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
+        line = (f"[{bar}] {env_steps * self.frames_per_step:,} frames {self.rates[0]:,.0f} frames/s  "
+                f"return {self.recent_return:.1f}  {self.rates[1]:.1f} updates/s")
+        sys.stderr.write(("\r" + line + "\033[K") if self._tty else line + "\n")
+        sys.stderr.flush()
+
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self._last_ckpt >= self.config.get("checkpoint_every", 600.0)
+
+    def save_checkpoint(self, env_steps: int, weights: dict, counters: dict) -> Path:
+        self._last_ckpt = time.monotonic()
+        return checkpoint.save(
+            self.dir / "checkpoints" / f"ckpt-{env_steps:012d}{checkpoint.SUFFIX}", algo=self.algo,
+            env=self.config["env"], config=self.config, weights=weights,
+            counters={"env_steps": env_steps, "wall_time": time.monotonic() - self.start, **counters})
+
+    def close(self, env_steps: int, updates: int, metrics: dict | None = None) -> None:
+        self.write_row(env_steps, updates, metrics or {})
+        if self._tty:
+            self.progress(env_steps, env_steps)
+            sys.stderr.write("\n")
+        self._tb.close()
+        self._csv_file.close()
