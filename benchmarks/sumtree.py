@@ -102,7 +102,7 @@ def cpprb_contender(capacity, batch, rng):
 
     rb = PrioritizedReplayBuffer(capacity, {"a": {"shape": 1, "dtype": np.uint8}}, alpha=ALPHA)
     chunk = 1 << 16
-    for s in range(0, capacity, chunk):
+    for _ in range(0, capacity, chunk):
         rb.add(a=np.zeros((chunk, 1), np.uint8), priorities=rng.random(chunk) + 1e-3)
     idx, pri = batches(capacity, batch, rng)
 

@@ -92,7 +92,7 @@ def train(args) -> int:
     cfg = config.from_dict(module.Config, outcome[2])
     spec = module.ROLES
     if cfg.layout:
-        spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout))
+        spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), outcome[1])
     rt = runtime.start(spec, outcome[1], cfg.seed, world, cfg.torch_threads)
     runtime.install_thread_hook()
     if rt.rank == 0:
@@ -129,7 +129,7 @@ def layout(args) -> int:
 
     spec = algos.get(args.algo).ROLES
     if args.layout:
-        spec = spec.with_overrides(runtime.parse_layout_arg(args.layout))
+        spec = spec.with_overrides(runtime.parse_layout_arg(args.layout), args.algo)
     print(runtime.build_layout(args.n, spec, args.algo).table())
     return 0
 

@@ -32,7 +32,8 @@ class RunLog:
         (self.dir / "config.json").write_text(
             json.dumps({"algo": algo, "world_size": world_size, **config}, indent=2, sort_keys=True))
         self.algo, self.config = algo, config
-        self.columns = ["time", "env_steps", "env_frames", *columns]
+        self.columns = ["time", "env_steps", "env_frames", "frames_per_s", "updates", "updates_per_s", "recent_return",
+                        *columns]
         self._csv_file = open(self.dir / "metrics.csv", "w", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
         self._csv.writeheader()

@@ -25,7 +25,9 @@ class RoleSpec:
     serial_ok: bool = True
     single_process: bool = False
 
-    def with_overrides(self, overrides: dict[str, int]) -> "RoleSpec":
+    def with_overrides(self, overrides: dict[str, int], algo: str = "this algorithm") -> "RoleSpec":
+        if self.single_process and overrides:
+            raise UserError(f"--layout: {algo} runs on a single rank and has no roles to lay out")
         fixed = dict(self.fixed)
         for role, n in overrides.items():
             if role not in ROLE_ORDER:

@@ -1,0 +1,40 @@
+# drlmpi: `make run` and `make test` are the whole set-up on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST := $(PY) -m pytest
+RUN_DIR ?= runs/make-run
+
+.PHONY: install run test test-learning bench lint clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The default job: the best algorithm available, on CartPole-v1, under the venv's mpiexec.
+run: $(STAMP)
+	rm -rf $(RUN_DIR)
+	$(BIN)/mpiexec -n 1 $(BIN)/drlmpi --algo dqn --env CartPole-v1 --run-dir $(RUN_DIR)
+	$(BIN)/drlmpi eval $(RUN_DIR) --episodes 20
+
+test: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -q -ra
+
+test-learning: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -q -ra -m learning -s
+
+bench: $(STAMP)
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) sumtree.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) idle_wait.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf build runs $(VENV)
