@@ -3,6 +3,7 @@
 import csv
 import json
 import sys
+from pathlib import Path
 
 import h5py
 import pytest
@@ -87,3 +88,13 @@ def test_atari_pong_short_run_and_eval(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["env"] == "ALE/Pong-v5" and -21 <= out["mean_return"] <= 21 and out["episodes"] == 1
+
+
+def test_env_from_module_import_form(tmp_path):
+    d = tmp_path / "chain"
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    r = mpirun(1, [DRLMPI, "--algo", "dqn", "--env", "chain_env:DrlmpiChain-v0", "--total-env-steps", "600",
+                   "--run-dir", str(d), "--set", "learning_starts=200"], timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120, env=env)
+    assert e.returncode == 0 and json.loads(e.stdout)["env"] == "chain_env:DrlmpiChain-v0", e.stderr

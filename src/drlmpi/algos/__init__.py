@@ -1,13 +1,28 @@
-"""Algorithms, one module each: `Config`, `ROLES`, `run(rt, cfg)`, `load_policy(cfg, weights, env)`."""
+"""Algorithms, one module each, exposing `Config`, `ROLES`, `run(rt, cfg) -> summary | None` and
+`load_policy(cfg, weights, env)`.
+
+`--algo` takes a built-in name, or the dotted path of any importable module with the same
+attributes (your own algorithm on drlmpi's runtime), e.g. `--algo mylab.my_algo`.
+"""
 
 import importlib
 
+from drlmpi.errors import UserError
+
 ALGOS = {"dqn": "drlmpi.algos.dqn"}
+REQUIRED = ("Config", "ROLES", "run")
 
 
 def get(name: str):
-    from drlmpi.errors import UserError
-
-    if name not in ALGOS:
-        raise UserError(f"unknown algorithm '{name}' (available: {', '.join(sorted(ALGOS))})")
-    return importlib.import_module(ALGOS[name])
+    if name in ALGOS:
+        return importlib.import_module(ALGOS[name])
+    if "." not in name:
+        raise UserError(f"unknown algorithm '{name}' (available: {', '.join(sorted(ALGOS))}, or a module path)")
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise UserError(f"--algo {name}: cannot import module: {e}") from None
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
+    if missing:
+        raise UserError(f"--algo {name}: module lacks {', '.join(missing)}")
+    return module
