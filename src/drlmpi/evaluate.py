@@ -8,14 +8,14 @@ import numpy as np
 
 from drlmpi import algos, checkpoint, config
 from drlmpi.envs import make_vec
-from drlmpi.errors import CheckpointError
+from drlmpi.errors import CheckpointError, UserError
 
 
 def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
     ckpt = checkpoint.load(path)
     try:
         module = algos.get(ckpt.algo)
-    except Exception:
+    except UserError:
         raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
     cfg = config.from_dict(module.Config, ckpt.config)
     num_envs = min(episodes, 8)

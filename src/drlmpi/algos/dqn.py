@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from drlmpi.config import Common, opt
+from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import VecEnv, is_atari, make_vec
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, load_arrays, state_arrays
@@ -114,7 +114,7 @@ def run_serial(rt: Runtime, cfg: Config) -> dict:
         "obs": (obs_shape, obs_dtype), "next_obs": (obs_shape, obs_dtype), "action": ((), np.int64),
         "ret": ((), np.float32), "discount": ((), np.float32)}, cfg.alpha, rng)
     nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
-    log = RunLog(cfg.run_dir, "dqn", _cfg_dict(cfg), ["loss", "epsilon", "replay_size"],
+    log = RunLog(cfg.run_dir, "dqn", to_dict(cfg), ["loss", "epsilon", "replay_size"],
                  frames_per_step=4 if is_atari(cfg.env) else 1)
 
     obs = env.reset()
@@ -155,12 +155,6 @@ def run_serial(rt: Runtime, cfg: Config) -> dict:
     env.close()
     return {"env_steps": steps, "updates": updates, "recent_return": log.recent_return,
             "checkpoint": str(path), "seconds": time.monotonic() - log.start}
-
-
-def _cfg_dict(cfg: Config) -> dict:
-    from drlmpi.config import to_dict
-
-    return to_dict(cfg)
 
 
 def load_policy(cfg: Config, weights: dict, env: VecEnv):

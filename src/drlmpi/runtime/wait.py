@@ -48,7 +48,6 @@ def wait_any(requests: list[MPI.Request], timeout: float | None = None, what: st
     status = MPI.Status()
 
     def test():
-        flag, index = None, None
         index, flag = MPI.Request.Testany(requests, status)
         return (index, status) if flag and index != MPI.UNDEFINED else None
 
