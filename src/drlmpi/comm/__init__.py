@@ -1,0 +1,1 @@
+"""Thin communication helpers, named after the MPI pattern they use."""
