@@ -12,3 +12,10 @@ pytestmark = pytest.mark.mpi
 def test_node_window_seqlock_and_hogwild(n):
     r = mpirun(n, [sys.executable, script("weights_node.py")], timeout=120)
     assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("n,per_node", [(2, 1), (4, 2), (4, 1), (4, 0)])
+def test_cross_node_push_reaches_every_node(n, per_node):
+    env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
+    r = mpirun(n, [sys.executable, script("weights_push.py")], timeout=120, env=env)
+    assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr

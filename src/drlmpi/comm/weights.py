@@ -1,78 +1,100 @@
-"""Weights plane on one node: a shared-memory window holding a version and a flat float32 vector.
+"""Weights plane: a flat float32 parameter vector with versions, in one shared window per node.
 
-    byte 0   seq      int64   seqlock counter: odd while a publish is in progress
-    byte 8   version  int64   version of the weights (publisher's count, or Hogwild! updates applied)
-    byte 64  weights  float32[n]
+Node window (`NodeWeights`), one `MPI.Win.Allocate_shared` per node, owned by the node leader
+and mapped by every rank of the node with `Shared_query`:
 
-One `MPI.Win.Allocate_shared` window per node (the node leader owns the memory, every rank
-of the node maps it with `Shared_query`). Two ways to write:
-  - `publish(vec, version)`: one writer at a time (the parameter server or a node leader);
-    readers copy with the seqlock (`read`) and never see a torn vector;
-  - `hogwild_add(delta, scale)`: any number of ranks add into the vector in place, with no lock
-    (Hogwild!); readers may see a mix of updates, as Hogwild! allows; the version counts the
-    updates with an atomic fetch-and-add.
-The window lives in host memory; copy to a device after reading.
+    byte 64*s      seq_s, version_s   int64 each, for shard s = 0..S-1 (one cache line each)
+    byte 64*S      weights            float32[n]; shard s owns the contiguous slice bounds[s]:bounds[s+1]
+
+Writing:
+  - `publish(vec, version, shard)`: one writer per shard (a parameter server, or a node leader
+    relaying one); readers copy with the shard's seqlock (`read`) and never see a torn slice;
+  - `hogwild_add(delta, idx=...)`: any number of ranks add into the vector in place with no lock
+    (Hogwild!, unsharded windows only); the version counts updates with an atomic fetch-and-add.
+
+Across nodes (`WeightsPush`): the parameter server broadcasts each new version with `Ibcast` on a
+communicator of itself and the leaders of the other nodes; a helper thread on each of those
+leaders waits politely for the next broadcast and republishes it into its node window. One-sided
+`Put` into remote windows is not used: its progress depends on the busy target (ARCHITECTURE.md §4).
+Windows live in host memory; copy to a device after reading.
 """
 
+import threading
 import time
 
 import numpy as np
 from mpi4py import MPI
 
-HEADER_BYTES = 64
+LINE = 64
+
+
+def shard_bounds(n: int, shards: int) -> np.ndarray:
+    """Contiguous slices of [0, n) for each shard, sizes differing by at most 1: int64 [shards + 1]."""
+    return np.array([n * s // shards for s in range(shards + 1)], dtype=np.int64)
 
 
 class NodeWeights:
-    def __init__(self, node: MPI.Intracomm, n: int):
-        self.n = n
-        size = HEADER_BYTES + 4 * n if node.rank == 0 else 0
-        self.win = MPI.Win.Allocate_shared(size, 1, comm=node)
-        buf, _ = self.win.Shared_query(0)
-        mem = np.frombuffer(buf, dtype=np.uint8)
-        self._header = mem[:16].view(np.int64)
-        self.weights = mem[HEADER_BYTES : HEADER_BYTES + 4 * n].view(np.float32)  # [n], shared
-        self.win.Lock_all(MPI.MODE_NOCHECK)
-        if node.rank == 0:
-            self._header[:] = 0
-            self.weights[:] = 0
-        self.win.Sync()
+    def __init__(self, node: MPI.Intracomm, n: int, shards: int = 1):
         from drlmpi.runtime import barrier
 
+        self.n, self.shards = n, shards
+        self.bounds = shard_bounds(n, shards)
+        head = LINE * shards
+        self.win = MPI.Win.Allocate_shared(head + 4 * n if node.rank == 0 else 0, 1, comm=node)
+        buf, _ = self.win.Shared_query(0)
+        mem = np.frombuffer(buf, dtype=np.uint8)
+        self._head = mem[:head].view(np.int64).reshape(shards, LINE // 8)  # [:, 0] seq, [:, 1] version
+        self.weights = mem[head : head + 4 * n].view(np.float32)  # [n], shared
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+        if node.rank == 0:
+            self._head[:] = 0
+            self.weights[:] = 0
+        self.win.Sync()
         barrier(node)
         self._one = np.ones(1, dtype=np.int64)
         self._old = np.zeros(1, dtype=np.int64)
 
+    def versions(self) -> np.ndarray:
+        """Version of each shard, int64 [S]."""
+        return self._head[:, 1].copy()
+
     @property
     def version(self) -> int:
-        return int(self._header[1])
+        return int(self._head[:, 1].min())
 
-    def publish(self, vec: np.ndarray, version: int) -> None:
-        """Copy vec [n] into the window as `version` (single writer)."""
-        h = self._header
+    def publish(self, vec: np.ndarray, version: int, shard: int = 0) -> None:
+        """Copy this shard's slice (vec holds the slice, or the whole vector) in as `version`; one writer per shard."""
+        lo, hi = self.bounds[shard], self.bounds[shard + 1]
+        h = self._head[shard]
         h[0] += 1  # odd: publish in progress
         self.win.Sync()
-        np.copyto(self.weights, vec, casting="same_kind")
+        np.copyto(self.weights[lo:hi], vec if len(vec) == hi - lo else vec[lo:hi], casting="same_kind")
         h[1] = version
         self.win.Sync()
         h[0] += 1  # even: consistent
         self.win.Sync()
 
     def read(self, out: np.ndarray, timeout: float = 30.0) -> int:
-        """Copy a consistent vector into out [n]; returns its version."""
-        h = self._header
+        """Copy the vector into out [n], each shard's slice consistent; returns the smallest shard version."""
         deadline = time.monotonic() + timeout
-        while True:
-            self.win.Sync()
-            s1 = int(h[0])
-            if not s1 & 1:
-                np.copyto(out, self.weights)
-                version = int(h[1])
+        version = None
+        for s in range(self.shards):
+            lo, hi = self.bounds[s], self.bounds[s + 1]
+            h = self._head[s]
+            while True:
                 self.win.Sync()
-                if int(h[0]) == s1:
-                    return version
-            if time.monotonic() > deadline:
-                raise TimeoutError("weights window: no consistent read (writer stuck mid-publish?)")
-            time.sleep(0)
+                s1 = int(h[0])
+                if not s1 & 1:
+                    np.copyto(out[lo:hi], self.weights[lo:hi])
+                    v = int(h[1])
+                    self.win.Sync()
+                    if int(h[0]) == s1:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("weights window: no consistent read (writer stuck mid-publish?)")
+                time.sleep(0)
+            version = v if version is None else min(version, v)
+        return version
 
     def hogwild_add(self, delta: np.ndarray, scale: float = 1.0, idx: np.ndarray | None = None) -> int:
         """weights[idx] += scale * delta in place, lock-free; returns the version after this update.
@@ -81,6 +103,7 @@ class NodeWeights:
         from several ranks to disjoint coordinates all land. A dense update (idx None, delta [n])
         read-modify-writes every coordinate, so concurrent dense updates can overwrite each other.
         """
+        assert self.shards == 1, "Hogwild! updates need an unsharded window"
         d = delta if scale == 1.0 else np.float32(scale) * delta
         if idx is None:
             np.add(self.weights, d, out=self.weights)
@@ -93,3 +116,63 @@ class NodeWeights:
     def free(self) -> None:
         self.win.Unlock_all()
         self.win.Free()
+
+
+class WeightsPush:
+    """Cross-node push of one writer's slice: the writer `Ibcast`s [version | slice] to the other nodes' leaders.
+
+    Collective over `world`: every rank constructs it with the same `writer` rank and shard. On the
+    writer, `push(vec, version)` publishes into its own node window, then broadcasts. On the leaders
+    of the other nodes, a daemon thread receives each broadcast and publishes it into their node
+    window. `close()` (writer) sends the stop version -1 and joins nothing; leaders' threads end.
+    """
+
+    STOP = -1
+
+    def __init__(self, world: MPI.Intracomm, node: MPI.Intracomm, window: NodeWeights, writer: int, shard: int = 0):
+        self.window, self.shard, self.writer = window, shard, writer
+        lo, hi = window.bounds[shard], window.bounds[shard + 1]
+        # the writer's node id: ranks of the writer's node share the smallest world rank of that node
+        node_id = node.allreduce(world.rank, op=MPI.MIN)
+        writer_node = world.bcast(node_id, root=writer)
+        member = world.rank == writer or (node.rank == 0 and node_id != writer_node)
+        self.comm = world.Split(0 if member else MPI.UNDEFINED, 0 if world.rank == writer else world.rank + 1)
+        self.active = member and self.comm.size > 1
+        self._buf = np.zeros(8 + 4 * int(hi - lo), dtype=np.uint8)
+        self._version = self._buf[:8].view(np.int64)
+        self._slice = self._buf[8:].view(np.float32)
+        self.thread = None
+        if self.active and world.rank != writer:
+            self.thread = threading.Thread(target=self._relay, name="weights-relay", daemon=True)
+            self.thread.start()
+
+    def push(self, vec: np.ndarray, version: int) -> None:
+        """Writer only: publish locally, then broadcast to the other nodes (returns when the root's send is done)."""
+        from drlmpi.runtime import wait
+
+        self.window.publish(vec, version, self.shard)
+        if self.active:
+            lo, hi = self.window.bounds[self.shard], self.window.bounds[self.shard + 1]
+            self._version[0] = version
+            np.copyto(self._slice, vec if len(vec) == hi - lo else vec[lo:hi], casting="same_kind")
+            wait(self.comm.Ibcast(self._buf, root=0), what="weights push")
+
+    def close(self) -> None:
+        """Writer: stop the relays. Other ranks: wait for this rank's relay thread to end."""
+        from drlmpi.runtime import wait
+
+        if self.active and self.comm.rank == 0:
+            self._version[0] = self.STOP
+            wait(self.comm.Ibcast(self._buf, root=0), what="weights push stop")
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+
+    def _relay(self) -> None:
+        from drlmpi.runtime import wait
+
+        while True:
+            wait(self.comm.Ibcast(self._buf, root=0), what="weights from the parameter server")
+            version = int(self._version[0])
+            if version == self.STOP:
+                return
+            self.window.publish(self._slice, version, self.shard)
