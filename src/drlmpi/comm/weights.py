@@ -12,9 +12,12 @@ Writing:
   - `hogwild_add(delta, idx=...)`: any number of ranks add into the vector in place with no lock
     (Hogwild!, unsharded windows only); the version counts updates with an atomic fetch-and-add.
 
-Across nodes (`WeightsPush`): the parameter server broadcasts each new version with `Ibcast` on a
-communicator of itself and the leaders of the other nodes; a helper thread on each of those
-leaders waits politely for the next broadcast and republishes it into its node window. One-sided
+Across nodes (`WeightsPush`): the parameter server broadcasts each new version on a communicator
+of itself and the leaders of the other nodes; a helper thread on each of those leaders waits
+politely (`Ibcast` + Test/sleep) for the 8-byte version, then takes the bulk with a blocking `Bcast`
+(large messages move in chunks that need progress on both sides: sleeping between tests would
+stall them; the blocking call spins only while the data is in flight), then republishes it into
+its node window. One-sided
 `Put` into remote windows is not used: its progress depends on the busy target (ARCHITECTURE.md §4).
 Windows live in host memory; copy to a device after reading.
 """
@@ -138,9 +141,8 @@ class WeightsPush:
         member = world.rank == writer or (node.rank == 0 and node_id != writer_node)
         self.comm = world.Split(0 if member else MPI.UNDEFINED, 0 if world.rank == writer else world.rank + 1)
         self.active = member and self.comm.size > 1
-        self._buf = np.zeros(8 + 4 * int(hi - lo), dtype=np.uint8)
-        self._version = self._buf[:8].view(np.int64)
-        self._slice = self._buf[8:].view(np.float32)
+        self._version = np.zeros(1, dtype=np.int64)
+        self._slice = np.zeros(int(hi - lo), dtype=np.float32)
         self.thread = None
         if self.active and world.rank != writer:
             self.thread = threading.Thread(target=self._relay, name="weights-relay", daemon=True)
@@ -154,8 +156,8 @@ class WeightsPush:
         if self.active:
             lo, hi = self.window.bounds[self.shard], self.window.bounds[self.shard + 1]
             self._version[0] = version
-            np.copyto(self._slice, vec if len(vec) == hi - lo else vec[lo:hi], casting="same_kind")
-            wait(self.comm.Ibcast(self._buf, root=0), what="weights push")
+            wait(self.comm.Ibcast(self._version, root=0), what="weights push")
+            self.comm.Bcast(np.ascontiguousarray(vec[lo:hi] if len(vec) != hi - lo else vec, np.float32), root=0)
 
     def close(self) -> None:
         """Writer: stop the relays. Other ranks: wait for this rank's relay thread to end."""
@@ -163,7 +165,7 @@ class WeightsPush:
 
         if self.active and self.comm.rank == 0:
             self._version[0] = self.STOP
-            wait(self.comm.Ibcast(self._buf, root=0), what="weights push stop")
+            wait(self.comm.Ibcast(self._version, root=0), what="weights push stop")
         if self.thread is not None:
             self.thread.join(timeout=60)
 
@@ -171,8 +173,9 @@ class WeightsPush:
         from drlmpi.runtime import wait
 
         while True:
-            wait(self.comm.Ibcast(self._buf, root=0), what="weights from the parameter server")
+            wait(self.comm.Ibcast(self._version, root=0), what="weights from the parameter server")
             version = int(self._version[0])
             if version == self.STOP:
                 return
+            self.comm.Bcast(self._slice, root=0)  # the writer is sending now: spin only for the transfer
             self.window.publish(self._slice, version, self.shard)
