@@ -19,3 +19,10 @@ def test_cross_node_push_reaches_every_node(n, per_node):
     env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
     r = mpirun(n, [sys.executable, script("weights_push.py")], timeout=120, env=env)
     assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("optimizer,per_node", [("adagrad", 2), ("rmsprop", 1), ("rmsprop", 0)])
+def test_sharded_ps_applies_every_gradient_once(optimizer, per_node):
+    env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
+    r = mpirun(4, [sys.executable, script("sharded_ps.py"), optimizer], timeout=120, env=env)
+    assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr

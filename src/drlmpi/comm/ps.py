@@ -1,0 +1,59 @@
+"""Sharded parameter server (GORILA): the flat vector split in contiguous slices over the `ps` ranks.
+
+Learners `send_gradient` (one buffer `Isend` of its slice to each shard, tag GRADIENT) and
+`send_stop` when done. Each ps rank runs `serve_shard`: it waits politely for the next message
+from any learner, receives the gradient slice into a preallocated buffer, applies its own
+optimizer (RMSProp or AdaGrad) to its slice, and pushes the slice every `publish_every` updates
+through a `WeightsPush` into the node windows, where readers assemble the whole vector
+(`NodeWeights(shards=len(ps_ranks)).read`).
+"""
+
+import numpy as np
+from mpi4py import MPI
+
+from drlmpi.comm.tags import Tag
+from drlmpi.comm.weights import WeightsPush
+from drlmpi.ops.optim import OPTIMIZERS
+from drlmpi.runtime import probe, wait_all
+
+
+def send_gradient(comm: MPI.Intracomm, grad: np.ndarray, ps_ranks: list[int], bounds: np.ndarray) -> list:
+    """Learner: Isend each ps shard its slice of grad (float32 [n]); returns the requests (keep grad alive)."""
+    assert grad.dtype == np.float32 and grad.flags.c_contiguous
+    return [comm.Isend(grad[bounds[s] : bounds[s + 1]], dest=r, tag=Tag.GRADIENT) for s, r in enumerate(ps_ranks)]
+
+
+def send_stop(comm: MPI.Intracomm, ps_ranks: list[int]) -> None:
+    """Learner: tell every ps shard this learner sends no more gradients."""
+    empty = np.zeros(0, np.float32)
+    wait_all([comm.Isend(empty, dest=r, tag=Tag.STOP) for r in ps_ranks], what="ps stop")
+
+
+def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learners: int, optimizer: str,
+                lr: float, publish_every: int = 1, **opt_kwargs) -> tuple[np.ndarray, int]:
+    """PS rank: apply gradients from `learners` learners to this shard's slice until all have stopped.
+
+    init: float32 [k], this shard's initial slice. Returns (final slice, number of updates applied).
+    """
+    step = OPTIMIZERS[optimizer]
+    w = init.astype(np.float32).copy()
+    state = np.zeros_like(w)
+    grad = np.empty_like(w)
+    version = 0
+    push.push(w, version)
+    stopped = 0
+    status = MPI.Status()
+    while stopped < learners:
+        status = probe(comm, MPI.ANY_SOURCE, MPI.ANY_TAG)
+        if status.tag == Tag.STOP:
+            comm.Recv(np.zeros(0, np.float32), source=status.source, tag=Tag.STOP)
+            stopped += 1
+            continue
+        assert status.tag == Tag.GRADIENT, f"unexpected tag {status.tag}"
+        comm.Recv(grad, source=status.source, tag=Tag.GRADIENT)  # the message is here: no long spin
+        step(w, grad, state, lr, **opt_kwargs)
+        version += 1
+        if version % publish_every == 0:
+            push.push(w, version)
+    push.push(w, version)
+    return w, version
