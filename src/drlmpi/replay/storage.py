@@ -3,6 +3,9 @@
 Fields are declared once as name -> (shape, dtype); frames stay uint8. Sampling is
 stratified (one uniform per equal slice of the total priority); importance weights are
 w_i = (N P(i))^-beta normalized by the largest possible weight, (N P_min)^-beta.
+
+Every slot has a generation, bumped when the slot is written: a priority update carries the
+generation its slot had when sampled, and is dropped if the slot was overwritten since.
 """
 
 import numpy as np
@@ -16,6 +19,7 @@ class PrioritizedReplay:
         self.capacity, self.alpha, self.eps, self.rng = capacity, alpha, eps, rng
         self.data = {k: np.zeros((capacity, *shape), dtype=dtype) for k, (shape, dtype) in fields.items()}
         self.tree = SumTree(capacity)
+        self.gen = np.zeros(capacity, dtype=np.int64)  # bumped on every write of a slot
         self.size = 0
         self.next = 0
         self.max_priority = 1.0  # of |td| + eps, before the exponent
@@ -26,6 +30,7 @@ class PrioritizedReplay:
         idx = (self.next + np.arange(n)) % self.capacity
         for k, arr in self.data.items():
             arr[idx] = batch[k]
+        self.gen[idx] += 1
         if priority is None:
             priority = np.full(n, self.max_priority)
         else:
@@ -35,17 +40,36 @@ class PrioritizedReplay:
         self.size = min(self.capacity, self.size + n)
         return idx
 
-    def sample(self, n: int, beta: float) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """n rows by priority: (fields [n, ...], slots [n], importance weights [n] float32)."""
+    def sample_slots(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n slots by priority, stratified: (slots int64 [n], their priorities p^alpha float64 [n])."""
         total = self.tree.total()
         u = (np.arange(n) + self.rng.random(n)) * (total / n)
         idx = self.tree.sample(np.minimum(u, np.nextafter(total, 0)))
-        prob = self.tree.get(idx) / total
-        weights = (prob / (self.tree.min() / total)) ** -beta
-        return {k: v[idx] for k, v in self.data.items()}, idx, weights.astype(np.float32)
+        return idx, self.tree.get(idx)
 
-    def update_priorities(self, idx: np.ndarray, priority: np.ndarray) -> None:
-        """priority [n] of |td| + eps, before the exponent."""
+    def sample(self, n: int, beta: float) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """n rows by priority: (fields [n, ...], slots [n], importance weights [n] float32)."""
+        idx, p = self.sample_slots(n)
+        weights = importance_weights(p, self.tree.min(), beta)
+        return {k: v[idx] for k, v in self.data.items()}, idx, weights
+
+    def update_priorities(self, idx: np.ndarray, priority: np.ndarray, gen: np.ndarray | None = None) -> int:
+        """priority [n] of |td| + eps, before the exponent. With gen [n] (the slots' generations when sampled),
+        updates of slots overwritten since are dropped. Returns how many were applied."""
         priority = np.asarray(priority, dtype=np.float64) + self.eps
-        self.max_priority = max(self.max_priority, float(priority.max()))
-        self.tree.update(idx, priority**self.alpha)
+        if gen is not None:
+            live = self.gen[idx] == gen
+            idx, priority = idx[live], priority[live]
+        if len(idx):
+            self.max_priority = max(self.max_priority, float(priority.max()))
+            self.tree.update(idx, priority**self.alpha)
+        return len(idx)
+
+
+def importance_weights(p: np.ndarray, p_min: float, beta: float) -> np.ndarray:
+    """w_i = (N P(i))^-beta / max_j (N P(j))^-beta, P(i) = p_i / total, for priorities p [n] (already ^alpha).
+
+    The largest weight is the smallest priority's, so N and the total cancel: w_i = (p_i / p_min)^-beta.
+    For sharded replay p_min must be the minimum over every shard.
+    """
+    return ((p / p_min) ** -beta).astype(np.float32)

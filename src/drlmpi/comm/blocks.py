@@ -1,0 +1,49 @@
+"""Fixed-layout byte buffers for struct-of-arrays messages: no pickle, one `Send` per block.
+
+A `BlockLayout` is a header of int64 words followed by named fields, each [rows, *shape] of its
+dtype, every field 64-byte aligned. `new()` gives a zeroed uint8 buffer; `views(buf)` gives numpy
+views of the header and every field into it, so packing and unpacking are plain slice copies.
+Both sides build the same layout from the same field specs.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    fields: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape per row, dtype name)
+    rows: int
+    header_words: int = 2
+
+    @staticmethod
+    def of(fields: dict[str, tuple[tuple[int, ...], np.dtype]], rows: int, header_words: int = 2) -> "BlockLayout":
+        return BlockLayout(tuple((k, tuple(s), np.dtype(d).name) for k, (s, d) in fields.items()), rows,
+                           header_words)
+
+    def _offsets(self):
+        off = -(-8 * self.header_words // ALIGN) * ALIGN
+        out = []
+        for name, shape, dtype in self.fields:
+            nbytes = self.rows * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            out.append((name, shape, dtype, off, nbytes))
+            off += -(-nbytes // ALIGN) * ALIGN
+        return out, off
+
+    @property
+    def nbytes(self) -> int:
+        return self._offsets()[1]
+
+    def new(self) -> np.ndarray:
+        return np.zeros(self.nbytes, dtype=np.uint8)
+
+    def views(self, buf: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(header int64 [header_words], {name: [rows, *shape]}) viewing buf."""
+        offsets, total = self._offsets()
+        assert buf.nbytes >= total, f"buffer of {buf.nbytes} bytes for a layout of {total}"
+        header = buf[: 8 * self.header_words].view(np.int64)
+        return header, {name: buf[o : o + n].view(dtype).reshape(self.rows, *shape)
+                        for name, shape, dtype, o, n in offsets}

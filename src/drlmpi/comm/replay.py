@@ -1,0 +1,203 @@
+"""Clients of the replay shards: actors write blocks of transitions, learners sample globally.
+
+Global sampling (`ReplaySampler.sample`): ask every shard for (size, total p^alpha, min p^alpha);
+split the batch across shards with a multinomial draw in proportion to their totals; each shard
+samples its share (stratified) and replies with rows, slots, generations and p^alpha, plus its
+fresh statistics. Each sample's probability is p_i^alpha / sum over all shards of their totals,
+and its importance weight (p_i / p_min)^-beta uses the minimum over all shards: exactly what
+one unsharded buffer holding every transition would give.
+
+Replies are received politely (probe, then `Recv`); sends are `Isend` from double buffers.
+`Prefetcher` keeps the next batch coming in a helper thread while the learner trains.
+"""
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from mpi4py import MPI
+
+from drlmpi.comm.tags import Tag
+from drlmpi.replay.shard import Fields, priority_layout, reply_layout, transition_layout
+from drlmpi.runtime import probe, wait, wait_all
+
+
+class ReplayWriter:
+    """Actor side: pack transitions into blocks of `rows` and Isend each to a shard (round robin from `first`)."""
+
+    def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, rows: int, first: int = 0):
+        self.comm, self.shards, self.fields = comm, shard_ranks, fields
+        self.layout = transition_layout(fields, rows)
+        self.rows = rows
+        self.bufs = [self.layout.new(), self.layout.new()]
+        self.reqs = [MPI.REQUEST_NULL, MPI.REQUEST_NULL]
+        self.turn = 0
+        self.next_shard = first % len(shard_ranks)
+        self.pending: list[tuple[dict, np.ndarray]] = []
+        self.pending_rows = 0
+        self.sent_rows = 0
+
+    def add(self, batch: dict[str, np.ndarray], priority: np.ndarray) -> None:
+        """Queue rows (fields [n, ...], priority [n] of |td| + eps); full blocks go out at once."""
+        self.pending.append((batch, priority))
+        self.pending_rows += len(priority)
+        while self.pending_rows >= self.rows:
+            self._send(self.rows)
+
+    def flush(self) -> None:
+        """Send what is queued, even a partial block."""
+        while self.pending_rows:
+            self._send(min(self.rows, self.pending_rows))
+
+    def _send(self, n: int) -> None:
+        wait(self.reqs[self.turn], what="previous transition block")
+        buf = self.bufs[self.turn]
+        head, out = self.layout.views(buf)
+        filled = 0
+        while filled < n:
+            batch, prio = self.pending[0]
+            take = min(n - filled, len(prio))
+            for k in self.fields:
+                out[k][filled : filled + take] = batch[k][:take]
+            out["priority"][filled : filled + take] = prio[:take]
+            filled += take
+            if take == len(prio):
+                self.pending.pop(0)
+            else:
+                self.pending[0] = ({k: v[take:] for k, v in batch.items()}, prio[take:])
+        head[0] = n
+        self.pending_rows -= n
+        self.sent_rows += n
+        self.reqs[self.turn] = self.comm.Isend(buf, dest=self.shards[self.next_shard], tag=Tag.TRANSITIONS)
+        self.turn ^= 1
+        self.next_shard = (self.next_shard + 1) % len(self.shards)
+
+    def drain(self) -> None:
+        """Flush and wait until every block has left this rank's buffers."""
+        self.flush()
+        wait_all(self.reqs, what="transition blocks")
+
+    def close(self) -> None:
+        """Drain, then tell every shard this client is done."""
+        self.drain()
+        send_stop(self.comm, self.shards)
+
+
+def send_stop(comm: MPI.Intracomm, shard_ranks: list[int]) -> None:
+    empty = np.zeros(0, np.uint8)
+    wait_all([comm.Isend(empty, dest=r, tag=Tag.STOP) for r in shard_ranks], what="replay stop")
+
+
+@dataclass
+class Batch:
+    data: dict[str, np.ndarray]  # fields [B, ...]
+    shard: np.ndarray  # int64 [B]: index into the shard list
+    slot: np.ndarray  # int64 [B]
+    gen: np.ndarray  # int64 [B]
+    prob: np.ndarray  # float64 [B]: p_i^alpha / sum over all shards
+    weights: np.ndarray  # float32 [B]: importance weights, max possible = 1
+    size: int  # transitions stored over all shards
+
+
+class ReplaySampler:
+    """Learner side: global prioritized sampling over the shards, and priority updates routed back."""
+
+    def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, max_batch: int,
+                 rng: np.random.Generator):
+        self.comm, self.shards, self.fields, self.max_batch, self.rng = comm, shard_ranks, fields, max_batch, rng
+        self.r_layout = reply_layout(fields, max_batch)
+        self.replies = [self.r_layout.new() for _ in shard_ranks]
+        self.p_layout = priority_layout(max_batch)
+        self.p_bufs = [[self.p_layout.new(), self.p_layout.new()] for _ in shard_ranks]
+        self.p_reqs = [[MPI.REQUEST_NULL, MPI.REQUEST_NULL] for _ in shard_ranks]
+        self.p_turn = [0] * len(shard_ranks)
+        self._requests = [np.zeros(2, np.float64) for _ in shard_ranks]
+
+    def _round(self, counts: np.ndarray):
+        """Ask every shard for counts[s] samples (0: statistics only); returns per-shard (head, fields)."""
+        reqs = []
+        for s, r in enumerate(self.shards):
+            self._requests[s][0] = counts[s]
+            reqs.append(self.comm.Isend(self._requests[s], dest=r, tag=Tag.SAMPLE_REQUEST))
+        out = [None] * len(self.shards)
+        for _ in self.shards:
+            st = probe(self.comm, MPI.ANY_SOURCE, Tag.SAMPLE_REPLY)
+            s = self.shards.index(st.source)
+            self.comm.Recv(self.replies[s], source=st.source, tag=Tag.SAMPLE_REPLY)
+            out[s] = self.r_layout.views(self.replies[s])
+        wait_all(reqs, what="sample requests")
+        return out
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(size int64 [S], total p^alpha float64 [S], min p^alpha float64 [S]) of every shard."""
+        heads = [h for h, _ in self._round(np.zeros(len(self.shards)))]
+        return (np.array([h[1] for h in heads]), np.array([h[2:4].view(np.float64)[0] for h in heads]),
+                np.array([h[2:4].view(np.float64)[1] for h in heads]))
+
+    def sample(self, batch_size: int, beta: float) -> Batch:
+        assert 0 < batch_size <= self.max_batch
+        _, total, _ = self.stats()
+        if total.sum() <= 0:
+            raise RuntimeError("replay: sampling from empty shards")
+        counts = self.rng.multinomial(batch_size, total / total.sum())
+        replies = self._round(counts)
+        heads = [h for h, _ in replies]
+        totals = np.array([h[2:4].view(np.float64)[0] for h in heads])
+        mins = np.array([h[2:4].view(np.float64)[1] for h in heads])
+        ns = [int(h[0]) for h in heads]
+        data = {k: np.concatenate([f[k][:n] for (_, f), n in zip(replies, ns)]) for k in self.fields}
+        p = np.concatenate([f["p"][:n] for (_, f), n in zip(replies, ns)])
+        shard = np.concatenate([np.full(n, s, np.int64) for s, n in enumerate(ns)])
+        slot = np.concatenate([f["slot"][:n] for (_, f), n in zip(replies, ns)])
+        gen = np.concatenate([f["gen"][:n] for (_, f), n in zip(replies, ns)])
+        weights = ((p / mins.min()) ** -beta).astype(np.float32)
+        return Batch(data, shard, slot, gen, p / totals.sum(), weights, int(sum(int(h[1]) for h in heads)))
+
+    def update_priorities(self, batch: Batch, priority: np.ndarray) -> None:
+        """Send new priorities (|td| + eps, [B]) for a sampled batch back to the shards that hold its slots."""
+        for s, r in enumerate(self.shards):
+            mask = batch.shard == s
+            n = int(mask.sum())
+            if not n:
+                continue
+            turn = self.p_turn[s]
+            wait(self.p_reqs[s][turn], what="previous priority update")
+            buf = self.p_bufs[s][turn]
+            head, f = self.p_layout.views(buf)
+            head[0] = n
+            f["slot"][:n], f["gen"][:n], f["priority"][:n] = batch.slot[mask], batch.gen[mask], priority[mask]
+            self.p_reqs[s][turn] = self.comm.Isend(buf, dest=r, tag=Tag.PRIORITIES)
+            self.p_turn[s] ^= 1
+
+    def close(self) -> None:
+        wait_all([r for rs in self.p_reqs for r in rs], what="priority updates")
+        send_stop(self.comm, self.shards)
+
+
+class Prefetcher:
+    """Samples the next batch in a helper thread while the caller trains on the current one."""
+
+    def __init__(self, sampler: ReplaySampler, batch_size: int, beta_fn):
+        self.sampler, self.batch_size, self.beta_fn = sampler, batch_size, beta_fn
+        self.q: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="replay-prefetch", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            batch = self.sampler.sample(self.batch_size, self.beta_fn())
+            while not self._stop.is_set():
+                try:
+                    self.q.put(batch, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+
+    def next(self, timeout: float = 60.0) -> Batch:
+        return self.q.get(timeout=timeout)
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(timeout=60)
