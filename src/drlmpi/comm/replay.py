@@ -7,8 +7,12 @@ fresh statistics. Each sample's probability is p_i^alpha / sum over all shards o
 and its importance weight (p_i / p_min)^-beta uses the minimum over all shards: exactly what
 one unsharded buffer holding every transition would give.
 
-Replies are received politely (probe, then `Recv`); sends are `Isend` from double buffers.
-`Prefetcher` keeps the next batch coming in a helper thread while the learner trains.
+On a node, bulk data moves through shared memory (see replay.shard): writers pack blocks into
+their outbox, and shards gather samples straight into the learner's inbox slot, so a batch is
+built with one copy, as in-process. A `Batch` holds views of an inbox slot: it stays valid until
+INBOX_SLOTS - 1 further batches have been sampled. Replies are received politely (probe, then
+`Recv`); sends are `Isend` from double buffers. `Prefetcher` keeps the next batch coming in a
+helper thread while the learner trains. Use a communicator of its own (a `Dup`) for the plane.
 """
 
 import queue
@@ -18,16 +22,20 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
-from drlmpi.replay.shard import Fields, priority_layout, reply_layout, transition_layout
+from drlmpi.replay.shard import INBOX_SLOTS, Fields, priority_layout, reply_layout, transition_layout
 from drlmpi.runtime import probe, wait, wait_all
 
 
 class ReplayWriter:
     """Actor side: pack transitions into blocks of `rows` and Isend each to a shard (round robin from `first`)."""
 
-    def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, rows: int, first: int = 0):
-        self.comm, self.shards, self.fields = comm, shard_ranks, fields
+    def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, rows: int, outbox: NodeSegments,
+                 first: int = 0):
+        self.comm, self.shards, self.fields, self.outbox = comm, shard_ranks, fields, outbox
+        self.doorbells = [np.zeros(2, np.int64) for _ in range(outbox.slots)]
+        self.bell_reqs = [MPI.REQUEST_NULL] * outbox.slots
         self.layout = transition_layout(fields, rows)
         self.rows = rows
         self.bufs = [self.layout.new(), self.layout.new()]
@@ -51,8 +59,15 @@ class ReplayWriter:
             self._send(min(self.rows, self.pending_rows))
 
     def _send(self, n: int) -> None:
-        wait(self.reqs[self.turn], what="previous transition block")
-        buf = self.bufs[self.turn]
+        dest = self.shards[self.next_shard]
+        shm = self.outbox.same_node(dest)
+        if shm:
+            slot = self.outbox.acquire()  # a slot the shards have finished copying from
+            wait(self.bell_reqs[slot], what="previous doorbell")
+            buf = self.outbox.slot(self.comm.rank, slot)
+        else:
+            wait(self.reqs[self.turn], what="previous transition block")
+            buf = self.bufs[self.turn]
         head, out = self.layout.views(buf)
         filled = 0
         while filled < n:
@@ -69,14 +84,24 @@ class ReplayWriter:
         head[0] = n
         self.pending_rows -= n
         self.sent_rows += n
-        self.reqs[self.turn] = self.comm.Isend(buf, dest=self.shards[self.next_shard], tag=Tag.TRANSITIONS)
-        self.turn ^= 1
+        if shm:
+            self.doorbells[slot][:] = (slot, n)
+            self.bell_reqs[slot] = self.comm.Isend(self.doorbells[slot], dest=dest, tag=Tag.TRANSITIONS_SHM)
+        else:
+            self.reqs[self.turn] = self.comm.Isend(buf, dest=dest, tag=Tag.TRANSITIONS)
+            self.turn ^= 1
         self.next_shard = (self.next_shard + 1) % len(self.shards)
 
     def drain(self) -> None:
-        """Flush and wait until every block has left this rank's buffers."""
+        """Flush; return once every shard has stored every block this writer sent."""
         self.flush()
-        wait_all(self.reqs, what="transition blocks")
+        wait_all(self.reqs + self.bell_reqs, what="transition blocks")
+        # a statistics request travels behind our blocks (same source, same communicator): its reply means stored
+        ask, reply = np.zeros(4, np.int64), np.zeros(4, np.int64)
+        for r in self.shards:
+            self.comm.Isend(ask, dest=r, tag=Tag.SAMPLE_REQUEST).Free()
+            probe(self.comm, r, Tag.SAMPLE_REPLY)
+            self.comm.Recv(reply, source=r, tag=Tag.SAMPLE_REPLY)
 
     def close(self) -> None:
         """Drain, then tell every shard this client is done."""
@@ -104,55 +129,74 @@ class ReplaySampler:
     """Learner side: global prioritized sampling over the shards, and priority updates routed back."""
 
     def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, max_batch: int,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, inbox: NodeSegments):
         self.comm, self.shards, self.fields, self.max_batch, self.rng = comm, shard_ranks, fields, max_batch, rng
+        self.inbox = inbox
+        assert inbox.local(comm.rank), "a learner owns an inbox (node_segments(..., learner=True))"
         self.r_layout = reply_layout(fields, max_batch)
-        self.replies = [self.r_layout.new() for _ in shard_ranks]
+        self.block = self.r_layout.new()  # for replies from shards on other nodes
+        self.small = np.zeros(4, np.int64)
         self.p_layout = priority_layout(max_batch)
         self.p_bufs = [[self.p_layout.new(), self.p_layout.new()] for _ in shard_ranks]
         self.p_reqs = [[MPI.REQUEST_NULL, MPI.REQUEST_NULL] for _ in shard_ranks]
         self.p_turn = [0] * len(shard_ranks)
-        self._requests = [np.zeros(2, np.float64) for _ in shard_ranks]
+        self._requests = [np.zeros(4, np.int64) for _ in shard_ranks]
+        self._slot = 0
 
-    def _round(self, counts: np.ndarray):
-        """Ask every shard for counts[s] samples (0: statistics only); returns per-shard (head, fields)."""
+    def _round(self, counts: np.ndarray, offsets: np.ndarray, slot: int) -> np.ndarray:
+        """Ask shard s for counts[s] rows at offsets[s] of inbox slot `slot`; returns headers int64 [S, 4]."""
         reqs = []
         for s, r in enumerate(self.shards):
-            self._requests[s][0] = counts[s]
+            self._requests[s][:3] = counts[s], offsets[s], slot
             reqs.append(self.comm.Isend(self._requests[s], dest=r, tag=Tag.SAMPLE_REQUEST))
-        out = [None] * len(self.shards)
+        heads = np.zeros((len(self.shards), 4), np.int64)
+        _, inbox = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
         for _ in self.shards:
-            st = probe(self.comm, MPI.ANY_SOURCE, Tag.SAMPLE_REPLY)
+            st = probe(self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG)
             s = self.shards.index(st.source)
-            self.comm.Recv(self.replies[s], source=st.source, tag=Tag.SAMPLE_REPLY)
-            out[s] = self.r_layout.views(self.replies[s])
+            if st.tag == Tag.SAMPLE_REPLY:  # rows already in our inbox
+                self.comm.Recv(self.small, source=st.source, tag=st.tag)
+                heads[s] = self.small
+            else:
+                assert st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {st.source}"
+                self.comm.Recv(self.block, source=st.source, tag=st.tag)
+                head, rows = self.r_layout.views(self.block)
+                heads[s] = head
+                n, lo = int(head[0]), int(offsets[s])
+                for k, v in rows.items():
+                    inbox[k][lo : lo + n] = v[:n]
         wait_all(reqs, what="sample requests")
-        return out
+        return heads
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(size int64 [S], total p^alpha float64 [S], min p^alpha float64 [S]) of every shard."""
-        heads = [h for h, _ in self._round(np.zeros(len(self.shards)))]
-        return (np.array([h[1] for h in heads]), np.array([h[2:4].view(np.float64)[0] for h in heads]),
-                np.array([h[2:4].view(np.float64)[1] for h in heads]))
+        zeros = np.zeros(len(self.shards), np.int64)
+        heads = self._round(zeros, zeros, self._slot)
+        f = heads[:, 2:4].copy().view(np.float64)
+        return heads[:, 1].copy(), f[:, 0].copy(), f[:, 1].copy()
 
     def sample(self, batch_size: int, beta: float) -> Batch:
+        """A batch in the next inbox slot (views: valid until INBOX_SLOTS - 1 more batches are sampled)."""
         assert 0 < batch_size <= self.max_batch
+        slot = self._slot
+        self._slot = (self._slot + 1) % INBOX_SLOTS
         _, total, _ = self.stats()
         if total.sum() <= 0:
             raise RuntimeError("replay: sampling from empty shards")
         counts = self.rng.multinomial(batch_size, total / total.sum())
-        replies = self._round(counts)
-        heads = [h for h, _ in replies]
-        totals = np.array([h[2:4].view(np.float64)[0] for h in heads])
-        mins = np.array([h[2:4].view(np.float64)[1] for h in heads])
-        ns = [int(h[0]) for h in heads]
-        data = {k: np.concatenate([f[k][:n] for (_, f), n in zip(replies, ns)]) for k in self.fields}
-        p = np.concatenate([f["p"][:n] for (_, f), n in zip(replies, ns)])
-        shard = np.concatenate([np.full(n, s, np.int64) for s, n in enumerate(ns)])
-        slot = np.concatenate([f["slot"][:n] for (_, f), n in zip(replies, ns)])
-        gen = np.concatenate([f["gen"][:n] for (_, f), n in zip(replies, ns)])
-        weights = ((p / mins.min()) ** -beta).astype(np.float32)
-        return Batch(data, shard, slot, gen, p / totals.sum(), weights, int(sum(int(h[1]) for h in heads)))
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        heads = self._round(counts, offsets, slot)
+        got = heads[:, 0]
+        assert (got == counts).all(), f"shards returned {got}, asked {counts}"
+        f = heads[:, 2:4].copy().view(np.float64)
+        totals, mins = f[:, 0], f[:, 1]
+        _, rows = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
+        p = rows["p"][:batch_size]
+        return Batch(
+            data={k: rows[k][:batch_size] for k in self.fields},
+            shard=np.repeat(np.arange(len(self.shards)), counts), slot=rows["slot"][:batch_size],
+            gen=rows["gen"][:batch_size], prob=p / totals.sum(),
+            weights=((p / mins.min()) ** -beta).astype(np.float32), size=int(heads[:, 1].sum()))
 
     def update_priorities(self, batch: Batch, priority: np.ndarray) -> None:
         """Send new priorities (|td| + eps, [B]) for a sampled batch back to the shards that hold its slots."""

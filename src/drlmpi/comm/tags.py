@@ -7,7 +7,8 @@ class Tag(IntEnum):
     GRADIENT = 10  # learner -> ps shard: float32 gradient slice
     STOP = 11  # any -> any: the sender is done (empty message)
     TRANSITIONS = 20  # actor -> replay shard: one block of transitions
-    SAMPLE_REQUEST = 21  # learner -> replay shard: how many to sample, beta
-    SAMPLE_REPLY = 22  # replay shard -> learner: a sampled batch
-    PRIORITIES = 23  # learner -> replay shard: new priorities for sampled slots
-    STATS = 24  # replay shard -> learner: size and total priority
+    TRANSITIONS_SHM = 21  # actor -> replay shard on its node: (slot, rows) of the actor's outbox
+    SAMPLE_REQUEST = 22  # learner -> replay shard: (rows, offset, inbox slot)
+    SAMPLE_REPLY = 23  # replay shard -> learner on its node: statistics; the rows are in the learner's inbox
+    SAMPLE_REPLY_BLOCK = 24  # replay shard -> learner elsewhere: statistics and the rows
+    PRIORITIES = 25  # learner -> replay shard: new priorities for sampled slots

@@ -1,26 +1,33 @@
-"""A replay shard (role `replay`): prioritized storage serving actors and learners over buffer messages.
+"""A replay shard (role `replay`): prioritized storage serving actors and learners, never pickled.
 
-Every message is a preallocated numpy buffer (`comm.blocks.BlockLayout`), never pickled. The shard
-waits politely for the next message from anyone (`Iprobe` + sleep back-off), then receives it with a
-blocking `Recv` (the data is already on its way; the receiver drives the copy):
+Bulk data between ranks of one node goes through shared memory (`comm.mailbox.NodeSegments`):
+an actor packs a block into a slot of its outbox, and the shard copies it from there into storage;
+a learner owns an inbox of batch slots, and the shard gathers its sampled rows straight into the
+learner's slot at the offset the learner chose. MPI carries only small doorbells then. Ranks on
+other nodes get the same content as buffer messages. The shard waits politely for the next message
+from anyone (`Iprobe` + sleep back-off), then receives it with a blocking `Recv`:
 
-  TRANSITIONS     actor -> shard    block [rows]: header (n, 0), the fields, "priority" float64 (|td| + eps)
-  SAMPLE_REQUEST  learner -> shard  float64 [2]: (n, 0); n = 0 asks for statistics only
-  SAMPLE_REPLY    shard -> learner  block [max_batch]: header (n, size, total, min) with total and min
-                                    (of p^alpha) as float64 bits; the n sampled rows, "slot", "gen", "p"
-  PRIORITIES      learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps)
-  STOP            client -> shard   empty; the shard returns once all `clients` have sent it
+  TRANSITIONS        actor -> shard  block [rows]: header (n, 0), the fields, "priority" float64 (|td| + eps)
+  TRANSITIONS_SHM    actor -> shard  int64 (outbox slot, n): the same block, in the actor's outbox
+  SAMPLE_REQUEST     learner -> shard  int64 (n, offset, inbox slot, 0); n = 0 asks for statistics only
+  SAMPLE_REPLY       shard -> learner  int64 (n, size, total, min), total and min (of p^alpha) as float64 bits;
+                                       the rows are in the learner's inbox slot at [offset, offset + n)
+  SAMPLE_REPLY_BLOCK shard -> learner  block [max_batch]: that header, then rows [0, n) of the fields, slot, gen, p
+  PRIORITIES         learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps)
+  STOP               client -> shard   empty; the shard returns once all `clients` have sent it
 """
 
 import numpy as np
 from mpi4py import MPI
 
 from drlmpi.comm.blocks import BlockLayout
+from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
 from drlmpi.replay.storage import PrioritizedReplay
 from drlmpi.runtime import probe, wait
 
 Fields = dict[str, tuple[tuple[int, ...], np.dtype]]
+OUTBOX_SLOTS, INBOX_SLOTS = 4, 3
 
 
 def transition_layout(fields: Fields, rows: int) -> BlockLayout:
@@ -36,44 +43,70 @@ def priority_layout(max_batch: int) -> BlockLayout:
     return BlockLayout.of({"slot": ((), np.int64), "gen": ((), np.int64), "priority": ((), np.float64)}, max_batch)
 
 
+def node_segments(world: MPI.Intracomm, node: MPI.Intracomm, fields: Fields, block_rows: int, max_batch: int,
+                  writer: bool, learner: bool) -> tuple[NodeSegments, NodeSegments]:
+    """Collective over the node: (outboxes of the writers, inboxes of the learners)."""
+    out = NodeSegments(world, node, OUTBOX_SLOTS, transition_layout(fields, block_rows).nbytes if writer else 0)
+    inbox = NodeSegments(world, node, INBOX_SLOTS, reply_layout(fields, max_batch).nbytes if learner else 0)
+    return out, inbox
+
+
+def stats_header(head: np.ndarray, n: int, storage: PrioritizedReplay) -> None:
+    head[0], head[1] = n, storage.size
+    head[2:4].view(np.float64)[:] = (storage.tree.total(), storage.tree.min())
+
+
 def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block_rows: int, max_batch: int,
-          clients: int) -> dict:
+          clients: int, outboxes: NodeSegments, inboxes: NodeSegments) -> dict:
     """Serve until `clients` STOP messages arrived. Returns counters."""
     t_layout, r_layout, p_layout = (transition_layout(fields, block_rows), reply_layout(fields, max_batch),
                                     priority_layout(max_batch))
     t_buf, p_buf = t_layout.new(), p_layout.new()
-    t_head, t_fields = t_layout.views(t_buf)
     p_head, p_fields = p_layout.views(p_buf)
     replies = [r_layout.new(), r_layout.new()]  # double-buffered: reuse one only once its Isend completed
     reply_reqs = [MPI.REQUEST_NULL, MPI.REQUEST_NULL]
-    request = np.zeros(2, np.float64)
-    stopped = 0
+    small = [np.zeros(4, np.int64), np.zeros(4, np.int64)]
+    doorbell = np.zeros(4, np.int64)
+    stopped = turn = 0
     counts = {"inserted": 0, "sampled": 0, "priority_updates": 0, "stale_dropped": 0}
-    turn = 0
+
+    def insert(block: np.ndarray, n: int) -> None:
+        _, f = t_layout.views(block)
+        storage.add({k: f[k][:n] for k in fields}, f["priority"][:n])
+        counts["inserted"] += n
+
     while stopped < clients:
         st = probe(comm)
         src, tag = st.source, st.tag
         if tag == Tag.TRANSITIONS:
             comm.Recv(t_buf, source=src, tag=tag)
-            n = int(t_head[0])
-            storage.add({k: t_fields[k][:n] for k in fields}, t_fields["priority"][:n])
-            counts["inserted"] += n
+            insert(t_buf, int(t_buf[:8].view(np.int64)[0]))
+        elif tag == Tag.TRANSITIONS_SHM:
+            comm.Recv(doorbell[:2], source=src, tag=tag)
+            slot, n = int(doorbell[0]), int(doorbell[1])
+            insert(outboxes.slot(src, slot), n)
+            outboxes.release(src, slot)
         elif tag == Tag.SAMPLE_REQUEST:
-            comm.Recv(request, source=src, tag=tag)
-            n = int(request[0])
+            comm.Recv(doorbell, source=src, tag=tag)
+            n, offset, inbox_slot = int(doorbell[0]), int(doorbell[1]), int(doorbell[2])
+            n = n if storage.size else 0
             wait(reply_reqs[turn], what="previous sample reply")
-            buf = replies[turn]
-            head, out = r_layout.views(buf)
-            if n and storage.size:
+            shm = inboxes.local(src) or n == 0  # statistics only: the small header suffices
+            if shm:  # gather straight into the learner's inbox
+                head, msg = small[turn], small[turn]
+                out = r_layout.views(inboxes.slot(src, inbox_slot))[1] if n else None
+                lo = offset
+            else:
+                msg = replies[turn]
+                head, out = r_layout.views(msg)
+                lo = 0
+            if n:
                 slot, p = storage.sample_slots(n)
                 for k in fields:
-                    np.take(storage.data[k], slot, axis=0, out=out[k][:n])
-                out["slot"][:n], out["gen"][:n], out["p"][:n] = slot, storage.gen[slot], p
-            else:
-                n = 0
-            head[0], head[1] = n, storage.size
-            head[2:4].view(np.float64)[:] = (storage.tree.total(), storage.tree.min())
-            reply_reqs[turn] = comm.Isend(buf, dest=src, tag=Tag.SAMPLE_REPLY)
+                    np.take(storage.data[k], slot, axis=0, out=out[k][lo : lo + n])
+                out["slot"][lo : lo + n], out["gen"][lo : lo + n], out["p"][lo : lo + n] = slot, storage.gen[slot], p
+            stats_header(head, n, storage)
+            reply_reqs[turn] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY if shm else Tag.SAMPLE_REPLY_BLOCK)
             turn ^= 1
             counts["sampled"] += n
         elif tag == Tag.PRIORITIES:

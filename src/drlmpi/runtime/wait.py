@@ -3,20 +3,29 @@
 MPICH busy-polls inside blocking calls (`Recv`, `Wait`, `Barrier`): 7 ranks
 blocked on a 2-core machine slow the one computing rank 4x (ARCHITECTURE.md §4).
 Every wait in drlmpi goes through these helpers instead: they `Test` the
-request and sleep between tests, backing off from `first_sleep` to `max_sleep`
-seconds, so an idle rank costs a few microseconds of CPU per millisecond.
+request without sleeping for the first SPIN seconds (a reply that is about to
+arrive is caught without a wake-up delay), then sleep between tests, backing off
+from FIRST_SLEEP to `max_sleep` seconds, so an idle rank costs a few microseconds
+of CPU per millisecond.
 """
 
 import time
 
 from mpi4py import MPI
 
+SPIN = 50e-6
 FIRST_SLEEP = 20e-6
 MAX_SLEEP = 1e-3
 
 
-def _backoff(test, timeout: float | None, what: str, max_sleep: float):
-    deadline = None if timeout is None else time.monotonic() + timeout
+def poll(test, timeout: float | None = None, what: str = "a condition", max_sleep: float = MAX_SLEEP):
+    """Call test() until it returns something other than None (spin briefly, then sleep with back-off)."""
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    while time.monotonic() - start < SPIN:
+        result = test()
+        if result is not None:
+            return result
     delay = FIRST_SLEEP
     while True:
         result = test()
@@ -32,14 +41,14 @@ def wait(request: MPI.Request, timeout: float | None = None, what: str = "a requ
          max_sleep: float = MAX_SLEEP) -> MPI.Status:
     """Wait for one request without busy-spinning; returns its status."""
     status = MPI.Status()
-    return _backoff(lambda: status if request.Test(status) else None, timeout, what, max_sleep)
+    return poll(lambda: status if request.Test(status) else None, timeout, what, max_sleep)
 
 
 def wait_all(requests: list[MPI.Request], timeout: float | None = None, what: str = "requests",
              max_sleep: float = MAX_SLEEP) -> None:
     """Wait for every request in the list."""
     if requests:
-        _backoff(lambda: True if MPI.Request.Testall(requests) else None, timeout, what, max_sleep)
+        poll(lambda: True if MPI.Request.Testall(requests) else None, timeout, what, max_sleep)
 
 
 def wait_any(requests: list[MPI.Request], timeout: float | None = None, what: str = "any request",
@@ -51,14 +60,14 @@ def wait_any(requests: list[MPI.Request], timeout: float | None = None, what: st
         index, flag = MPI.Request.Testany(requests, status)
         return (index, status) if flag and index != MPI.UNDEFINED else None
 
-    return _backoff(test, timeout, what, max_sleep)
+    return poll(test, timeout, what, max_sleep)
 
 
 def probe(comm: MPI.Comm, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
           timeout: float | None = None, max_sleep: float = MAX_SLEEP) -> MPI.Status:
     """Wait until a matching message can be received; returns its status (source, tag, count)."""
     status = MPI.Status()
-    return _backoff(lambda: status if comm.Iprobe(source, tag, status) else None, timeout,
+    return poll(lambda: status if comm.Iprobe(source, tag, status) else None, timeout,
                     f"a message (source {source}, tag {tag})", max_sleep)
 
 

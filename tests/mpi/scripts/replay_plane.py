@@ -15,7 +15,7 @@ from mpi4py import MPI
 from drlmpi import runtime
 from drlmpi.comm.replay import ReplaySampler, ReplayWriter
 from drlmpi.replay import PrioritizedReplay
-from drlmpi.replay.shard import serve
+from drlmpi.replay.shard import node_segments, serve
 
 world = MPI.COMM_WORLD
 assert world.size == 6, "run with 6 ranks"
@@ -40,18 +40,23 @@ def prio_of(ids):
 
 
 clients = world.Split(0 if world.rank in WRITERS else 1, world.rank)
+node = runtime.context.node_comm(world)
+rcomm = world.Dup()  # the replay plane's own communicator
+outbox, inbox = node_segments(world, node, FIELDS, 37, 512, writer=world.rank in WRITERS,
+                              learner=world.rank == LEARNER)
 if world.rank in SHARDS:
     storage = PrioritizedReplay(CAP, FIELDS, ALPHA, np.random.default_rng(world.rank + SEED))
-    counts = serve(world, storage, FIELDS, block_rows=37, max_batch=512, clients=len(WRITERS) * 2)
+    counts = serve(rcomm, storage, FIELDS, 37, 512, len(WRITERS) + 1, outbox, inbox)  # 2 writers, 1 sampler
     out = world.gather(counts, root=0)
 else:
-    writer = ReplayWriter(world, SHARDS, FIELDS, rows=37, first=world.rank)
+    writer = ReplayWriter(rcomm, SHARDS, FIELDS, rows=37, outbox=outbox, first=world.rank)
     mine = np.arange(0, 1000) if world.rank == 0 else np.arange(1000, 2000)
     for chunk in np.array_split(mine, 13):
         writer.add({"id": chunk, "obs": obs_of(chunk)}, prio_of(chunk))
-    writer.drain()
-    sampler = ReplaySampler(world, SHARDS, FIELDS, max_batch=512, rng=np.random.default_rng(world.rank + 100 + SEED))
-    sampler.stats()  # our blocks were sent before this request: each shard has stored them
+    if world.rank == LEARNER:
+        sampler = ReplaySampler(rcomm, SHARDS, FIELDS, max_batch=512, rng=np.random.default_rng(100 + SEED),
+                                inbox=inbox)
+    writer.drain()  # every shard has stored our blocks
     runtime.barrier(clients)
     if world.rank == LEARNER:
         size, total, _ = sampler.stats()
@@ -82,7 +87,6 @@ else:
         new = np.arange(2000, 2600)
         writer.add({"id": new, "obs": obs_of(new)}, prio_of(new))
         writer.drain()
-        sampler.stats()
     runtime.barrier(clients)
     if world.rank == LEARNER:
         sampler.update_priorities(stale_batch, np.full(512, 1000.0))
@@ -97,7 +101,8 @@ else:
             check(np.allclose(ratio, ratio[0], rtol=1e-5), "a slot carries another row's priority (stale update?)")
             check((b.data["obs"] == obs_of(b.data["id"])).all(), "row corrupted after overwrite")
     writer.close()
-    sampler.close()
+    if world.rank == LEARNER:
+        sampler.close()
     out = world.gather(None, root=0)
 
 if world.rank == 0:

@@ -35,7 +35,7 @@ def follow(window, last_version, out, label):
         seen += 1
         if version == last_version:
             if not (out == last_version).all():
-                failures.append(f"rank {world.rank} {label}: version {last_version} but values {out.min()}..{out.max()}")
+                failures.append(f"rank {world.rank} {label}: version {last_version}, values {out.min()}..{out.max()}")
             return seen
         time.sleep(0.001)
     failures.append(f"rank {world.rank} {label}: never saw version {last_version}, at {window.versions()}")
