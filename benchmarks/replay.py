@@ -10,7 +10,7 @@ Launches `mpiexec -n 2`: rank 0 is the shard, rank 1 the client. In one run, per
 Every contender first fills the storage once (first-touch page faults excluded: steady state).
 Prints transitions/s and ratios (target: MPI >= 0.5x in-process, >= 5x pickle).
 
-Usage: python benchmarks/replay.py [--block 32] [--blocks 64] [--batch 256] [--batches 64]
+Usage: python benchmarks/replay.py [--block 64] [--blocks 32] [--batch 256] [--batches 64]
 """
 
 import argparse
@@ -147,8 +147,8 @@ def pickle_mode(inband: bool) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--block", type=int, default=32)
-    ap.add_argument("--blocks", type=int, default=64)
+    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--blocks", type=int, default=32)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--batches", type=int, default=64)
     ap.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)

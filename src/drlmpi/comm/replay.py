@@ -24,7 +24,7 @@ from mpi4py import MPI
 
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
-from drlmpi.replay.shard import INBOX_SLOTS, Fields, priority_layout, reply_layout, transition_layout
+from drlmpi.replay.shard import INBOX_SLOTS, SERVICE_SLEEP, Fields, priority_layout, reply_layout, transition_layout
 from drlmpi.runtime import probe, wait, wait_all
 
 
@@ -152,7 +152,7 @@ class ReplaySampler:
         heads = np.zeros((len(self.shards), 4), np.int64)
         _, inbox = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
         for _ in self.shards:
-            st = probe(self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG)
+            st = probe(self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP)
             s = self.shards.index(st.source)
             if st.tag == Tag.SAMPLE_REPLY:  # rows already in our inbox
                 self.comm.Recv(self.small, source=st.source, tag=st.tag)
