@@ -136,8 +136,11 @@ class WeightsPush:
         self.window, self.shard, self.writer = window, shard, writer
         lo, hi = window.bounds[shard], window.bounds[shard + 1]
         # the writer's node id: ranks of the writer's node share the smallest world rank of that node
-        node_id = node.allreduce(world.rank, op=MPI.MIN)
-        writer_node = world.bcast(node_id, root=writer)
+        node_id = np.array([world.rank], np.int64)
+        node.Allreduce(MPI.IN_PLACE, node_id, op=MPI.MIN)
+        writer_node = node_id.copy()
+        world.Bcast(writer_node, root=writer)
+        node_id, writer_node = int(node_id[0]), int(writer_node[0])
         member = world.rank == writer or (node.rank == 0 and node_id != writer_node)
         self.comm = world.Split(0 if member else MPI.UNDEFINED, 0 if world.rank == writer else world.rank + 1)
         self.active = member and self.comm.size > 1

@@ -47,18 +47,23 @@ class Runtime:
         return int(self.seed_seq.spawn(1)[0].generate_state(1)[0])
 
 
+def pretend_ranks_per_node() -> int:
+    """DRLMPI_RANKS_PER_NODE as an int; 0 when unset or 0 (real hosts)."""
+    return max(0, int(os.environ.get("DRLMPI_RANKS_PER_NODE", "0") or 0))
+
+
 def node_comm(world: MPI.Intracomm) -> MPI.Intracomm:
-    per_node = os.environ.get("DRLMPI_RANKS_PER_NODE")
+    per_node = pretend_ranks_per_node()
     if per_node:
-        return world.Split(world.rank // int(per_node), world.rank)
+        return world.Split(world.rank // per_node, world.rank)
     return world.Split_type(MPI.COMM_TYPE_SHARED, key=world.rank)
 
 
 def host_names(world: MPI.Intracomm, node: MPI.Intracomm) -> tuple[str, ...]:
     """Host name of every rank (pretend hosts get a `#node` suffix); control plane, once."""
     name = socket.gethostname()
-    if os.environ.get("DRLMPI_RANKS_PER_NODE"):
-        name += f"#{world.rank // int(os.environ['DRLMPI_RANKS_PER_NODE'])}"
+    if pretend_ranks_per_node():
+        name += f"#{world.rank // pretend_ranks_per_node()}"
     return tuple(world.allgather(name))
 
 

@@ -3,7 +3,8 @@
 1. intact blocks: every sampled row's obs matches the pattern of its id; all 2000 rows arrive;
 2. global sampling: 4 shards sample like one buffer holding every row (chi-square over priority classes),
    with the same probabilities and identical importance weights;
-3. stale updates: priority updates for slots overwritten after sampling are dropped.
+3. stale updates: priority updates for slots overwritten after sampling are dropped;
+4. prefetching: a helper thread samples while the learner thread sends priority updates.
 """
 
 import os
@@ -13,7 +14,7 @@ import numpy as np
 from mpi4py import MPI
 
 from drlmpi import runtime
-from drlmpi.comm.replay import ReplaySampler, ReplayWriter
+from drlmpi.comm.replay import Prefetcher, ReplaySampler, ReplayWriter
 from drlmpi.replay import PrioritizedReplay
 from drlmpi.replay.shard import node_segments, serve
 
@@ -100,6 +101,14 @@ else:
             ratio = got / pr
             check(np.allclose(ratio, ratio[0], rtol=1e-5), "a slot carries another row's priority (stale update?)")
             check((b.data["obs"] == obs_of(b.data["id"])).all(), "row corrupted after overwrite")
+        # 4. prefetching: batches keep coming from a helper thread while this thread sends priority updates
+        pf = Prefetcher(sampler, 128, lambda: BETA)
+        for _ in range(30):
+            b = pf.next(timeout=30)
+            check((b.data["obs"] == obs_of(b.data["id"])).all(), "prefetched row corrupted")
+            check(len(b.data["id"]) == 128 and b.weights.max() <= 1.0, "prefetched batch shape or weights")
+            sampler.update_priorities(b, np.full(128, 2.0))
+        pf.close()
     writer.close()
     if world.rank == LEARNER:
         sampler.close()
