@@ -8,8 +8,9 @@ from helpers import mpirun, script
 pytestmark = pytest.mark.mpi
 
 
-@pytest.mark.parametrize("per_node", [0, 3])
-def test_replay_plane_six_ranks(per_node):
+@pytest.mark.parametrize("n,per_node", [(6, 0), (6, 3), (10, 0), (10, 4)])
+def test_replay_plane(n, per_node):
+    """n = 10: six writers (five plain actors) feeding four shards."""
     env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
-    r = mpirun(6, [sys.executable, script("replay_plane.py")], timeout=180, env=env)
-    assert r.returncode == 0 and "PASS 6 ranks" in r.stdout, r.stdout + r.stderr
+    r = mpirun(n, [sys.executable, script("replay_plane.py")], timeout=180, env=env)
+    assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr

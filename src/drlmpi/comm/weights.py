@@ -22,6 +22,7 @@ its node window. One-sided
 Windows live in host memory; copy to a device after reading.
 """
 
+import sys
 import threading
 import time
 
@@ -29,6 +30,7 @@ import numpy as np
 from mpi4py import MPI
 
 LINE = 64
+RELAY_SWITCH_INTERVAL = 5e-4  # seconds; see WeightsPush
 
 
 def shard_bounds(n: int, shards: int) -> np.ndarray:
@@ -148,6 +150,9 @@ class WeightsPush:
         self._slice = np.zeros(int(hi - lo), dtype=np.float32)
         self.thread = None
         if self.active and world.rank != writer:
+            # The relay needs the GIL for a moment per message; a main thread busy in Python hands it over
+            # only every switch interval (5 ms by default), which would delay each new version by that much.
+            sys.setswitchinterval(min(sys.getswitchinterval(), RELAY_SWITCH_INTERVAL))
             self.thread = threading.Thread(target=self._relay, name="weights-relay", daemon=True)
             self.thread.start()
 

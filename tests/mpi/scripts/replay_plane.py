@@ -1,4 +1,4 @@
-"""Replay plane on 6 ranks: shards 1-4; writers 0 and 5; rank 0 is also the learner.
+"""Replay plane on 6+ ranks: shards 1-4; writers 0 and 5, 6, ...; rank 0 is also the learner.
 
 1. intact blocks: every sampled row's obs matches the pattern of its id; all 2000 rows arrive;
 2. global sampling: 4 shards sample like one buffer holding every row (chi-square over priority classes),
@@ -19,8 +19,9 @@ from drlmpi.replay import PrioritizedReplay
 from drlmpi.replay.shard import node_segments, serve
 
 world = MPI.COMM_WORLD
-assert world.size == 6, "run with 6 ranks"
-SHARDS, WRITERS, LEARNER = [1, 2, 3, 4], [0, 5], 0
+assert world.size >= 6, "run with 6 or more ranks"
+SHARDS, LEARNER = [1, 2, 3, 4], 0
+WRITERS = [0] + list(range(5, world.size))
 ALPHA, BETA, CAP = 0.6, 0.5, 600  # 4 x 600 slots: phase 1's 2000 rows fit, phase 3 overwrites
 SEED = int(os.environ.get("SEED", "0"))  # vary to look at the chi-square distribution
 FIELDS = {"id": ((), np.int64), "obs": ((4, 8, 8), np.uint8)}
@@ -51,8 +52,8 @@ if world.rank in SHARDS:
     out = world.gather(counts, root=0)
 else:
     writer = ReplayWriter(rcomm, SHARDS, FIELDS, rows=37, outbox=outbox, first=world.rank)
-    mine = np.arange(0, 1000) if world.rank == 0 else np.arange(1000, 2000)
-    for chunk in np.array_split(mine, 13):
+    mine = np.array_split(np.arange(2000), len(WRITERS))[WRITERS.index(world.rank)]
+    for chunk in np.array_split(mine, 13 if len(mine) > 13 else 1):
         writer.add({"id": chunk, "obs": obs_of(chunk)}, prio_of(chunk))
     if world.rank == LEARNER:
         sampler = ReplaySampler(rcomm, SHARDS, FIELDS, max_batch=512, rng=np.random.default_rng(100 + SEED),
