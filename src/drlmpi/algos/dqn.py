@@ -18,8 +18,8 @@ import torch
 from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import VecEnv, is_atari, make_vec
 from drlmpi.errors import UserError
-from drlmpi.nets import QNetwork, load_arrays, state_arrays
-from drlmpi.ops.qlearning import double_q_target, weighted_huber
+from drlmpi.nets import QNetwork, greedy, load_arrays, state_arrays
+from drlmpi.ops.qlearning import double_dqn_td, weighted_huber
 from drlmpi.replay import NStepBuilder, PrioritizedReplay
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
@@ -71,12 +71,6 @@ def build_net(cfg: Config, env: VecEnv) -> QNetwork:
     return QNetwork(env.observation_space.shape, int(env.action_space.n), tuple(cfg.hidden), cfg.dueling)
 
 
-def greedy(net: QNetwork, obs: np.ndarray, device: torch.device) -> np.ndarray:
-    """obs [E, ...] -> argmax actions [E]."""
-    with torch.no_grad():
-        return net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
-
-
 def linear(start: float, end: float, frac: float) -> float:
     return start + (end - start) * min(1.0, max(0.0, frac))
 
@@ -85,11 +79,7 @@ def learn(net, target, opt, replay: PrioritizedReplay, cfg: Config, beta: float,
     """One prioritized double-DQN update; returns the loss."""
     batch, idx, weights = replay.sample(cfg.batch_size, beta)
     t = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
-    q = net(t["obs"]).gather(1, t["action"][:, None]).squeeze(1)
-    with torch.no_grad():
-        next_online, next_target = net(t["next_obs"]), target(t["next_obs"])
-        y = double_q_target(next_online, next_target, t["ret"], t["discount"])
-    td = y - q
+    td = double_dqn_td(net, target, t["obs"], t["action"], t["ret"], t["next_obs"], t["discount"])
     loss = weighted_huber(td, torch.as_tensor(weights, device=device))
     opt.zero_grad(set_to_none=True)
     loss.backward()

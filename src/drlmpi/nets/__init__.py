@@ -91,3 +91,19 @@ def load_arrays(module: nn.Module, arrays: dict[str, np.ndarray]) -> None:
         if tuple(arrays[k].shape) != tuple(v.shape):
             raise ValueError(f"parameter {k}: shape {tuple(arrays[k].shape)} in file, {tuple(v.shape)} expected")
     module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()})
+
+
+def greedy(net: nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
+    """obs [E, ...] -> argmax_a Q(obs, a), int64 [E]."""
+    with torch.no_grad():
+        return net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+
+def flat_params(net: nn.Module) -> np.ndarray:
+    """All parameters as one float32 vector [n] (the weights plane's layout)."""
+    return torch.nn.utils.parameters_to_vector(net.parameters()).detach().cpu().numpy().astype(np.float32)
+
+
+def load_flat(net: nn.Module, vec: np.ndarray) -> None:
+    """Inverse of flat_params."""
+    torch.nn.utils.vector_to_parameters(torch.as_tensor(vec, device=next(net.parameters()).device), net.parameters())

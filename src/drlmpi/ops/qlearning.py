@@ -19,3 +19,15 @@ def weighted_huber(td: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Importance-weighted Huber loss (delta 1) of TD errors td [B] with weights [B] -> scalar."""
     assert td.shape == weights.shape
     return (weights * F.huber_loss(td, torch.zeros_like(td), reduction="none", delta=1.0)).mean()
+
+
+def double_dqn_td(net, target, obs: torch.Tensor, action: torch.Tensor, ret: torch.Tensor,
+                  next_obs: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
+    """TD errors [B] of n-step double DQN: target(s', argmax_a net(s', a)) bootstraps; the target has no grad.
+
+    obs, next_obs [B, ...]; action int64 [B]; ret, discount [B] (discount = gamma^n, 0 at terminal).
+    """
+    q = net(obs).gather(1, action[:, None]).squeeze(1)
+    with torch.no_grad():
+        y = double_q_target(net(next_obs), target(next_obs), ret, discount)
+    return y - q
