@@ -9,7 +9,7 @@ import importlib
 
 from drlmpi.errors import UserError
 
-ALGOS = {"dqn": "drlmpi.algos.dqn"}
+ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex"}
 REQUIRED = ("Config", "ROLES", "run")
 
 

@@ -123,3 +123,12 @@ def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_m
     env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
     return VecEnv(env, num_envs, seed, atari=False)
+
+
+def spaces(env_id: str):
+    """(single observation space, single action space) of env_id, from a throwaway one-env instance."""
+    env = make_vec(env_id, 1, seed=0)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
