@@ -8,9 +8,9 @@
 """
 
 import os
-import sys
 
 import numpy as np
+from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
@@ -121,10 +121,4 @@ if world.rank == 0:
     check(sum(c["inserted"] for c in shard_counts) == 2600, f"inserted {[c['inserted'] for c in shard_counts]}")
     check(stale > 0, "no stale update was dropped: the test did not exercise it")
     print(f"stale updates dropped: {stale}", flush=True)
-all_failures = world.gather(failures, root=0)
-if world.rank == 0:
-    flat = [f for fs in all_failures for f in fs]
-    print("\n".join(flat[:20]) if flat else f"PASS {world.size} ranks")
-    sys.stdout.flush()
-    if flat:
-        world.Abort(1)
+report(failures)

@@ -1,10 +1,10 @@
 """Runtime checks on every rank; failures are reduced across ranks and rank 0 exits non-zero on any."""
 
 import os
-import sys
 import time
 
 import numpy as np
+from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
@@ -71,9 +71,4 @@ except TimeoutError as e:
     check("never comes" in str(e) and time.monotonic() - t0 < 5, "timeout message and duration")
 runtime.barrier(world, timeout=30)
 
-all_failures = world.gather(failures, root=0)
-if world.rank == 0:
-    flat = [f for fs in all_failures for f in fs]
-    print("\n".join(flat) if flat else f"PASS {n} ranks")
-    sys.stdout.flush()
-    world.Abort(1) if flat else None
+report(failures)

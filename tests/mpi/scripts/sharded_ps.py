@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
@@ -57,10 +58,4 @@ for p in pushes:
     p.close()
 runtime.barrier(world)
 window.free()
-all_failures = world.gather(failures, root=0)
-if world.rank == 0:
-    flat = [f for fs in all_failures for f in fs]
-    print("\n".join(flat) if flat else f"PASS {world.size} ranks")
-    sys.stdout.flush()
-    if flat:
-        world.Abort(1)
+report(failures)

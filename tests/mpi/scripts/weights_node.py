@@ -1,9 +1,9 @@
 """Node weights window: torn-read freedom under a concurrent writer, and Hogwild! updates from several ranks."""
 
-import sys
 import time
 
 import numpy as np
+from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
@@ -77,10 +77,4 @@ if world.rank == 0:
 runtime.barrier(world)
 w.free()
 
-all_failures = world.gather(failures, root=0)
-if world.rank == 0:
-    flat = [f for fs in all_failures for f in fs]
-    print("\n".join(flat) if flat else f"PASS {world.size} ranks")
-    sys.stdout.flush()
-    if flat:
-        world.Abort(1)
+report(failures)

@@ -5,10 +5,10 @@ Part 2: two shards, written by ranks 0 and size-1, each pushing its slice.
 Every rank polls its node window until the last version arrives, checking slices are never torn.
 """
 
-import sys
 import time
 
 import numpy as np
+from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
@@ -73,10 +73,4 @@ runtime.barrier(world)
 w.free()
 w2.free()
 
-all_failures = world.gather(failures, root=0)
-if world.rank == 0:
-    flat = [f for fs in all_failures for f in fs]
-    print("\n".join(flat) if flat else f"PASS {world.size} ranks")
-    sys.stdout.flush()
-    if flat:
-        world.Abort(1)
+report(failures)
