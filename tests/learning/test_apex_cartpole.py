@@ -1,5 +1,6 @@
 """Ape-X (4 ranks) learns CartPole-v1: greedy mean return >= 475 over 20 episodes within 5 minutes of wall time,
-in 2 of 3 seeds, measured through `drlmpi eval --json`. Run by `make test-learning`."""
+in 2 of 3 seeds, measured through `drlmpi eval --json`. 150K env steps take about 200 s here. Run by
+`make test-learning`."""
 
 import json
 import time
@@ -15,7 +16,7 @@ def test_apex_cartpole_2_of_3_seeds(tmp_path):
     for seed in (0, 1, 2):
         d = tmp_path / f"seed{seed}"
         t0 = time.monotonic()
-        r = mpirun(4, [DRLMPI, "--algo", "apex", "--env", "CartPole-v1", "--total-env-steps", "100000",
+        r = mpirun(4, [DRLMPI, "--algo", "apex", "--env", "CartPole-v1", "--total-env-steps", "150000",
                        "--seed", str(seed), "--run-dir", str(d)], timeout=900)
         wall = time.monotonic() - t0
         assert r.returncode == 0, r.stdout + r.stderr
