@@ -11,6 +11,7 @@ from helpers import DRLMPI, mpirun, run
 pytestmark = pytest.mark.learning
 
 
+@pytest.mark.timeout(1800)  # three full training runs
 def test_dqn_cartpole_2_of_3_seeds(tmp_path):
     results = {}
     for seed in (0, 1, 2):
