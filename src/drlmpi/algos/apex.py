@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from drlmpi import nets
 from drlmpi.comm.replay import Prefetcher, ReplaySampler, ReplayWriter
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.weights import NodeWeights, WeightsPush
@@ -30,6 +31,7 @@ from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, state_arrays
 from drlmpi.ops.qlearning import double_dqn_td, double_q_target, weighted_huber
+from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, PrioritizedReplay
 from drlmpi.replay.shard import node_segments, serve
 from drlmpi.rundir import RunLog
@@ -86,10 +88,6 @@ def transition_fields(obs_space) -> dict:
 
 def actor_epsilon(cfg: Config, i: int, n: int) -> float:
     return cfg.eps_base ** (1 + cfg.eps_alpha * i / max(1, n - 1))
-
-
-def linear(start: float, end: float, frac: float) -> float:
-    return start + (end - start) * min(1.0, max(0.0, frac))
 
 
 def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
@@ -176,7 +174,7 @@ def run_replay(rt: Runtime, cfg: Config, plane: dict) -> None:
 
 
 def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
-    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    device = nets.device(cfg.device)
     world = plane["world"]
     actors = rt.layout.ranks("actor")
     net = plane["net"].to(device)

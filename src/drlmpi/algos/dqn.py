@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from drlmpi import nets
 from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import VecEnv, is_atari, make_vec
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, greedy, load_arrays, state_arrays
 from drlmpi.ops.qlearning import double_dqn_td, weighted_huber
+from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, PrioritizedReplay
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
@@ -61,18 +63,8 @@ class Config(Common):
             raise UserError(f"config: total_env_steps must be >= 1, got {self.total_env_steps}")
 
 
-def device_of(cfg: Config) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
 def build_net(cfg: Config, env: VecEnv) -> QNetwork:
     return QNetwork(env.observation_space.shape, int(env.action_space.n), tuple(cfg.hidden), cfg.dueling)
-
-
-def linear(start: float, end: float, frac: float) -> float:
-    return start + (end - start) * min(1.0, max(0.0, frac))
 
 
 def learn(net, target, opt, replay: PrioritizedReplay, cfg: Config, beta: float, device) -> float:
@@ -91,7 +83,7 @@ def learn(net, target, opt, replay: PrioritizedReplay, cfg: Config, beta: float,
 
 def run_serial(rt: Runtime, cfg: Config) -> dict:
     """Act and learn on this rank until total_env_steps; returns the final summary."""
-    device = device_of(cfg)
+    device = nets.device(cfg.device)
     torch.manual_seed(rt.torch_seed())
     rng = rt.rng()
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))

@@ -25,6 +25,7 @@ from mpi4py import MPI
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
 from drlmpi.replay.shard import INBOX_SLOTS, SERVICE_SLEEP, Fields, priority_layout, reply_layout, transition_layout
+from drlmpi.replay.storage import importance_weights
 from drlmpi.runtime import probe, wait, wait_all
 
 
@@ -196,7 +197,7 @@ class ReplaySampler:
             data={k: rows[k][:batch_size] for k in self.fields},
             shard=np.repeat(np.arange(len(self.shards)), counts), slot=rows["slot"][:batch_size],
             gen=rows["gen"][:batch_size], prob=p / totals.sum(),
-            weights=((p / mins.min()) ** -beta).astype(np.float32), size=int(heads[:, 1].sum()))
+            weights=importance_weights(p, mins.min(), beta), size=int(heads[:, 1].sum()))
 
     def update_priorities(self, batch: Batch, priority: np.ndarray) -> None:
         """Send new priorities (|td| + eps, [B]) for a sampled batch back to the shards that hold its slots."""

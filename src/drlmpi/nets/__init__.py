@@ -93,6 +93,13 @@ def load_arrays(module: nn.Module, arrays: dict[str, np.ndarray]) -> None:
     module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()})
 
 
+def device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def greedy(net: nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
     """obs [E, ...] -> argmax_a Q(obs, a), int64 [E]."""
     with torch.no_grad():
