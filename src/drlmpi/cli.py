@@ -12,6 +12,7 @@ exception on any rank prints `rank R (role) failed:` with its traceback and abor
 
 import argparse
 import json
+import resource
 import sys
 
 from drlmpi.errors import UserError
@@ -104,9 +105,17 @@ def train(args) -> int:
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
     runtime.barrier(world)
+    peak = world.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)  # MiB, control plane
     if rt.rank == 0 and summary:
         print(f"done: {summary['env_steps']} env steps, {summary['updates']} updates in {summary['seconds']:.1f} s; "
               f"recent return {summary['recent_return']:.1f}; checkpoint {summary['checkpoint']}", flush=True)
+    if rt.rank == 0 and rt.size > 1:
+        by_role = {}
+        for r, mib in enumerate(peak):
+            by_role.setdefault(rt.layout.roles[r], []).append(mib)
+        print("peak memory per rank (MiB): " + ", ".join(
+            f"{role} {max(v):.0f}" + (f" (max of {len(v)}, mean {sum(v) / len(v):.0f})" if len(v) > 1 else "")
+            for role, v in by_role.items()), flush=True)
     return 0
 
 

@@ -26,3 +26,9 @@ def test_sharded_ps_applies_every_gradient_once(optimizer, per_node):
     env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
     r = mpirun(4, [sys.executable, script("sharded_ps.py"), optimizer], timeout=120, env=env)
     assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("backend", ["mpi", "gloo"])
+def test_two_apex_learners_keep_identical_weights(tmp_path, backend):
+    r = mpirun(5, [sys.executable, script("apex_learners.py"), str(tmp_path / "run"), backend], timeout=300)
+    assert r.returncode == 0 and "PASS 5 ranks" in r.stdout, r.stdout + r.stderr

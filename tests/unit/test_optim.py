@@ -25,3 +25,30 @@ def test_rmsprop_and_adagrad_match_formulas():
         run += g**2
         ref -= 0.1 * g / (np.sqrt(run) + 1e-8)
     np.testing.assert_allclose(w, ref, rtol=1e-12)
+
+
+def test_adam_matches_torch():
+    import torch
+
+    from drlmpi.ops.optim import make
+
+    rng = np.random.default_rng(1)
+    w0, gs = rng.normal(size=7), rng.normal(size=(6, 7))
+    p = torch.nn.Parameter(torch.tensor(w0))
+    ref = torch.optim.Adam([p], lr=0.05, eps=1e-6)
+    w = w0.copy()
+    apply = make("adam", 7, np.float64, eps=1e-6)
+    for g in gs:
+        p.grad = torch.tensor(g)
+        ref.step()
+        apply(w, g, 0.05)
+    np.testing.assert_allclose(w, p.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_make_unknown_optimizer():
+    import pytest
+
+    from drlmpi.ops.optim import make
+
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make("sgdx", 3)

@@ -1,30 +1,36 @@
 """Ape-X: distributed prioritized experience replay (Horgan et al., 2018), on the weights and replay planes.
 
-Roles: `learner` (rank 0), `replay` shards, and `actor`s on the other ranks.
+Roles: `learner`s (rank 0 leads), `replay` shards, and `actor`s on the other ranks.
   actor i   steps a vector of envs with epsilon_i = eps^(1 + alpha i / (N - 1)); reads the learner's weights
             from its node window every `weight_sync_every` steps (their version tells the learner's update
             count: an actor pauses when the learner lags `replay_ratio`); builds n-step transitions, gives each an
             initial priority |TD| from its local network, and sends them to the shards in blocks; reports env
-            steps and episode returns to the learner (Tag.METRICS) and says when it is done (Tag.STOP).
+            steps, episode returns, frames/s and the weights version that acted to the lead learner
+            (Tag.METRICS), and says when it is done (Tag.STOP).
   replay    serves blocks, samples and priority updates until the learner and every actor have stopped.
   learner   once `learning_starts` transitions are stored, trains double DQN with dueling heads on
             prioritized batches (prefetched), sends back priorities, publishes its weights every
             `publish_every` updates, copies its target network every `target_update_every` updates, and
             stops when every actor has finished its share of `total_env_steps`.
+            Several learners each sample their own batch and average gradients with one allreduce per
+            update (comm.allreduce: MPI on CPU, NCCL on GPU), so their networks stay identical; the
+            lead (the first) talks to the actors, publishes and logs, and rides its progress and stop
+            flag on the allreduce. An update is one synchronous step of all learners.
 Messages: every send and receive below names its Tag; bulk data never travels pickled.
 """
 
 import copy
+import hashlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
 from drlmpi import nets
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.replay import Prefetcher, ReplaySampler, ReplayWriter
-from drlmpi.comm.tags import Tag
 from drlmpi.comm.weights import NodeWeights, WeightsPush
 from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
@@ -65,6 +71,8 @@ class Config(Common):
     max_grad_norm: float = opt(10.0, "gradient clipping by global norm")
     block_rows: int = opt(64, "transitions per block an actor sends")
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
+    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
 
     def check(self):
         for name in ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every", "publish_every",
@@ -75,6 +83,8 @@ class Config(Common):
             raise UserError(f"config: gamma must be in (0, 1], got {self.gamma}")
         if self.clip_rewards not in ("auto", "on", "off"):
             raise UserError(f"config: clip_rewards must be auto, on or off, got {self.clip_rewards!r}")
+        if self.allreduce not in BACKENDS:
+            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
 
 
 def build_net(cfg: Config, obs_space, act_space) -> QNetwork:
@@ -108,16 +118,8 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
     eps = actor_epsilon(cfg, i, len(actors))
     share = cfg.total_env_steps // len(actors) + (i < cfg.total_env_steps % len(actors))
-    metrics, metrics_req = np.zeros(3, np.float64), MPI.REQUEST_NULL
-    pending = np.zeros(3, np.float64)  # env steps, episodes, return sum not yet reported
+    report = ActorReport(plane["world"], learner)  # Tag.METRICS, Tag.STOP to the lead learner
 
-    def report():  # env steps and returns to the learner (Tag.METRICS), one message in flight at a time
-        nonlocal metrics_req
-        wait(metrics_req, what="metrics")
-        metrics[:], pending[:] = pending, 0
-        metrics_req = plane["world"].Isend(metrics, dest=learner, tag=Tag.METRICS)
-
-    last_report = time.monotonic()
     obs = env.reset()
     steps = vsteps = 0
     in_flight = len(actors) * cfg.num_envs * cfg.n_step  # steps whose transitions wait in n-step builders
@@ -130,7 +132,7 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     while steps < share:
         if learner_lags():
             writer.flush()  # the learner may be waiting for these to reach learning_starts,
-            report()  # and for our steps to allow more updates
+            report.send()  # and for our steps to allow more updates
             poll(lambda: None if learner_lags() else True, 600, "the learner to catch up")
         if vsteps % cfg.weight_sync_every == 0 and window.version > version:
             version = window.read(weights)
@@ -143,7 +145,7 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
             step.reward = np.clip(step.reward, -1, 1)
         steps += cfg.num_envs
         vsteps += 1
-        pending += (cfg.num_envs, len(step.episodes), sum(r for r, _ in step.episodes))
+        report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
         tr = nstep.push(obs, actions, step)
         if tr is not None:
             with torch.no_grad():  # initial priorities from the local network (online net as its own target)
@@ -153,13 +155,9 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
                 q = net(t["obs"]).gather(1, t["action"][:, None]).squeeze(1)
             writer.add(tr, (y - q).abs().numpy().astype(np.float64) + PRIORITY_EPS)
         obs = step.obs
-        if time.monotonic() - last_report > 0.5 and metrics_req.Test():
-            report()
-            last_report = time.monotonic()
+        report.maybe_send()
     writer.close()  # flush, then STOP to every shard
-    report()
-    wait(metrics_req, what="metrics")
-    plane["world"].Send(np.zeros(0, np.uint8), dest=learner, tag=Tag.STOP)
+    report.close()
     env.close()
 
 
@@ -175,77 +173,96 @@ def run_replay(rt: Runtime, cfg: Config, plane: dict) -> None:
 
 def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
     device = nets.device(cfg.device)
-    world = plane["world"]
+    world, learners = plane["world"], rt.role_comm  # role_comm: the learner ranks
+    lead = learners.rank == 0
     actors = rt.layout.ranks("actor")
     net = plane["net"].to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=2)  # + progress, stop
     push: WeightsPush = plane["push"]
-    push.push(flat_params(net), 1)
+    if lead:
+        push.push(flat_params(net), 1)
     sampler = ReplaySampler(plane["rcomm"], rt.layout.ranks("replay"), plane["fields"], cfg.batch_size, rt.rng(),
                             plane["inbox"])
-    log = RunLog(cfg.run_dir, "apex", to_dict(cfg), ["loss", "replay_size", "policy_lag"],
-                 frames_per_step=4 if is_atari(cfg.env) else 1, world_size=rt.size)
-    metrics, status = np.zeros(3, np.float64), MPI.Status()
-    state = {"steps": 0, "done": 0}
+    state = {"frac": 0.0}
+    stats = ActorStats(world, actors, frames_per_step=4 if is_atari(cfg.env) else 1)  # lead: actors' reports
+    if lead:
+        log = RunLog(cfg.run_dir, "apex", to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
+                                                          *ActorStats.COLUMNS, "learners"],
+                     frames_per_step=stats.frames_per_step, world_size=rt.size)
+    updates = 0
 
     def drain_actor_messages():
-        while world.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
-            if status.tag == Tag.METRICS:
-                world.Recv(metrics, source=status.source, tag=Tag.METRICS)
-                state["steps"] += int(metrics[0])
-                if metrics[1]:
-                    log.episode(metrics[2] / metrics[1])
-            elif status.tag == Tag.STOP:
-                world.Recv(np.zeros(0, np.uint8), source=status.source, tag=Tag.STOP)
-                state["done"] += 1
-            else:
-                raise RuntimeError(f"learner: unexpected tag {status.tag} from rank {status.source}")
+        stats.drain(updates + 1, log.episode)
 
-    def frac():
-        return state["steps"] / cfg.total_env_steps
+    def row(loss, size):
+        return {"loss": loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
+                "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
+                "learners": learners.size}
 
-    while state["done"] < len(actors):  # wait for learning_starts transitions
-        drain_actor_messages()
-        if sampler.stats()[0].sum() >= max(cfg.learning_starts, cfg.batch_size):
-            break
-        time.sleep(0.01)
-    prefetch = Prefetcher(sampler, cfg.batch_size, lambda: linear(cfg.beta_start, 1.0, frac()))
-    updates, loss, size = 0, float("nan"), 0
-    while state["done"] < len(actors):
-        drain_actor_messages()
-        if cfg.replay_ratio > 0 and updates >= cfg.replay_ratio * state["steps"]:
-            time.sleep(0.001)  # the learner is ahead of the actors
-            log.tick(state["steps"], updates, cfg.total_env_steps)
-            continue
+    go = np.ones(1, np.int64)  # the lead says whether training starts at all (0: the actors finished first)
+    if lead:
+        while not stats.all_done:  # wait for learning_starts transitions
+            drain_actor_messages()
+            if sampler.stats()[0].sum() >= max(cfg.learning_starts, cfg.batch_size):
+                break
+            time.sleep(0.01)
+        go[0] = not stats.all_done
+    wait(learners.Ibcast(go, root=0), what="the lead learner's start")
+    loss, size = float("nan"), 0
+    if go[0]:
+        prefetch = Prefetcher(sampler, cfg.batch_size, lambda: linear(cfg.beta_start, 1.0, state["frac"]))
+    while go[0]:
+        stop = False
+        if lead:  # wait while ahead of the actors (replay ratio), unless they are done
+            while True:
+                drain_actor_messages()
+                stop = stats.all_done
+                if stop or cfg.replay_ratio <= 0 or updates < cfg.replay_ratio * stats.steps:
+                    break
+                log.tick(stats.steps, updates, cfg.total_env_steps, row(loss, size))
+                time.sleep(0.001)
         batch = prefetch.next()
-        size = batch.size
-        for g in opt.param_groups:
-            g["lr"] = linear(cfg.lr, cfg.lr_final, frac())
         t = {k: torch.as_tensor(v, device=device) for k, v in batch.data.items()}
         td = double_dqn_td(net, target, t["obs"], t["action"], t["ret"], t["next_obs"], t["discount"])
         loss_t = weighted_huber(td, torch.as_tensor(batch.weights, device=device))
         opt.zero_grad(set_to_none=True)
         loss_t.backward()
+        progress, stop_sum = allreduce(np.array([stats.steps / cfg.total_env_steps, stop]) if lead else None)
+        if stop_sum:
+            break
+        state["frac"] = float(progress)  # the lead's: every learner uses the same learning rate
+        for g in opt.param_groups:
+            g["lr"] = linear(cfg.lr, cfg.lr_final, state["frac"])
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         opt.step()
         sampler.update_priorities(batch, td.detach().abs().cpu().numpy().astype(np.float64) + PRIORITY_EPS)
         updates += 1
-        loss = float(loss_t.detach())
+        size = batch.size
         if updates % cfg.target_update_every == 0:
             target.load_state_dict(net.state_dict())
+        if not lead:
+            continue
+        loss = float(loss_t.detach())
         if updates % cfg.publish_every == 0:
             push.push(flat_params(net), updates + 1)
-        log.tick(state["steps"], updates, cfg.total_env_steps, {"loss": loss, "replay_size": size})
+        log.tick(stats.steps, updates, cfg.total_env_steps, row(loss, size))
         if log.checkpoint_due():
-            log.save_checkpoint(state["steps"], {"online": state_arrays(net)}, {"updates": updates})
-    prefetch.close()
+            log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
+    if go[0]:
+        prefetch.close()
     sampler.close()  # STOP to every shard
-    push.push(flat_params(net), updates + 1)
-    path = log.save_checkpoint(state["steps"], {"online": state_arrays(net)}, {"updates": updates})
-    log.close(state["steps"], updates, {"loss": loss, "replay_size": size})
-    return {"env_steps": state["steps"], "updates": updates, "recent_return": log.recent_return,
-            "checkpoint": str(path), "seconds": time.monotonic() - log.start}
+    allreduce.close()
+    weights = flat_params(net)
+    summary = {"updates": updates, "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest()}
+    if not lead:
+        return summary
+    push.push(weights, updates + 1)
+    path = log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
+    log.close(stats.steps, updates, row(loss, size))
+    return {**summary, "env_steps": stats.steps, "recent_return": log.recent_return, "checkpoint": str(path),
+            "seconds": time.monotonic() - log.start}
 
 
 def run(rt: Runtime, cfg: Config) -> dict | None:
@@ -262,7 +279,7 @@ def run(rt: Runtime, cfg: Config) -> dict | None:
                                   writer=rt.role == "actor", learner=rt.role == "learner")
     plane = {"world": rt.world, "rcomm": rt.world.Dup(), "window": window, "push": push, "fields": fields,
              "outbox": outbox, "inbox": inbox, "n_params": n_params, "net": net}
-    summary = None
+    summary = None  # the learners' summary (the lead's is printed)
     if rt.role == "actor":
         run_actor(rt, cfg, plane)
     elif rt.role == "replay":

@@ -3,7 +3,7 @@
 Learners `send_gradient` (one buffer `Isend` of its slice to each shard, tag GRADIENT) and
 `send_stop` when done. Each ps rank runs `serve_shard`: it waits politely for the next message
 from any learner, receives the gradient slice into a preallocated buffer, applies its own
-optimizer (RMSProp or AdaGrad) to its slice, and pushes the slice every `publish_every` updates
+optimizer (RMSProp, AdaGrad or Adam) to its slice, and pushes the slice every `publish_every` updates
 through a `WeightsPush` into the node windows, where readers assemble the whole vector
 (`NodeWeights(shards=len(ps_ranks)).read`).
 """
@@ -13,7 +13,7 @@ from mpi4py import MPI
 
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.weights import WeightsPush
-from drlmpi.ops.optim import OPTIMIZERS
+from drlmpi.ops import optim
 from drlmpi.runtime import probe, wait_all
 
 
@@ -30,14 +30,15 @@ def send_stop(comm: MPI.Intracomm, ps_ranks: list[int]) -> None:
 
 
 def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learners: int, optimizer: str,
-                lr: float, publish_every: int = 1, **opt_kwargs) -> tuple[np.ndarray, int]:
+                lr, publish_every: int = 1, **opt_kwargs) -> tuple[np.ndarray, int]:
     """PS rank: apply gradients from `learners` learners to this shard's slice until all have stopped.
 
-    init: float32 [k], this shard's initial slice. Returns (final slice, number of updates applied).
+    init: float32 [k], this shard's initial slice. lr: a float, or a function of the number of updates
+    applied so far (a schedule). Returns (final slice, number of updates applied).
     """
-    step = OPTIMIZERS[optimizer]
+    apply = optim.make(optimizer, len(init), **opt_kwargs)
+    lr_at = lr if callable(lr) else (lambda _: lr)
     w = init.astype(np.float32).copy()
-    state = np.zeros_like(w)
     grad = np.empty_like(w)
     version = 0
     push.push(w, version)
@@ -51,7 +52,7 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
             continue
         assert status.tag == Tag.GRADIENT, f"unexpected tag {status.tag}"
         comm.Recv(grad, source=status.source, tag=Tag.GRADIENT)  # the message is here: no long spin
-        step(w, grad, state, lr, **opt_kwargs)
+        apply(w, grad, lr_at(version))
         version += 1
         if version % publish_every == 0:
             push.push(w, version)

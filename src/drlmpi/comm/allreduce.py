@@ -1,0 +1,118 @@
+"""Learners average their gradients: one allreduce of a flat buffer per update.
+
+`GradAllreduce(comm, params, backend)` packs every parameter's gradient into one contiguous
+float32 buffer [n + extra], allreduces it (sum) and unpacks the mean. `extra` trailing slots ride
+along for the control plane: the lead learner writes progress and the stop flag there, the others
+write 0, so after the sum every learner knows them without another message.
+
+Backends:
+  mpi    a polite `Ibarrier` (a learner that arrives early sleeps instead of spinning on a shared
+         host), then a blocking `Allreduce` on the learners' communicator: everyone is there, so it
+         spins only for the transfer. A polite `Iallreduce` was measured 10-40x slower: it sleeps
+         between the algorithm's rounds. Host memory: gradients on a GPU are staged through it.
+  gloo   torch.distributed with the gloo backend (CPU tensors).
+  nccl   torch.distributed with NCCL: the buffer stays on the GPU.
+  auto   nccl when the parameters live on a CUDA device, else mpi (measured faster on CPU than gloo:
+         benchmarks/allreduce.py, BENCHMARKS.md).
+
+Every learner gets the same bits: sum is commutative and each algorithm combines the same partial
+sums everywhere, so learners that start equal stay equal (tests/mpi/scripts/apex_learners.py).
+"""
+
+import datetime
+import os
+import socket
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from drlmpi.runtime import wait
+
+BACKENDS = ("auto", "mpi", "gloo", "nccl")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def init_torch_group(comm: MPI.Intracomm, backend: str, timeout_s: float = 120.0) -> None:
+    """Form a torch.distributed group over `comm` (rank 0 of comm hosts the TCP store)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    addr = None
+    if comm.rank == 0:
+        addr = f"tcp://{socket.gethostname()}:{free_port()}"
+    addr = comm.bcast(addr, root=0)  # control plane, once
+    dist.init_process_group(backend, init_method=addr, rank=comm.rank, world_size=comm.size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def choose_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"allreduce backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "mpi"
+    return backend
+
+
+class GradAllreduce:
+    def __init__(self, comm: MPI.Intracomm, params: list[torch.nn.Parameter], backend: str = "auto",
+                 extra: int = 0):
+        self.comm, self.params, self.extra = comm, list(params), extra
+        device = self.params[0].device
+        self.backend = choose_backend(backend, device)
+        self.sizes = [p.numel() for p in self.params]
+        self.n = sum(self.sizes)
+        on_gpu = self.backend == "nccl"
+        self.buf = torch.zeros(self.n + extra, dtype=torch.float32, device=device if on_gpu else "cpu")
+        self.host = self.buf.numpy() if not on_gpu else None  # the MPI view of the buffer
+        self.tail = np.zeros(extra, np.float64)
+        if self.backend in ("gloo", "nccl") and comm.size > 1:
+            if self.backend == "nccl":
+                os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+            init_torch_group(comm, self.backend)
+
+    def __call__(self, extra: np.ndarray | None = None) -> np.ndarray:
+        """Replace every .grad by its mean over the learners; returns the summed extra slots (float64 [extra]).
+
+        extra: this learner's values for the trailing slots (float [extra]); zeros when None.
+        Parameters without a gradient contribute zeros.
+        """
+        views = torch.split(self.buf[: self.n], self.sizes)
+        with torch.no_grad():
+            for v, p in zip(views, self.params):
+                if p.grad is None:
+                    v.zero_()
+                else:
+                    v.copy_(p.grad.reshape(-1))
+            if self.extra:
+                self.buf[self.n :] = torch.as_tensor(extra if extra is not None else np.zeros(self.extra),
+                                                     dtype=torch.float32)
+            if self.comm.size > 1:
+                if self.backend == "mpi":
+                    wait(self.comm.Ibarrier(), what="the other learners")  # sleep politely until all are here,
+                    self.comm.Allreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)  # then spin only for the transfer
+                else:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(self.buf)
+            self.tail[:] = self.buf[self.n :].cpu().numpy()
+            self.buf[: self.n] /= self.comm.size
+            for v, p in zip(views, self.params):
+                if p.grad is None:
+                    p.grad = v.view_as(p).clone()
+                else:
+                    p.grad.copy_(v.view_as(p))
+        return self.tail
+
+    def close(self) -> None:
+        if self.backend in ("gloo", "nccl") and self.comm.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
