@@ -9,7 +9,7 @@ import importlib
 
 from drlmpi.errors import UserError
 
-ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex"}
+ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlmpi.algos.gorila"}
 REQUIRED = ("Config", "ROLES", "run")
 
 

@@ -36,7 +36,7 @@ from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, state_arrays
-from drlmpi.ops.qlearning import double_dqn_td, double_q_target, weighted_huber
+from drlmpi.ops.qlearning import double_dqn_td, initial_priority, weighted_huber
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, PrioritizedReplay
 from drlmpi.replay.shard import node_segments, serve
@@ -147,13 +147,8 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
         vsteps += 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
         tr = nstep.push(obs, actions, step)
-        if tr is not None:
-            with torch.no_grad():  # initial priorities from the local network (online net as its own target)
-                t = {k: torch.as_tensor(v) for k, v in tr.items()}
-                nq = net(t["next_obs"])
-                y = double_q_target(nq, nq, t["ret"], t["discount"])
-                q = net(t["obs"]).gather(1, t["action"][:, None]).squeeze(1)
-            writer.add(tr, (y - q).abs().numpy().astype(np.float64) + PRIORITY_EPS)
+        if tr is not None:  # initial priorities from the local network
+            writer.add(tr, initial_priority(net, tr, PRIORITY_EPS))
         obs = step.obs
         report.maybe_send()
     writer.close()  # flush, then STOP to every shard

@@ -12,4 +12,5 @@ class Tag(IntEnum):
     SAMPLE_REPLY = 23  # replay shard -> learner on its node: statistics; the rows are in the learner's inbox
     SAMPLE_REPLY_BLOCK = 24  # replay shard -> learner elsewhere: statistics and the rows
     PRIORITIES = 25  # learner -> replay shard: new priorities for sampled slots
-    METRICS = 30  # actor -> learner: float64 (env steps since last, episodes ended, sum of their returns)
+    METRICS = 30  # actor -> lead learner: float64 [6], see comm.metrics
+    CONTROL = 31  # lead learner -> other learners: float64 (env steps so far, stop flag)

@@ -63,6 +63,11 @@ class NodeWeights:
         """Version of each shard, int64 [S]."""
         return self._head[:, 1].copy()
 
+    def published(self) -> bool:
+        """Has every shard been published at least once?"""
+        self.win.Sync()
+        return bool((self._head[:, 0] > 0).all())
+
     @property
     def version(self) -> int:
         return int(self._head[:, 1].min())

@@ -1,5 +1,6 @@
 """Q-learning targets and losses."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,3 +32,17 @@ def double_dqn_td(net, target, obs: torch.Tensor, action: torch.Tensor, ret: tor
     with torch.no_grad():
         y = double_q_target(net(next_obs), target(next_obs), ret, discount)
     return y - q
+
+
+def initial_priority(net, batch: dict, eps: float = 1e-6) -> np.ndarray:
+    """|TD| + eps of fresh n-step transitions under `net` alone (its own bootstrap target): float64 [B].
+
+    batch: numpy obs, next_obs [B, ...], action int64 [B], ret, discount [B]. An actor's estimate,
+    before a learner has seen the transitions (Ape-X).
+    """
+    with torch.no_grad():
+        t = {k: torch.as_tensor(v) for k, v in batch.items()}
+        nq = net(t["next_obs"])
+        y = double_q_target(nq, nq, t["ret"], t["discount"])
+        q = net(t["obs"]).gather(1, t["action"][:, None]).squeeze(1)
+    return (y - q).abs().numpy().astype(np.float64) + eps
