@@ -148,8 +148,11 @@ def show_config(args) -> int:
 
     from drlmpi import algos
 
-    for f in dataclasses.fields(algos.get(args.algo).Config):
-        print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}")
+    cls = algos.get(args.algo).Config
+    atari = getattr(cls, "ATARI", {})
+    for f in dataclasses.fields(cls):
+        note = f" (Atari: {atari[f.name]!r})" if f.name in atari else ""
+        print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}{note}")
     return 0
 
 

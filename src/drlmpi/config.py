@@ -85,7 +85,11 @@ def _coerce(name: str, kind, value):
 
 
 def build(cls, toml_path: str | None = None, sets: list[str] = (), **flags):
-    """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None)."""
+    """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None).
+
+    Precedence: defaults < `cls.ATARI` (a dict of defaults for `ALE/...` envs, if the class has one) < the TOML
+    file < `key=value` < flags.
+    """
     hints = typing.get_type_hints(cls)
     values: dict = {}
     if toml_path:
@@ -102,6 +106,10 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), **flags):
             raise UserError(f"--set expects key=value, got '{item}'")
         values[key.strip().replace("-", "_")] = val.strip()
     values.update({k: v for k, v in flags.items() if v is not None})
+    env = values.get("env", getattr(cls, "env", ""))
+    if str(env).startswith("ALE/"):  # the algorithm's Atari defaults: above its own, below everything given
+        for k, v in getattr(cls, "ATARI", {}).items():
+            values.setdefault(k, v)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise UserError(f"config: unknown key '{unknown[0]}' for {cls.__module__.rsplit('.', 1)[-1]} "

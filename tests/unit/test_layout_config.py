@@ -50,3 +50,16 @@ def test_config_precedence_and_types(tmp_path):
 def test_every_config_field_has_a_docstring():
     docs = config.field_docs(dqn.Config)
     assert all(docs.values()), [k for k, v in docs.items() if not v]
+
+
+def test_atari_defaults_sit_between_defaults_and_everything_given(tmp_path):
+    build = config.build
+    from drlmpi.algos import apex
+
+    assert build(apex.Config, env="CartPole-v1").batch_size == 128  # not Atari: the plain default
+    assert build(apex.Config, env="ALE/Pong-v5").batch_size == apex.Config.ATARI["batch_size"]
+    toml = tmp_path / "run.toml"
+    toml.write_text('env = "ALE/Pong-v5"\nbatch_size = 48\n')
+    cfg = build(apex.Config, str(toml))
+    assert cfg.batch_size == 48 and cfg.replay_ratio == apex.Config.ATARI["replay_ratio"]  # file beats preset
+    assert build(apex.Config, str(toml), ["batch_size=8"]).batch_size == 8

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -73,6 +74,11 @@ class Config(Common):
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
     allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
                                  "gloo, nccl")
+
+    ATARI: ClassVar[dict] = {  # Atari defaults (config.build applies them to ALE/ envs): Ape-X paper values,
+        # scaled to a learner on a CPU: fewer samples per env step than on CartPole (4 instead of 32)
+        "batch_size": 64, "replay_ratio": 0.0625, "learning_starts": 20_000, "lr": 1e-4, "lr_final": 1e-5,
+        "target_update_every": 2500, "weight_sync_every": 100, "max_grad_norm": 40.0}
 
     def check(self):
         for name in ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every", "publish_every",

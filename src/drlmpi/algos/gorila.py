@@ -27,6 +27,7 @@ Throttle: like Ape-X, `replay_ratio` parameter-server updates per env step, on b
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -81,6 +82,11 @@ class Config(Common):
     max_grad_norm: float = opt(10.0, "gradient clipping by global norm, on the learner")
     block_rows: int = opt(64, "transitions per block an actor sends")
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
+
+    ATARI: ClassVar[dict] = {  # Atari defaults (config.build applies them to ALE/ envs): DQN-paper values,
+        # with fewer samples per env step (2) for a learner on a CPU
+        "batch_size": 32, "replay_ratio": 0.0625, "learning_starts": 20_000, "lr": 1e-4, "lr_final": 1e-5,
+        "target_update_every": 2500, "weight_sync_every": 100, "max_grad_norm": 40.0}
 
     def check(self):
         for name in ("num_envs", "buffer_size", "batch_size", "n_step", "sync_every", "target_update_every",
