@@ -20,7 +20,7 @@ install: $(STAMP)
 # The default job: the best algorithm available, on CartPole-v1, under the venv's mpiexec.
 run: $(STAMP)
 	rm -rf $(RUN_DIR)
-	$(BIN)/mpiexec -n 1 $(BIN)/drlmpi --algo dqn --env CartPole-v1 --run-dir $(RUN_DIR)
+	$(BIN)/mpiexec -n 4 $(BIN)/drlmpi --algo apex --env CartPole-v1 --total-env-steps 150000 --run-dir $(RUN_DIR)
 	$(BIN)/drlmpi eval $(RUN_DIR) --episodes 20
 
 test: $(STAMP)

@@ -27,33 +27,41 @@ def slow_nstep(obs, rewards, terminated, truncated, final_obs, n, gamma):
     return out
 
 
-@pytest.mark.parametrize("n", [1, 3, 5])
-def test_nstep_builder_matches_definition(n):
-    rng = np.random.default_rng(n)
-    T, gamma = 60, 0.9
-    obs = np.arange(T + 1, dtype=np.float32)[:, None] * 10  # obs[t] identifies the step
-    rewards = rng.normal(size=T).astype(np.float32)
-    terminated = rng.random(T) < 0.08
-    truncated = (~terminated) & (rng.random(T) < 0.05)
-    final_obs = obs + 0.5  # last obs of an episode ending at step t: final_obs[t], distinct from every obs
-    builder = NStepBuilder(1, n, gamma)
+@pytest.mark.parametrize("n,E", [(1, 1), (3, 1), (5, 1), (3, 4), (5, 3)])
+def test_nstep_builder_matches_definition(n, E):
+    rng = np.random.default_rng(n + 10 * E)
+    T, gamma = 80, 0.9
+    # env e's obs at step t identifies both: 10 t + 1000 e; final obs of an episode ending at t: that + 0.5
+    obs = np.arange(T + 1, dtype=np.float32)[:, None] * 10 + 1000 * np.arange(E, dtype=np.float32)
+    rewards = rng.normal(size=(T, E)).astype(np.float32)
+    terminated = rng.random((T, E)) < 0.08
+    truncated = (~terminated) & (rng.random((T, E)) < 0.05)
+    final_obs = obs + 0.5
+    builder = NStepBuilder(E, n, gamma)
     got = []
     for t in range(T):
-        done = terminated[t] or truncated[t]
-        step = Step(obs=obs[t + 1][None], reward=rewards[t : t + 1], terminated=terminated[t : t + 1],
-                    truncated=truncated[t : t + 1], final_obs=(final_obs[t] if done else obs[t + 1])[None])
-        tr = builder.push(obs[t][None], np.array([t]), step)
+        done = terminated[t] | truncated[t]
+        step = Step(obs=obs[t + 1][:, None], reward=rewards[t], terminated=terminated[t], truncated=truncated[t],
+                    final_obs=np.where(done, final_obs[t], obs[t + 1])[:, None])
+        tr = builder.push(obs[t][:, None], np.full(E, t), step, tag=obs[t] + 0.25)
         if tr is not None:
-            got += list(zip(tr["obs"][:, 0], tr["ret"], tr["next_obs"][:, 0], tr["discount"]))
-    want = slow_nstep(obs[:, 0], rewards, terminated, truncated, final_obs[:, 0], n, gamma)
+            assert (tr["tag"] == tr["obs"][:, 0] + 0.25).all()  # extras travel with their first step
+            assert (tr["env"] == tr["obs"][:, 0] // 1000).all()
+            assert (tr["final"] == (tr["next_obs"][:, 0] % 1 == 0.5)).all()
+            got += list(zip(tr["obs"][:, 0], tr["ret"], tr["next_obs"][:, 0], tr["discount"], tr["action"]))
+    want = []
+    for e in range(E):
+        want += slow_nstep(obs[:, e], rewards[:, e], terminated[:, e], truncated[:, e], final_obs[:, e], n, gamma)
     assert terminated.any() and truncated.any()
     got.sort(key=lambda x: x[0])
+    want.sort(key=lambda x: x[0])
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g[0] == w[0]
         assert g[1] == pytest.approx(w[1], rel=1e-5, abs=1e-5)
         assert g[2] == w[2]
         assert g[3] == pytest.approx(w[3])
+        assert g[4] == (g[0] % 1000) // 10  # the action taken at the transition's first step
 
 
 def test_prioritized_replay_probabilities_and_weights():

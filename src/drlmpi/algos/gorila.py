@@ -42,9 +42,9 @@ from drlmpi.comm.weights import NodeWeights, WeightsPush
 from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
-from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat
+from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
 from drlmpi.ops.optim import OPTIMIZERS
-from drlmpi.ops.qlearning import double_dqn_td, initial_priority, weighted_huber
+from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, PrioritizedReplay
 from drlmpi.replay.shard import node_segments, serve
@@ -128,6 +128,7 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     share = cfg.total_env_steps // len(actors) + (i < cfg.total_env_steps % len(actors))
     report = ActorReport(plane["world"], lead)  # Tag.METRICS, Tag.STOP to the lead learner
     obs = env.reset()
+    pending = None  # transitions waiting for the next step's Q-values (their bootstrap) for initial priorities
     steps = vsteps = 0
     in_flight = len(actors) * cfg.num_envs * cfg.n_step  # steps whose transitions wait in n-step builders
 
@@ -143,7 +144,10 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
         if vsteps % cfg.weight_sync_every == 0 and window.version > version:
             version = window.read(weights)
             load_flat(net, weights)
-        actions = greedy(net, obs, torch.device("cpu"))
+        q = q_values(net, obs)
+        if pending is not None:  # last step's transitions: this step's Q-values are their bootstrap
+            writer.add(pending, actor_priority(pending, q, lambda o: q_values(net, o), PRIORITY_EPS))
+        actions = q.argmax(axis=1)
         explore = rng.random(cfg.num_envs) < linear(cfg.eps_start, cfg.eps_end, steps / (cfg.eps_fraction * share))
         actions[explore] = rng.integers(0, env.action_space.n, explore.sum())
         step = env.step(actions)
@@ -152,11 +156,11 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
         steps += cfg.num_envs
         vsteps += 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
-        tr = nstep.push(obs, actions, step)
-        if tr is not None:
-            writer.add(tr, initial_priority(net, tr, PRIORITY_EPS))
+        pending = nstep.push(obs, actions, step, q_taken=q[np.arange(cfg.num_envs), actions])
         obs = step.obs
         report.maybe_send()
+    if pending is not None:
+        writer.add(pending, actor_priority(pending, q_values(net, obs), lambda o: q_values(net, o), PRIORITY_EPS))
     writer.close()  # flush, then STOP to every shard
     report.close()
     env.close()

@@ -100,6 +100,12 @@ def device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def q_values(net: nn.Module, obs: np.ndarray) -> np.ndarray:
+    """obs [E, ...] -> Q(obs, .) float32 [E, A] as numpy (a CPU network: an actor's)."""
+    with torch.no_grad():
+        return net(torch.as_tensor(obs)).numpy()
+
+
 def greedy(net: nn.Module, obs: np.ndarray, device: torch.device) -> np.ndarray:
     """obs [E, ...] -> argmax_a Q(obs, a), int64 [E]."""
     with torch.no_grad():
@@ -112,5 +118,11 @@ def flat_params(net: nn.Module) -> np.ndarray:
 
 
 def load_flat(net: nn.Module, vec: np.ndarray) -> None:
-    """Inverse of flat_params."""
-    torch.nn.utils.vector_to_parameters(torch.as_tensor(vec, device=next(net.parameters()).device), net.parameters())
+    """Inverse of flat_params: copies vec [n] into the parameters in place (they never alias vec)."""
+    src = torch.as_tensor(vec)
+    offset = 0
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(src[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+    assert offset == len(vec), f"load_flat: {len(vec)} values for {offset} parameters"

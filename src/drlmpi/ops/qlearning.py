@@ -34,15 +34,16 @@ def double_dqn_td(net, target, obs: torch.Tensor, action: torch.Tensor, ret: tor
     return y - q
 
 
-def initial_priority(net, batch: dict, eps: float = 1e-6) -> np.ndarray:
-    """|TD| + eps of fresh n-step transitions under `net` alone (its own bootstrap target): float64 [B].
+def actor_priority(tr: dict, q_next: np.ndarray, q_fn, eps: float = 1e-6) -> np.ndarray:
+    """|R + discount * max_a Q(next_obs, a) - Q(obs, action)| + eps, float64 [B], from the actor's own Q-values.
 
-    batch: numpy obs, next_obs [B, ...], action int64 [B], ret, discount [B]. An actor's estimate,
-    before a learner has seen the transitions (Ape-X).
+    tr: n-step transitions from NStepBuilder with extra "q_taken" [B] (Q of the action taken, from acting);
+    q_next: [E, A], the Q-values the actor computed acting on the obs that follows (each transition's
+    next_obs unless it is an episode's final obs); q_fn(obs [k, ...]) -> [k, A] evaluates the final obs of
+    truncated episodes (terminated ones do not bootstrap). No forward pass in the common case (Ape-X).
     """
-    with torch.no_grad():
-        t = {k: torch.as_tensor(v) for k, v in batch.items()}
-        nq = net(t["next_obs"])
-        y = double_q_target(nq, nq, t["ret"], t["discount"])
-        q = net(t["obs"]).gather(1, t["action"][:, None]).squeeze(1)
-    return (y - q).abs().numpy().astype(np.float64) + eps
+    boot = q_next[tr["env"]].max(axis=1).astype(np.float64)
+    redo = tr["final"] & (tr["discount"] > 0)
+    if redo.any():
+        boot[redo] = q_fn(tr["next_obs"][redo]).max(axis=1)
+    return np.abs(tr["ret"] + tr["discount"] * boot - tr["q_taken"]) + eps
