@@ -27,9 +27,9 @@ def slow_nstep(obs, rewards, terminated, truncated, final_obs, n, gamma):
     return out
 
 
-@pytest.mark.parametrize("n,E", [(1, 1), (3, 1), (5, 1), (3, 4), (5, 3)])
-def test_nstep_builder_matches_definition(n, E):
-    rng = np.random.default_rng(n + 10 * E)
+@pytest.mark.parametrize("n,E,batch", [(1, 1, 1), (3, 1, 1), (5, 1, 1), (3, 4, 1), (5, 3, 16), (3, 4, 16)])
+def test_nstep_builder_matches_definition(n, E, batch):
+    rng = np.random.default_rng(n + 10 * E + batch)
     T, gamma = 80, 0.9
     # env e's obs at step t identifies both: 10 t + 1000 e; final obs of an episode ending at t: that + 0.5
     obs = np.arange(T + 1, dtype=np.float32)[:, None] * 10 + 1000 * np.arange(E, dtype=np.float32)
@@ -37,21 +37,28 @@ def test_nstep_builder_matches_definition(n, E):
     terminated = rng.random((T, E)) < 0.08
     truncated = (~terminated) & (rng.random((T, E)) < 0.05)
     final_obs = obs + 0.5
-    builder = NStepBuilder(E, n, gamma)
+    builder = NStepBuilder(E, n, gamma, batch)
     got = []
+
+    def take(tr):
+        if tr is None:
+            return
+        assert (tr["tag"] == tr["obs"][:, 0] + 0.25).all()  # extras travel with their first step
+        assert (tr["final"] == (tr["next_obs"][:, 0] % 1 == 0.5)).all()  # next_obs a final obs
+        assert (tr["next_tag"] == np.where(tr["final"], 0, tr["next_obs"][:, 0] + 0.25)).all()  # ... and at next_obs
+        assert (tr["env"] == tr["obs"][:, 0] // 1000).all()
+        got.extend(zip(tr["obs"][:, 0], tr["ret"], tr["next_obs"][:, 0], tr["discount"], tr["action"]))
+
     for t in range(T):
         done = terminated[t] | truncated[t]
         step = Step(obs=obs[t + 1][:, None], reward=rewards[t], terminated=terminated[t], truncated=truncated[t],
                     final_obs=np.where(done, final_obs[t], obs[t + 1])[:, None])
-        tr = builder.push(obs[t][:, None], np.full(E, t), step, tag=obs[t] + 0.25)
-        if tr is not None:
-            assert (tr["tag"] == tr["obs"][:, 0] + 0.25).all()  # extras travel with their first step
-            assert (tr["env"] == tr["obs"][:, 0] // 1000).all()
-            assert (tr["final"] == (tr["next_obs"][:, 0] % 1 == 0.5)).all()
-            got += list(zip(tr["obs"][:, 0], tr["ret"], tr["next_obs"][:, 0], tr["discount"], tr["action"]))
+        take(builder.push(obs[t][:, None], np.full(E, t), step, tag=obs[t] + 0.25))
+    take(builder.flush())
     want = []
     for e in range(E):
         want += slow_nstep(obs[:, e], rewards[:, e], terminated[:, e], truncated[:, e], final_obs[:, e], n, gamma)
+    want = [w for w in want if (w[0] % 1000) // 10 < T - n]  # every start with n later steps has left
     assert terminated.any() and truncated.any()
     got.sort(key=lambda x: x[0])
     want.sort(key=lambda x: x[0])

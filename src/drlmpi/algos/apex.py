@@ -46,6 +46,7 @@ from drlmpi.runtime import RoleSpec, Runtime, context, poll, wait
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 PRIORITY_EPS = 1e-6
+ACTOR_BATCH = 16  # vector steps an actor's n-step builder decides at once (numpy cost per step shrinks with it)
 
 
 @dataclass
@@ -119,17 +120,20 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     poll(lambda: True if window.version >= 1 else None, 120, "the learner's first weights")
     version = window.read(weights)
     load_flat(net, weights)
+
+    def q_fn(o):
+        return q_values(net, o)
+
     writer = ReplayWriter(plane["rcomm"], rt.layout.ranks("replay"), plane["fields"], cfg.block_rows,
                           plane["outbox"], first=i)
-    nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
+    nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=ACTOR_BATCH)
     eps = actor_epsilon(cfg, i, len(actors))
     share = cfg.total_env_steps // len(actors) + (i < cfg.total_env_steps % len(actors))
     report = ActorReport(plane["world"], learner)  # Tag.METRICS, Tag.STOP to the lead learner
 
     obs = env.reset()
-    pending = None  # transitions waiting for the next step's Q-values (their bootstrap) for initial priorities
     steps = vsteps = 0
-    in_flight = len(actors) * cfg.num_envs * cfg.n_step  # steps whose transitions wait in n-step builders
+    in_flight = len(actors) * cfg.num_envs * (cfg.n_step + ACTOR_BATCH)  # steps whose transitions wait in builders
 
     def learner_lags() -> bool:  # our share of env steps would push the replay ratio under its target
         updates = window.version - 1 + cfg.publish_every
@@ -145,8 +149,6 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
             version = window.read(weights)
             load_flat(net, weights)
         q = q_values(net, obs)
-        if pending is not None:  # last step's transitions: this step's Q-values are their bootstrap
-            writer.add(pending, actor_priority(pending, q, lambda o: q_values(net, o), PRIORITY_EPS))
         actions = q.argmax(axis=1)
         explore = rng.random(cfg.num_envs) < eps
         actions[explore] = rng.integers(0, env.action_space.n, explore.sum())
@@ -156,11 +158,14 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
         steps += cfg.num_envs
         vsteps += 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
-        pending = nstep.push(obs, actions, step, q_taken=q[np.arange(cfg.num_envs), actions])
+        tr = nstep.push(obs, actions, step, q_taken=q[np.arange(cfg.num_envs), actions], v=q.max(axis=1))
+        if tr is not None:  # initial priorities from the Q-values computed when acting
+            writer.add(tr, actor_priority(tr, q_fn, PRIORITY_EPS))
         obs = step.obs
         report.maybe_send()
-    if pending is not None:
-        writer.add(pending, actor_priority(pending, q_values(net, obs), lambda o: q_values(net, o), PRIORITY_EPS))
+    tr = nstep.flush()
+    if tr is not None:
+        writer.add(tr, actor_priority(tr, q_fn, PRIORITY_EPS))
     writer.close()  # flush, then STOP to every shard
     report.close()
     env.close()

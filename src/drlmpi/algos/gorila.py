@@ -53,6 +53,7 @@ from drlmpi.runtime import RoleSpec, Runtime, context, poll, probe, wait, wait_a
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("ps", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 PRIORITY_EPS = 1e-6
+ACTOR_BATCH = 16  # vector steps an actor's n-step builder decides at once (numpy cost per step shrinks with it)
 
 
 @dataclass
@@ -122,15 +123,18 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     window: NodeWeights = plane["window"]
     version = window.read(weights)  # every ps shard published its initial slice before the plane was up
     load_flat(net, weights)
+
+    def q_fn(o):
+        return q_values(net, o)
+
     writer = ReplayWriter(plane["rcomm"], rt.layout.ranks("replay"), plane["fields"], cfg.block_rows,
                           plane["outbox"], first=i)
-    nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
+    nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=ACTOR_BATCH)
     share = cfg.total_env_steps // len(actors) + (i < cfg.total_env_steps % len(actors))
     report = ActorReport(plane["world"], lead)  # Tag.METRICS, Tag.STOP to the lead learner
     obs = env.reset()
-    pending = None  # transitions waiting for the next step's Q-values (their bootstrap) for initial priorities
     steps = vsteps = 0
-    in_flight = len(actors) * cfg.num_envs * cfg.n_step  # steps whose transitions wait in n-step builders
+    in_flight = len(actors) * cfg.num_envs * (cfg.n_step + ACTOR_BATCH)  # steps whose transitions wait in builders
 
     def learners_lag() -> bool:  # our share of env steps would push the replay ratio under its target
         allowed = cfg.learning_starts + in_flight + (window.version + cfg.publish_every) / cfg.replay_ratio
@@ -145,8 +149,6 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
             version = window.read(weights)
             load_flat(net, weights)
         q = q_values(net, obs)
-        if pending is not None:  # last step's transitions: this step's Q-values are their bootstrap
-            writer.add(pending, actor_priority(pending, q, lambda o: q_values(net, o), PRIORITY_EPS))
         actions = q.argmax(axis=1)
         explore = rng.random(cfg.num_envs) < linear(cfg.eps_start, cfg.eps_end, steps / (cfg.eps_fraction * share))
         actions[explore] = rng.integers(0, env.action_space.n, explore.sum())
@@ -156,11 +158,14 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
         steps += cfg.num_envs
         vsteps += 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
-        pending = nstep.push(obs, actions, step, q_taken=q[np.arange(cfg.num_envs), actions])
+        tr = nstep.push(obs, actions, step, q_taken=q[np.arange(cfg.num_envs), actions], v=q.max(axis=1))
+        if tr is not None:  # initial priorities from the Q-values computed when acting
+            writer.add(tr, actor_priority(tr, q_fn, PRIORITY_EPS))
         obs = step.obs
         report.maybe_send()
-    if pending is not None:
-        writer.add(pending, actor_priority(pending, q_values(net, obs), lambda o: q_values(net, o), PRIORITY_EPS))
+    tr = nstep.flush()
+    if tr is not None:
+        writer.add(tr, actor_priority(tr, q_fn, PRIORITY_EPS))
     writer.close()  # flush, then STOP to every shard
     report.close()
     env.close()
@@ -286,10 +291,11 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
     sampler.close()  # STOP to every replay shard
     wait_all(grad_reqs[0] + grad_reqs[1], what="gradient sends")
     send_stop(world, ps_ranks)
-    if lead:  # the last word is stop (messages from one sender with one tag arrive in order)
+    if lead:  # the last word is stop, said once (messages from one sender with one tag arrive in order)
         for j in range(1, len(learners)):
             wait(control_reqs[j], what="control message")
-            tell(j)
+            if not control_bufs[j][1]:  # that learner has not been told to stop yet
+                tell(j)
         wait_all(control_reqs, what="control messages")
     if not lead:
         return None

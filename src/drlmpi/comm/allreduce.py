@@ -44,10 +44,12 @@ def init_torch_group(comm: MPI.Intracomm, backend: str, timeout_s: float = 120.0
 
     if dist.is_initialized():
         return
-    addr = None
+    buf = np.zeros(256, np.uint8)  # the store's address, as bytes
     if comm.rank == 0:
-        addr = f"tcp://{socket.gethostname()}:{free_port()}"
-    addr = comm.bcast(addr, root=0)  # control plane, once
+        raw = f"tcp://{socket.gethostname()}:{free_port()}".encode()
+        buf[: len(raw)] = np.frombuffer(raw, np.uint8)
+    wait(comm.Ibcast(buf, root=0), what="the torch.distributed store address")
+    addr = bytes(buf).rstrip(b"\0").decode()
     dist.init_process_group(backend, init_method=addr, rank=comm.rank, world_size=comm.size,
                             timeout=datetime.timedelta(seconds=timeout_s))
 

@@ -1,77 +1,98 @@
-"""Build n-step transitions from a stream of vectorized env steps.
+"""Build n-step transitions from a stream of vectorized env steps, a batch of starts at a time.
 
-For each of E envs, the last n (obs, action, reward) wait until n rewards are
-known, then leave as one transition
+Each transition starting at step t of env e is
   (obs_t, action_t, R = sum_{k<h} gamma^k r_{t+k}, next_obs = obs_{t+h}, discount = gamma^h or 0),
-with h = n, or fewer when the episode ends first. discount is 0 when the episode
-terminated and gamma^h when it was truncated (time limit: bootstrap from the last obs).
+with h = n, or fewer when the episode ends first: then next_obs is the episode's final obs, and
+discount is 0 if it terminated or gamma^h if it was truncated (time limit: bootstrap from it).
 
-Every env steps together, so the pending steps live in rings [n, E, ...] indexed by the
-step count: the common case (an env with n pending steps, not done) is a handful of
-vectorized numpy operations for all envs at once; only envs whose episode ended take a
-Python loop. Each transition also says which env it came from (`env`), whether its
-next_obs is an episode's final obs (`final`: it is not the obs the env acts on next), and
-carries any per-step extras given to `push` (e.g. the Q-value of the action taken) from its
-first step.
+Every env steps together, so the steps live in rings [W, E, ...] with W = batch + n rows. Once W
+steps are in, the first `batch` starts are all decided (each has its n later steps, or its episode
+ended), and leave together: the returns, horizons and episode ends of all batch x E starts are n
+vectorized numpy passes over [batch, E] arrays, so the cost per step shrinks as `batch` grows
+(an actor uses 16; DQN uses 1 to learn from each transition as early as possible). The last n rows
+then move to the front. `flush()` emits every start whose n later steps are in.
+
+Each transition also names its env (`env`), whether next_obs is an episode's final obs (`final`:
+then it is not an obs the env acted on), and carries each per-step extra given to `push`
+(e.g. the Q-value of the action taken) at its start (`x`) and at its next obs (`next_x`, 0 where
+`final`), so an actor can compute initial priorities from the Q-values it computed when acting.
 """
 
 import numpy as np
 
 
 class NStepBuilder:
-    def __init__(self, num_envs: int, n: int, gamma: float):
-        self.n, self.gamma, self.E = n, gamma, num_envs
-        self.k = 0  # vector steps pushed; step j sits in ring row j % n
-        self.count = np.zeros(num_envs, np.int64)  # pending steps per env (< n between pushes)
-        self.obs: np.ndarray | None = None  # [n, E, *obs_shape], allocated on the first push
-        self.act = np.zeros((n, num_envs), np.int64)
-        self.rew = np.zeros((n, num_envs), np.float64)
-        self.extras: dict[str, np.ndarray] = {}  # name -> [n, E]
+    def __init__(self, num_envs: int, n: int, gamma: float, batch: int = 1):
+        self.n, self.gamma, self.E, self.batch = n, gamma, num_envs, batch
+        self.W = batch + n
+        self.count = 0  # rows filled
+        self.obs: np.ndarray | None = None  # [W, E, *obs_shape], allocated on the first push
+        self.final_obs: np.ndarray | None = None  # [W, E, *obs_shape], rows valid where done
+        self.act = np.zeros((self.W, num_envs), np.int64)
+        self.rew = np.zeros((self.W, num_envs), np.float64)
+        self.term = np.zeros((self.W, num_envs), bool)
+        self.done = np.zeros((self.W, num_envs), bool)
+        self.extras: dict[str, np.ndarray] = {}  # name -> [W, E]
         self.powers = gamma ** np.arange(n + 1)
 
     def push(self, obs: np.ndarray, actions: np.ndarray, step, **extras: np.ndarray) -> dict[str, np.ndarray] | None:
         """Add one vector step (obs [E, ...] that acted, actions [E], env.Step, extras [E] each).
 
-        Returns the finished transitions (obs, action, ret, next_obs, discount, env, final, extras; [B, ...]),
-        or None.
+        Returns the transitions that became complete (obs, action, ret, next_obs, discount, env, final,
+        and x, next_x per extra; each [B, ...]), or None.
         """
-        n, row = self.n, self.k % self.n
+        i = self.count
         if self.obs is None:
-            self.obs = np.zeros((n, *obs.shape), obs.dtype)
+            self.obs = np.zeros((self.W, *obs.shape), obs.dtype)
+            self.final_obs = np.zeros((self.W, *obs.shape), obs.dtype)
         for name, v in extras.items():
             if name not in self.extras:
-                self.extras[name] = np.zeros((n, self.E), np.asarray(v).dtype)
-            self.extras[name][row] = v
-        self.obs[row], self.act[row], self.rew[row] = obs, actions, step.reward
-        self.k += 1
-        self.count += 1
+                self.extras[name] = np.zeros((self.W, self.E), np.asarray(v).dtype)
+            self.extras[name][i] = v
+        self.obs[i], self.act[i], self.rew[i] = obs, actions, step.reward
         done = step.done
-        parts = []
-        full = np.flatnonzero((self.count == n) & ~done)
-        if len(full):  # the oldest pending step of each: rows k-n .. k-1
-            rows = (self.k - n + np.arange(n)) % n
-            ret = self.powers[:n] @ self.rew[rows][:, full]
-            parts.append(self._out(rows[0], full, ret, step.obs[full], np.full(len(full), self.powers[n]), False))
-            self.count[full] -= 1
-        for e in np.flatnonzero(done):  # every pending step of a finished episode bootstraps from its final obs
-            c = int(self.count[e])
-            rows = (self.k - c + np.arange(c)) % n
-            r = self.rew[rows, e]
-            for i in range(c):  # start at row rows[i]: h = c - i rewards
-                h = c - i
-                ret = self.powers[:h] @ r[i:]
-                disc = 0.0 if step.terminated[e] else self.powers[h]
-                parts.append(self._out(rows[i], np.array([e]), np.array([ret]), step.final_obs[e][None],
-                                       np.array([disc]), True))
-            self.count[e] = 0
-        if len(parts) <= 1:
-            return parts[0] if parts else None
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        self.term[i], self.done[i] = step.terminated, done
+        if done.any():
+            self.final_obs[i, done] = step.final_obs[done]
+        self.count += 1
+        return self._emit(self.batch) if self.count == self.W else None
 
-    def _out(self, row: int, envs: np.ndarray, ret, next_obs, disc, final: bool) -> dict[str, np.ndarray]:
-        out = {"obs": self.obs[row, envs], "action": self.act[row, envs], "ret": ret.astype(np.float32),
-               "next_obs": next_obs, "discount": disc.astype(np.float32), "env": envs.astype(np.int64),
-               "final": np.full(len(envs), final)}
+    def flush(self) -> dict[str, np.ndarray] | None:
+        """Emit every start whose n later steps are in (those of a still-running episode keep waiting)."""
+        return self._emit(self.count - self.n) if self.count > self.n else None
+
+    def _emit(self, m: int) -> dict[str, np.ndarray]:
+        """Emit the starts in rows [0, m) (each has n later rows), then move the rest to the front."""
+        n, E = self.n, self.E
+        ret = np.zeros((m, E))
+        h = np.zeros((m, E), np.int64)
+        alive = np.ones((m, E), bool)
+        end_row = np.zeros((m, E), np.int64)
+        term = np.zeros((m, E), bool)
+        rows = np.arange(m)[:, None]
+        for k in range(n):  # step t + k of start t, for all starts at once
+            ret += np.where(alive, self.powers[k] * self.rew[k : k + m], 0.0)
+            h += alive
+            ends = alive & self.done[k : k + m]
+            end_row = np.where(ends, rows + k, end_row)
+            term |= ends & self.term[k : k + m]
+            alive &= ~self.done[k : k + m]
+        final = ~alive
+        envs = np.broadcast_to(np.arange(E), (m, E))
+        next_obs = self.obs[n : n + m].copy()
+        if final.any():
+            next_obs[final] = self.final_obs[end_row[final], envs[final]]
+        out = {"obs": self.obs[:m].reshape(m * E, *self.obs.shape[2:]).copy(),
+               "action": self.act[:m].reshape(-1).copy(),
+               "ret": ret.reshape(-1).astype(np.float32),
+               "next_obs": next_obs.reshape(m * E, *self.obs.shape[2:]),
+               "discount": np.where(term, 0.0, self.powers[h]).reshape(-1).astype(np.float32),
+               "env": envs.reshape(-1).copy(), "final": final.reshape(-1)}
         for name, v in self.extras.items():
-            out[name] = v[row, envs]
+            out[name] = v[:m].reshape(-1).copy()
+            out["next_" + name] = np.where(final, 0, v[n : n + m]).reshape(-1)
+        keep = self.count - m  # rows m .. count-1 move to the front
+        for a in (self.obs, self.final_obs, self.act, self.rew, self.term, self.done, *self.extras.values()):
+            a[:keep] = a[m : self.count]
+        self.count = keep
         return out
