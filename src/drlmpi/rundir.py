@@ -57,15 +57,18 @@ class RunLog:
     def recent_return(self) -> float:
         return sum(self.returns) / len(self.returns) if self.returns else float("nan")
 
-    def tick(self, env_steps: int, updates: int, total: int, metrics: dict | None = None) -> None:
-        """Call often: writes a metrics row every `log_every` s and refreshes the progress line."""
+    def tick(self, env_steps: int, updates: int, total: int, metrics=None) -> None:
+        """Call often: writes a metrics row every `log_every` s and refreshes the progress line.
+
+        metrics: a dict of extra columns, or a function returning one (called only when a row is written).
+        """
         now = time.monotonic()
         t0, s0, u0 = self._last_rate
         if now - t0 >= 1.0:
             self.rates = ((env_steps - s0) * self.frames_per_step / (now - t0), (updates - u0) / (now - t0))
             self._last_rate = (now, env_steps, updates)
         if now - self._last_log >= self.config.get("log_every", 10.0):
-            self.write_row(env_steps, updates, metrics or {})
+            self.write_row(env_steps, updates, (metrics() if callable(metrics) else metrics) or {})
         if (self._tty and now - self._last_progress >= 0.5) or now - self._last_progress >= self.config.get(
                 "log_every", 10.0):
             self._last_progress = now

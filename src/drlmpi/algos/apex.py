@@ -135,10 +135,14 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     steps = vsteps = 0
     in_flight = len(actors) * cfg.num_envs * (cfg.n_step + ACTOR_BATCH)  # steps whose transitions wait in builders
 
+    allowed = 0.0  # env steps of all actors that the learner's last known update count allows
+
     def learner_lags() -> bool:  # our share of env steps would push the replay ratio under its target
-        updates = window.version - 1 + cfg.publish_every
-        allowed = cfg.learning_starts + in_flight + updates / cfg.replay_ratio
-        return cfg.replay_ratio > 0 and steps * len(actors) > allowed
+        nonlocal allowed
+        if cfg.replay_ratio <= 0 or steps * len(actors) <= allowed:
+            return False  # (allowed only grows: no need to read the window)
+        allowed = cfg.learning_starts + in_flight + (window.version - 1 + cfg.publish_every) / cfg.replay_ratio
+        return steps * len(actors) > allowed
 
     while steps < share:
         if learner_lags():
@@ -206,21 +210,23 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
     def drain_actor_messages():
         stats.drain(updates + 1, log.episode)
 
-    def row(loss, size):
+    def row():  # the current loss and size
         return {"loss": loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
                 "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
                 "learners": learners.size}
 
+    loss, size = float("nan"), 0
     go = np.ones(1, np.int64)  # the lead says whether training starts at all (0: the actors finished first)
     if lead:
         while not stats.all_done:  # wait for learning_starts transitions
             drain_actor_messages()
-            if sampler.stats()[0].sum() >= max(cfg.learning_starts, cfg.batch_size):
+            size = int(sampler.stats()[0].sum())
+            if size >= max(cfg.learning_starts, cfg.batch_size):
                 break
+            log.tick(stats.steps, 0, cfg.total_env_steps, row)
             time.sleep(0.01)
         go[0] = not stats.all_done
     wait(learners.Ibcast(go, root=0), what="the lead learner's start")
-    loss, size = float("nan"), 0
     if go[0]:
         prefetch = Prefetcher(sampler, cfg.batch_size, lambda: linear(cfg.beta_start, 1.0, state["frac"]))
     while go[0]:
@@ -231,7 +237,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
                 stop = stats.all_done
                 if stop or cfg.replay_ratio <= 0 or updates < cfg.replay_ratio * stats.steps:
                     break
-                log.tick(stats.steps, updates, cfg.total_env_steps, row(loss, size))
+                log.tick(stats.steps, updates, cfg.total_env_steps, row)
                 time.sleep(0.001)
         batch = prefetch.next()
         t = {k: torch.as_tensor(v, device=device) for k, v in batch.data.items()}
@@ -257,7 +263,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
         loss = float(loss_t.detach())
         if updates % cfg.publish_every == 0:
             push.push(flat_params(net), updates + 1)
-        log.tick(stats.steps, updates, cfg.total_env_steps, row(loss, size))
+        log.tick(stats.steps, updates, cfg.total_env_steps, row)
         if log.checkpoint_due():
             log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
     if go[0]:
@@ -270,7 +276,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
         return summary
     push.push(weights, updates + 1)
     path = log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
-    log.close(stats.steps, updates, row(loss, size))
+    log.close(stats.steps, updates, row())
     return {**summary, "env_steps": stats.steps, "recent_return": log.recent_return, "checkpoint": str(path),
             "seconds": time.monotonic() - log.start}
 

@@ -136,9 +136,14 @@ def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:
     steps = vsteps = 0
     in_flight = len(actors) * cfg.num_envs * (cfg.n_step + ACTOR_BATCH)  # steps whose transitions wait in builders
 
+    allowed = 0.0  # env steps of all actors that the learners' last known update count allows
+
     def learners_lag() -> bool:  # our share of env steps would push the replay ratio under its target
+        nonlocal allowed
+        if cfg.replay_ratio <= 0 or steps * len(actors) <= allowed:
+            return False  # (allowed only grows: no need to read the window)
         allowed = cfg.learning_starts + in_flight + (window.version + cfg.publish_every) / cfg.replay_ratio
-        return cfg.replay_ratio > 0 and steps * len(actors) > allowed
+        return steps * len(actors) > allowed
 
     while steps < share:
         if learners_lag():
@@ -248,12 +253,14 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
 
     def tick():
         if lead:
-            log.tick(stats.steps, updates, cfg.total_env_steps, row())
+            log.tick(stats.steps, updates, cfg.total_env_steps, row)
 
     while not control[1]:  # wait for learning_starts transitions
         listen()
-        if sampler.stats()[0].sum() >= max(cfg.learning_starts, cfg.batch_size):
+        size = int(sampler.stats()[0].sum())
+        if size >= max(cfg.learning_starts, cfg.batch_size):
             break
+        tick()
         time.sleep(0.01)
     prefetch = None
     while True:

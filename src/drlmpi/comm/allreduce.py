@@ -85,6 +85,9 @@ class GradAllreduce:
         extra: this learner's values for the trailing slots (float [extra]); zeros when None.
         Parameters without a gradient contribute zeros.
         """
+        if self.comm.size == 1:  # one learner: nothing to average
+            self.tail[:] = extra if extra is not None else 0
+            return self.tail
         views = torch.split(self.buf[: self.n], self.sizes)
         with torch.no_grad():
             for v, p in zip(views, self.params):
@@ -95,14 +98,13 @@ class GradAllreduce:
             if self.extra:
                 self.buf[self.n :] = torch.as_tensor(extra if extra is not None else np.zeros(self.extra),
                                                      dtype=torch.float32)
-            if self.comm.size > 1:
-                if self.backend == "mpi":
-                    wait(self.comm.Ibarrier(), what="the other learners")  # sleep politely until all are here,
-                    self.comm.Allreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)  # then spin only for the transfer
-                else:
-                    import torch.distributed as dist
+            if self.backend == "mpi":
+                wait(self.comm.Ibarrier(), what="the other learners")  # sleep politely until all are here,
+                self.comm.Allreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)  # then spin only for the transfer
+            else:
+                import torch.distributed as dist
 
-                    dist.all_reduce(self.buf)
+                dist.all_reduce(self.buf)
             self.tail[:] = self.buf[self.n :].cpu().numpy()
             self.buf[: self.n] /= self.comm.size
             for v, p in zip(views, self.params):

@@ -24,13 +24,19 @@ FIELDS = 6
 class ActorReport:
     def __init__(self, comm: MPI.Intracomm, dest: int, every: float = 0.5):
         self.comm, self.dest, self.every = comm, dest, every
-        self.msg, self.pending = np.zeros(FIELDS, np.float64), np.zeros(FIELDS, np.float64)
+        self.msg = np.zeros(FIELDS, np.float64)
+        self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = 0
         self.req = MPI.REQUEST_NULL
         self.last = time.monotonic()
 
     def step(self, env_steps: int, returns: list[float], version: int) -> None:
         """Count one vector step of env_steps steps, the returns of episodes that ended, the acting version."""
-        self.pending[:5] += (env_steps, len(returns), sum(returns), version, 1)
+        self.steps += env_steps  # plain Python numbers: this runs every vector step
+        self.version_sum += version
+        self.vsteps += 1
+        if returns:
+            self.episodes += len(returns)
+            self.return_sum += sum(returns)
 
     def maybe_send(self) -> None:
         if time.monotonic() - self.last > self.every and self.req.Test():
@@ -39,8 +45,9 @@ class ActorReport:
     def send(self) -> None:
         wait(self.req, what="metrics")
         now = time.monotonic()
-        self.pending[5], self.last = now - self.last, now
-        self.msg[:], self.pending[:] = self.pending, 0
+        self.msg[:] = self.steps, self.episodes, self.return_sum, self.version_sum, self.vsteps, now - self.last
+        self.last = now
+        self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = 0
         self.req = self.comm.Isend(self.msg, dest=self.dest, tag=Tag.METRICS)
 
     def close(self) -> None:

@@ -181,13 +181,18 @@ class ReplaySampler:
         assert 0 < batch_size <= self.max_batch
         slot = self._slot
         self._slot = (self._slot + 1) % INBOX_SLOTS
-        _, total, _ = self.stats()
-        if total.sum() <= 0:
-            raise RuntimeError("replay: sampling from empty shards")
-        counts = self.rng.multinomial(batch_size, total / total.sum())
+        if len(self.shards) == 1:  # no split to decide: one round trip
+            counts = np.array([batch_size])
+        else:
+            _, total, _ = self.stats()
+            if total.sum() <= 0:
+                raise RuntimeError("replay: sampling from empty shards")
+            counts = self.rng.multinomial(batch_size, total / total.sum())
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         heads = self._round(counts, offsets, slot)
         got = heads[:, 0]
+        if heads[:, 1].sum() == 0:
+            raise RuntimeError("replay: sampling from empty shards")
         assert (got == counts).all(), f"shards returned {got}, asked {counts}"
         f = heads[:, 2:4].copy().view(np.float64)
         totals, mins = f[:, 0], f[:, 1]
