@@ -32,6 +32,8 @@ test-learning: $(STAMP)
 bench: $(STAMP)
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) sumtree.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) idle_wait.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) allreduce.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) apex.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
