@@ -39,7 +39,7 @@ from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values, state_arrays
 from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
-from drlmpi.replay import NStepBuilder, PrioritizedReplay
+from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
 from drlmpi.replay.shard import node_segments, serve
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, context, poll, wait
@@ -96,11 +96,6 @@ class Config(Common):
 
 def build_net(cfg: Config, obs_space, act_space) -> QNetwork:
     return QNetwork(obs_space.shape, int(act_space.n), tuple(cfg.hidden), cfg.dueling)
-
-
-def transition_fields(obs_space) -> dict:
-    return {"obs": (obs_space.shape, obs_space.dtype), "next_obs": (obs_space.shape, obs_space.dtype),
-            "action": ((), np.int64), "ret": ((), np.float32), "discount": ((), np.float32)}
 
 
 def actor_epsilon(cfg: Config, i: int, n: int) -> float:

@@ -46,7 +46,7 @@ from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q
 from drlmpi.ops.optim import OPTIMIZERS
 from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
-from drlmpi.replay import NStepBuilder, PrioritizedReplay
+from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
 from drlmpi.replay.shard import node_segments, serve
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, context, poll, probe, wait, wait_all
@@ -104,11 +104,6 @@ class Config(Common):
 
 def build_net(cfg: Config, obs_space, act_space) -> QNetwork:
     return QNetwork(obs_space.shape, int(act_space.n), tuple(cfg.hidden), cfg.dueling)
-
-
-def transition_fields(obs_space) -> dict:
-    return {"obs": (obs_space.shape, obs_space.dtype), "next_obs": (obs_space.shape, obs_space.dtype),
-            "action": ((), np.int64), "ret": ((), np.float32), "discount": ((), np.float32)}
 
 
 def run_actor(rt: Runtime, cfg: Config, plane: dict) -> None:

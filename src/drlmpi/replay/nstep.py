@@ -96,3 +96,9 @@ class NStepBuilder:
             a[:keep] = a[m : self.count]
         self.count = keep
         return out
+
+
+def transition_fields(obs_space) -> dict:
+    """The replay fields of an n-step transition: name -> (shape, dtype); frames keep their dtype (uint8)."""
+    return {"obs": (obs_space.shape, obs_space.dtype), "next_obs": (obs_space.shape, obs_space.dtype),
+            "action": ((), np.int64), "ret": ((), np.float32), "discount": ((), np.float32)}
