@@ -210,7 +210,8 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
         load_flat(into, flat)
         return v
 
-    pull(net), pull(target)
+    pull(net)
+    pull(target)
     sampler = ReplaySampler(plane["rcomm"], rt.layout.ranks("replay"), plane["fields"], cfg.batch_size, rt.rng(),
                             plane["inbox"])
     grads = [np.zeros(plane["n_params"], np.float32) for _ in range(2)]  # double-buffered gradient sends
