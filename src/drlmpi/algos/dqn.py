@@ -22,7 +22,7 @@ from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, greedy, load_arrays, state_arrays
 from drlmpi.ops.qlearning import double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
-from drlmpi.replay import NStepBuilder, PrioritizedReplay
+from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
 
@@ -91,10 +91,7 @@ def run_serial(rt: Runtime, cfg: Config) -> dict:
     net = build_net(cfg, env).to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
-    obs_shape, obs_dtype = env.observation_space.shape, env.observation_space.dtype
-    replay = PrioritizedReplay(cfg.buffer_size, {
-        "obs": (obs_shape, obs_dtype), "next_obs": (obs_shape, obs_dtype), "action": ((), np.int64),
-        "ret": ((), np.float32), "discount": ((), np.float32)}, cfg.alpha, rng)
+    replay = PrioritizedReplay(cfg.buffer_size, transition_fields(env.observation_space), cfg.alpha, rng)
     nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
     log = RunLog(cfg.run_dir, "dqn", to_dict(cfg), ["loss", "epsilon", "replay_size"],
                  frames_per_step=4 if is_atari(cfg.env) else 1)
