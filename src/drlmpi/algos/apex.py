@@ -9,9 +9,9 @@ Roles: `learner`s (rank 0 leads), `replay` shards, and `actor`s on the other ran
             (Tag.METRICS), and says when it is done (Tag.STOP).
   replay    serves blocks, samples and priority updates until the learner and every actor have stopped.
   learner   once `learning_starts` transitions are stored, trains double DQN with dueling heads on
-            prioritized batches (prefetched), sends back priorities, publishes its weights every
-            `publish_every` updates, copies its target network every `target_update_every` updates, and
-            stops when every actor has finished its share of `total_env_steps`.
+            prioritized batches (asking for the next one before training on one), sends back priorities,
+            publishes its weights every `publish_every` updates, copies its target network every
+            `target_update_every` updates, and stops when every actor has finished its share of `total_env_steps`.
             Several learners each sample their own batch and average gradients with one allreduce per
             update (comm.allreduce: MPI on CPU, NCCL on GPU), so their networks stay identical; the
             lead (the first) talks to the actors, publishes and logs, and rides its progress and stop
@@ -31,7 +31,7 @@ import torch
 from drlmpi import nets
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.metrics import ActorReport, ActorStats
-from drlmpi.comm.replay import Prefetcher, ReplaySampler, ReplayWriter
+from drlmpi.comm.replay import ReplaySampler, ReplayWriter
 from drlmpi.comm.weights import NodeWeights, WeightsPush
 from drlmpi.config import Common, opt, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
@@ -194,7 +194,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
         push.push(flat_params(net), 1)
     sampler = ReplaySampler(plane["rcomm"], rt.layout.ranks("replay"), plane["fields"], cfg.batch_size, rt.rng(),
                             plane["inbox"])
-    state = {"frac": 0.0}
+    frac = 0.0  # the lead's progress: every learner anneals the same way
     stats = ActorStats(world, actors, frames_per_step=4 if is_atari(cfg.env) else 1)  # lead: actors' reports
     if lead:
         log = RunLog(cfg.run_dir, "apex", to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
@@ -223,7 +223,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
         go[0] = not stats.all_done
     wait(learners.Ibcast(go, root=0), what="the lead learner's start")
     if go[0]:
-        prefetch = Prefetcher(sampler, cfg.batch_size, lambda: linear(cfg.beta_start, 1.0, state["frac"]))
+        sampler.request(cfg.batch_size)
     while go[0]:
         stop = False
         if lead:  # wait while ahead of the actors (replay ratio), unless they are done
@@ -234,7 +234,8 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
                     break
                 log.tick(stats.steps, updates, cfg.total_env_steps, row)
                 time.sleep(0.001)
-        batch = prefetch.next()
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, frac))
+        sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
         t = {k: torch.as_tensor(v, device=device) for k, v in batch.data.items()}
         td = double_dqn_td(net, target, t["obs"], t["action"], t["ret"], t["next_obs"], t["discount"])
         loss_t = weighted_huber(td, torch.as_tensor(batch.weights, device=device))
@@ -243,9 +244,9 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
         progress, stop_sum = allreduce(np.array([stats.steps / cfg.total_env_steps, stop]) if lead else None)
         if stop_sum:
             break
-        state["frac"] = float(progress)  # the lead's: every learner uses the same learning rate
+        frac = float(progress)
         for g in opt.param_groups:
-            g["lr"] = linear(cfg.lr, cfg.lr_final, state["frac"])
+            g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         opt.step()
         sampler.update_priorities(batch, td.detach().abs().cpu().numpy().astype(np.float64) + PRIORITY_EPS)
@@ -261,9 +262,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict:
         log.tick(stats.steps, updates, cfg.total_env_steps, row)
         if log.checkpoint_due():
             log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
-    if go[0]:
-        prefetch.close()
-    sampler.close()  # STOP to every shard
+    sampler.close()  # receives the batch still asked for, then STOP to every shard
     allreduce.close()
     weights = flat_params(net)
     summary = {"updates": updates, "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest()}

@@ -11,8 +11,9 @@ shards, and `actor`s on the other ranks.
             read from the window's version, against the env steps of all actors).
   learner   keeps a local copy of the parameters, refreshed from the window every `sync_every`
             updates, and a target network refreshed from it every `target_update_every` updates;
-            computes double-DQN gradients on prioritized batches (prefetched), clips them and sends
-            each ps shard its slice (Tag.GRADIENT, buffer Isend) without waiting for the result:
+            computes double-DQN gradients on prioritized batches (asking for the next one before
+            training on one), clips them and sends each ps shard its slice (Tag.GRADIENT, buffer
+            Isend) without waiting for the result:
             learners run asynchronously. Sends priorities back to the replay shards. The lead
             learner hears the actors, logs, tells the other learners the env step count and when to
             stop (Tag.CONTROL), and writes the checkpoint from the parameter server's final vector.
@@ -36,7 +37,7 @@ from mpi4py import MPI
 from drlmpi import nets
 from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.ps import send_gradient, send_stop, serve_shard
-from drlmpi.comm.replay import Prefetcher, ReplaySampler, ReplayWriter
+from drlmpi.comm.replay import ReplaySampler, ReplayWriter
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.weights import NodeWeights, WeightsPush
 from drlmpi.config import Common, opt, to_dict
@@ -258,7 +259,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
             break
         tick()
         time.sleep(0.01)
-    prefetch = None
+    asked = False  # for a batch
     while True:
         listen()
         if control[1]:
@@ -267,12 +268,13 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
             tick()  # the learners are ahead of the actors
             time.sleep(0.001)
             continue
-        if prefetch is None:
-            prefetch = Prefetcher(sampler, cfg.batch_size,
-                                  lambda: linear(cfg.beta_start, 1.0, control[0] / cfg.total_env_steps))
+        if not asked:
+            sampler.request(cfg.batch_size)
         if updates % cfg.sync_every == 0:
             pull(net)
-        batch = prefetch.next()
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, control[0] / cfg.total_env_steps))
+        sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
+        asked = True
         t = {k: torch.as_tensor(v, device=device) for k, v in batch.data.items()}
         td = double_dqn_td(net, target, t["obs"], t["action"], t["ret"], t["next_obs"], t["discount"])
         loss_t = weighted_huber(td, torch.as_tensor(batch.weights, device=device))
@@ -289,9 +291,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
         if updates % cfg.target_update_every == 0:
             pull(target)
         tick()
-    if prefetch is not None:
-        prefetch.close()
-    sampler.close()  # STOP to every replay shard
+    sampler.close()  # receives the batch still asked for, then STOP to every replay shard
     wait_all(grad_reqs[0] + grad_reqs[1], what="gradient sends")
     send_stop(world, ps_ranks)
     if lead:  # the last word is stop, said once (messages from one sender with one tag arrive in order)

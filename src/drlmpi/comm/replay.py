@@ -1,22 +1,23 @@
 """Clients of the replay shards: actors write blocks of transitions, learners sample globally.
 
-Global sampling (`ReplaySampler.sample`): ask every shard for (size, total p^alpha, min p^alpha);
-split the batch across shards with a multinomial draw in proportion to their totals; each shard
-samples its share (stratified) and replies with rows, slots, generations and p^alpha, plus its
-fresh statistics. Each sample's probability is p_i^alpha / sum over all shards of their totals,
-and its importance weight (p_i / p_min)^-beta uses the minimum over all shards: exactly what
-one unsharded buffer holding every transition would give.
+Global sampling (`ReplaySampler.request`/`receive`): split the batch across shards with a
+multinomial draw in proportion to their totals of p^alpha (as of their last replies; a statistics
+round the first time); each shard samples its share (stratified) and replies with rows, slots,
+generations and p^alpha, plus its fresh size, total and min. Each sample's probability is p_i^alpha
+/ sum over all shards of their totals, and its importance weight (p_i / p_min)^-beta uses the
+minimum over all shards: what one unsharded buffer holding every transition would give, but for the
+split, which lags by one batch's priority updates.
 
 On a node, bulk data moves through shared memory (see replay.shard): writers pack blocks into
 their outbox, and shards gather samples straight into the learner's inbox slot, so a batch is
 built with one copy, as in-process. A `Batch` holds views of an inbox slot: it stays valid until
 INBOX_SLOTS - 1 further batches have been sampled. Replies are received politely (probe, then
-`Recv`); sends are `Isend` from double buffers. `Prefetcher` keeps the next batch coming in a
-helper thread while the learner trains. Use a communicator of its own (a `Dup`) for the plane.
+`Recv`); sends are `Isend` from double buffers. A learner `request`s its next batch before training
+on the current one and `receive`s it after, so sampling overlaps training with no helper thread.
+Use a communicator of its own (a `Dup`) for the plane.
 """
 
-import queue
-import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,7 +128,12 @@ class Batch:
 
 
 class ReplaySampler:
-    """Learner side: global prioritized sampling over the shards, and priority updates routed back."""
+    """Learner side: global prioritized sampling over the shards, and priority updates routed back.
+
+    `request` asks the shards for a batch and returns at once; `receive` collects the oldest one asked
+    for. A learner asks for batch k + 1 before it trains on batch k, so the shards gather it into the
+    inbox during the training step: the round trip is hidden without a helper thread.
+    """
 
     def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, max_batch: int,
                  rng: np.random.Generator, inbox: NodeSegments):
@@ -141,61 +147,77 @@ class ReplaySampler:
         self.p_bufs = [[self.p_layout.new(), self.p_layout.new()] for _ in shard_ranks]
         self.p_reqs = [[MPI.REQUEST_NULL, MPI.REQUEST_NULL] for _ in shard_ranks]
         self.p_turn = [0] * len(shard_ranks)
-        self._requests = [np.zeros(4, np.int64) for _ in shard_ranks]
+        self._asks = np.zeros((INBOX_SLOTS, len(shard_ranks), 4), np.int64)  # request buffers, one row per slot
+        self._pending: deque = deque()  # (slot, counts [S], offsets [S], Isend requests), oldest first
         self._slot = 0
+        self._totals: np.ndarray | None = None  # float64 [S]: total p^alpha per shard, from the last reply
 
-    def _round(self, counts: np.ndarray, offsets: np.ndarray, slot: int) -> np.ndarray:
-        """Ask shard s for counts[s] rows at offsets[s] of inbox slot `slot`; returns headers int64 [S, 4]."""
+    def _ask(self, counts: np.ndarray, slot: int) -> None:
+        """Isend shard s a request for counts[s] rows into inbox slot `slot`, behind the earlier ones."""
+        assert len(self._pending) < INBOX_SLOTS - 1, "too many batches asked for and not received"
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         reqs = []
         for s, r in enumerate(self.shards):
-            self._requests[s][:3] = counts[s], offsets[s], slot
-            reqs.append(self.comm.Isend(self._requests[s], dest=r, tag=Tag.SAMPLE_REQUEST))
+            self._asks[slot, s, :3] = counts[s], offsets[s], slot
+            reqs.append(self.comm.Isend(self._asks[slot, s], dest=r, tag=Tag.SAMPLE_REQUEST))
+        self._pending.append((slot, counts, offsets, reqs))
+
+    def _collect(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """Receive every shard's reply to the oldest request; returns (slot, counts [S], headers int64 [S, 4])."""
+        slot, counts, offsets, reqs = self._pending.popleft()
         heads = np.zeros((len(self.shards), 4), np.int64)
         _, inbox = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
-        for _ in self.shards:
-            st = probe(self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP)
-            s = self.shards.index(st.source)
+        for s, r in enumerate(self.shards):  # replies from one shard arrive in the order asked
+            st = probe(self.comm, r, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP)
             if st.tag == Tag.SAMPLE_REPLY:  # rows already in our inbox
-                self.comm.Recv(self.small, source=st.source, tag=st.tag)
+                self.comm.Recv(self.small, source=r, tag=st.tag)
                 heads[s] = self.small
             else:
-                assert st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {st.source}"
-                self.comm.Recv(self.block, source=st.source, tag=st.tag)
+                assert st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {r}"
+                self.comm.Recv(self.block, source=r, tag=st.tag)
                 head, rows = self.r_layout.views(self.block)
                 heads[s] = head
                 n, lo = int(head[0]), int(offsets[s])
                 for k, v in rows.items():
                     inbox[k][lo : lo + n] = v[:n]
         wait_all(reqs, what="sample requests")
-        return heads
+        return slot, counts, heads
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(size int64 [S], total p^alpha float64 [S], min p^alpha float64 [S]) of every shard."""
-        zeros = np.zeros(len(self.shards), np.int64)
-        heads = self._round(zeros, zeros, self._slot)
+        assert not self._pending, "statistics are asked for between batches only"
+        self._ask(np.zeros(len(self.shards), np.int64), self._slot)
+        _, _, heads = self._collect()
         f = heads[:, 2:4].copy().view(np.float64)
-        return heads[:, 1].copy(), f[:, 0].copy(), f[:, 1].copy()
+        self._totals = f[:, 0].copy()
+        return heads[:, 1].copy(), self._totals.copy(), f[:, 1].copy()
 
-    def sample(self, batch_size: int, beta: float) -> Batch:
-        """A batch in the next inbox slot (views: valid until INBOX_SLOTS - 1 more batches are sampled)."""
+    def request(self, batch_size: int) -> None:
+        """Ask for a batch into the next inbox slot; returns at once. Split across shards in proportion to
+        their totals in the last reply (one batch old: sampling needs no extra round trip)."""
         assert 0 < batch_size <= self.max_batch
-        slot = self._slot
-        self._slot = (self._slot + 1) % INBOX_SLOTS
-        if len(self.shards) == 1:  # no split to decide: one round trip
+        if len(self.shards) == 1:
             counts = np.array([batch_size])
         else:
-            _, total, _ = self.stats()
-            if total.sum() <= 0:
+            if self._totals is None:
+                self.stats()
+            if self._totals.sum() <= 0:
                 raise RuntimeError("replay: sampling from empty shards")
-            counts = self.rng.multinomial(batch_size, total / total.sum())
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        heads = self._round(counts, offsets, slot)
+            counts = self.rng.multinomial(batch_size, self._totals / self._totals.sum())
+        self._ask(counts, self._slot)
+        self._slot = (self._slot + 1) % INBOX_SLOTS
+
+    def receive(self, beta: float) -> Batch:
+        """The oldest batch asked for (views of its inbox slot: valid until INBOX_SLOTS - 1 more are received)."""
+        slot, counts, heads = self._collect()
+        batch_size = int(counts.sum())
         got = heads[:, 0]
         if heads[:, 1].sum() == 0:
             raise RuntimeError("replay: sampling from empty shards")
         assert (got == counts).all(), f"shards returned {got}, asked {counts}"
         f = heads[:, 2:4].copy().view(np.float64)
         totals, mins = f[:, 0], f[:, 1]
+        self._totals = totals.copy()
         _, rows = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
         p = rows["p"][:batch_size]
         return Batch(
@@ -203,6 +225,11 @@ class ReplaySampler:
             shard=np.repeat(np.arange(len(self.shards)), counts), slot=rows["slot"][:batch_size],
             gen=rows["gen"][:batch_size], prob=p / totals.sum(),
             weights=importance_weights(p, mins.min(), beta), size=int(heads[:, 1].sum()))
+
+    def sample(self, batch_size: int, beta: float) -> Batch:
+        """Request and receive one batch (no overlap)."""
+        self.request(batch_size)
+        return self.receive(beta)
 
     def update_priorities(self, batch: Batch, priority: np.ndarray) -> None:
         """Send new priorities (|td| + eps, [B]) for a sampled batch back to the shards that hold its slots."""
@@ -221,33 +248,8 @@ class ReplaySampler:
             self.p_turn[s] ^= 1
 
     def close(self) -> None:
+        """Receive the batches still asked for (every message must be received), then STOP to every shard."""
+        while self._pending:
+            self._collect()
         wait_all([r for rs in self.p_reqs for r in rs], what="priority updates")
         send_stop(self.comm, self.shards)
-
-
-class Prefetcher:
-    """Samples the next batch in a helper thread while the caller trains on the current one."""
-
-    def __init__(self, sampler: ReplaySampler, batch_size: int, beta_fn):
-        self.sampler, self.batch_size, self.beta_fn = sampler, batch_size, beta_fn
-        self.q: queue.Queue = queue.Queue(maxsize=1)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="replay-prefetch", daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            batch = self.sampler.sample(self.batch_size, self.beta_fn())
-            while not self._stop.is_set():
-                try:
-                    self.q.put(batch, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-
-    def next(self, timeout: float = 60.0) -> Batch:
-        return self.q.get(timeout=timeout)
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(timeout=60)

@@ -4,7 +4,8 @@
 2. global sampling: 4 shards sample like one buffer holding every row (chi-square over priority classes),
    with the same probabilities and identical importance weights;
 3. stale updates: priority updates for slots overwritten after sampling are dropped;
-4. prefetching: a helper thread samples while the learner thread sends priority updates.
+4. asking ahead: batch k + 1 is asked for before batch k's priorities go back; batch k stays intact
+   while k + 1 arrives; close() receives the batch still asked for.
 """
 
 import os
@@ -14,7 +15,7 @@ from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
-from drlmpi.comm.replay import Prefetcher, ReplaySampler, ReplayWriter
+from drlmpi.comm.replay import ReplaySampler, ReplayWriter
 from drlmpi.replay import PrioritizedReplay
 from drlmpi.replay.shard import node_segments, serve
 
@@ -102,14 +103,18 @@ else:
             ratio = got / pr
             check(np.allclose(ratio, ratio[0], rtol=1e-5), "a slot carries another row's priority (stale update?)")
             check((b.data["obs"] == obs_of(b.data["id"])).all(), "row corrupted after overwrite")
-        # 4. prefetching: batches keep coming from a helper thread while this thread sends priority updates
-        pf = Prefetcher(sampler, 128, lambda: BETA)
+        # 4. asking ahead: the next batch is on its way while this one's priorities go back
+        sampler.request(128)
+        prev = None
         for _ in range(30):
-            b = pf.next(timeout=30)
-            check((b.data["obs"] == obs_of(b.data["id"])).all(), "prefetched row corrupted")
-            check(len(b.data["id"]) == 128 and b.weights.max() <= 1.0, "prefetched batch shape or weights")
+            b = sampler.receive(BETA)
+            sampler.request(128)
+            check((b.data["obs"] == obs_of(b.data["id"])).all(), "row corrupted in a batch asked for ahead")
+            check(len(b.data["id"]) == 128 and b.weights.max() <= 1.0, "batch shape or weights")
+            if prev is not None:  # one more batch received: the previous one's slot is untouched
+                check((prev.data["obs"] == obs_of(prev.data["id"])).all(), "a batch overwritten too early")
             sampler.update_priorities(b, np.full(128, 2.0))
-        pf.close()
+            prev = b
     writer.close()
     if world.rank == LEARNER:
         sampler.close()
