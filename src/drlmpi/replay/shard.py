@@ -64,11 +64,13 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
                                     priority_layout(max_batch))
     t_buf, p_buf = t_layout.new(), p_layout.new()
     p_head, p_fields = p_layout.views(p_buf)
-    replies = [r_layout.new(), r_layout.new()]  # double-buffered: reuse one only once its Isend completed
-    reply_reqs = [MPI.REQUEST_NULL, MPI.REQUEST_NULL]
-    small = [np.zeros(4, np.int64), np.zeros(4, np.int64)]
+    # One reply buffer per (client, inbox slot): a learner asks again for a slot only after receiving its last
+    # reply, so waiting for that buffer's Isend never waits on a learner busy elsewhere (a reply may sit
+    # unreceived while its learner trains or waits for the actors).
+    replies: dict[tuple[int, int], np.ndarray] = {}
+    reply_reqs: dict[tuple[int, int], MPI.Request] = {}
     doorbell = np.zeros(4, np.int64)
-    stopped = turn = 0
+    stopped = 0
     counts = {"inserted": 0, "sampled": 0, "priority_updates": 0, "stale_dropped": 0}
 
     def insert(block: np.ndarray, n: int) -> None:
@@ -91,14 +93,17 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             comm.Recv(doorbell, source=src, tag=tag)
             n, offset, inbox_slot = int(doorbell[0]), int(doorbell[1]), int(doorbell[2])
             n = n if storage.size else 0
-            wait(reply_reqs[turn], what="previous sample reply")
             shm = inboxes.local(src) or n == 0  # statistics only: the small header suffices
+            key = (src, inbox_slot, shm)
+            wait(reply_reqs.get(key, MPI.REQUEST_NULL), what="previous sample reply")
+            if key not in replies:
+                replies[key] = np.zeros(4, np.int64) if shm else r_layout.new()
+            msg = replies[key]
             if shm:  # gather straight into the learner's inbox
-                head, msg = small[turn], small[turn]
+                head = msg
                 out = r_layout.views(inboxes.slot(src, inbox_slot))[1] if n else None
                 lo = offset
             else:
-                msg = replies[turn]
                 head, out = r_layout.views(msg)
                 lo = 0
             if n:
@@ -107,8 +112,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
                     np.take(storage.data[k], slot, axis=0, out=out[k][lo : lo + n])
                 out["slot"][lo : lo + n], out["gen"][lo : lo + n], out["p"][lo : lo + n] = slot, storage.gen[slot], p
             stats_header(head, n, storage)
-            reply_reqs[turn] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY if shm else Tag.SAMPLE_REPLY_BLOCK)
-            turn ^= 1
+            reply_reqs[key] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY if shm else Tag.SAMPLE_REPLY_BLOCK)
             counts["sampled"] += n
         elif tag == Tag.PRIORITIES:
             comm.Recv(p_buf, source=src, tag=tag)
@@ -121,6 +125,6 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             stopped += 1
         else:
             raise RuntimeError(f"replay shard: unexpected message tag {tag} from rank {src}")
-    for r in reply_reqs:
+    for r in reply_reqs.values():
         wait(r, what="last sample reply")
     return counts

@@ -6,6 +6,8 @@
 3. stale updates: priority updates for slots overwritten after sampling are dropped;
 4. asking ahead: batch k + 1 is asked for before batch k's priorities go back; batch k stays intact
    while k + 1 arrives; close() receives the batch still asked for.
+5. replies wait for their learner: with two batches asked for and not received, a writer's drain
+   (a statistics request to every shard) is still answered.
 """
 
 import os
@@ -26,6 +28,7 @@ WRITERS = [0] + list(range(5, world.size))
 ALPHA, BETA, CAP = 0.6, 0.5, 600  # 4 x 600 slots: phase 1's 2000 rows fit, phase 3 overwrites
 SEED = int(os.environ.get("SEED", "0"))  # vary to look at the chi-square distribution
 FIELDS = {"id": ((), np.int64), "obs": ((4, 8, 8), np.uint8)}
+GO = 99  # a tag of this test's own, on world
 failures = []
 
 
@@ -115,6 +118,19 @@ else:
                 check((prev.data["obs"] == obs_of(prev.data["id"])).all(), "a batch overwritten too early")
             sampler.update_priorities(b, np.full(128, 2.0))
             prev = b
+        # 5. two batches asked for (512 rows: block replies to shards on other pretend hosts), not received
+        sampler.request(512)
+        world.Send(np.zeros(1), dest=WRITERS[1], tag=GO)
+        runtime.probe(world, WRITERS[1], GO, timeout=60)  # that writer's drain was answered meanwhile
+        world.Recv(np.zeros(1), source=WRITERS[1], tag=GO)
+        for n in (128, 512):
+            b = sampler.receive(BETA)
+            check(len(b.data["id"]) == n and (b.data["obs"] == obs_of(b.data["id"])).all(), "a late batch")
+    elif world.rank == WRITERS[1]:
+        runtime.probe(world, LEARNER, GO, timeout=120)
+        world.Recv(np.zeros(1), source=LEARNER, tag=GO)
+        writer.drain()
+        world.Send(np.zeros(1), dest=LEARNER, tag=GO)
     writer.close()
     if world.rank == LEARNER:
         sampler.close()
