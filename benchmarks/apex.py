@@ -8,7 +8,8 @@ actor:   an actor rank's frames/s inside a real `mpiexec -n 3 drlmpi --algo apex
 learner: the learner's updates/s in a real job whose replay shard was filled first (learning_starts) and
          whose replay ratio is so high that the actor stays paused (the learner never waits for data),
          read from metrics.csv updates_per_s (median over rows after the fill), against a bare torch loop
-         on preloaded batches of the same size: the same network, double-DQN loss, Adam, clipping.
+         on preloaded batches of the same size: the same network, double-DQN loss, Adam, clipping; timed
+         before and after the job (mean of the two), since this VM's speed drifts by 10-30% over minutes.
 Both sides use one torch thread (what an Ape-X rank gets on this host with 3 ranks on 2 cores).
 
 Usage: python benchmarks/apex.py [--env CartPole-v1] [--num-envs 4] [--batch 128] [--seconds 20]
@@ -109,18 +110,23 @@ def main() -> None:
         rows = job(os.path.join(d, "actor"), a.env, steps,
                    [f"num_envs={a.num_envs}", f"learning_starts={10 * steps}"], timeout=60 + 4 * a.seconds)
         actor = float(np.median([float(r["actor_fps_mean"]) for r in rows[1:-1]]))
-        bare = bare_updates_per_s(a.env, a.batch, a.seconds)
+        bare_before = bare_updates_per_s(a.env, a.batch, a.seconds / 2)
         fill = 20_000 if not is_atari(a.env) else 5_000
-        extra = int(bare * a.seconds / 64)  # with 64 updates per env step, the run lasts about `seconds`
+        # the actor runs free for the steps its n-step builder holds back (apex.run_actor's in_flight), then
+        # pauses; with 64 updates per env step after that, the run lasts about `seconds`
+        free = a.num_envs * (apex.Config().n_step + apex.ACTOR_BATCH)
+        extra = free + int(bare_before * a.seconds / 64)
         rows = job(os.path.join(d, "learner"), a.env, fill + extra,
                    [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",
                     "replay_ratio=64"], timeout=300 + 4 * a.seconds)
         trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
         learner = float(np.median(trained))
+        bare_after = bare_updates_per_s(a.env, a.batch, a.seconds / 2)  # this VM's speed drifts: bracket the job
+        bare = (bare_before + bare_after) / 2
     print(f"Ape-X ranks vs raw, {a.env}, {a.num_envs} envs per actor, batch {a.batch}, 1 torch thread, {machine()}")
     print(f"  actor   {actor:9.0f} frames/s in the job   raw envs + net {raw:9.0f} frames/s   ratio {actor / raw:.2f}")
     print(f"  learner {learner:9.1f} updates/s in the job  bare torch loop {bare:8.1f} updates/s  "
-          f"ratio {learner / bare:.2f}")
+          f"ratio {learner / bare:.2f}  (bare {bare_before:.1f} before the job, {bare_after:.1f} after)")
 
 
 if __name__ == "__main__":
