@@ -259,7 +259,7 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
             break
         tick()
         time.sleep(0.01)
-    asked = False  # for a batch
+    sampler.request(cfg.batch_size)  # close() receives it if training never starts
     while True:
         listen()
         if control[1]:
@@ -268,13 +268,10 @@ def run_learner(rt: Runtime, cfg: Config, plane: dict) -> dict | None:
             tick()  # the learners are ahead of the actors
             time.sleep(0.001)
             continue
-        if not asked:
-            sampler.request(cfg.batch_size)
         if updates % cfg.sync_every == 0:
             pull(net)
         batch = sampler.receive(linear(cfg.beta_start, 1.0, control[0] / cfg.total_env_steps))
         sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
-        asked = True
         t = {k: torch.as_tensor(v, device=device) for k, v in batch.data.items()}
         td = double_dqn_td(net, target, t["obs"], t["action"], t["ret"], t["next_obs"], t["discount"])
         loss_t = weighted_huber(td, torch.as_tensor(batch.weights, device=device))

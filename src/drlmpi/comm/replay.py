@@ -11,7 +11,7 @@ split, which lags by one batch's priority updates.
 On a node, bulk data moves through shared memory (see replay.shard): writers pack blocks into
 their outbox, and shards gather samples straight into the learner's inbox slot, so a batch is
 built with one copy, as in-process. A `Batch` holds views of an inbox slot: it stays valid until
-INBOX_SLOTS - 1 further batches have been sampled. Replies are received politely (probe, then
+INBOX_SLOTS - 1 further batches have been received. Replies are received politely (probe, then
 `Recv`); sends are `Isend` from double buffers. A learner `request`s its next batch before training
 on the current one and `receive`s it after, so sampling overlaps training with no helper thread.
 Use a communicator of its own (a `Dup`) for the plane.

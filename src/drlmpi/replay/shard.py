@@ -64,11 +64,11 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
                                     priority_layout(max_batch))
     t_buf, p_buf = t_layout.new(), p_layout.new()
     p_head, p_fields = p_layout.views(p_buf)
-    # One reply buffer per (client, inbox slot): a learner asks again for a slot only after receiving its last
-    # reply, so waiting for that buffer's Isend never waits on a learner busy elsewhere (a reply may sit
-    # unreceived while its learner trains or waits for the actors).
-    replies: dict[tuple[int, int], np.ndarray] = {}
-    reply_reqs: dict[tuple[int, int], MPI.Request] = {}
+    # One reply buffer per (client, inbox slot, header only?): a learner asks again for a slot only after
+    # receiving its last reply, so waiting for that buffer's Isend never waits on a learner busy elsewhere
+    # (a reply may sit unreceived while its learner trains or waits for the actors).
+    replies: dict[tuple[int, int, bool], np.ndarray] = {}
+    reply_reqs: dict[tuple[int, int, bool], MPI.Request] = {}
     doorbell = np.zeros(4, np.int64)
     stopped = 0
     counts = {"inserted": 0, "sampled": 0, "priority_updates": 0, "stale_dropped": 0}
