@@ -7,6 +7,7 @@ Both sides build the same layout from the same field specs.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -24,7 +25,9 @@ class BlockLayout:
         return BlockLayout(tuple((k, tuple(s), np.dtype(d).name) for k, (s, d) in fields.items()), rows,
                            header_words)
 
-    def _offsets(self):
+    @cached_property
+    def _offsets(self) -> tuple[list[tuple[str, tuple[int, ...], str, int, int]], int]:
+        """([(name, shape, dtype, byte offset, nbytes)], total bytes), computed once per layout."""
         off = -(-8 * self.header_words // ALIGN) * ALIGN
         out = []
         for name, shape, dtype in self.fields:
@@ -35,14 +38,14 @@ class BlockLayout:
 
     @property
     def nbytes(self) -> int:
-        return self._offsets()[1]
+        return self._offsets[1]
 
     def new(self) -> np.ndarray:
         return np.zeros(self.nbytes, dtype=np.uint8)
 
     def views(self, buf: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(header int64 [header_words], {name: [rows, *shape]}) viewing buf."""
-        offsets, total = self._offsets()
+        offsets, total = self._offsets
         assert buf.nbytes >= total, f"buffer of {buf.nbytes} bytes for a layout of {total}"
         header = buf[: 8 * self.header_words].view(np.int64)
         return header, {name: buf[o : o + n].view(dtype).reshape(self.rows, *shape)

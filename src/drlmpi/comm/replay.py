@@ -119,7 +119,7 @@ def send_stop(comm: MPI.Intracomm, shard_ranks: list[int]) -> None:
 @dataclass
 class Batch:
     data: dict[str, np.ndarray]  # fields [B, ...]
-    shard: np.ndarray  # int64 [B]: index into the shard list
+    counts: np.ndarray  # int64 [S]: rows from each shard; shard s's rows are contiguous, in shard order
     slot: np.ndarray  # int64 [B]
     gen: np.ndarray  # int64 [B]
     prob: np.ndarray  # float64 [B]: p_i^alpha / sum over all shards
@@ -145,11 +145,13 @@ class ReplaySampler:
         self.small = np.zeros(4, np.int64)
         self.p_layout = priority_layout(max_batch)
         self.p_bufs = [[self.p_layout.new(), self.p_layout.new()] for _ in shard_ranks]
+        self.p_views = [[self.p_layout.views(b) for b in bufs] for bufs in self.p_bufs]
         self.p_reqs = [[MPI.REQUEST_NULL, MPI.REQUEST_NULL] for _ in shard_ranks]
         self.p_turn = [0] * len(shard_ranks)
         self._asks = np.zeros((INBOX_SLOTS, len(shard_ranks), 4), np.int64)  # request buffers, one row per slot
         self._pending: deque = deque()  # (slot, counts [S], offsets [S], Isend requests), oldest first
         self._slot = 0
+        self._rows: list[dict[str, np.ndarray] | None] = [None] * INBOX_SLOTS  # field views of each inbox slot
         self._totals: np.ndarray | None = None  # float64 [S]: total p^alpha per shard, from the last reply
 
     def _ask(self, counts: np.ndarray, slot: int) -> None:
@@ -162,11 +164,17 @@ class ReplaySampler:
             reqs.append(self.comm.Isend(self._asks[slot, s], dest=r, tag=Tag.SAMPLE_REQUEST))
         self._pending.append((slot, counts, offsets, reqs))
 
+    def _inbox_rows(self, slot: int) -> dict[str, np.ndarray]:
+        """Field views [max_batch, ...] of our inbox slot (built once per slot)."""
+        if self._rows[slot] is None:
+            self._rows[slot] = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))[1]
+        return self._rows[slot]
+
     def _collect(self) -> tuple[int, np.ndarray, np.ndarray]:
         """Receive every shard's reply to the oldest request; returns (slot, counts [S], headers int64 [S, 4])."""
         slot, counts, offsets, reqs = self._pending.popleft()
         heads = np.zeros((len(self.shards), 4), np.int64)
-        _, inbox = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
+        inbox = self._inbox_rows(slot)
         for s, r in enumerate(self.shards):  # replies from one shard arrive in the order asked
             st = probe(self.comm, r, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP)
             if st.tag == Tag.SAMPLE_REPLY:  # rows already in our inbox
@@ -218,13 +226,11 @@ class ReplaySampler:
         f = heads[:, 2:4].copy().view(np.float64)
         totals, mins = f[:, 0], f[:, 1]
         self._totals = totals.copy()
-        _, rows = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))
+        rows = self._inbox_rows(slot)
         p = rows["p"][:batch_size]
-        return Batch(
-            data={k: rows[k][:batch_size] for k in self.fields},
-            shard=np.repeat(np.arange(len(self.shards)), counts), slot=rows["slot"][:batch_size],
-            gen=rows["gen"][:batch_size], prob=p / totals.sum(),
-            weights=importance_weights(p, mins.min(), beta), size=int(heads[:, 1].sum()))
+        return Batch(data={k: rows[k][:batch_size] for k in self.fields}, counts=counts,
+                     slot=rows["slot"][:batch_size], gen=rows["gen"][:batch_size], prob=p / totals.sum(),
+                     weights=importance_weights(p, mins.min(), beta), size=int(heads[:, 1].sum()))
 
     def sample(self, batch_size: int, beta: float) -> Batch:
         """Request and receive one batch (no overlap)."""
@@ -233,17 +239,18 @@ class ReplaySampler:
 
     def update_priorities(self, batch: Batch, priority: np.ndarray) -> None:
         """Send new priorities (|td| + eps, [B]) for a sampled batch back to the shards that hold its slots."""
-        for s, r in enumerate(self.shards):
-            mask = batch.shard == s
-            n = int(mask.sum())
+        hi = 0
+        for s, r in enumerate(self.shards):  # shard s's rows are [lo, hi)
+            n = int(batch.counts[s])
+            lo, hi = hi, hi + n
             if not n:
                 continue
             turn = self.p_turn[s]
             wait(self.p_reqs[s][turn], what="previous priority update")
             buf = self.p_bufs[s][turn]
-            head, f = self.p_layout.views(buf)
+            head, f = self.p_views[s][turn]
             head[0] = n
-            f["slot"][:n], f["gen"][:n], f["priority"][:n] = batch.slot[mask], batch.gen[mask], priority[mask]
+            f["slot"][:n], f["gen"][:n], f["priority"][:n] = batch.slot[lo:hi], batch.gen[lo:hi], priority[lo:hi]
             self.p_reqs[s][turn] = self.comm.Isend(buf, dest=r, tag=Tag.PRIORITIES)
             self.p_turn[s] ^= 1
 
