@@ -8,11 +8,12 @@ actor:   an actor rank's frames/s inside a real `mpiexec -n 3 drlmpi --algo apex
 learner: the learner's updates/s in a real job whose replay shard was filled first (learning_starts) and
          whose replay ratio is so high that the actor stays paused (the learner never waits for data),
          read from metrics.csv updates_per_s (median over rows after the fill), against a bare torch loop
-         on preloaded batches of the same size: the same network, double-DQN loss, Adam, clipping; timed
-         before and after the job (mean of the two), since this VM's speed drifts by 10-30% over minutes.
-Both sides use one torch thread (what an Ape-X rank gets on this host with 3 ranks on 2 cores).
+         on preloaded batches of the same size: the same network, double-DQN loss, Adam, clipping.
+This VM's speed drifts by 10-30% over minutes, so each rank runs `repeats` jobs, each bracketed by runs of its
+limit (L J L J L J L); a job's ratio is against the mean of the limits just before and after it, and the
+median ratio is reported. Both sides use one torch thread (what an Ape-X rank gets here: 3 ranks, 2 cores).
 
-Usage: python benchmarks/apex.py [--env CartPole-v1] [--num-envs 4] [--batch 128] [--seconds 20]
+Usage: python benchmarks/apex.py [--env CartPole-v1] [--num-envs 4] [--batch 128] [--seconds 10] [--repeats 3]
 """
 
 import argparse
@@ -95,38 +96,62 @@ def job(run_dir: str, env_id: str, steps: int, sets: list[str], timeout: float) 
         return list(csv.DictReader(f))
 
 
+def bracketed(limit, run, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Alternate limit() and run() as L J L J ... L: (limits, runs, ratios), ratio i = runs[i] over the mean of
+    the limits just before and after it (this VM's speed drifts by 10-30% over minutes)."""
+    limits, runs = [limit()], []
+    for _ in range(repeats):
+        runs.append(run())
+        limits.append(limit())
+    return limits, runs, [r / ((lo + hi) / 2) for r, lo, hi in zip(runs, limits, limits[1:])]
+
+
+def show(name: str, unit: str, limits: list[float], runs: list[float], ratios: list[float]) -> None:
+    print(f"  {name:7s} ratio {np.median(ratios):.2f} (median of {len(ratios)}: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)})   in the job {', '.join(f'{r:.1f}' for r in runs)} {unit}   "
+          f"limit {', '.join(f'{r:.1f}' for r in limits)} {unit}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="CartPole-v1")
     ap.add_argument("--num-envs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each job's measured phase")
+    ap.add_argument("--repeats", type=int, default=3, help="jobs per rank, each bracketed by limit runs")
     a = ap.parse_args()
     torch.set_num_threads(1)
     frames = 4 if is_atari(a.env) else 1
-    raw = raw_actor_fps(a.env, a.num_envs, a.seconds)
     with tempfile.TemporaryDirectory() as d:
-        steps = int(raw / frames * a.seconds)  # about `seconds` of free running
-        rows = job(os.path.join(d, "actor"), a.env, steps,
-                   [f"num_envs={a.num_envs}", f"learning_starts={10 * steps}"], timeout=60 + 4 * a.seconds)
-        actor = float(np.median([float(r["actor_fps_mean"]) for r in rows[1:-1]]))
-        bare_before = bare_updates_per_s(a.env, a.batch, a.seconds / 2)
-        fill = 20_000 if not is_atari(a.env) else 5_000
-        # the actor runs free for the steps its n-step builder holds back (apex.run_actor's in_flight), then
-        # pauses; with 64 updates per env step after that, the run lasts about `seconds`
-        free = a.num_envs * (apex.Config().n_step + apex.ACTOR_BATCH)
-        extra = free + int(bare_before * a.seconds / 64)
-        rows = job(os.path.join(d, "learner"), a.env, fill + extra,
-                   [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",
-                    "replay_ratio=64"], timeout=300 + 4 * a.seconds)
-        trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
-        learner = float(np.median(trained))
-        bare_after = bare_updates_per_s(a.env, a.batch, a.seconds / 2)  # this VM's speed drifts: bracket the job
-        bare = (bare_before + bare_after) / 2
+        def limit_actor() -> float:
+            return raw_actor_fps(a.env, a.num_envs, a.seconds / 2)
+
+        def run_actor() -> float:
+            steps = int(raw_actor_fps(a.env, a.num_envs, 1.0) / frames * a.seconds)  # about `seconds` of running
+            rows = job(os.path.join(d, f"actor{len(os.listdir(d))}"), a.env, steps,
+                       [f"num_envs={a.num_envs}", f"learning_starts={10 * steps}"], timeout=60 + 4 * a.seconds)
+            return float(np.median([float(r["actor_fps_mean"]) for r in rows[1:-1]]))
+
+        def limit_learner() -> float:
+            return bare_updates_per_s(a.env, a.batch, a.seconds / 2)
+
+        def run_learner() -> float:
+            fill = 20_000 if not is_atari(a.env) else 5_000
+            # the actor runs free for the steps its n-step builder holds back (apex.run_actor's in_flight), then
+            # pauses; with 64 updates per env step after that, the run lasts about `seconds`
+            free = a.num_envs * (apex.Config().n_step + apex.ACTOR_BATCH)
+            extra = free + int(bare_updates_per_s(a.env, a.batch, 1.0) * a.seconds / 64)
+            rows = job(os.path.join(d, f"learner{len(os.listdir(d))}"), a.env, fill + extra,
+                       [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",
+                        "replay_ratio=64"], timeout=300 + 4 * a.seconds)
+            trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
+            return float(np.median(trained))
+
+        actor = bracketed(limit_actor, run_actor, a.repeats)
+        learner = bracketed(limit_learner, run_learner, a.repeats)
     print(f"Ape-X ranks vs raw, {a.env}, {a.num_envs} envs per actor, batch {a.batch}, 1 torch thread, {machine()}")
-    print(f"  actor   {actor:9.0f} frames/s in the job   raw envs + net {raw:9.0f} frames/s   ratio {actor / raw:.2f}")
-    print(f"  learner {learner:9.1f} updates/s in the job  bare torch loop {bare:8.1f} updates/s  "
-          f"ratio {learner / bare:.2f}  (bare {bare_before:.1f} before the job, {bare_after:.1f} after)")
+    show("actor", "frames/s", *actor)
+    show("learner", "updates/s", *learner)
 
 
 if __name__ == "__main__":
