@@ -97,11 +97,11 @@ def job(run_dir: str, env_id: str, steps: int, sets: list[str], timeout: float) 
 
 
 def bracketed(limit, run, repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Alternate limit() and run() as L J L J ... L: (limits, runs, ratios), ratio i = runs[i] over the mean of
-    the limits just before and after it (this VM's speed drifts by 10-30% over minutes)."""
+    """Alternate limit() and run(last limit) as L J L J ... L: (limits, runs, ratios), ratio i = runs[i] over the
+    mean of the limits just before and after it (this VM's speed drifts by 10-30% over minutes)."""
     limits, runs = [limit()], []
     for _ in range(repeats):
-        runs.append(run())
+        runs.append(run(limits[-1]))
         limits.append(limit())
     return limits, runs, [r / ((lo + hi) / 2) for r, lo, hi in zip(runs, limits, limits[1:])]
 
@@ -126,8 +126,8 @@ def main() -> None:
         def limit_actor() -> float:
             return raw_actor_fps(a.env, a.num_envs, a.seconds / 2)
 
-        def run_actor() -> float:
-            steps = int(raw_actor_fps(a.env, a.num_envs, 1.0) / frames * a.seconds)  # about `seconds` of running
+        def run_actor(raw: float) -> float:
+            steps = int(raw / frames * a.seconds)  # about `seconds` of running
             rows = job(os.path.join(d, f"actor{len(os.listdir(d))}"), a.env, steps,
                        [f"num_envs={a.num_envs}", f"learning_starts={10 * steps}"], timeout=60 + 4 * a.seconds)
             return float(np.median([float(r["actor_fps_mean"]) for r in rows[1:-1]]))
@@ -135,12 +135,12 @@ def main() -> None:
         def limit_learner() -> float:
             return bare_updates_per_s(a.env, a.batch, a.seconds / 2)
 
-        def run_learner() -> float:
+        def run_learner(bare: float) -> float:
             fill = 20_000 if not is_atari(a.env) else 5_000
             # the actor runs free for the steps its n-step builder holds back (apex.run_actor's in_flight), then
             # pauses; with 64 updates per env step after that, the run lasts about `seconds`
             free = a.num_envs * (apex.Config().n_step + apex.ACTOR_BATCH)
-            extra = free + int(bare_updates_per_s(a.env, a.batch, 1.0) * a.seconds / 64)
+            extra = free + int(bare * a.seconds / 64)
             rows = job(os.path.join(d, f"learner{len(os.listdir(d))}"), a.env, fill + extra,
                        [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",
                         "replay_ratio=64"], timeout=300 + 4 * a.seconds)
