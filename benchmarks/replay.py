@@ -61,8 +61,8 @@ def rank_main(args) -> None:
     import numpy as np
     from mpi4py import MPI
 
-    from drlmpi.comm.replay import ReplaySampler, ReplayWriter
     from drlmpi.replay import PrioritizedReplay
+    from drlmpi.replay.client import ReplaySampler, ReplayWriter
     from drlmpi.replay.shard import node_segments, serve
     from drlmpi.runtime import barrier, context
 

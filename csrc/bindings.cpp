@@ -1,5 +1,7 @@
 // Python bindings of drlmpi::SumTree (module drlmpi._core).  Batched calls take
 // 1-D numpy arrays, validate everything before writing, and release the GIL.
+#include <atomic>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -25,7 +27,10 @@ py::array_t<T, py::array::c_style> as_1d(const py::handle& obj, const char* name
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "drlmpi C++ core: the prioritized-replay sum-tree.";
+  m.doc() = "drlmpi C++ core: the prioritized-replay sum-tree, and a memory fence for shared-memory protocols.";
+  m.def(
+      "fence", [] { std::atomic_thread_fence(std::memory_order_seq_cst); },
+      "Full memory fence (C++ seq_cst): no load or store moves across it, on any CPU architecture.");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -24,3 +24,11 @@ def mpirun(n: int, args: list[str], timeout: float = 120, env: dict | None = Non
 
 def script(name: str) -> str:
     return str(ROOT / "tests" / "mpi" / "scripts" / name)
+
+
+def layout_table(stdout: str) -> list[tuple[int, str, int, str]]:
+    """The (rank, role, threads, host) rows of the layout table drlmpi prints."""
+    import re
+
+    rows = [re.match(r"\s*(\d+)\s+([a-z]+)\s+(\d+)\s+(\S+)$", line) for line in stdout.splitlines()]
+    return [(int(m[1]), m[2], int(m[3]), m[4]) for m in rows if m]

@@ -3,6 +3,9 @@
 import numpy as np
 import numpy.typing as npt
 
+def fence() -> None:
+    """Full memory fence (C++ std::atomic_thread_fence(seq_cst)): no load or store moves across it."""
+
 class SumTree:
     """Sum-tree with min over non-negative leaf priorities (8-ary, C++).
 

@@ -3,7 +3,8 @@
   drlmpi [train] --algo A --env E [--config run.toml] [--set key=value ...] [--total-env-steps N]
                  [--seed S] [--run-dir D] [--layout learner=1,...]
   drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
-  drlmpi layout --algo A -n N                   print the rank layout N ranks would get
+  drlmpi layout --algo A -n N [--ranks-per-host K]
+                                                print the rank layout N ranks would get
   drlmpi config --algo A                        list the algorithm's config keys, defaults and meaning
 
 User errors print one line on stderr (from rank 0) and exit 2 on every rank. Any other
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     lay.add_argument("--algo", required=True)
     lay.add_argument("-n", type=int, required=True)
     lay.add_argument("--layout", default="")
+    lay.add_argument("--ranks-per-host", type=int, default=0, help="show the placement on hosts of K ranks each")
     c = sub.add_parser("config", help="list an algorithm's config keys")
     c.add_argument("--algo", required=True)
     return p
@@ -139,7 +141,12 @@ def layout(args) -> int:
     spec = algos.get(args.algo).ROLES
     if args.layout:
         spec = spec.with_overrides(runtime.parse_layout_arg(args.layout), args.algo)
-    print(runtime.build_layout(args.n, spec, args.algo).table())
+    if args.n < 1 or args.ranks_per_host < 0:
+        raise UserError("-n must be >= 1 and --ranks-per-host >= 0")
+    k = args.ranks_per_host or args.n
+    hosts = tuple(f"host{r // k}" for r in range(args.n))
+    cores = (runtime.context.usable_cores(),) * args.n
+    print(runtime.build_layout(args.n, spec, args.algo, hosts, cores).table())
     return 0
 
 

@@ -26,3 +26,8 @@ def test_exception_on_one_rank_ends_job_with_its_traceback(mode):
     assert elapsed < 15, f"took {elapsed:.1f} s"
     assert "rank 2 (actor) failed:" in out, out
     assert "Traceback" in out and "ValueError: boom from rank 2" in out, out
+
+
+def test_a_probe_on_one_plane_never_takes_another_planes_message():
+    r = mpirun(4, [sys.executable, script("channels.py")], timeout=90)
+    assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr

@@ -1,11 +1,10 @@
 """The CLI under mpiexec with a multi-rank algorithm module: layout errors and a failing rank."""
 
-import re
 import time
 from pathlib import Path
 
 import pytest
-from helpers import DRLMPI, mpirun, run
+from helpers import DRLMPI, layout_table, mpirun, run
 
 pytestmark = pytest.mark.mpi
 ENV = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -24,7 +23,7 @@ def test_too_few_ranks_for_the_layout(tmp_path):
 def test_layout_table_printed_once(tmp_path):
     r = mpirun(4, [DRLMPI, *TOY, "--run-dir", str(tmp_path)], timeout=60, env=ENV)
     assert r.returncode == 0, r.stdout + r.stderr
-    roles = [line.split()[1] for line in r.stdout.splitlines() if re.match(r"\s+\d+\s+\w+\s+\S+$", line)]
+    roles = [row[1] for row in layout_table(r.stdout)]
     assert r.stdout.count("rank  role") == 1 and roles == ["learner", "actor", "actor", "actor"], r.stdout
 
 

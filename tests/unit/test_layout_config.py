@@ -63,3 +63,66 @@ def test_atari_defaults_sit_between_defaults_and_everything_given(tmp_path):
     cfg = build(apex.Config, str(toml))
     assert cfg.batch_size == 48 and cfg.replay_ratio == apex.Config.ATARI["replay_ratio"]  # file beats preset
     assert build(apex.Config, str(toml), ["batch_size=8"]).batch_size == 8
+
+
+def hosts_of(n: int, per_host: int) -> tuple[str, ...]:
+    return tuple(f"h{r // per_host}" for r in range(n))
+
+
+def test_placement_on_pretend_hosts_one_replay_shard_per_host_learners_on_host_0():
+    from drlmpi.algos import apex, gorila
+
+    lay = build_layout(16, apex.ROLES, "apex", hosts_of(16, 4), (2,) * 16)
+    host = lay.host_ids()
+    assert [host[r] for r in lay.ranks("replay")] == [0, 1, 2, 3]  # one shard per host, by default
+    assert [host[r] for r in lay.ranks("learner")] == [0]
+    assert len(lay.ranks("actor")) == 11 and lay.threads == (1,) * 16  # 2 cores, 4 ranks a host: 1 each
+    spec = apex.ROLES.with_overrides({"replay": 1, "learner": 2})  # --layout overrides the default spread
+    lay = build_layout(16, spec, "apex", hosts_of(16, 4))
+    assert lay.ranks("replay") == [2] and lay.ranks("learner") == [0, 1]
+    lay = build_layout(9, gorila.ROLES, "gorila", hosts_of(9, 3))  # ps next to the learner, replay spread
+    assert lay.roles[:3] == ("learner", "ps", "replay") and [host for host in lay.ranks("replay")] == [2, 3, 6]
+
+
+def test_replay_default_spread_leaves_the_actors_they_need():
+    from drlmpi.algos import apex
+
+    lay = build_layout(4, apex.ROLES, "apex", hosts_of(4, 1))  # 4 hosts of 1 rank: only 2 ranks to spare
+    assert lay.roles == ("learner", "replay", "replay", "actor")
+
+
+def test_learner_threads_take_the_cores_left_by_the_other_ranks_of_its_host():
+    from drlmpi.algos import apex
+
+    lay = build_layout(8, apex.ROLES, "apex", hosts_of(8, 4), (16,) * 8)
+    assert lay.threads == (13, 1, 1, 1, 1, 1, 1, 1)  # host 0: learner, replay, 2 actors on 16 cores
+    assert "threads" in lay.table() and " 13  h0" in lay.table()
+    assert build_layout(8, apex.ROLES, "apex", hosts_of(8, 4), (16,) * 8, torch_threads=3).threads == (3,) * 8
+
+
+def test_throttle_band_and_start():
+    from drlmpi.replay.throttle import Throttle
+
+    first = Throttle(ratio=0.25, band=0.1, start=256, slack=100)
+    assert not first.actors_pause(356, 0) and first.actors_pause(357, 0)  # the first batch is always allowed
+    t = Throttle(ratio=0.25, band=0.1, start=256, slack=100, lag=10)
+    allowed = t.env_steps_allowed(1000)
+    assert allowed == pytest.approx(356 + 1010 / 0.225)
+    assert not t.learners_wait(274, 1000) and t.learners_wait(275, 1000)  # 0.25 * 1.1 per step
+    # inside the band neither side waits: 10_000 steps, 2_400 updates (ratio 0.24)
+    assert not t.actors_pause(10_000, 2_400) and not t.learners_wait(2_400, 10_000)
+    assert not Throttle(0.0, 0.1, 256).actors_pause(1e12, 0) and not Throttle(0.0, 0.1, 256).learners_wait(9, 0)
+
+
+@pytest.mark.parametrize("algo,sets,message", [
+    ("apex", ["buffer_size=1000"], "buffer_size (1000) < learning_starts (2000): training would never start"),
+    ("gorila", ["buffer_size=100", "learning_starts=0"], "buffer_size (100) must hold one batch (128)"),
+    ("apex", ["replay_ratio_band=1"], "replay_ratio_band must be in [0, 1)"),
+    ("dqn", ["replay_ratio=-1"], "replay_ratio must be >= 0"),
+])
+def test_configs_that_could_never_train_are_refused(algo, sets, message):
+    from drlmpi import algos
+
+    with pytest.raises(UserError) as e:
+        config.build(algos.get(algo).Config, None, sets)
+    assert message in str(e.value)

@@ -19,72 +19,40 @@ import numpy as np
 import torch
 
 from drlmpi import nets
-from drlmpi.config import Common, opt, to_dict
-from drlmpi.envs import VecEnv, is_atari, make_vec
-from drlmpi.errors import UserError
-from drlmpi.nets import QNetwork, greedy, load_arrays, state_arrays
-from drlmpi.ops.qlearning import double_dqn_td, weighted_huber
+from drlmpi.algos.value_based import AnnealedEpsilon, ValueConfig, build_net, load_policy, new_priorities, td_loss
+from drlmpi.config import opt, to_dict
+from drlmpi.envs import make_vec
+from drlmpi.nets import greedy, state_arrays
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
+from drlmpi.replay.actor import clips_rewards
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
 
 ROLES = RoleSpec(single_process=True)
+__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
 
 
 @dataclass
-class Config(Common):
-    num_envs: int = opt(4, "environments stepped together")
-    buffer_size: int = opt(100_000, "replay capacity in n-step transitions")
-    batch_size: int = opt(128, "transitions per update")
-    lr: float = opt(6e-4, "Adam learning rate at the start")
-    lr_final: float = opt(1e-5, "learning rate reached linearly at the end of training")
+class Config(AnnealedEpsilon, ValueConfig):
     gamma: float = opt(0.998, "discount")
-    n_step: int = opt(3, "n of the n-step return")
     learning_starts: int = opt(2_000, "env steps collected before the first update")
     replay_ratio: float = opt(0.5, "updates per env step")
-    target_update_every: int = opt(250, "updates between copies of the online net to the target net")
-    eps_start: float = opt(1.0, "epsilon-greedy exploration at the start")
-    eps_end: float = opt(0.01, "final epsilon")
-    eps_fraction: float = opt(0.2, "fraction of training over which epsilon decays linearly")
-    alpha: float = opt(0.6, "priority exponent")
-    beta_start: float = opt(0.4, "importance-weight exponent at the start (annealed to 1)")
-    hidden: tuple[int, ...] = opt((256, 256), "MLP hidden sizes (vector observations)")
-    dueling: bool = opt(True, "dueling value/advantage head")
-    max_grad_norm: float = opt(10.0, "gradient clipping by global norm")
-    clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
 
     ATARI: ClassVar[dict] = {  # Atari defaults (config.build applies them to ALE/ envs): DQN-paper values
         "gamma": 0.99, "batch_size": 32, "replay_ratio": 0.25, "learning_starts": 20_000, "lr": 1e-4,
         "lr_final": 1e-5, "target_update_every": 2500}
 
-    def check(self):
-        for name in ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.gamma <= 1:
-            raise UserError(f"config: gamma must be in (0, 1], got {self.gamma}")
-        if self.clip_rewards not in ("auto", "on", "off"):
-            raise UserError(f"config: clip_rewards must be auto, on or off, got {self.clip_rewards!r}")
-        if self.total_env_steps < 1:
-            raise UserError(f"config: total_env_steps must be >= 1, got {self.total_env_steps}")
-
-
-def build_net(cfg: Config, env: VecEnv) -> QNetwork:
-    return QNetwork(env.observation_space.shape, int(env.action_space.n), tuple(cfg.hidden), cfg.dueling)
-
 
 def learn(net, target, opt, replay: PrioritizedReplay, cfg: Config, beta: float, device) -> float:
-    """One prioritized double-DQN update; returns the loss."""
+    """One prioritized double-DQN update: sample -> loss -> sgd -> priorities; returns the loss."""
     batch, idx, weights = replay.sample(cfg.batch_size, beta)
-    t = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
-    td = double_dqn_td(net, target, t["obs"], t["action"], t["ret"], t["next_obs"], t["discount"])
-    loss = weighted_huber(td, torch.as_tensor(weights, device=device))
+    loss, td = td_loss(net, target, batch, weights, device)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
     opt.step()
-    replay.update_priorities(idx, td.detach().abs().cpu().numpy())
+    replay.update_priorities(idx, new_priorities(td))
     return float(loss.detach())
 
 
@@ -94,21 +62,21 @@ def run_serial(rt: Runtime, cfg: Config) -> dict:
     torch.manual_seed(rt.torch_seed())
     rng = rt.rng()
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))
-    clip = cfg.clip_rewards == "on" or (cfg.clip_rewards == "auto" and is_atari(cfg.env))
-    net = build_net(cfg, env).to(device)
+    clip = clips_rewards(cfg)
+    net = build_net(cfg, env.observation_space, env.action_space).to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
     replay = PrioritizedReplay(cfg.buffer_size, transition_fields(env.observation_space), cfg.alpha, rng)
     nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
     log = RunLog(cfg.run_dir, "dqn", to_dict(cfg), ["loss", "epsilon", "replay_size"],
-                 frames_per_step=4 if is_atari(cfg.env) else 1)
+                 frames_per_step=4 if env.atari else 1)
 
     obs = env.reset()
     steps = updates = 0
     debt, loss = 0.0, float("nan")
     while steps < cfg.total_env_steps:
         frac = steps / cfg.total_env_steps
-        eps = linear(cfg.eps_start, cfg.eps_end, frac / cfg.eps_fraction)
+        eps = cfg.epsilon(frac)
         actions = greedy(net, obs, device)
         explore = rng.random(cfg.num_envs) < eps
         actions[explore] = rng.integers(0, env.action_space.n, explore.sum())
@@ -141,14 +109,6 @@ def run_serial(rt: Runtime, cfg: Config) -> dict:
     env.close()
     return {"env_steps": steps, "updates": updates, "recent_return": log.recent_return,
             "checkpoint": str(path), "seconds": time.monotonic() - log.start}
-
-
-def load_policy(cfg: Config, weights: dict, env: VecEnv):
-    """Greedy policy obs [E, ...] -> actions [E] from checkpoint weights (raises ValueError on mismatch)."""
-    net = build_net(cfg, env)
-    load_arrays(net, weights["online"])
-    net.eval()
-    return lambda obs: greedy(net, obs, torch.device("cpu"))
 
 
 def run(rt: Runtime, cfg: Config) -> dict:

@@ -11,14 +11,26 @@ slot may be reused, is the protocol's business; the flags help the common patter
   inbox:  the owner hands out offsets inside its own slot; writers fill them and send tiny replies.
 
 Messages between ranks on different nodes do not use this: callers check `local(rank)`.
+
+Memory ordering: flag updates and the slot copies they guard are separated by `sync()`: MPI's
+`Win.Sync` and a full C++ memory fence (`drlmpi._core.fence`, seq_cst), so a reader that sees a
+flag (or a doorbell message) also sees the slot contents written before it, on weakly ordered
+CPUs too; flags are aligned int64 (single-copy atomic loads and stores).
 """
 
 import numpy as np
 from mpi4py import MPI
 
+from drlmpi._core import fence
 from drlmpi.runtime.wait import poll
 
 LINE = 64
+
+
+def sync(win: MPI.Win) -> None:
+    """Order every load and store before this call before every one after it (see the module docstring)."""
+    win.Sync()
+    fence()
 
 
 class NodeSegments:
@@ -38,7 +50,7 @@ class NodeSegments:
         if own:
             flags, _ = self._map(world.rank)
             flags[:] = 0
-        self.win.Sync()
+        sync(self.win)
         barrier(node)
 
     def same_node(self, world_rank: int) -> bool:
@@ -68,14 +80,14 @@ class NodeSegments:
         return self._map(world_rank)[1][s]
 
     def _free_slots(self) -> np.ndarray:
-        self.win.Sync()
+        sync(self.win)
         return np.flatnonzero(self._map(self.me)[0][:, 0] == 0)
 
     def acquire(self, timeout: float = 60.0) -> int:
         """Owner: wait politely for a free slot of its own, mark it used, return its index."""
         free = poll(lambda: f[0] if len(f := self._free_slots()) else None, timeout, "a released slot")
         self._map(self.me)[0][free, 0] = 1
-        self.win.Sync()
+        sync(self.win)
         return int(free)
 
     def wait_all_free(self, timeout: float = 60.0) -> None:
@@ -84,9 +96,9 @@ class NodeSegments:
 
     def release(self, world_rank: int, s: int) -> None:
         """Reader: hand slot s back to its owner world_rank."""
-        self.win.Sync()
+        sync(self.win)
         self._map(world_rank)[0][s, 0] = 0
-        self.win.Sync()
+        sync(self.win)
 
     def free(self) -> None:
         self.win.Unlock_all()

@@ -1,13 +1,16 @@
-"""Actors report to the lead learner: point-to-point buffer messages, one in flight per actor.
+"""Actors report to the lead learner on the reports channel: buffer messages, one in flight per actor.
 
-  METRICS  actor -> lead learner  float64 [6]: env steps, episodes ended, sum of their returns,
-                                  sum over vector steps of the weights version that acted, vector
-                                  steps, seconds covered by this report
+  METRICS  actor -> lead learner  float64 [8]: actor index, env steps, episodes ended, sum of their
+                                  returns, sum over vector steps of the weights version that acted,
+                                  vector steps, seconds covered by this report, seconds paused in them
   STOP     actor -> lead learner  empty: this actor has finished its share of env steps
 
 `ActorReport` (actor side) accumulates and sends at most every `every` seconds; `ActorStats`
-(learner side) drains whatever arrived and keeps env steps, finished actors, per-actor frames/s
-and policy lag (the learner's version when the report arrives minus the mean version that acted).
+(learner side) drains whatever arrived and keeps env steps, finished actors, per-actor frames/s,
+policy lag (the learner's version when the report arrives minus the mean version that acted) and
+the fraction of time paused by the replay-ratio throttle. Its work per report is O(1) (the actor
+index rides in the message), so a lead with thousands of actors spends little on them
+(benchmarks/reports.py).
 """
 
 import time
@@ -18,14 +21,15 @@ from mpi4py import MPI
 from drlmpi.comm.tags import Tag
 from drlmpi.runtime import wait
 
-FIELDS = 6
+FIELDS = 8
 
 
 class ActorReport:
-    def __init__(self, comm: MPI.Intracomm, dest: int, every: float = 0.5):
-        self.comm, self.dest, self.every = comm, dest, every
+    def __init__(self, comm: MPI.Intracomm, dest: int, index: int, every: float = 0.5):
+        """comm: the reports channel; dest: the lead learner; index: this actor's index among the actors."""
+        self.comm, self.dest, self.index, self.every = comm, dest, index, every
         self.msg = np.zeros(FIELDS, np.float64)
-        self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = 0
+        self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = self.paused = 0
         self.req = MPI.REQUEST_NULL
         self.last = time.monotonic()
 
@@ -38,35 +42,42 @@ class ActorReport:
             self.episodes += len(returns)
             self.return_sum += sum(returns)
 
-    def maybe_send(self) -> None:
-        if time.monotonic() - self.last > self.every and self.req.Test():
-            self.send()
+    def pause(self, seconds: float) -> None:
+        """Count seconds spent paused by the throttle."""
+        self.paused += seconds
 
-    def send(self) -> None:
-        wait(self.req, what="metrics")
+    def maybe_isend(self) -> None:
+        if time.monotonic() - self.last > self.every and self.req.Test():
+            self.isend()
+
+    def isend(self) -> None:
+        """Isend what was counted since the last report (Tag.METRICS)."""
+        wait(self.req, what="the previous metrics send")
         now = time.monotonic()
-        self.msg[:] = self.steps, self.episodes, self.return_sum, self.version_sum, self.vsteps, now - self.last
+        self.msg[:] = (self.index, self.steps, self.episodes, self.return_sum, self.version_sum, self.vsteps,
+                       now - self.last, self.paused)
         self.last = now
-        self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = 0
+        self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = self.paused = 0
         self.req = self.comm.Isend(self.msg, dest=self.dest, tag=Tag.METRICS)
 
     def close(self) -> None:
         """Send what is left, then STOP."""
-        self.send()
-        wait(self.req, what="metrics")
-        self.comm.Send(np.zeros(0, np.uint8), dest=self.dest, tag=Tag.STOP)
+        self.isend()
+        wait(self.req, what="the last metrics send")
+        wait(self.comm.Isend(np.zeros(0, np.uint8), dest=self.dest, tag=Tag.STOP), what="the stop to the lead")
 
 
 class ActorStats:
-    def __init__(self, comm: MPI.Intracomm, actors: list[int], frames_per_step: int = 1):
-        self.comm, self.actors, self.frames_per_step = comm, actors, frames_per_step
-        self.steps = self.done = 0
-        self.fps, self.lag = np.zeros(len(actors)), np.zeros(len(actors))
-        self._msg, self._status = np.zeros(FIELDS, np.float64), MPI.Status()
+    def __init__(self, comm: MPI.Intracomm, n_actors: int, frames_per_step: int = 1):
+        """comm: the reports channel (only actor reports travel on it); n_actors: how many report."""
+        self.comm, self.n_actors, self.frames_per_step = comm, n_actors, frames_per_step
+        self.steps = self.done = self.received = 0
+        self.fps, self.lag, self.paused = np.zeros(n_actors), np.zeros(n_actors), np.zeros(n_actors)
+        self._msg, self._stop, self._status = np.zeros(FIELDS, np.float64), np.zeros(0, np.uint8), MPI.Status()
 
     @property
     def all_done(self) -> bool:
-        return self.done == len(self.actors)
+        return self.done == self.n_actors
 
     def drain(self, version: int, on_return=None) -> None:
         """Receive every report that has arrived; `version` is the learner's now; on_return(r) per mean return."""
@@ -74,23 +85,30 @@ class ActorStats:
             src, tag = self._status.source, self._status.tag
             if tag == Tag.METRICS:
                 self.comm.Recv(self._msg, source=src, tag=tag)
-                steps, episodes, ret_sum, version_sum, vsteps, seconds = self._msg
-                self.steps += int(steps)
-                i = self.actors.index(src)
-                self.fps[i] = steps * self.frames_per_step / max(seconds, 1e-9)
-                if vsteps:
-                    self.lag[i] = version - version_sum / vsteps
-                if episodes and on_return is not None:
-                    on_return(ret_sum / episodes)
+                self.add(version, on_return)
             elif tag == Tag.STOP:
-                self.comm.Recv(np.zeros(0, np.uint8), source=src, tag=tag)
+                self.comm.Recv(self._stop, source=src, tag=tag)
                 self.done += 1
             else:
-                raise RuntimeError(f"learner: unexpected tag {tag} from rank {src}")
+                raise RuntimeError(f"reports channel: unexpected tag {tag} from rank {src}")
+
+    def add(self, version: int, on_return=None) -> None:
+        """Account the report in the message buffer (O(1))."""
+        index, steps, episodes, ret_sum, version_sum, vsteps, seconds, paused = self._msg.tolist()
+        i = int(index)
+        self.received += 1
+        self.steps += int(steps)
+        self.fps[i] = steps * self.frames_per_step / max(seconds, 1e-9)
+        self.paused[i] = paused / max(seconds, 1e-9)
+        if vsteps:
+            self.lag[i] = version - version_sum / vsteps
+        if episodes and on_return is not None:
+            on_return(ret_sum / episodes)
 
     def row(self) -> dict:
-        """Metrics columns: policy_lag (mean over actors), actor_fps_min/mean/max."""
+        """Metrics columns: policy_lag (mean over actors), actor_fps_min/mean/max, actor_paused (mean fraction)."""
         return {"policy_lag": round(float(self.lag.mean()), 2), "actor_fps_min": round(float(self.fps.min()), 1),
-                "actor_fps_mean": round(float(self.fps.mean()), 1), "actor_fps_max": round(float(self.fps.max()), 1)}
+                "actor_fps_mean": round(float(self.fps.mean()), 1), "actor_fps_max": round(float(self.fps.max()), 1),
+                "actor_paused": round(float(self.paused.mean()), 4)}
 
-    COLUMNS = ["policy_lag", "actor_fps_min", "actor_fps_mean", "actor_fps_max"]
+    COLUMNS = ["policy_lag", "actor_fps_min", "actor_fps_mean", "actor_fps_max", "actor_paused"]

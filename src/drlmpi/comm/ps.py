@@ -1,11 +1,11 @@
 """Sharded parameter server (GORILA): the flat vector split in contiguous slices over the `ps` ranks.
 
-Learners `send_gradient` (one buffer `Isend` of its slice to each shard, tag GRADIENT) and
-`send_stop` when done. Each ps rank runs `serve_shard`: it waits politely for the next message
-from any learner, receives the gradient slice into a preallocated buffer, applies its own
-optimizer (RMSProp, AdaGrad or Adam) to its slice, and pushes the slice every `publish_every` updates
-through a `WeightsPush` into the node windows, where readers assemble the whole vector
-(`NodeWeights(shards=len(ps_ranks)).read`).
+Learners `isend_gradient` (one buffer `Isend` of its slice to each shard, tag GRADIENT) and
+`isend_stop` when done, on the params channel (nothing else travels there). Each ps rank runs
+`serve_shard`: it waits politely for the next message from any learner, receives the gradient slice
+into a preallocated buffer, applies its own optimizer (RMSProp, AdaGrad or Adam) to its slice, and
+pushes the slice every `publish_every` updates through a `WeightsPush` into the node windows, where
+readers assemble the whole vector (`NodeWeights(shards=len(ps_ranks)).read`).
 """
 
 import numpy as np
@@ -17,13 +17,13 @@ from drlmpi.ops import optim
 from drlmpi.runtime import probe, wait_all
 
 
-def send_gradient(comm: MPI.Intracomm, grad: np.ndarray, ps_ranks: list[int], bounds: np.ndarray) -> list:
+def isend_gradient(comm: MPI.Intracomm, grad: np.ndarray, ps_ranks: list[int], bounds: np.ndarray) -> list:
     """Learner: Isend each ps shard its slice of grad (float32 [n]); returns the requests (keep grad alive)."""
     assert grad.dtype == np.float32 and grad.flags.c_contiguous
     return [comm.Isend(grad[bounds[s] : bounds[s + 1]], dest=r, tag=Tag.GRADIENT) for s, r in enumerate(ps_ranks)]
 
 
-def send_stop(comm: MPI.Intracomm, ps_ranks: list[int]) -> None:
+def isend_stop(comm: MPI.Intracomm, ps_ranks: list[int]) -> None:
     """Learner: tell every ps shard this learner sends no more gradients."""
     empty = np.zeros(0, np.float32)
     wait_all([comm.Isend(empty, dest=r, tag=Tag.STOP) for r in ps_ranks], what="ps stop")
@@ -41,7 +41,7 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
     w = init.astype(np.float32).copy()
     grad = np.empty_like(w)
     version = 0
-    push.push(w, version)
+    push.bcast(w, version)
     stopped = 0
     status = MPI.Status()
     while stopped < learners:
@@ -55,6 +55,6 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
         apply(w, grad, lr_at(version))
         version += 1
         if version % publish_every == 0:
-            push.push(w, version)
-    push.push(w, version)
+            push.bcast(w, version)
+    push.bcast(w, version)
     return w, version

@@ -20,14 +20,26 @@ stall them; the blocking call spins only while the data is in flight), then repu
 its node window. One-sided
 `Put` into remote windows is not used: its progress depends on the busy target (ARCHITECTURE.md §4).
 Windows live in host memory; copy to a device after reading.
+
+Memory ordering (what the seqlock relies on): every step of `publish` and `read` is separated by
+`sync()`, which is `MPI.Win.Sync` (MPI's rule for shared windows) and a full C++ memory fence
+(`drlmpi._core.fence`, seq_cst), so neither the compiler nor a weakly ordered CPU (ARM, POWER) can
+move the data copy across the sequence-number updates; the int64 counters are 8-byte aligned, so
+their loads and stores are single-copy atomic on every 64-bit CPU. Version counters of Hogwild!
+updates use MPI's atomic `Fetch_and_op`.
+
+`WeightsPlane` bundles a job's window and its pushes (one writer per shard) on the weights channel.
 """
 
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from mpi4py import MPI
+
+from drlmpi.comm.mailbox import sync
 
 LINE = 64
 RELAY_SWITCH_INTERVAL = 5e-4  # seconds; see WeightsPush
@@ -54,7 +66,7 @@ class NodeWeights:
         if node.rank == 0:
             self._head[:] = 0
             self.weights[:] = 0
-        self.win.Sync()
+        sync(self.win)
         barrier(node)
         self._one = np.ones(1, dtype=np.int64)
         self._old = np.zeros(1, dtype=np.int64)
@@ -65,7 +77,7 @@ class NodeWeights:
 
     def published(self) -> bool:
         """Has every shard been published at least once?"""
-        self.win.Sync()
+        sync(self.win)
         return bool((self._head[:, 0] > 0).all())
 
     @property
@@ -77,12 +89,12 @@ class NodeWeights:
         lo, hi = self.bounds[shard], self.bounds[shard + 1]
         h = self._head[shard]
         h[0] += 1  # odd: publish in progress
-        self.win.Sync()
+        sync(self.win)
         np.copyto(self.weights[lo:hi], vec if len(vec) == hi - lo else vec[lo:hi], casting="same_kind")
         h[1] = version
-        self.win.Sync()
+        sync(self.win)
         h[0] += 1  # even: consistent
-        self.win.Sync()
+        sync(self.win)
 
     def read(self, out: np.ndarray, timeout: float = 30.0) -> int:
         """Copy the vector into out [n], each shard's slice consistent; returns the smallest shard version."""
@@ -92,12 +104,12 @@ class NodeWeights:
             lo, hi = self.bounds[s], self.bounds[s + 1]
             h = self._head[s]
             while True:
-                self.win.Sync()
+                sync(self.win)
                 s1 = int(h[0])
                 if not s1 & 1:
                     np.copyto(out[lo:hi], self.weights[lo:hi])
                     v = int(h[1])
-                    self.win.Sync()
+                    sync(self.win)
                     if int(h[0]) == s1:
                         break
                 if time.monotonic() > deadline:
@@ -131,9 +143,9 @@ class NodeWeights:
 class WeightsPush:
     """Cross-node push of one writer's slice: the writer `Ibcast`s [version | slice] to the other nodes' leaders.
 
-    Collective over `world`: every rank constructs it with the same `writer` rank and shard. On the
-    writer, `push(vec, version)` publishes into its own node window, then broadcasts. On the leaders
-    of the other nodes, a daemon thread receives each broadcast and publishes it into their node
+    Collective over `comm` (the weights channel, all ranks): every rank constructs it with the same `writer`
+    rank and shard. On the writer, `bcast(vec, version)` publishes into its own node window, then broadcasts.
+    On the leaders of the other nodes, a daemon thread receives each broadcast and publishes it into their node
     window. `close()` (writer) sends the stop version -1 and joins nothing; leaders' threads end.
     """
 
@@ -161,7 +173,7 @@ class WeightsPush:
             self.thread = threading.Thread(target=self._relay, name="weights-relay", daemon=True)
             self.thread.start()
 
-    def push(self, vec: np.ndarray, version: int) -> None:
+    def bcast(self, vec: np.ndarray, version: int) -> None:
         """Writer only: publish locally, then broadcast to the other nodes (returns when the root's send is done)."""
         from drlmpi.runtime import wait
 
@@ -185,10 +197,35 @@ class WeightsPush:
     def _relay(self) -> None:
         from drlmpi.runtime import wait
 
-        while True:
+        while True:  # the writer broadcasts at least every publication interval, and a stop at its end
             wait(self.comm.Ibcast(self._version, root=0), what="weights from the parameter server")
             version = int(self._version[0])
             if version == self.STOP:
                 return
             self.comm.Bcast(self._slice, root=0)  # the writer is sending now: spin only for the transfer
             self.window.publish(self._slice, version, self.shard)
+
+
+@dataclass
+class WeightsPlane:
+    """A job's weights plane: the node window (one shard per writer) and each writer's push to the other hosts."""
+
+    window: NodeWeights
+    pushes: list[WeightsPush]  # pushes[s]: writer s's broadcast of shard s
+    writers: list[int]  # world ranks writing each shard
+    rank: int  # this rank
+
+    @staticmethod
+    def create(comm: MPI.Intracomm, node: MPI.Intracomm, n: int, writers: list[int]) -> "WeightsPlane":
+        """Collective over comm (the weights channel) and node: a window of n float32 in len(writers) shards."""
+        window = NodeWeights(node, n, shards=len(writers))
+        pushes = [WeightsPush(comm, node, window, w, s) for s, w in enumerate(writers)]
+        return WeightsPlane(window, pushes, writers, comm.rank)
+
+    def bcast(self, vec: np.ndarray, version: int) -> None:
+        """Writer: publish its shard (vec: the slice or the whole vector) here and broadcast it to other hosts."""
+        self.pushes[self.writers.index(self.rank)].bcast(vec, version)
+
+    def close(self) -> None:
+        for p in self.pushes:
+            p.close()

@@ -12,14 +12,17 @@ from anyone (`Iprobe` + sleep back-off), then receives it with a blocking `Recv`
   SAMPLE_REQUEST     learner -> shard  int64 (n, offset, inbox slot, 0); n = 0 asks for statistics only
   SAMPLE_REPLY       shard -> learner  int64 (n, size, total, min), total and min (of p^alpha) as float64 bits;
                                        the rows are in the learner's inbox slot at [offset, offset + n)
-  SAMPLE_REPLY_BLOCK shard -> learner  block [max_batch]: that header, then rows [0, n) of the fields, slot, gen, p
+  SAMPLE_REPLY_BLOCK shard -> learner  block [n]: that header, then the n rows of the fields, slot, gen, p
   PRIORITIES         learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps)
   STOP               client -> shard   empty; the shard returns once all `clients` have sent it
 """
 
+from functools import lru_cache
+
 import numpy as np
 from mpi4py import MPI
 
+from drlmpi._core import fence
 from drlmpi.comm.blocks import BlockLayout
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
@@ -38,6 +41,12 @@ def transition_layout(fields: Fields, rows: int) -> BlockLayout:
 def reply_layout(fields: Fields, max_batch: int) -> BlockLayout:
     return BlockLayout.of({**fields, "slot": ((), np.int64), "gen": ((), np.int64), "p": ((), np.float64)},
                           max_batch, header_words=4)
+
+
+@lru_cache(maxsize=256)
+def reply_rows_layout(full: BlockLayout, n: int) -> BlockLayout:
+    """The reply layout for n rows (a remote reply carries the rows asked for, not max_batch)."""
+    return BlockLayout(full.fields, n, full.header_words)
 
 
 def priority_layout(max_batch: int) -> BlockLayout:
@@ -86,6 +95,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             insert(t_buf, int(t_buf[:8].view(np.int64)[0]))
         elif tag == Tag.TRANSITIONS_SHM:
             comm.Recv(doorbell[:2], source=src, tag=tag)
+            fence()  # the slot contents the actor wrote before ringing
             slot, n = int(doorbell[0]), int(doorbell[1])
             insert(outboxes.slot(src, slot), n)
             outboxes.release(src, slot)
@@ -103,8 +113,8 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
                 head = msg
                 out = r_layout.views(inboxes.slot(src, inbox_slot))[1] if n else None
                 lo = offset
-            else:
-                head, out = r_layout.views(msg)
+            else:  # a buffer message of the n rows asked for
+                head, out = reply_rows_layout(r_layout, n).views(msg)
                 lo = 0
             if n:
                 slot, p = storage.sample_slots(n)
@@ -112,7 +122,12 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
                     np.take(storage.data[k], slot, axis=0, out=out[k][lo : lo + n])
                 out["slot"][lo : lo + n], out["gen"][lo : lo + n], out["p"][lo : lo + n] = slot, storage.gen[slot], p
             stats_header(head, n, storage)
-            reply_reqs[key] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY if shm else Tag.SAMPLE_REPLY_BLOCK)
+            if shm:
+                fence()  # the rows in the learner's inbox before the reply
+                reply_reqs[key] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY)
+            else:
+                reply_reqs[key] = comm.Isend(msg[: reply_rows_layout(r_layout, n).nbytes], dest=src,
+                                             tag=Tag.SAMPLE_REPLY_BLOCK)
             counts["sampled"] += n
         elif tag == Tag.PRIORITIES:
             comm.Recv(p_buf, source=src, tag=tag)

@@ -1,9 +1,12 @@
-"""The per-rank runtime: layout, role and node communicators, seeds, torch threads.
+"""The per-rank runtime: layout, role and node communicators, one channel per plane, seeds, torch threads.
 
 Node groups come from `Split_type(COMM_TYPE_SHARED)`; for tests,
 `DRLMPI_RANKS_PER_NODE=k` splits ranks into pretend hosts of k consecutive ranks
 so the cross-host paths run on one machine. Rank 0 of each node communicator is
 that node's leader; `leaders` joins the leaders (None on other ranks).
+
+Every plane talks on its own duplicate of the world communicator (`Channels`): a probe for any
+source and tag on one plane can never take another plane's message, whatever the order of events.
 """
 
 import os
@@ -17,6 +20,22 @@ from drlmpi.runtime.guard import set_role
 from drlmpi.runtime.layout import Layout, RoleSpec, build_layout
 
 
+@dataclass(frozen=True)
+class Channels:
+    """One `Dup` of the world communicator per plane (same ranks, separate message spaces)."""
+
+    control: MPI.Intracomm  # lead learner <-> other learners, parameter server -> lead: counters, stop
+    reports: MPI.Intracomm  # actors -> lead learner: metrics, stop
+    replay: MPI.Intracomm  # actors, learners <-> replay shards: blocks, samples, priorities, stop
+    weights: MPI.Intracomm  # weights pushes across hosts (sub-communicators are split from it)
+    params: MPI.Intracomm  # learners -> parameter-server shards: gradient slices, stop
+
+    @staticmethod
+    def create(world: MPI.Intracomm) -> "Channels":
+        """Collective over world."""
+        return Channels(*(world.Dup() for _ in range(5)))
+
+
 @dataclass
 class Runtime:
     world: MPI.Intracomm
@@ -26,6 +45,7 @@ class Runtime:
     node: MPI.Intracomm  # ranks on this host (or pretend host)
     leaders: MPI.Intracomm | None  # node leaders; None unless this rank leads its node
     seed_seq: np.random.SeedSequence  # this rank's seed sequence: spawn children for envs, torch, ...
+    channels: Channels
 
     @property
     def rank(self) -> int:
@@ -67,27 +87,44 @@ def host_names(world: MPI.Intracomm, node: MPI.Intracomm) -> tuple[str, ...]:
     return tuple(world.allgather(name))
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_thread_level(layout: Layout) -> None:
+    """Weights relays are helper threads calling MPI beside the main thread: across hosts that needs
+    MPI_THREAD_MULTIPLE. On one host no relay runs, so any thread level works."""
+    from drlmpi.errors import UserError
+
+    provided = MPI.Query_thread()
+    if len(set(layout.hosts)) > 1 and provided < MPI.THREAD_MULTIPLE:
+        names = {MPI.THREAD_SINGLE: "single", MPI.THREAD_FUNNELED: "funneled", MPI.THREAD_SERIALIZED: "serialized"}
+        raise UserError(f"MPI provides thread level {names.get(provided, provided)}, but a job over several hosts "
+                        "needs 'multiple' (weights relay threads): unset MPI4PY_RC_THREAD_LEVEL or use an MPI "
+                        "built with thread support")
+
+
 def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = None,
           torch_threads: int = 0) -> Runtime:
     """Build the layout (raises UserError when it cannot), communicators, seeds; set torch threads."""
     world = world or MPI.COMM_WORLD
     node = node_comm(world)
-    layout = build_layout(world.size, spec, algo, host_names(world, node))
+    cores = tuple(world.allgather(usable_cores()))  # control plane, once
+    layout = build_layout(world.size, spec, algo, host_names(world, node), cores, torch_threads)
+    check_thread_level(layout)
     role = layout.roles[world.rank]
     set_role(role)
     role_comm = world.Split(layout.roles.index(role), world.rank)
     is_leader = node.rank == 0
     leaders = world.Split(0 if is_leader else MPI.UNDEFINED, world.rank)
     seed_seq = np.random.SeedSequence(seed).spawn(world.size)[world.rank]
-    set_torch_threads(torch_threads, node.size)
-    return Runtime(world, layout, role, role_comm, node, leaders if is_leader else None, seed_seq)
-
-
-def set_torch_threads(requested: int, ranks_on_node: int) -> int:
-    """Give each rank its share of this host's cores (at least 1) unless `requested` > 0."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n = requested if requested > 0 else max(1, cores // max(1, ranks_on_node))
-    torch.set_num_threads(n)
-    return n
+    torch.set_num_threads(layout.threads[world.rank])
+    return Runtime(world, layout, role, role_comm, node, leaders if is_leader else None, seed_seq,
+                   Channels.create(world))
+
+
+def startup_timeout(world_size: int) -> float:
+    """Seconds to wait for a first message at start-up (first weights, first batch): grows with the job."""
+    return 120.0 + 0.5 * world_size

@@ -17,8 +17,8 @@ from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
-from drlmpi.comm.replay import ReplaySampler, ReplayWriter
 from drlmpi.replay import PrioritizedReplay
+from drlmpi.replay.client import ReplaySampler, ReplayWriter
 from drlmpi.replay.shard import node_segments, serve
 
 world = MPI.COMM_WORLD

@@ -12,7 +12,7 @@ from _report import report
 from mpi4py import MPI
 
 from drlmpi import runtime
-from drlmpi.comm.ps import send_gradient, send_stop, serve_shard
+from drlmpi.comm.ps import isend_gradient, isend_stop, serve_shard
 from drlmpi.comm.weights import NodeWeights, WeightsPush
 from drlmpi.ops.optim import OPTIMIZERS
 
@@ -37,10 +37,10 @@ if world.rank in ps_ranks:
         failures.append(f"shard {s}: {updates} updates, expected {K * len(learners)}")
 else:
     for _ in range(K):
-        reqs = send_gradient(world, grad, ps_ranks, window.bounds)
+        reqs = isend_gradient(world, grad, ps_ranks, window.bounds)
         runtime.wait_all(reqs)
         time.sleep(0.001)
-    send_stop(world, ps_ranks)
+    isend_stop(world, ps_ranks)
 runtime.barrier(world)
 
 expected = init.copy()

@@ -8,13 +8,14 @@ generations and p^alpha, plus its fresh size, total and min. Each sample's proba
 minimum over all shards: what one unsharded buffer holding every transition would give, but for the
 split, which lags by one batch's priority updates.
 
-On a node, bulk data moves through shared memory (see replay.shard): writers pack blocks into
-their outbox, and shards gather samples straight into the learner's inbox slot, so a batch is
-built with one copy, as in-process. A `Batch` holds views of an inbox slot: it stays valid until
-INBOX_SLOTS - 1 further batches have been received. Replies are received politely (probe, then
-`Recv`); sends are `Isend` from double buffers. A learner `request`s its next batch before training
-on the current one and `receive`s it after, so sampling overlaps training with no helper thread.
-Use a communicator of its own (a `Dup`) for the plane.
+On a node, bulk data moves through shared memory (see replay.shard): writers pack blocks into their
+outbox, and shards gather samples straight into the learner's inbox slot, so a batch is built with
+one copy, as in-process. A shard on another host replies with the rows asked for only. A `Batch`
+holds views of an inbox slot: it stays valid until INBOX_SLOTS - 1 further batches have been
+received. Replies are received politely (probe, then `Recv`); sends are `Isend` from double buffers.
+A learner `request`s its next batch before training on the current one and `receive`s it after, so
+sampling overlaps training with no helper thread. Use the replay channel
+(`Runtime.channels.replay`): a communicator of the plane's own.
 """
 
 from collections import deque
@@ -23,9 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from drlmpi._core import fence
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
-from drlmpi.replay.shard import INBOX_SLOTS, SERVICE_SLEEP, Fields, priority_layout, reply_layout, transition_layout
+from drlmpi.replay.shard import (
+    INBOX_SLOTS,
+    SERVICE_SLEEP,
+    Fields,
+    priority_layout,
+    reply_layout,
+    reply_rows_layout,
+    transition_layout,
+)
 from drlmpi.replay.storage import importance_weights
 from drlmpi.runtime import probe, wait, wait_all
 
@@ -88,6 +98,7 @@ class ReplayWriter:
         self.sent_rows += n
         if shm:
             self.doorbells[slot][:] = (slot, n)
+            fence()  # the slot's contents before the doorbell
             self.bell_reqs[slot] = self.comm.Isend(self.doorbells[slot], dest=dest, tag=Tag.TRANSITIONS_SHM)
         else:
             self.reqs[self.turn] = self.comm.Isend(buf, dest=dest, tag=Tag.TRANSITIONS)
@@ -179,13 +190,14 @@ class ReplaySampler:
             st = probe(self.comm, r, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP)
             if st.tag == Tag.SAMPLE_REPLY:  # rows already in our inbox
                 self.comm.Recv(self.small, source=r, tag=st.tag)
+                fence()  # the rows the shard wrote before its reply
                 heads[s] = self.small
             else:
                 assert st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {r}"
-                self.comm.Recv(self.block, source=r, tag=st.tag)
-                head, rows = self.r_layout.views(self.block)
+                self.comm.Recv(self.block[: st.Get_count(MPI.BYTE)], source=r, tag=st.tag)  # n rows only
+                n, lo = int(self.block[:8].view(np.int64)[0]), int(offsets[s])
+                head, rows = reply_rows_layout(self.r_layout, n).views(self.block)
                 heads[s] = head
-                n, lo = int(head[0]), int(offsets[s])
                 for k, v in rows.items():
                     inbox[k][lo : lo + n] = v[:n]
         wait_all(reqs, what="sample requests")
