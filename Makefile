@@ -20,7 +20,7 @@ install: $(STAMP)
 # The default job: the best algorithm available, on CartPole-v1, under the venv's mpiexec.
 run: $(STAMP)
 	rm -rf $(RUN_DIR)
-	$(BIN)/mpiexec -n 4 $(BIN)/drlmpi --algo apex --env CartPole-v1 --total-env-steps 150000 --run-dir $(RUN_DIR)
+	$(BIN)/mpiexec -n 4 $(BIN)/drlmpi --algo apex --env CartPole-v1 --run-dir $(RUN_DIR)
 	$(BIN)/drlmpi eval $(RUN_DIR) --episodes 20
 
 test: $(STAMP)
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) sumtree.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) idle_wait.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) allreduce.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/mpiexec -n 2 ../$(PY) reports.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) apex.py
 
 lint: $(STAMP)

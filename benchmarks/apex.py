@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from _timing import machine
 
-from drlmpi.algos import apex
+from drlmpi.algos import apex, value_based
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.nets import greedy
 from drlmpi.ops.qlearning import double_dqn_td, weighted_huber
@@ -137,9 +137,9 @@ def main() -> None:
 
         def run_learner(bare: float) -> float:
             fill = 20_000 if not is_atari(a.env) else 5_000
-            # the actor runs free for the steps its n-step builder holds back (apex.run_actor's in_flight), then
+            # the actor runs free for the steps its n-step builder holds back (the throttle's slack), then
             # pauses; with 64 updates per env step after that, the run lasts about `seconds`
-            free = a.num_envs * (apex.Config().n_step + apex.ACTOR_BATCH)
+            free = value_based.throttle(apex.Config(num_envs=a.num_envs), 1).slack
             extra = free + int(bare * a.seconds / 64)
             rows = job(os.path.join(d, f"learner{len(os.listdir(d))}"), a.env, fill + extra,
                        [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",

@@ -107,18 +107,39 @@ def train(args) -> int:
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
     runtime.barrier(world)
-    peak = world.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)  # MiB, control plane
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
+    mem = world.gather((peak, *memory_parts()), root=0)  # control plane, once
     if rt.rank == 0 and summary:
         print(f"done: {summary['env_steps']} env steps, {summary['updates']} updates in {summary['seconds']:.1f} s; "
               f"recent return {summary['recent_return']:.1f}; checkpoint {summary['checkpoint']}", flush=True)
     if rt.rank == 0 and rt.size > 1:
-        by_role = {}
-        for r, mib in enumerate(peak):
-            by_role.setdefault(rt.layout.roles[r], []).append(mib)
+        by_role: dict[str, list] = {}
+        for r, m in enumerate(mem):
+            by_role.setdefault(rt.layout.roles[r], []).append(m)
         print("peak memory per rank (MiB): " + ", ".join(
-            f"{role} {max(v):.0f}" + (f" (max of {len(v)}, mean {sum(v) / len(v):.0f})" if len(v) > 1 else "")
+            f"{role} {max(m[0] for m in v):.0f}" + (
+                f" (max of {len(v)}, mean {sum(m[0] for m in v) / len(v):.0f})" if len(v) > 1 else "")
             for role, v in by_role.items()), flush=True)
+        print("memory at the end, mean per rank (MiB, proportional set size = private anon + share of files + share "
+              "of shared memory): " + ", ".join(
+                  f"{role} {sum(m[1] for m in v) / len(v):.0f} = {sum(m[2] for m in v) / len(v):.0f} + "
+                  f"{sum(m[3] for m in v) / len(v):.0f} + {sum(m[4] for m in v) / len(v):.0f}"
+                  for role, v in by_role.items()) + f"; job total {sum(m[1] for m in mem):.0f}", flush=True)
     return 0
+
+
+def memory_parts() -> tuple[float, float, float, float]:
+    """This process's (PSS, anon, file, shmem) in MiB from /proc/self/smaps_rollup (zeros where absent)."""
+    parts = dict.fromkeys(("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem"), 0.0)
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in parts:
+                    parts[key] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return tuple(parts.values())
 
 
 def evaluate(args) -> int:

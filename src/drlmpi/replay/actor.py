@@ -29,6 +29,9 @@ from drlmpi.replay.throttle import Throttle
 from drlmpi.runtime import Runtime, poll
 from drlmpi.runtime.context import startup_timeout
 
+PAUSED_SLEEP = 0.01  # longest sleep between checks while paused: the throttle's slack covers the late wake-up, and
+# many paused actors on few cores must not spend the learner's CPU on wake-ups (61 actors at 1 ms: over a core)
+
 
 def share_of(total: int, i: int, n: int) -> int:
     """Actor i's share of `total` env steps among n actors."""
@@ -48,7 +51,8 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))
     clip = clips_rewards(cfg)
     flat = np.empty(window.n, np.float32)
-    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learners' first weights")
+    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learners' first weights",
+         max_sleep=PAUSED_SLEEP)
     version = window.read(flat)
     policy.load(flat)
     writer = replay.writer(first=i)
@@ -70,7 +74,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
             writer.flush()  # the learners may be waiting for these to start,
             report.isend()  # and the lead for our steps to allow more updates
             t0 = time.monotonic()
-            poll(lambda: None if learners_lag() else True, 600, "the learners to catch up")
+            poll(lambda: None if learners_lag() else True, 600, "the learners to catch up", max_sleep=PAUSED_SLEEP)
             report.pause(time.monotonic() - t0)
         if vsteps % cfg.weight_sync_every == 0 and window.version > version:
             version = window.read(flat)
