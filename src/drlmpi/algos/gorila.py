@@ -195,7 +195,7 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict | None:
     final = np.zeros(1, np.int64)
     versions = []
     for r in ps_ranks:  # each shard says how many updates it applied once every learner has stopped
-        probe(control_ch, r, Tag.STOP, timeout=600)
+        probe(control_ch, r, Tag.STOP, what=f"parameter-server shard {r}'s final update count")
         control_ch.Recv(final, source=r, tag=Tag.STOP)
         versions.append(int(final[0]))
     poll(lambda: True if (window.versions() >= versions).all() else None, 60, "the final parameters")

@@ -45,7 +45,7 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
     stopped = 0
     status = MPI.Status()
     while stopped < learners:
-        status = probe(comm, MPI.ANY_SOURCE, MPI.ANY_TAG)
+        status = probe(comm, what="the next gradient from a learner")
         if status.tag == Tag.STOP:
             comm.Recv(np.zeros(0, np.float32), source=status.source, tag=Tag.STOP)
             stopped += 1

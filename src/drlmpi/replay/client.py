@@ -113,7 +113,7 @@ class ReplayWriter:
         ask, reply = np.zeros(4, np.int64), np.zeros(4, np.int64)
         for r in self.shards:
             self.comm.Isend(ask, dest=r, tag=Tag.SAMPLE_REQUEST).Free()
-            probe(self.comm, r, Tag.SAMPLE_REPLY)
+            probe(self.comm, r, Tag.SAMPLE_REPLY, what=f"replay shard {r} to confirm our blocks are stored")
             self.comm.Recv(reply, source=r, tag=Tag.SAMPLE_REPLY)
 
     def close(self) -> None:
@@ -187,7 +187,7 @@ class ReplaySampler:
         heads = np.zeros((len(self.shards), 4), np.int64)
         inbox = self._inbox_rows(slot)
         for s, r in enumerate(self.shards):  # replies from one shard arrive in the order asked
-            st = probe(self.comm, r, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP)
+            st = probe(self.comm, r, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP, what=f"replay shard {r}'s sample reply")
             if st.tag == Tag.SAMPLE_REPLY:  # rows already in our inbox
                 self.comm.Recv(self.small, source=r, tag=st.tag)
                 fence()  # the rows the shard wrote before its reply

@@ -88,7 +88,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
         counts["inserted"] += n
 
     while stopped < clients:
-        st = probe(comm, max_sleep=SERVICE_SLEEP)
+        st = probe(comm, max_sleep=SERVICE_SLEEP, what="the next message from an actor or learner")
         src, tag = st.source, st.tag
         if tag == Tag.TRANSITIONS:
             comm.Recv(t_buf, source=src, tag=tag)

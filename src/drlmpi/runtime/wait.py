@@ -16,6 +16,7 @@ from mpi4py import MPI
 SPIN = 50e-6
 FIRST_SLEEP = 20e-6
 MAX_SLEEP = 1e-3
+PEER_TIMEOUT = 600.0  # seconds a role waits for a peer's next message before it fails, naming what it waited for
 
 
 def poll(test, timeout: float | None = None, what: str = "a condition", max_sleep: float = MAX_SLEEP):
@@ -64,11 +65,12 @@ def wait_any(requests: list[MPI.Request], timeout: float | None = None, what: st
 
 
 def probe(comm: MPI.Comm, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
-          timeout: float | None = None, max_sleep: float = MAX_SLEEP) -> MPI.Status:
+          timeout: float | None = PEER_TIMEOUT, max_sleep: float = MAX_SLEEP, what: str = "") -> MPI.Status:
     """Wait until a matching message can be received; returns its status (source, tag, count)."""
     status = MPI.Status()
+    src = "any rank" if source == MPI.ANY_SOURCE else f"rank {source}"
     return poll(lambda: status if comm.Iprobe(source, tag, status) else None, timeout,
-                    f"a message (source {source}, tag {tag})", max_sleep)
+                what or f"a message from {src} (tag {'any' if tag == MPI.ANY_TAG else tag})", max_sleep)
 
 
 def barrier(comm: MPI.Comm, timeout: float | None = None, max_sleep: float = MAX_SLEEP) -> None:
