@@ -33,7 +33,7 @@ bench: $(STAMP)
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) sumtree.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) idle_wait.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) allreduce.py
-	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/mpiexec -n 2 ../$(PY) reports.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/mpiexec -n 9 ../$(PY) reports.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) apex.py
 
 lint: $(STAMP)
