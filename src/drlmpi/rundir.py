@@ -14,8 +14,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-from drlmpi import checkpoint
-
 
 def default_run_dir(algo: str, env: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", env)
@@ -99,6 +97,8 @@ class RunLog:
         return time.monotonic() - self._last_ckpt >= self.config.get("checkpoint_every", 600.0)
 
     def save_checkpoint(self, env_steps: int, weights: dict, counters: dict) -> Path:
+        from drlmpi import checkpoint  # h5py: only the rank that writes loads it (~3 MiB per rank saved)
+
         self._last_ckpt = time.monotonic()
         return checkpoint.save(
             self.dir / "checkpoints" / f"ckpt-{env_steps:012d}{checkpoint.SUFFIX}", algo=self.algo,
