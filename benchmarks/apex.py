@@ -129,7 +129,8 @@ def main() -> None:
         def run_actor(raw: float) -> float:
             steps = int(raw / frames * a.seconds)  # about `seconds` of running
             rows = job(os.path.join(d, f"actor{len(os.listdir(d))}"), a.env, steps,
-                       [f"num_envs={a.num_envs}", f"learning_starts={10 * steps}"], timeout=60 + 4 * a.seconds)
+                       [f"num_envs={a.num_envs}", f"learning_starts={2 * steps}", f"buffer_size={2 * steps}"],
+                       timeout=60 + 4 * a.seconds)
             return float(np.median([float(r["actor_fps_mean"]) for r in rows[1:-1]]))
 
         def limit_learner() -> float:
