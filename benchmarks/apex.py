@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from _timing import machine
 
-from drlmpi.algos import apex, value_based
+from drlmpi import value_based
+from drlmpi.algos import apex
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.nets import greedy
 from drlmpi.ops.qlearning import double_dqn_td, weighted_huber

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from drlmpi import nets
-from drlmpi.algos import value_based as vb
+from drlmpi import value_based as vb
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.config import opt, to_dict

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from drlmpi import nets
-from drlmpi.algos.value_based import AnnealedEpsilon, ValueConfig, build_net, load_policy, new_priorities, td_loss
 from drlmpi.config import opt, to_dict
 from drlmpi.envs import make_vec
 from drlmpi.nets import greedy, state_arrays
@@ -28,6 +27,7 @@ from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
 from drlmpi.replay.actor import clips_rewards
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
+from drlmpi.value_based import AnnealedEpsilon, ValueConfig, build_net, load_policy, new_priorities, td_loss
 
 ROLES = RoleSpec(single_process=True)
 __all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]

@@ -42,7 +42,7 @@ import torch
 from mpi4py import MPI
 
 from drlmpi import nets
-from drlmpi.algos import value_based as vb
+from drlmpi import value_based as vb
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.ps import isend_gradient, isend_stop, serve_shard
 from drlmpi.comm.tags import Tag
