@@ -1,121 +1,338 @@
-"""HDF5 checkpoints: config, weights and counters; no pickle anywhere.
+"""HDF5 checkpoints: the whole state of a run, checksummed, written atomically; no pickle anywhere.
 
-Layout of a file:
-  attrs: format="drlmpi-checkpoint", version, algo, env, config (JSON), complete (written last)
-  /weights/<net>/<param>   float arrays (e.g. /weights/online/torso.net.0.weight)
-  /counters                attrs: env_steps, updates, wall_time, ...
+A checkpoint is a main file `checkpoints/ckpt-<env steps>-<id>.h5` and, beside it, a directory
+`parts-<id>/` of part files that other ranks wrote in parallel (replay shards, parameter-server shards).
+The format is documented in docs/checkpoint-format.md; in short:
 
-Writes are atomic: a temporary file in the same directory, flushed and fsynced, then
-renamed over the target, then the directory fsynced; `complete` is set last, so a
-file cut short by a crash is rejected on read rather than silently partial.
+  main file   attrs: format, version, drlmpi_version, algo, env, config (JSON), layout (JSON), id, complete
+              /counters (attrs)  /nets/<net>/<param>  /optim/<name>/...  /rng/<role>-<index>
+              /metrics/<column> [rows]  /returns [k]  /parts (attr manifest JSON: name -> file, sha256;
+              and one HDF5 external link per part, for h5dump and h5py users)
+  part file   attrs: format, version, kind ("replay", "ps"), part name; datasets of its own
+
+Every file carries a 512-byte HDF5 user block (h5py and h5dump skip it) holding
+`drlmpi-checkpoint sha256 <hex> <size>`: the SHA-256 and length of the bytes after it, written once
+the HDF5 file is closed. A reader verifies them before HDF5 sees a byte, so any flipped, zeroed or
+missing byte is refused with a one-line `CheckpointError`, never half-loaded.
+
+Writes are atomic: a temporary name in the same directory, fsynced, renamed, the directory fsynced; parts
+first, the main file last. A crash at any point leaves the previous checkpoint loadable.
 """
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+import re
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from drlmpi import __version__
 from drlmpi.errors import CheckpointError
 
 FORMAT = "drlmpi-checkpoint"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".h5"
+USERBLOCK = 512
+MAGIC = b"drlmpi-checkpoint sha256 "
+NAME = re.compile(r"^ckpt-(\d{12})-(\d{6})\.h5$")
 
 
 @dataclass
-class Checkpoint:
-    path: Path
+class State:
+    """Everything a run needs to continue. Arrays are numpy; nothing refers to torch."""
+
     algo: str
     env: str
     config: dict
-    weights: dict[str, dict[str, np.ndarray]]  # net name -> param name -> array
-    counters: dict[str, float]
+    counters: dict[str, float] = field(default_factory=dict)  # env_steps, updates, wall_time, ...
+    nets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # net -> param -> array
+    optim: dict[str, dict] = field(default_factory=dict)  # name -> {"groups": JSON list, "state": {k: {key: arr}}}
+    rng: dict[str, dict] = field(default_factory=dict)  # "<role>-<index>" -> {"numpy": dict, "torch": uint8 [n]}
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)  # column -> float64 [rows]
+    returns: list[float] = field(default_factory=list)  # the recent-return window
+    layout: dict = field(default_factory=dict)  # {"roles": [...], "hosts": [...]}
+    parts: dict[str, dict] = field(default_factory=dict)  # part name -> {"file": relative path, "sha256": hex}
+    id: int = 0
+    path: Path | None = None
+
+    @property
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """The networks a policy needs (what `drlmpi eval` loads)."""
+        return self.nets
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.counters.get("env_steps", 0))
+
+    def part_path(self, name: str) -> Path:
+        return self.path.parent / self.parts[name]["file"]
 
 
-def save(path: str | Path, *, algo: str, env: str, config: dict, weights: dict[str, dict[str, np.ndarray]],
-         counters: dict[str, float]) -> Path:
+# ---- files: user block checksum, atomic write -----------------------------------------------------------
+
+
+def _sha256(path: Path, offset: int) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str | Path, fill) -> str:
+    """Write an HDF5 file atomically: fill(h5py.File) under a temporary name, checksum into the user block,
+    fsync, rename, fsync the directory. Returns the SHA-256 (hex) of the bytes after the user block."""
+    import h5py
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", userblock_size=USERBLOCK) as f:
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
-            f.attrs["algo"] = algo
-            f.attrs["env"] = env
-            f.attrs["config"] = json.dumps(config, sort_keys=True)
-            f.attrs["complete"] = False
-            for net, params in weights.items():
-                g = f.create_group(f"weights/{net}")
-                for name, arr in params.items():
-                    g.create_dataset(name, data=np.asarray(arr))
-            c = f.create_group("counters")
-            for k, v in counters.items():
-                c.attrs[k] = v
-            f.flush()
-            f.attrs["complete"] = True
+            fill(f)
+        digest, size = _sha256(tmp, USERBLOCK)
+        header = MAGIC + f"{digest} {size}\n".encode()
         with open(tmp, "rb+") as fh:
+            fh.write(header.ljust(USERBLOCK, b"\0"))
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return digest
+
+
+def verify(path: str | Path, sha256: str | None = None) -> Path:
+    """Check a file's user-block checksum (and that it is `sha256`, if given); raise CheckpointError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(USERBLOCK)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file not found: {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    if not head.startswith(MAGIC):
+        if head.startswith(b"\x89HDF"):
+            raise CheckpointError(f"{path}: not a drlmpi checkpoint (an HDF5 file without its checksum)")
+        raise CheckpointError(f"{path}: not a drlmpi checkpoint")
+    try:
+        digest, size = head[len(MAGIC):].split(b"\n", 1)[0].decode().split(" ")
+        size = int(size)
+    except ValueError:
+        raise CheckpointError(f"{path}: damaged checkpoint (unreadable checksum header)") from None
+    actual, n = _sha256(path, USERBLOCK)
+    if n != size:
+        raise CheckpointError(f"{path}: truncated or extended checkpoint ({n + USERBLOCK} bytes, "
+                              f"{size + USERBLOCK} written)")
+    if actual != digest:
+        raise CheckpointError(f"{path}: damaged checkpoint (checksum mismatch)")
+    if sha256 is not None and digest != sha256:
+        raise CheckpointError(f"{path}: part file from another checkpoint (checksum differs from the manifest)")
     return path
 
 
-def newest(run_dir: str | Path) -> Path:
-    """The newest checkpoint of a run directory (the most env steps)."""
-    files = sorted(Path(run_dir).glob(f"checkpoints/ckpt-*{SUFFIX}"))  # names carry zero-padded env steps
-    if not files:
-        raise CheckpointError(f"no checkpoint in {run_dir}/checkpoints")
-    return files[-1]
+def open_verified(path: str | Path, sha256: str | None = None):
+    """h5py.File (read-only) of a verified drlmpi file."""
+    import h5py
+
+    path = verify(path, sha256)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise CheckpointError(f"{path}: damaged checkpoint ({e})") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise CheckpointError(f"{path}: not a drlmpi checkpoint")
+    version = int(f.attrs.get("version", -1))
+    if version != VERSION:
+        f.close()
+        raise CheckpointError(f"{path}: checkpoint format version {version}; this drlmpi reads version {VERSION}")
+    return f
+
+
+# ---- the main file ---------------------------------------------------------------------------------------
+
+
+def _json(x) -> str:
+    return json.dumps(x, sort_keys=True)
+
+
+def _put_tree(group, tree: dict) -> None:
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            _put_tree(group.create_group(str(k)), v)
+        else:
+            group.create_dataset(str(k), data=np.asarray(v))
+
+
+def _get_tree(group) -> dict:
+    import h5py
+
+    return {k: _get_tree(v) if isinstance(v, h5py.Group) else v[()] for k, v in group.items()}
+
+
+def name_of(env_steps: int, ckpt_id: int) -> str:
+    return f"ckpt-{env_steps:012d}-{ckpt_id:06d}{SUFFIX}"
+
+
+def part_file(ckpt_id: int, name: str) -> str:
+    """A part file's path relative to the checkpoints directory."""
+    return f"parts-{ckpt_id:06d}/{name}.h5"
+
+
+def save(path: str | Path, state: State) -> Path:
+    """Write the main file of a checkpoint (its parts must be in place already)."""
+    import h5py
+
+    path = Path(path)
+
+    def fill(f):
+        f.attrs.update({"drlmpi_version": __version__, "algo": state.algo, "env": state.env,
+                        "config": _json(state.config), "layout": _json(state.layout), "id": state.id})
+        c = f.create_group("counters")
+        for k, v in state.counters.items():
+            c.attrs[k] = v
+        _put_tree(f.create_group("nets"), state.nets)
+        og = f.create_group("optim")
+        for name, o in state.optim.items():
+            g = og.create_group(name)
+            g.attrs["groups"] = _json(o["groups"])
+            _put_tree(g.create_group("state"), o["state"])
+        rg = f.create_group("rng")
+        for who, r in state.rng.items():
+            g = rg.create_group(who)
+            g.attrs["numpy"] = _json(r["numpy"])
+            g.create_dataset("torch", data=np.asarray(r["torch"], np.uint8))
+        mg = f.create_group("metrics")
+        mg.attrs["columns"] = _json(list(state.metrics))
+        for k, v in state.metrics.items():
+            mg.create_dataset(k, data=np.asarray(v, np.float64))
+        f.create_dataset("returns", data=np.asarray(state.returns, np.float64))
+        pg = f.create_group("parts")
+        pg.attrs["manifest"] = _json(state.parts)
+        for name, p in state.parts.items():
+            pg[name] = h5py.ExternalLink(p["file"], "/")
+        f.attrs["complete"] = True
+
+    write_file(path, fill)
+    return path
+
+
+def load(path: str | Path, parts: bool = True) -> State:
+    """Read and verify a checkpoint file, or a run directory's newest; with parts, verify its part files too."""
+    path = resolve(path)
+    f = open_verified(path)
+    try:
+        with f:
+            if not bool(f.attrs.get("complete", False)):
+                raise CheckpointError(f"{path}: incomplete checkpoint (the writer stopped mid-write)")
+            optim = {name: {"groups": json.loads(g.attrs["groups"]), "state": _get_tree(g["state"])}
+                     for name, g in f["optim"].items()}
+            rng = {who: {"numpy": json.loads(g.attrs["numpy"]), "torch": g["torch"][()]} for who, g in f["rng"].items()}
+            columns = json.loads(f["metrics"].attrs["columns"])
+            state = State(
+                algo=str(f.attrs["algo"]), env=str(f.attrs["env"]), config=json.loads(f.attrs["config"]),
+                counters={k: v.item() if hasattr(v, "item") else v for k, v in f["counters"].attrs.items()},
+                nets=_get_tree(f["nets"]), optim=optim, rng=rng,
+                metrics={k: f["metrics"][k][()] for k in columns}, returns=f["returns"][()].tolist(),
+                layout=json.loads(f.attrs["layout"]), parts=json.loads(f["parts"].attrs["manifest"]),
+                id=int(f.attrs["id"]), path=path)
+    except CheckpointError:
+        raise
+    except (KeyError, OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+    if parts:
+        for name, p in state.parts.items():
+            verify(state.part_path(name), p["sha256"])
+    return state
+
+
+def newest(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint main file of a run directory (most env steps, then highest id), or None.
+    Only names are compared: `load` verifies the file."""
+    found = [p for p in Path(run_dir).glob(f"checkpoints/ckpt-*{SUFFIX}") if NAME.match(p.name)]
+    return max(found, key=lambda p: p.name) if found else None
 
 
 def resolve(path: str | Path) -> Path:
     """A checkpoint file, or the newest checkpoint of a run directory."""
     path = Path(path)
     if path.is_dir():
-        return newest(path)
+        found = newest(path)
+        if found is None:
+            raise CheckpointError(f"no checkpoint in {path}/checkpoints")
+        return found
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
 
 
-def load(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file or a run directory's newest one; raise CheckpointError with the reason."""
-    path = resolve(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated?)") from None
+def prune(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` main files of a checkpoints directory, then the parts directories of no
+    kept checkpoint (but not those newer than every main file: a checkpoint being written). Returns what went."""
+    mains = sorted(p for p in directory.glob(f"ckpt-*{SUFFIX}") if NAME.match(p.name))
+    removed = []
+    for p in mains[: max(0, len(mains) - keep)]:
+        p.unlink(missing_ok=True)  # main first: a half-pruned checkpoint is never mistaken for a complete one
+        removed.append(p)
+    kept = [int(NAME.match(p.name)[2]) for p in mains[max(0, len(mains) - keep):]]
+    for d in directory.glob("parts-*"):
+        ckpt_id = int(d.name.split("-")[1]) if d.name.split("-")[1].isdigit() else -1
+        if ckpt_id not in kept and kept and ckpt_id < max(kept):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+# ---- part files: replay shards, parameter-server shards --------------------------------------------------
+
+
+def save_part(path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray]) -> str:
+    """Write one part file atomically; returns its SHA-256 for the manifest."""
+
+    def fill(f):
+        f.attrs["kind"] = kind
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["complete"] = True
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+
+    return write_file(path, fill)
+
+
+def load_part(state: State, name: str, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(attrs, arrays) of a checkpoint's part, verified against its manifest entry."""
+    if name not in state.parts:
+        raise CheckpointError(f"{state.path}: no part '{name}'")
+    path = state.part_path(name)
+    f = open_verified(path, state.parts[name]["sha256"])
     try:
         with f:
-            if f.attrs.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: not a drlmpi checkpoint")
-            version = int(f.attrs.get("version", -1))
-            if version > VERSION:
-                raise CheckpointError(f"{path}: format version {version} is newer than this drlmpi reads ({VERSION})")
-            if not bool(f.attrs.get("complete", False)):
-                raise CheckpointError(f"{path}: incomplete checkpoint (the writer stopped mid-write)")
-            weights = {}
-            for net, group in f["weights"].items():
-                weights[net] = {}
-                group.visititems(lambda name, obj, d=weights[net]: d.__setitem__(name, obj[()])
-                                 if isinstance(obj, h5py.Dataset) else None)
-            return Checkpoint(
-                path=path, algo=str(f.attrs["algo"]), env=str(f.attrs["env"]),
-                config=json.loads(f.attrs["config"]), weights=weights,
-                counters={k: v.item() if hasattr(v, "item") else v for k, v in f["counters"].attrs.items()},
-            )
+            if f.attrs.get("kind") != kind or not bool(f.attrs.get("complete", False)):
+                raise CheckpointError(f"{path}: not a complete {kind} part")
+            attrs = {k: v.item() if hasattr(v, "item") else v for k, v in f.attrs.items()}
+            return attrs, {k: v[()] for k, v in f.items()}
     except CheckpointError:
         raise
-    except (KeyError, OSError, ValueError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+    except (KeyError, OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: damaged part ({type(e).__name__}: {e})") from None

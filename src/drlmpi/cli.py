@@ -1,7 +1,7 @@
 """The `drlmpi` command.
 
   drlmpi [train] --algo A --env E [--config run.toml] [--set key=value ...] [--total-env-steps N]
-                 [--seed S] [--run-dir D] [--layout learner=1,...]
+                 [--seed S] [--run-dir D] [--layout learner=1,...] [--resume PATH|auto]
   drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
   drlmpi layout --algo A -n N [--ranks-per-host K]
                                                 print the rank layout N ranks would get
@@ -9,6 +9,8 @@
 
 User errors print one line on stderr (from rank 0) and exit 2 on every rank. Any other
 exception on any rank prints `rank R (role) failed:` with its traceback and aborts the job.
+SIGTERM, SIGUSR1 or SIGINT make a training job checkpoint and exit with code 75 (resume it with
+`--resume auto`; see runtime.signals).
 """
 
 import argparse
@@ -38,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--run-dir")
     t.add_argument("--layout", help="role counts, e.g. learner=2,replay=4,ps=1")
+    t.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint file or run directory; auto: "
+                   "the newest checkpoint of --run-dir, or a fresh start if it has none")
     e = sub.add_parser("eval", help="greedy evaluation of a checkpoint or run directory")
     e.add_argument("path")
     e.add_argument("--episodes", type=int, default=10)
@@ -60,39 +64,59 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def prepare_train(args):
-    """Validate everything that can be checked before MPI work starts; returns (module, cfg)."""
-    from drlmpi import algos, config
+    """Validate everything that can be checked before MPI work starts; returns (module, cfg, resumed state)."""
+    from drlmpi import algos, config, lifecycle
     from drlmpi.envs import check_env_id
     from drlmpi.rundir import default_run_dir
 
     module = algos.get(args.algo)
-    cfg = config.build(module.Config, args.config, args.set, env=args.env, seed=args.seed,
-                       total_env_steps=args.total_env_steps, run_dir=args.run_dir, layout=args.layout)
+    flags = {"env": args.env, "seed": args.seed, "total_env_steps": args.total_env_steps, "run_dir": args.run_dir,
+             "layout": args.layout}
+    resumed = lifecycle.resume_state(args.resume, args.run_dir) if args.resume else None
+    if resumed is not None:
+        flags["run_dir"] = args.run_dir or str(resumed.path.parent.parent)
+        cfg = lifecycle.resumed_config(module, args.algo, resumed, args.config, args.set, **flags)
+    else:
+        cfg = config.build(module.Config, args.config, args.set, **flags)
     check_env_id(cfg.env)
     if not cfg.run_dir:
         cfg.run_dir = default_run_dir(args.algo, cfg.env)
-    return module, cfg
+    return module, cfg, resumed
 
 
 def train(args) -> int:
     from mpi4py import MPI
 
-    from drlmpi import algos, config, runtime
+    from drlmpi import algos, checkpoint, config, runtime
+    from drlmpi.runtime import signals
 
     world = MPI.COMM_WORLD
+    signals.install()
     outcome = None
     if world.rank == 0:
         try:
-            module, cfg = prepare_train(args)
-            outcome = ("ok", args.algo, config.to_dict(cfg))
+            module, cfg, resumed = prepare_train(args)
+            if resumed is not None and resumed.env_steps >= cfg.total_env_steps:
+                outcome = ("finished", f"{resumed.path} has {resumed.env_steps} of total_env_steps "
+                                       f"{cfg.total_env_steps}: nothing to do (raise --total-env-steps to go on)")
+            else:
+                outcome = ("ok", args.algo, config.to_dict(cfg), str(resumed.path) if resumed else "")
         except UserError as e:
             outcome = ("error", str(e))
     runtime.barrier(world)  # politely wait for rank 0's checks
     outcome = world.bcast(outcome, root=0)  # control plane: the config, once
     if outcome[0] == "error":
         raise UserError(outcome[1])
+    if outcome[0] == "finished":
+        if world.rank == 0:
+            print(f"drlmpi: {outcome[1]}", flush=True)
+        return 0
     module = algos.get(outcome[1])
     cfg = config.from_dict(module.Config, outcome[2])
+    if outcome[3] and world.rank != 0:
+        resumed = checkpoint.load(outcome[3], parts=False)  # rank 0 verified the parts
+    elif not outcome[3]:
+        resumed = None
     spec = module.ROLES
     if cfg.layout:
         spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), outcome[1])
@@ -100,10 +124,13 @@ def train(args) -> int:
     runtime.install_thread_hook()
     if rt.rank == 0:
         print(f"drlmpi {outcome[1]} on {cfg.env}: {rt.size} rank(s), run dir {cfg.run_dir}", flush=True)
+        if resumed is not None:
+            print(f"resuming from {resumed.path} ({resumed.env_steps} env steps, "
+                  f"{int(resumed.counters.get('updates', 0))} updates)", flush=True)
         if rt.size > 1:
             print(rt.layout.table(), flush=True)
     try:
-        summary = module.run(rt, cfg)
+        summary = module.run(rt, cfg, resumed) if resumed is not None else module.run(rt, cfg)
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
     runtime.barrier(world)
@@ -125,6 +152,11 @@ def train(args) -> int:
                   f"{role} {sum(m[1] for m in v) / len(v):.0f} = {sum(m[2] for m in v) / len(v):.0f} + "
                   f"{sum(m[3] for m in v) / len(v):.0f} + {sum(m[4] for m in v) / len(v):.0f}"
                   for role, v in by_role.items()) + f"; job total {sum(m[1] for m in mem):.0f}", flush=True)
+    if signals.stopping:
+        if rt.rank == 0:
+            print(f"stopped by a signal with a complete checkpoint: exit {signals.REQUEUE_EXIT}; continue with "
+                  f"--resume auto --run-dir {cfg.run_dir}", flush=True)
+        return signals.REQUEUE_EXIT
     return 0
 
 

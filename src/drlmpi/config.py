@@ -31,6 +31,8 @@ class Common:
     num_envs: int = opt(1, "environments stepped together per acting rank")
     run_dir: str = opt("", "output directory; default runs/<algo>-<env>-<time>")
     checkpoint_every: float = opt(600.0, "seconds between checkpoints (one is always written at the end)")
+    keep_checkpoints: int = opt(3, "checkpoints kept in <run_dir>/checkpoints (older ones are deleted)")
+    checkpoint_replay: bool = opt(True, "checkpoints hold the replay buffer (each shard writes its own part file)")
     log_every: float = opt(10.0, "seconds between metric rows (and progress lines when not on a terminal)")
     torch_threads: int = opt(0, "torch threads per rank; 0 shares this host's cores among its ranks")
     device: str = opt("auto", "learner device: auto (cuda if available), cpu, cuda")
@@ -84,14 +86,14 @@ def _coerce(name: str, kind, value):
     raise UserError(f"config: bad value for {name}: {value!r} (expected {getattr(kind, '__name__', kind)})")
 
 
-def build(cls, toml_path: str | None = None, sets: list[str] = (), **flags):
+def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | None = None, **flags):
     """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None).
 
     Precedence: defaults < `cls.ATARI` (a dict of defaults for `ALE/...` envs, if the class has one) < the TOML
-    file < `key=value` < flags.
+    file < `key=value` < flags. base: the values to start from instead of the defaults (a resumed run's config).
     """
     hints = typing.get_type_hints(cls)
-    values: dict = {}
+    values: dict = {k: v for k, v in (base or {}).items() if k in hints}
     if toml_path:
         try:
             data = tomllib.loads(Path(toml_path).read_text())

@@ -3,7 +3,10 @@
   <run_dir>/config.json          the full config, with algo and world size
   <run_dir>/metrics.csv          one row every `log_every` seconds (fixed columns per algorithm)
   <run_dir>/tb/                  TensorBoard event files, same scalars
-  <run_dir>/checkpoints/ckpt-<env_steps>.h5
+  <run_dir>/checkpoints/ckpt-<env_steps>-<id>.h5 (+ .parts/)   see drlmpi.checkpoint
+
+A resumed run continues in the same directory: metrics.csv is rewritten from the checkpoint's metrics
+history (rows after the checkpoint belonged to the lost part of the run) and goes on from there.
 """
 
 import csv
@@ -13,6 +16,8 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+
+import numpy as np
 
 
 def default_run_dir(algo: str, env: str) -> str:
@@ -24,7 +29,8 @@ class RunLog:
     """Metrics, progress and checkpoints of one run; used on one rank (rank 0)."""
 
     def __init__(self, run_dir: str, algo: str, config: dict, columns: list[str], frames_per_step: int = 1,
-                 world_size: int = 1):
+                 world_size: int = 1, resumed=None):
+        """resumed: the checkpoint.State a resumed run continues from (its metrics, returns and wall time)."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.json").write_text(
@@ -35,17 +41,24 @@ class RunLog:
         self._csv_file = open(self.dir / "metrics.csv", "w", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
         self._csv.writeheader()
+        self._rows: list[dict] = []  # the metrics history, saved with every checkpoint
+        if resumed is not None:
+            cols = [c for c in self.columns if c in resumed.metrics]
+            for i in range(len(resumed.metrics[cols[0]]) if cols else 0):
+                self._rows.append({c: float(resumed.metrics[c][i]) for c in cols})
+                self._csv.writerow(self._rows[-1])
+            self._csv_file.flush()
         from torch.utils.tensorboard import SummaryWriter
 
         self._tb = SummaryWriter(str(self.dir / "tb"))
         self.frames_per_step = frames_per_step
-        self.returns: deque[float] = deque(maxlen=100)
-        self.start = time.monotonic()
-        self._last_log = self.start
-        self._last_ckpt = self.start
-        self._last_progress = self.start
+        self.returns: deque[float] = deque(resumed.returns if resumed else (), maxlen=100)
+        self.start = time.monotonic() - (resumed.counters.get("wall_time", 0.0) if resumed else 0.0)
+        now = time.monotonic()
+        self._last_log = self._last_ckpt = self._last_progress = now
         self._tty = sys.stderr.isatty()
-        self._last_rate = (self.start, 0, 0)  # time, env_steps, updates
+        self._last_rate = (now, resumed.env_steps if resumed else 0,
+                           int(resumed.counters.get("updates", 0)) if resumed else 0)  # time, env_steps, updates
         self.rates = (0.0, 0.0)  # frames/s, updates/s
 
     def episode(self, ret: float) -> None:
@@ -81,6 +94,7 @@ class RunLog:
                "recent_return": self.recent_return, **metrics}
         self._csv.writerow(row)
         self._csv_file.flush()
+        self._rows.append({k: v for k, v in row.items() if isinstance(v, int | float)})
         for k, v in row.items():
             if k not in ("time", "env_steps") and isinstance(v, int | float):
                 self._tb.add_scalar(k, v, env_steps)
@@ -96,14 +110,16 @@ class RunLog:
     def checkpoint_due(self) -> bool:
         return time.monotonic() - self._last_ckpt >= self.config.get("checkpoint_every", 600.0)
 
-    def save_checkpoint(self, env_steps: int, weights: dict, counters: dict) -> Path:
-        from drlmpi import checkpoint  # h5py: only the rank that writes loads it (~3 MiB per rank saved)
-
+    def checkpoint_started(self) -> None:
         self._last_ckpt = time.monotonic()
-        return checkpoint.save(
-            self.dir / "checkpoints" / f"ckpt-{env_steps:012d}{checkpoint.SUFFIX}", algo=self.algo,
-            env=self.config["env"], config=self.config, weights=weights,
-            counters={"env_steps": env_steps, "wall_time": time.monotonic() - self.start, **counters})
+
+    def wall_time(self) -> float:
+        """Seconds since the run started (across resumes)."""
+        return time.monotonic() - self.start
+
+    def history(self) -> dict:
+        """The metric rows written so far: column -> float64 [rows] (NaN where a row lacks the column)."""
+        return {c: np.array([r.get(c, np.nan) for r in self._rows], np.float64) for c in self.columns}
 
     def close(self, env_steps: int, updates: int, metrics: dict | None = None) -> None:
         self.write_row(env_steps, updates, metrics or {})

@@ -21,6 +21,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from drlmpi import lifecycle
+from drlmpi.checkpoint import State
 from drlmpi.comm.weights import WeightsPlane
 from drlmpi.config import Common, opt
 from drlmpi.envs import spaces
@@ -57,7 +59,7 @@ class ValueConfig(Common):
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
 
     POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every",
-                                           "total_env_steps")
+                                           "total_env_steps", "keep_checkpoints")
 
     def check(self):
         for name in self.POSITIVE:
@@ -182,31 +184,40 @@ def throttle(cfg: ReplayConfig, n_actors: int) -> Throttle:
                     slack=n_actors * cfg.num_envs * (cfg.n_step + ACTOR_BATCH), lag=cfg.publish_every)
 
 
-def run_actor(rt: Runtime, cfg: ReplayConfig, planes: Planes, epsilon) -> None:
+def run_actor(rt: Runtime, cfg: ReplayConfig, planes: Planes, epsilon, resumed: State | None) -> None:
     """The `actor` role: epsilon(steps, share) -> rate; n-step transitions with initial priorities."""
-    torch.manual_seed(rt.torch_seed())
     builder = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=ACTOR_BATCH)
     actor.run_actor(rt, cfg, planes.replay, planes.weights.window, EpsilonGreedyQ(planes.net), builder, epsilon,
-                    throttle(cfg, len(rt.layout.ranks("actor"))))
+                    throttle(cfg, len(rt.layout.ranks("actor"))), lifecycle.client(rt, lead_learner(rt)),
+                    resumed.env_steps if resumed else 0)
 
 
-def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes) -> None:
+def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes, resumed: State | None) -> None:
     """The `replay` role: serves the actors and learners until each has said STOP."""
     clients = len(rt.layout.ranks("actor")) + len(rt.layout.ranks("learner"))
-    run_shard(planes.replay, cfg.buffer_size, cfg.alpha, rt.rng(), clients)
+    run_shard(planes.replay, cfg.buffer_size, cfg.alpha, rt.gen, clients, lifecycle.client(rt, lead_learner(rt)),
+              cfg.run_dir, cfg.checkpoint_replay, resumed)
 
 
-def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, **roles) -> dict | None:
+def lead_learner(rt: Runtime) -> int:
+    return rt.layout.ranks("learner")[0]
+
+
+def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resumed: State | None,
+              **roles) -> dict | None:
     """Set up the planes (collective), then run this rank's role: `actor` and `replay` are shared,
-    the others are roles[rt.role](rt, cfg, planes). writers: the ranks publishing the weights."""
+    the others are roles[rt.role](rt, cfg, planes, resumed). writers: the ranks publishing the weights.
+    Every rank's generators are seeded, then restored from `resumed` if it holds this rank's."""
     planes = setup(rt, cfg, writers)
+    torch.manual_seed(rt.torch_seed())
+    lifecycle.restore_rng(resumed, rt.who, rt.gen)
     summary = None  # a learner's summary (the lead's is printed)
     if rt.role == "actor":
-        run_actor(rt, cfg, planes, epsilon)
+        run_actor(rt, cfg, planes, epsilon, resumed)
     elif rt.role == "replay":
-        run_replay(rt, cfg, planes)
+        run_replay(rt, cfg, planes, resumed)
     else:
-        summary = roles[rt.role](rt, cfg, planes)
+        summary = roles[rt.role](rt, cfg, planes, resumed)
     planes.weights.close()
     return summary
 

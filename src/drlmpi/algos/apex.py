@@ -40,14 +40,16 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from drlmpi import nets
+from drlmpi import lifecycle, nets
 from drlmpi import value_based as vb
+from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.config import opt, to_dict
 from drlmpi.envs import is_atari
 from drlmpi.errors import UserError
-from drlmpi.nets import flat_params, state_arrays
+from drlmpi.nets import flat_params
 from drlmpi.ops.schedules import linear
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, wait
@@ -78,7 +80,7 @@ def actor_epsilon(cfg: Config, i: int, n: int) -> float:
     return cfg.eps_base ** (1 + cfg.eps_alpha * i / max(1, n - 1))
 
 
-def run_learner(rt: Runtime, cfg: Config, planes) -> dict:
+def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
     device = nets.device(cfg.device)
     learners = rt.role_comm  # the learner ranks
     lead = learners.rank == 0
@@ -86,27 +88,43 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict:
     net = planes.net.to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+    updates = 0
+    if resumed:
+        updates = lifecycle.restore_learner(resumed, {"online": net, "target": target}, {"adam": opt})
     allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=2)  # + progress, stop
     if lead:
-        planes.weights.bcast(flat_params(net), 0)  # version = updates
-    sampler = planes.replay.sampler(rt.rng())
+        planes.weights.bcast(flat_params(net), updates)  # version = updates
+    sampler = planes.replay.sampler(rt.gen)
     gate = vb.throttle(cfg, n_actors)
-    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1)  # lead
+    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1,
+                       steps=resumed.env_steps if resumed else 0)  # the lead's
     waiting = vb.Stopwatch()
     if lead:
         log = RunLog(cfg.run_dir, "apex", to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
                                                           *ActorStats.COLUMNS, "learner_waiting", "learners"],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size)
-    updates, frac, loss, size = 0, 0.0, float("nan"), 0
+                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
+        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
+                                   resumed)
+    else:
+        ckpt = lifecycle.client(rt, vb.lead_learner(rt))
+    frac, loss, size = 0.0, float("nan"), 0
 
     def row():  # the current loss and size
         return {"loss": loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
                 "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
                 "learner_waiting": waiting.fraction(), "learners": learners.size}
 
+    def state():  # the lead's, for a checkpoint
+        return lifecycle.snapshot("apex", cfg, log, {"env_steps": stats.steps, "updates": updates},
+                                  {"online": net, "target": target}, {"adam": opt}, rt.gen, rt.who,
+                                  lifecycle.layout_dict(rt))
+
     def hear_actors():
         stats.drain(updates, log.episode)
         log.tick(stats.steps, updates, cfg.total_env_steps, row)
+        if life.signal():
+            life.stop_actors(stats.steps)  # they stop and answer the final checkpoint; training ends
+        life.poll()
 
     go = np.zeros(1, np.int64)  # the lead says whether training starts at all (0: the actors finished first)
     if lead:
@@ -125,6 +143,8 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict:
                     break
                 time.sleep(0.001)
             waiting.add(time.monotonic() - t0)
+        else:
+            ckpt.poll()
         batch = sampler.receive(linear(cfg.beta_start, 1.0, frac))
         sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
         loss_t, td = vb.td_loss(net, target, batch.data, batch.weights, device)
@@ -148,22 +168,27 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict:
         loss = float(loss_t.detach())
         if updates % cfg.publish_every == 0:
             planes.weights.bcast(flat_params(net), updates)
-        if log.checkpoint_due():
-            log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
+        if life.due():
+            life.begin(stats.steps, state)
+    if lead:  # the final checkpoint: the shards must have its request before the sampler's STOP
+        life.begin(stats.steps, state, last=True)
     sampler.close()  # receives the batch still asked for, then STOP to every shard
     allreduce.close()
     weights = flat_params(net)
     summary = {"updates": updates, "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest()}
     if not lead:
+        ckpt.close()
         return summary
     planes.weights.bcast(weights, updates)
-    path = log.save_checkpoint(stats.steps, {"online": state_arrays(net)}, {"updates": updates})
+    path = life.finish()
     log.close(stats.steps, updates, row())
     return {**summary, "env_steps": stats.steps, "recent_return": log.recent_return, "checkpoint": str(path),
-            "seconds": time.monotonic() - log.start}
+            "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses, default=0.0),
+            "stopped_by_signal": life.stopped_by_signal()}
 
 
-def run(rt: Runtime, cfg: Config) -> dict | None:
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     """Set up the planes (collective), then run this rank's role."""
     eps = actor_epsilon(cfg, rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))  # if this rank acts
-    return vb.run_roles(rt, cfg, rt.layout.ranks("learner")[:1], lambda steps, share: eps, learner=run_learner)
+    return vb.run_roles(rt, cfg, rt.layout.ranks("learner")[:1], lambda steps, share: eps, resumed,
+                        learner=run_learner)

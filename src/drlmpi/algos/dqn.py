@@ -11,20 +11,21 @@ Roles: one `serial` rank acts and learns.
 """
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from drlmpi import nets
+from drlmpi import checkpoint, lifecycle, nets
+from drlmpi.checkpoint import State
 from drlmpi.config import opt, to_dict
 from drlmpi.envs import make_vec
-from drlmpi.nets import greedy, state_arrays
+from drlmpi.nets import greedy
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
 from drlmpi.replay.actor import clips_rewards
+from drlmpi.replay.plane import restore_shard, save_part
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.value_based import AnnealedEpsilon, ValueConfig, build_net, load_policy, new_priorities, td_loss
@@ -56,25 +57,42 @@ def learn(net, target, opt, replay: PrioritizedReplay, cfg: Config, beta: float,
     return float(loss.detach())
 
 
-def run_serial(rt: Runtime, cfg: Config) -> dict:
-    """Act and learn on this rank until total_env_steps; returns the final summary."""
+def run_serial(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
+    """Act and learn on this rank until total_env_steps (or a signal); returns the final summary."""
     device = nets.device(cfg.device)
     torch.manual_seed(rt.torch_seed())
-    rng = rt.rng()
+    rng = rt.gen
+    lifecycle.restore_rng(resumed, rt.who, rng)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))
     clip = clips_rewards(cfg)
     net = build_net(cfg, env.observation_space, env.action_space).to(device)
     target = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
     replay = PrioritizedReplay(cfg.buffer_size, transition_fields(env.observation_space), cfg.alpha, rng)
+    steps = updates = 0
+    if resumed:
+        updates = lifecycle.restore_learner(resumed, {"online": net, "target": target}, {"adam": opt})
+        steps = resumed.env_steps
+        restore_shard(replay, resumed, 0, 1)
     nstep = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma)
     log = RunLog(cfg.run_dir, "dqn", to_dict(cfg), ["loss", "epsilon", "replay_size"],
-                 frames_per_step=4 if env.atari else 1)
+                 frames_per_step=4 if env.atari else 1, resumed=resumed)
+    life = lifecycle.Lifecycle(cfg, log, None, resumed)
+
+    def state():
+        return lifecycle.snapshot("dqn", cfg, log, {"env_steps": steps, "updates": updates},
+                                  {"online": net, "target": target}, {"adam": opt}, rng, rt.who,
+                                  lifecycle.layout_dict(rt))
+
+    def replay_part(ckpt_id: int, env_steps: int) -> dict:  # written here, before the main file
+        if not cfg.checkpoint_replay:
+            return {}
+        rel = checkpoint.part_file(ckpt_id, "replay-0")
+        return {"replay-0": {"file": rel, "sha256": save_part(life.dir / rel, replay, 0, 1)}}
 
     obs = env.reset()
-    steps = updates = 0
-    debt, loss = 0.0, float("nan")
-    while steps < cfg.total_env_steps:
+    debt, loss, eps = 0.0, float("nan"), cfg.epsilon(steps / cfg.total_env_steps)
+    while steps < cfg.total_env_steps and not life.signal():
         frac = steps / cfg.total_env_steps
         eps = cfg.epsilon(frac)
         actions = greedy(net, obs, device)
@@ -102,14 +120,15 @@ def run_serial(rt: Runtime, cfg: Config) -> dict:
                     target.load_state_dict(net.state_dict())
         metrics = {"loss": loss, "epsilon": eps, "replay_size": replay.size}
         log.tick(steps, updates, cfg.total_env_steps, metrics)
-        if log.checkpoint_due():
-            log.save_checkpoint(steps, {"online": state_arrays(net)}, {"updates": updates})
-    path = log.save_checkpoint(steps, {"online": state_arrays(net)}, {"updates": updates})
+        if life.due():
+            life.begin(steps, state, parts=replay_part)
+    life.begin(steps, state, last=True, parts=replay_part)
+    path = life.finish()
     log.close(steps, updates, {"loss": loss, "epsilon": eps, "replay_size": replay.size})
     env.close()
     return {"env_steps": steps, "updates": updates, "recent_return": log.recent_return,
-            "checkpoint": str(path), "seconds": time.monotonic() - log.start}
+            "checkpoint": str(path), "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses)}
 
 
-def run(rt: Runtime, cfg: Config) -> dict:
-    return run_serial(rt, cfg)
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
+    return run_serial(rt, cfg, resumed)

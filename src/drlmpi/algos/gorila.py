@@ -35,26 +35,30 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
-from drlmpi import nets
+from drlmpi import checkpoint, lifecycle, nets
 from drlmpi import value_based as vb
+from drlmpi.checkpoint import State
+from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.ps import isend_gradient, isend_stop, serve_shard
 from drlmpi.comm.tags import Tag
 from drlmpi.config import opt, to_dict
 from drlmpi.envs import is_atari
-from drlmpi.errors import UserError
-from drlmpi.nets import flat_params, load_flat, state_arrays
+from drlmpi.errors import CheckpointError, UserError
+from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.optim import OPTIMIZERS
 from drlmpi.ops.schedules import linear
 from drlmpi.rundir import RunLog
-from drlmpi.runtime import RoleSpec, Runtime, poll, probe, wait, wait_all
+from drlmpi.runtime import RoleSpec, Runtime, poll, wait, wait_all
 from drlmpi.runtime.context import startup_timeout
+from drlmpi.runtime.wait import PEER_TIMEOUT
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("ps", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 build_net, load_policy = vb.build_net, vb.load_policy  # what drlmpi eval and the benchmarks use
@@ -79,8 +83,8 @@ class Config(vb.AnnealedEpsilon, vb.ReplayConfig):
             raise UserError(f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
-def run_ps(rt: Runtime, cfg: Config, planes) -> None:
-    s = rt.layout.index(rt.rank)
+def run_ps(rt: Runtime, cfg: Config, planes, resumed: State | None) -> None:
+    s, n_ps = rt.layout.index(rt.rank), len(rt.layout.ranks("ps"))
     window = planes.weights.window
     lo, hi = window.bounds[s], window.bounds[s + 1]
     expected = cfg.replay_ratio * cfg.total_env_steps  # updates the whole run should make
@@ -88,15 +92,39 @@ def run_ps(rt: Runtime, cfg: Config, planes) -> None:
     def lr(updates: int) -> float:
         return linear(cfg.lr, cfg.lr_final, updates / expected) if expected > 0 else cfg.lr
 
+    def save(req, w, opt, version) -> dict:  # this shard's slice and optimizer state, a checkpoint part
+        rel = checkpoint.part_file(req.id, f"ps-{s}")
+        sha = checkpoint.save_part(Path(cfg.run_dir) / "checkpoints" / rel, "ps",
+                                   {"shard": s, "shards": n_ps, "lo": lo, "hi": hi, "version": version},
+                                   {"w": w, **opt.state()})
+        return {f"ps-{s}": {"file": rel, "sha256": sha}}
+
+    init, start = flat_params(planes.net)[lo:hi], None
+    if resumed:
+        init, start = restore_ps(resumed, lo, hi, window.n)
     opt_kwargs = {"eps": 1e-5} if cfg.optimizer != "adagrad" else {}
-    _, updates = serve_shard(rt.channels.params, planes.weights.pushes[s], flat_params(planes.net)[lo:hi],
-                             len(rt.layout.ranks("learner")), cfg.optimizer, lr, cfg.publish_every, **opt_kwargs)
+    _, updates = serve_shard(rt.channels.params, planes.weights.pushes[s], init, len(rt.layout.ranks("learner")),
+                             cfg.optimizer, lr, cfg.publish_every, lifecycle.client(rt, vb.lead_learner(rt)), save,
+                             start, **opt_kwargs)
     final = np.array([updates], np.int64)  # to the lead learner, which checkpoints the final vector
     wait(rt.channels.control.Isend(final, dest=rt.layout.ranks("learner")[0], tag=Tag.STOP),
          what="the lead learner to take the final update count")
 
 
-def run_learner(rt: Runtime, cfg: Config, planes) -> dict | None:
+def restore_ps(state: State, lo: int, hi: int, n: int) -> tuple[np.ndarray, dict]:
+    """The slice [lo, hi) of the parameters and its optimizer state from a checkpoint's ps parts (any number of
+    them: the parts are joined in shard order, then cut at this run's bounds)."""
+    names = sorted((k for k in state.parts if k.startswith("ps-")), key=lambda k: int(k.split("-")[1]))
+    parts = [checkpoint.load_part(state, k, "ps") for k in names]
+    whole = {k: np.concatenate([a[k] for _, a in parts]) for k in parts[0][1] if k != "t"} if parts else {}
+    if not parts or len(whole["w"]) != n:
+        raise CheckpointError(f"{state.path}: its parameter-server parts do not hold this run's {n} parameters")
+    opt = {k: v[lo:hi] for k, v in whole.items() if k != "w"}
+    opt["t"] = max(int(a["t"]) for _, a in parts)
+    return whole["w"][lo:hi], {"opt": opt, "version": max(int(at["version"]) for at, _ in parts)}
+
+
+def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict | None:
     device = nets.device(cfg.device)
     control_ch, window = rt.channels.control, planes.weights.window
     learners, ps_ranks, n_actors = rt.layout.ranks("learner"), rt.layout.ranks("ps"), len(rt.layout.ranks("actor"))
@@ -113,12 +141,16 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict | None:
     poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
     pull(net)
     pull(target)
-    sampler = planes.replay.sampler(rt.rng())
+    updates = 0
+    if resumed:  # the parameters come from the parameter server's parts; the target network from the lead's
+        updates = lifecycle.restore_learner(resumed, {"target": target}, {})
+    sampler = planes.replay.sampler(rt.gen)
     gate = vb.throttle(cfg, n_actors)
     grads = [np.zeros(window.n, np.float32) for _ in range(2)]  # double-buffered gradient sends
     grad_reqs: list[list] = [[], []]
-    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1)
-    control = np.zeros(2, np.float64)  # env steps, stop: the lead's word (Tag.CONTROL)
+    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1,
+                       steps=resumed.env_steps if resumed else 0)
+    control = np.array([stats.steps, 0], np.float64)  # env steps, stop: the lead's word (Tag.CONTROL)
     control_bufs = [np.zeros(2, np.float64) for _ in learners]  # lead: one message in flight per learner
     control_reqs = [MPI.REQUEST_NULL] * len(learners)
     waiting = vb.Stopwatch()
@@ -130,18 +162,30 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict | None:
     if lead:
         log = RunLog(cfg.run_dir, "gorila", to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
                                                             "ps_updates", *ActorStats.COLUMNS, "learner_waiting"],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size)
-    updates, loss, size = 0, float("nan"), 0
+                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
+        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(control_ch, lifecycle.targets(rt, rt.rank)), resumed)
+    else:
+        ckpt = lifecycle.client(rt, learners[0])
+    loss, size = float("nan"), 0
+
+    def state():  # the lead's, for a checkpoint (the parameters themselves are in the ps parts)
+        return lifecycle.snapshot("gorila", cfg, log, {"env_steps": stats.steps, "updates": updates,
+                                                       "ps_updates": window.version},
+                                  {"online": net, "target": target}, {}, rt.gen, rt.who, lifecycle.layout_dict(rt))
 
     def listen():  # lead: hear the actors and tell the other learners; others: hear the lead
         if lead:
             stats.drain(window.version, log.episode)
+            if life.signal():
+                life.stop_actors(stats.steps)  # they stop and answer the final checkpoint; training ends
+            life.poll()
             control[:] = stats.steps, stats.all_done
             for j in range(1, len(learners)):
                 if control_reqs[j].Test():
                     isend_control(j)
             log.tick(stats.steps, updates, cfg.total_env_steps, row)
         else:
+            ckpt.poll()
             while control_ch.Iprobe(learners[0], Tag.CONTROL):
                 control_ch.Recv(control, source=learners[0], tag=Tag.CONTROL)
 
@@ -178,9 +222,10 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict | None:
         loss, size = float(loss_t.detach()), batch.size
         if updates % cfg.target_update_every == 0:
             pull(target)
-        if lead and log.checkpoint_due():
-            log.save_checkpoint(stats.steps, {"online": state_arrays(net)},
-                                {"updates": updates, "ps_updates": window.version})
+        if lead and life.due():
+            life.begin(stats.steps, state)
+    if lead:  # the final checkpoint's request: the shards must have it before the STOPs of the sampler and below
+        life.ask_last(stats.steps)
     sampler.close()  # receives the batch still asked for, then STOP to every replay shard
     wait_all(grad_reqs[0] + grad_reqs[1], what="gradient sends")
     isend_stop(rt.channels.params, ps_ranks)
@@ -191,23 +236,26 @@ def run_learner(rt: Runtime, cfg: Config, planes) -> dict | None:
                 isend_control(j)
         wait_all(control_reqs, what="control messages")
     if not lead:
+        ckpt.close()
         return None
     final = np.zeros(1, np.int64)
     versions = []
     for r in ps_ranks:  # each shard says how many updates it applied once every learner has stopped
-        probe(control_ch, r, Tag.STOP, what=f"parameter-server shard {r}'s final update count")
+        poll(lambda r=r: True if control_ch.Iprobe(r, Tag.STOP) else life.poll(), PEER_TIMEOUT,
+             f"parameter-server shard {r}'s final update count")
         control_ch.Recv(final, source=r, tag=Tag.STOP)
         versions.append(int(final[0]))
     poll(lambda: True if (window.versions() >= versions).all() else None, 60, "the final parameters")
     pull(net)
-    path = log.save_checkpoint(stats.steps, {"online": state_arrays(net)},
-                               {"updates": updates, "ps_updates": min(versions)})
+    life.begin(stats.steps, state, last=True)
+    path = life.finish()
     log.close(stats.steps, updates, row())
     return {"env_steps": stats.steps, "updates": min(versions), "recent_return": log.recent_return,
-            "checkpoint": str(path), "seconds": time.monotonic() - log.start}
+            "checkpoint": str(path), "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses),
+            "stopped_by_signal": life.stopped_by_signal()}
 
 
-def run(rt: Runtime, cfg: Config) -> dict | None:
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     """Set up the planes (collective), then run this rank's role; the ps shards publish the weights."""
-    return vb.run_roles(rt, cfg, rt.layout.ranks("ps"), lambda steps, share: cfg.epsilon(steps / share),
+    return vb.run_roles(rt, cfg, rt.layout.ranks("ps"), lambda steps, share: cfg.epsilon(steps / share), resumed,
                         learner=run_learner, ps=run_ps)

@@ -68,10 +68,11 @@ class ActorReport:
 
 
 class ActorStats:
-    def __init__(self, comm: MPI.Intracomm, n_actors: int, frames_per_step: int = 1):
-        """comm: the reports channel (only actor reports travel on it); n_actors: how many report."""
+    def __init__(self, comm: MPI.Intracomm, n_actors: int, frames_per_step: int = 1, steps: int = 0):
+        """comm: the reports channel (only actor reports travel on it); n_actors: how many report; steps: env
+        steps done before (a resumed run)."""
         self.comm, self.n_actors, self.frames_per_step = comm, n_actors, frames_per_step
-        self.steps = self.done = self.received = 0
+        self.steps, self.done, self.received = steps, 0, 0
         self.fps, self.lag, self.paused = np.zeros(n_actors), np.zeros(n_actors), np.zeros(n_actors)
         self._msg, self._stop, self._status = np.zeros(FIELDS, np.float64), np.zeros(0, np.uint8), MPI.Status()
 

@@ -1,7 +1,7 @@
 """Sharded parameter server (GORILA): the flat vector split in contiguous slices over the `ps` ranks.
 
 Learners `isend_gradient` (one buffer `Isend` of its slice to each shard, tag GRADIENT) and
-`isend_stop` when done, on the params channel (nothing else travels there). Each ps rank runs
+`isend_stop` when done, on the params channel (and the lead's checkpoint requests, comm.checkpoint). Each ps rank runs
 `serve_shard`: it waits politely for the next message from any learner, receives the gradient slice
 into a preallocated buffer, applies its own optimizer (RMSProp, AdaGrad or Adam) to its slice, and
 pushes the slice every `publish_every` updates through a `WeightsPush` into the node windows, where
@@ -30,25 +30,40 @@ def isend_stop(comm: MPI.Intracomm, ps_ranks: list[int]) -> None:
 
 
 def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learners: int, optimizer: str,
-                lr, publish_every: int = 1, **opt_kwargs) -> tuple[np.ndarray, int]:
+                lr, publish_every: int = 1, ckpt=None, save=None, start: dict | None = None,
+                **opt_kwargs) -> tuple[np.ndarray, int]:
     """PS rank: apply gradients from `learners` learners to this shard's slice until all have stopped.
 
     init: float32 [k], this shard's initial slice. lr: a float, or a function of the number of updates
-    applied so far (a schedule). Returns (final slice, number of updates applied).
+    applied so far (a schedule). ckpt: this rank's comm.checkpoint.CheckpointClient; its requests arrive here
+    and are answered with save(req, w, optimizer, version) -> parts. start: {"opt": optimizer state, "version"}
+    of a resumed run. Returns (final slice, number of updates applied).
     """
     apply = optim.make(optimizer, len(init), **opt_kwargs)
     lr_at = lr if callable(lr) else (lambda _: lr)
     w = init.astype(np.float32).copy()
     grad = np.empty_like(w)
     version = 0
+    if start is not None:
+        apply.load(start["opt"])
+        version = int(start["version"])
     push.bcast(w, version)
     stopped = 0
     status = MPI.Status()
+
+    def on_checkpoint(req):
+        return save(req, w, apply, version) if save else None
+
     while stopped < learners:
         status = probe(comm, what="the next gradient from a learner")
+        if ckpt is not None:
+            ckpt.forward_signal()
         if status.tag == Tag.STOP:
             comm.Recv(np.zeros(0, np.float32), source=status.source, tag=Tag.STOP)
             stopped += 1
+            continue
+        if status.tag == Tag.CHECKPOINT and ckpt is not None:
+            ckpt.handle(on_checkpoint)
             continue
         assert status.tag == Tag.GRADIENT, f"unexpected tag {status.tag}"
         comm.Recv(grad, source=status.source, tag=Tag.GRADIENT)  # the message is here: no long spin
@@ -57,4 +72,6 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
         if version % publish_every == 0:
             push.bcast(w, version)
     push.bcast(w, version)
+    if ckpt is not None:
+        ckpt.close(on_checkpoint)  # the final checkpoint holds every learner's gradients
     return w, version

@@ -12,5 +12,8 @@ class Tag(IntEnum):
     SAMPLE_REPLY = 23  # replay shard -> learner on its node: statistics; the rows are in the learner's inbox
     SAMPLE_REPLY_BLOCK = 24  # replay shard -> learner elsewhere: statistics and the rows
     PRIORITIES = 25  # learner -> replay shard: new priorities for sampled slots
-    METRICS = 30  # actor -> lead learner: float64 [6], see comm.metrics
+    METRICS = 30  # actor -> lead learner: float64 [8], see comm.metrics
     CONTROL = 31  # lead learner -> other learners: float64 (env steps so far, stop flag)
+    CHECKPOINT = 40  # lead learner -> any rank: int64 (checkpoint id, env steps, flags), see comm.checkpoint
+    CHECKPOINT_DONE = 41  # any rank -> lead learner: uint8, its RNG state and part files (JSON + torch bytes)
+    SIGNAL = 42  # any rank -> lead learner: int64 (signal number), a stop was asked for on that rank

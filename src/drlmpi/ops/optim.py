@@ -38,18 +38,33 @@ def adam_(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,
 OPTIMIZERS = {"rmsprop": rmsprop_, "adagrad": adagrad_, "adam": adam_}
 
 
-def make(name: str, n: int, dtype=np.float32, **hyper):
+class FlatOptimizer:
+    """A stateful step `opt(w, g, lr)` for a stream of gradients on a vector [n]: its state arrays (zeros at
+    first) and step count t are what a checkpoint saves (`state`, `load`)."""
+
+    def __init__(self, name: str, n: int, dtype=np.float32, **hyper):
+        if name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+        self.name, self.hyper, self.t = name, hyper, 0
+        keys = ("m", "v") if name == "adam" else ("acc",)
+        self.arrays = {k: np.zeros(n, dtype) for k in keys}
+
+    def __call__(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
+        self.t += 1
+        if self.name == "adam":
+            adam_(w, g, self.arrays["m"], self.arrays["v"], lr, self.t, **self.hyper)
+        else:
+            OPTIMIZERS[self.name](w, g, self.arrays["acc"], lr, **self.hyper)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {**{k: v.copy() for k, v in self.arrays.items()}, "t": np.int64(self.t)}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        for k, v in self.arrays.items():
+            v[:] = state[k]
+        self.t = int(state["t"])
+
+
+def make(name: str, n: int, dtype=np.float32, **hyper) -> FlatOptimizer:
     """A stateful step `apply(w, g, lr)` for a stream of gradients on a vector [n] (state zeros, t from 1)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    if name == "adam":
-        m, v, t = np.zeros(n, dtype), np.zeros(n, dtype), [0]
-
-        def apply(w, g, lr):
-            t[0] += 1
-            adam_(w, g, m, v, lr, t[0], **hyper)
-
-        return apply
-    state = np.zeros(n, dtype)
-    step = OPTIMIZERS[name]
-    return lambda w, g, lr: step(w, g, state, lr, **hyper)
+    return FlatOptimizer(name, n, dtype, **hyper)

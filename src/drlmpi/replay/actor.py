@@ -13,6 +13,9 @@ between algorithms comes in as arguments:
             (n-step transitions, or sequences: the rows match the replay plane's fields)
   epsilon   (env steps done, this actor's share) -> exploration rate
   throttle  the replay-ratio throttle (its slack covers the builders' held steps)
+  ckpt      this rank's comm.checkpoint.CheckpointClient: checkpoint requests are answered (with the
+            actor's RNG state) every CKPT_EVERY vector steps and while paused; the LAST one stops the actor
+  start     env steps of all actors already done (a resumed run): this actor starts at its share of them
 
 The weights window's version is the learners' update count (every writer publishes `updates`).
 """
@@ -21,6 +24,7 @@ import time
 
 import numpy as np
 
+from drlmpi.comm.checkpoint import CheckpointClient
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.weights import NodeWeights
 from drlmpi.envs import is_atari, make_vec
@@ -31,6 +35,7 @@ from drlmpi.runtime.context import startup_timeout
 
 PAUSED_SLEEP = 0.01  # longest sleep between checks while paused: the throttle's slack covers the late wake-up, and
 # many paused actors on few cores must not spend the learner's CPU on wake-ups (61 actors at 1 ms: over a core)
+CKPT_EVERY = 16  # vector steps between looks for a checkpoint request (an Iprobe)
 
 
 def share_of(total: int, i: int, n: int) -> int:
@@ -44,10 +49,11 @@ def clips_rewards(cfg) -> bool:
 
 
 def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy, builder, epsilon,
-              throttle: Throttle) -> None:
-    """Act until this actor's share of cfg.total_env_steps is done; then drain the writer and say STOP."""
+              throttle: Throttle, ckpt: CheckpointClient, start: int = 0) -> None:
+    """Act until this actor's share of cfg.total_env_steps is done, or the lead's LAST checkpoint request; then
+    drain the writer, say STOP, and answer the LAST request."""
     n_actors, i = len(rt.layout.ranks("actor")), rt.layout.index(rt.rank)
-    rng = rt.rng()
+    rng = rt.gen
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))
     clip = clips_rewards(cfg)
     flat = np.empty(window.n, np.float32)
@@ -59,7 +65,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
     share = share_of(cfg.total_env_steps, i, n_actors)
     report = ActorReport(rt.channels.reports, rt.layout.ranks("learner")[0], i)
     obs = env.reset()
-    steps = vsteps = 0
+    steps, vsteps = share_of(start, i, n_actors), 0
     allowed = 0.0  # env steps of all actors that the last known update count allows (only grows)
 
     def learners_lag() -> bool:
@@ -70,12 +76,19 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
         return steps * n_actors > allowed
 
     while steps < share:
+        if vsteps % CKPT_EVERY == 0:
+            ckpt.poll()
+            if ckpt.last:
+                break
         if learners_lag():
             writer.flush()  # the learners may be waiting for these to start,
             report.isend()  # and the lead for our steps to allow more updates
             t0 = time.monotonic()
-            poll(lambda: None if learners_lag() else True, 600, "the learners to catch up", max_sleep=PAUSED_SLEEP)
+            poll(lambda: True if ckpt.poll() or ckpt.last or not learners_lag() else None, 600,
+                 "the learners to catch up", max_sleep=PAUSED_SLEEP)
             report.pause(time.monotonic() - t0)
+            if ckpt.last:
+                break
         if vsteps % cfg.weight_sync_every == 0 and window.version > version:
             version = window.read(flat)
             policy.load(flat)
@@ -96,4 +109,5 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
         writer.add(rows, policy.priorities(rows))
     writer.close()  # drain (every shard stored our blocks), then STOP to every shard
     report.close()
+    ckpt.close()
     env.close()

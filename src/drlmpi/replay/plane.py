@@ -6,11 +6,16 @@ sequences, continuous actions), so every replay-based algorithm uses this one sh
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
 
+from drlmpi import checkpoint
+from drlmpi.checkpoint import State
+from drlmpi.comm.checkpoint import CheckpointClient
 from drlmpi.comm.mailbox import NodeSegments
+from drlmpi.errors import CheckpointError
 from drlmpi.replay.client import ReplaySampler, ReplayWriter
 from drlmpi.replay.shard import Fields, node_segments, serve
 from drlmpi.replay.storage import PrioritizedReplay
@@ -41,10 +46,70 @@ class ReplayPlane:
         return ReplaySampler(self.comm, self.shards, self.fields, self.max_batch, rng, self.inbox)
 
 
-def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random.Generator, clients: int) -> dict:
-    """The `replay` role: this shard's share of `buffer_size`, served until `clients` have said STOP."""
-    s = plane.shards.index(plane.comm.rank)
-    capacity = buffer_size // len(plane.shards) + (s < buffer_size % len(plane.shards))
-    storage = PrioritizedReplay(capacity, plane.fields, alpha, rng)
-    return serve(plane.comm, storage, plane.fields, plane.block_rows, plane.max_batch, clients, plane.outbox,
-                 plane.inbox)
+def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random.Generator, clients: int,
+              ckpt: CheckpointClient, run_dir: str, save: bool = True, resumed: State | None = None) -> dict:
+    """The `replay` role: this shard's share of `buffer_size`, served until `clients` have said STOP.
+    Answers checkpoint requests (ckpt) with a part file of its contents when `save`; starts from a
+    resumed checkpoint's replay parts, re-sharded if their number differs."""
+    s, n_shards = plane.shards.index(plane.comm.rank), len(plane.shards)
+    storage = PrioritizedReplay(share_of(buffer_size, s, n_shards), plane.fields, alpha, rng)
+    if resumed is not None:
+        restore_shard(storage, resumed, s, n_shards)
+
+    def on_checkpoint(req) -> dict:
+        if not save:
+            return {}
+        rel = checkpoint.part_file(req.id, f"replay-{s}")
+        sha = save_part(Path(run_dir) / "checkpoints" / rel, storage, s, n_shards)
+        return {f"replay-{s}": {"file": rel, "sha256": sha}}
+
+    counts = serve(plane.comm, storage, plane.fields, plane.block_rows, plane.max_batch, clients, plane.outbox,
+                   plane.inbox, ckpt, on_checkpoint)
+    ckpt.close(on_checkpoint)  # the final checkpoint holds everything the actors sent
+    return counts
+
+
+def share_of(total: int, i: int, n: int) -> int:
+    """Part i of `total` split over n as evenly as possible."""
+    return total // n + (i < total % n)
+
+
+def save_part(path: Path, storage: PrioritizedReplay, shard: int, shards: int) -> str:
+    """A shard's contents as a checkpoint part: every field and the priorities before the exponent, oldest first."""
+    order = storage.age_order()
+    arrays = {k: v[order] for k, v in storage.data.items()}
+    arrays["priority"] = storage.raw_priorities(order)
+    return checkpoint.save_part(path, "replay", {
+        "shard": shard, "shards": shards, "capacity": storage.capacity, "size": storage.size, "next": storage.next,
+        "alpha": storage.alpha, "max_priority": storage.max_priority}, arrays)
+
+
+def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: int) -> int:
+    """Fill shard s of n_shards from a checkpoint's replay parts; returns the rows restored. With as many shards
+    as the checkpoint, shard s gets part s; otherwise rows are dealt round robin over the new shards (row i of
+    the parts' concatenation to shard i mod n_shards). A shard keeps its newest rows if they exceed its capacity."""
+    names = sorted((n for n in state.parts if n.startswith("replay-")), key=lambda n: int(n.split("-")[1]))
+    if not names:
+        return 0
+    rows: dict[str, list] = {k: [] for k in [*storage.data, "priority"]}
+    offset = 0
+    max_p = 1.0
+    for k, name in enumerate(names):
+        if len(names) == n_shards and k != s:
+            continue
+        attrs, arrays = checkpoint.load_part(state, name, "replay")
+        size = int(attrs["size"])
+        if set(arrays) != set(rows):
+            raise CheckpointError(f"{state.part_path(name)}: replay fields {sorted(arrays)} do not match this run's "
+                                  f"{sorted(rows)}")
+        pick = slice(None) if len(names) == n_shards else slice((s - offset) % n_shards, None, n_shards)
+        for f in rows:
+            rows[f].append(arrays[f][pick])
+        offset += size
+        max_p = max(max_p, float(attrs["max_priority"]))
+    batch = {f: np.concatenate(v)[-storage.capacity:] for f, v in rows.items()}
+    priority = batch.pop("priority")
+    if len(priority):
+        storage.add(batch, priority)
+    storage.max_priority = max(storage.max_priority, max_p)
+    return len(priority)

@@ -15,6 +15,7 @@ from anyone (`Iprobe` + sleep back-off), then receives it with a blocking `Recv`
   SAMPLE_REPLY_BLOCK shard -> learner  block [n]: that header, then the n rows of the fields, slot, gen, p
   PRIORITIES         learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps)
   STOP               client -> shard   empty; the shard returns once all `clients` have sent it
+  CHECKPOINT         lead learner -> shard  see comm.checkpoint: the shard writes its part file and answers
 """
 
 from functools import lru_cache
@@ -67,8 +68,9 @@ def stats_header(head: np.ndarray, n: int, storage: PrioritizedReplay) -> None:
 
 
 def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block_rows: int, max_batch: int,
-          clients: int, outboxes: NodeSegments, inboxes: NodeSegments) -> dict:
-    """Serve until `clients` STOP messages arrived. Returns counters."""
+          clients: int, outboxes: NodeSegments, inboxes: NodeSegments, ckpt=None, on_checkpoint=None) -> dict:
+    """Serve until `clients` STOP messages arrived. ckpt: this rank's comm.checkpoint.CheckpointClient (it forwards
+    a signal and handles the lead's CHECKPOINT requests with on_checkpoint(req) -> parts). Returns counters."""
     t_layout, r_layout, p_layout = (transition_layout(fields, block_rows), reply_layout(fields, max_batch),
                                     priority_layout(max_batch))
     t_buf, p_buf = t_layout.new(), p_layout.new()
@@ -90,6 +92,8 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
     while stopped < clients:
         st = probe(comm, max_sleep=SERVICE_SLEEP, what="the next message from an actor or learner")
         src, tag = st.source, st.tag
+        if ckpt is not None:
+            ckpt.forward_signal()
         if tag == Tag.TRANSITIONS:
             comm.Recv(t_buf, source=src, tag=tag)
             insert(t_buf, int(t_buf[:8].view(np.int64)[0]))
@@ -138,6 +142,8 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
         elif tag == Tag.STOP:
             comm.Recv(np.zeros(0, np.uint8), source=src, tag=tag)
             stopped += 1
+        elif tag == Tag.CHECKPOINT and ckpt is not None:
+            ckpt.handle(on_checkpoint)
         else:
             raise RuntimeError(f"replay shard: unexpected message tag {tag} from rank {src}")
     for r in reply_reqs.values():

@@ -68,6 +68,18 @@ class PrioritizedReplay:
         return len(idx)
 
 
+    def age_order(self) -> np.ndarray:
+        """The stored slots, oldest first, int64 [size]."""
+        if self.size < self.capacity:
+            return np.arange(self.size)
+        return (self.next + np.arange(self.capacity)) % self.capacity
+
+    def raw_priorities(self, idx: np.ndarray) -> np.ndarray:
+        """The priorities before the exponent (|td| + eps) of slots idx; all 1 when alpha is 0."""
+        p = self.tree.get(idx)
+        return p ** (1.0 / self.alpha) if self.alpha > 0 else np.ones_like(p)
+
+
 def importance_weights(p: np.ndarray, p_min: float, beta: float) -> np.ndarray:
     """w_i = (N P(i))^-beta / max_j (N P(j))^-beta, P(i) = p_i / total, for priorities p [n] (already ^alpha).
 

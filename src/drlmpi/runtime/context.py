@@ -46,6 +46,7 @@ class Runtime:
     leaders: MPI.Intracomm | None  # node leaders; None unless this rank leads its node
     seed_seq: np.random.SeedSequence  # this rank's seed sequence: spawn children for envs, torch, ...
     channels: Channels
+    gen: np.random.Generator  # this rank's main generator: its state is saved in checkpoints
 
     @property
     def rank(self) -> int:
@@ -62,6 +63,11 @@ class Runtime:
     def rng(self) -> np.random.Generator:
         """A fresh generator from the next child of this rank's seed sequence."""
         return np.random.default_rng(self.seed_seq.spawn(1)[0])
+
+    @property
+    def who(self) -> str:
+        """This rank's name in checkpoints: "<role>-<index among its role>"."""
+        return f"{self.role}-{self.layout.index(self.rank)}"
 
     def torch_seed(self) -> int:
         return int(self.seed_seq.spawn(1)[0].generate_state(1)[0])
@@ -122,7 +128,7 @@ def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = No
 
     torch.set_num_threads(layout.threads[world.rank])
     return Runtime(world, layout, role, role_comm, node, leaders if is_leader else None, seed_seq,
-                   Channels.create(world))
+                   Channels.create(world), np.random.default_rng(seed_seq.spawn(1)[0]))
 
 
 def startup_timeout(world_size: int) -> float:

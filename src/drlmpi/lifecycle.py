@@ -1,0 +1,246 @@
+"""The run lifecycle, written once for every algorithm: checkpoints, resume, stop on a signal.
+
+  optim_state, load_optim_state   a torch optimizer's state as arrays and JSON, and back
+  snapshot         the lead's state copied into memory: the only pause of training for a checkpoint
+  Lifecycle        the lead's checkpoints: asks every other rank (comm.checkpoint), collects their replies
+                   (RNG states, part files), and writes the main file in a thread once every part is in
+                   place, keeping the newest `keep_checkpoints`
+  resume_state     what `--resume PATH|auto` loads (rank 0 checks it; every rank reads what it needs)
+  resumed_config   the config a resumed run continues with: the checkpoint's, plus non-structural changes
+
+Timeline of a checkpoint: the lead copies its state (pause), sends CHECKPOINT to every other rank and
+trains on; each rank answers at its next safe point (replay and parameter-server shards write their
+part files first); the writer thread writes the main file last. The final checkpoint (end of the run,
+or a signal) is requested with the LAST flag: actors answer it when they stop acting, the other ranks
+when their role ends, so the final checkpoint holds every rank's state at the end.
+"""
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drlmpi import checkpoint
+from drlmpi.checkpoint import State
+from drlmpi.comm.checkpoint import LAST, SIGNALLED, CheckpointCollector, rng_state, set_rng_state
+from drlmpi.errors import CheckpointError, UserError
+from drlmpi.runtime import poll, signals
+from drlmpi.runtime.wait import PEER_TIMEOUT
+
+STRUCTURAL = ("env", "hidden", "dueling")  # config keys a resumed run may not change (the networks' shapes)
+
+
+def optim_state(opt) -> dict:
+    """A torch optimizer's state: {"groups": param groups (JSON-able), "state": {param index: {key: array}}}."""
+    sd = opt.state_dict()
+    return {"groups": [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]],
+            "state": {str(i): {k: v.detach().cpu().numpy().copy() for k, v in s.items()}
+                      for i, s in sd["state"].items()}}
+
+
+def load_optim_state(opt, saved: dict) -> None:
+    import torch
+
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in saved["groups"]]
+    opt.load_state_dict({"param_groups": groups, "state": {
+        int(i): {k: torch.as_tensor(np.asarray(v)) for k, v in s.items()} for i, s in saved["state"].items()}})
+
+
+def snapshot(algo: str, cfg, log, counters: dict, nets: dict, optims: dict, gen: np.random.Generator, who: str,
+             layout: dict) -> State:
+    """The lead's state as arrays in memory: nets {name: module}, optims {name: torch optimizer}."""
+    from drlmpi.config import to_dict
+    from drlmpi.nets import state_arrays
+
+    return State(algo=algo, env=cfg.env, config=to_dict(cfg),
+                 counters={**counters, "wall_time": log.wall_time()},
+                 nets={k: {p: a.copy() for p, a in state_arrays(m).items()} for k, m in nets.items()},
+                 optim={k: optim_state(o) for k, o in optims.items()}, rng={who: rng_state(gen)},
+                 metrics=log.history(), returns=list(log.returns), layout=layout)
+
+
+def targets(rt, lead: int) -> dict:
+    """Every rank but the lead: who -> (rank, the channel its checkpoint requests travel on)."""
+    channel = {"replay": rt.channels.replay, "ps": rt.channels.params}
+    return {f"{role}-{rt.layout.index(r)}": (r, channel.get(role, rt.channels.control))
+            for r, role in enumerate(rt.layout.roles) if r != lead}
+
+
+def client(rt, lead: int):
+    """This rank's side of the checkpoint protocol (comm.checkpoint), with its requests' channel."""
+    from drlmpi.comm.checkpoint import CheckpointClient
+
+    requests = {"replay": rt.channels.replay, "ps": rt.channels.params}.get(rt.role, rt.channels.control)
+    return CheckpointClient(rt.channels.control, lead, rt.who, rt.gen, requests)
+
+
+def layout_dict(rt) -> dict:
+    return {"roles": list(rt.layout.roles), "hosts": list(rt.layout.hosts)}
+
+
+class Lifecycle:
+    """The lead learner's checkpoints and stop requests."""
+
+    def __init__(self, cfg, log, collector: CheckpointCollector | None, resumed: State | None = None):
+        self.cfg, self.log, self.collector = cfg, log, collector
+        self.dir = Path(cfg.run_dir) / "checkpoints"
+        self.next_id = resumed.id + 1 if resumed else 1
+        self.open: dict[int, tuple[Path, State]] = {}
+        self.pauses: list[float] = []  # seconds training paused per checkpoint (the state copy)
+        self.written: list[Path] = []
+        self.final: tuple[int, int] | None = None  # (id, flags) of the LAST checkpoint once asked for
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._write, name="checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    # -- when --
+    def due(self) -> bool:
+        return self.final is None and self.log.checkpoint_due()
+
+    def signal(self) -> int:
+        """The signal that asks the job to stop (this rank's, or one a rank forwarded), else 0."""
+        if self.collector:
+            self.collector.poll()
+            if self.collector.signals:
+                return next(iter(self.collector.signals.values()))
+        return signals.asked()
+
+    # -- what --
+    def begin(self, env_steps: int, make_state, last: bool = False, parts=None) -> None:
+        """Copy the state (make_state() -> State; the pause), ask every other rank, write when complete.
+        last: the final checkpoint (flag LAST; SIGNALLED too if a signal asked for the stop).
+        parts(ckpt_id, env_steps) -> {name: {file, sha256}}: part files this rank writes itself (serial runs)."""
+        ckpt_id, flags = self.ask_last(env_steps, actors_only=True) if last else (self._new_id(), 0)
+        t0 = time.perf_counter()
+        state = make_state()
+        if parts:
+            state.parts.update(parts(ckpt_id, env_steps))
+        self.pauses.append(time.perf_counter() - t0)
+        self.log.checkpoint_started()
+        state.id = ckpt_id
+        self.open[ckpt_id] = (self.dir / checkpoint.name_of(env_steps, ckpt_id), state)
+        if self.collector:
+            self.collector.request(ckpt_id, env_steps, flags)  # (the targets that have no LAST yet)
+        self.poll()
+
+    def stop_actors(self, env_steps: int) -> tuple[int, int]:
+        """Ask the actors for the final checkpoint: they stop acting and answer it."""
+        return self.ask_last(env_steps, actors_only=True)
+
+    def ask_last(self, env_steps: int, actors_only: bool = False) -> tuple[int, int]:
+        """Send the final checkpoint's request (LAST) to the actors, or to every rank not asked yet; returns its
+        (id, flags). Ranks that stop by a STOP of their clients must have it before that STOP."""
+        if self.final is None:
+            self.final = (self._new_id(), LAST | (SIGNALLED if self.signal() else 0))
+        if self.collector:
+            only = [w for w in self.collector.targets if w.startswith("actor-")] if actors_only else None
+            self.collector.request(self.final[0], env_steps, self.final[1], only=only)
+        return self.final
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def poll(self) -> None:
+        """Hand every checkpoint whose replies are all in to the writer thread."""
+        if self.collector:
+            self.collector.poll()
+        for ckpt_id in list(self.open):
+            if self.collector and not self.collector.complete(ckpt_id):
+                continue
+            path, state = self.open.pop(ckpt_id)
+            for who, reply in (self.collector.take(ckpt_id) if self.collector else {}).items():
+                state.rng[who] = {"numpy": reply["numpy"], "torch": reply["torch"]}
+                state.parts.update(reply["parts"])
+            self._queue.put((path, state))
+
+    def finish(self) -> Path | None:
+        """Wait for every open checkpoint's replies and for the writer; returns the last checkpoint written."""
+        def missing():
+            ids = sorted(self.open)
+            got = self.collector.pending.get(ids[0], {}) if self.collector else {}
+            return [w for w in (self.collector.targets if self.collector else ()) if w not in got][:5]
+
+        poll(lambda: self.poll() or (None if self.open else True), PEER_TIMEOUT,
+             f"checkpoint replies (first missing: {', '.join(missing()) if self.open else ''})", max_sleep=0.01)
+        if self.collector:
+            self.collector.finish()
+        self._queue.put(None)
+        poll(lambda: None if self._thread.is_alive() else True, PEER_TIMEOUT, "the checkpoint writer", 0.01)
+        if self.stopped_by_signal():
+            signals.stopping = True
+        return self.written[-1] if self.written else None
+
+    def stopped_by_signal(self) -> bool:
+        return self.final is not None and bool(self.final[1] & SIGNALLED)
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            path, state = item
+            checkpoint.save(path, state)
+            self.written.append(path)
+            checkpoint.prune(self.dir, self.cfg.keep_checkpoints)
+
+
+# ---- resume ----------------------------------------------------------------------------------------------
+
+
+def resume_state(arg: str, run_dir: str) -> State | None:
+    """The checkpoint `--resume` names: a file or run directory, or `auto` (the newest complete checkpoint of
+    run_dir, older ones tried when the newest is damaged, None when there is none). Raises CheckpointError."""
+    if arg != "auto":
+        return checkpoint.load(arg)
+    if not run_dir:
+        raise UserError("--resume auto needs --run-dir (the run directory to continue)")
+    found = sorted(Path(run_dir).glob("checkpoints/ckpt-*.h5"), reverse=True)
+    for path in (p for p in found if checkpoint.NAME.match(p.name)):
+        try:
+            return checkpoint.load(path)
+        except CheckpointError as e:
+            print(f"drlmpi: skipping {e}", flush=True)
+    return None
+
+
+def resumed_config(module, algo: str, state: State, toml_path, sets, **flags):
+    """The checkpoint's config with the given changes; refuses another algorithm or a structural change."""
+    from drlmpi import config
+
+    if state.algo != algo:
+        raise CheckpointError(f"{state.path}: a checkpoint of {state.algo}, not {algo}")
+    flags = {k: v for k, v in flags.items() if v is not None}
+    cfg = config.build(module.Config, toml_path, sets, base=state.config, **flags)
+    new = config.to_dict(cfg)
+    for key in STRUCTURAL + tuple(getattr(module, "STRUCTURAL", ())):
+        if key in state.config and _norm(new.get(key)) != _norm(state.config[key]):
+            raise CheckpointError(f"{state.path}: cannot resume with {key}={new.get(key)!r} (the checkpoint has "
+                                  f"{state.config[key]!r}; it fixes the networks' shapes)")
+    return cfg
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple | list) else v
+
+
+def restore_learner(state: State, nets: dict, optims: dict) -> int:
+    """Load networks {name: module} and optimizers {name: torch optimizer} from a checkpoint; returns its
+    update count. A mismatch (another network shape) raises CheckpointError."""
+    from drlmpi.nets import load_arrays
+
+    try:
+        for name, module in nets.items():
+            load_arrays(module, state.nets[name])
+        for name, opt in optims.items():
+            load_optim_state(opt, state.optim[name])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{state.path}: does not match this run's networks ({type(e).__name__}: {e})") from None
+    return int(state.counters.get("updates", 0))
+
+
+def restore_rng(state: State | None, who: str, gen: np.random.Generator) -> bool:
+    """Set this rank's generators from the checkpoint, if it holds `who`'s; True if it did."""
+    if state is not None and who in state.rng:
+        set_rng_state(gen, state.rng[who])
+        return True
+    return False

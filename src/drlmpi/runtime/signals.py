@@ -1,0 +1,39 @@
+"""Pre-emption signals: SIGTERM, SIGUSR1 and SIGINT ask the job to checkpoint and stop.
+
+A handler only records the signal; roles look at `asked()` at their safe points. A rank that is not
+the lead learner tells the lead (Tag.SIGNAL on the control channel, comm.checkpoint), which then
+checkpoints and stops every rank. The job exits with REQUEUE_EXIT, which a batch script reads as
+"requeue me" (slurm/). A second signal to the same rank stops it at once (exit 1 through the abort
+path), for a user who does not want to wait for the checkpoint.
+"""
+
+import signal
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL: the run stopped early with a complete checkpoint; resume it
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+_asked = 0  # the first signal number received, 0 if none
+stopping = False  # the job is stopping because of a signal (set on every rank by the final checkpoint)
+
+
+def _handler(signum, frame):
+    global _asked
+    if _asked:
+        raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping without a checkpoint")
+    _asked = signum
+
+
+def install() -> None:
+    """Route the pre-emption signals to the handler (main thread only)."""
+    for s in SIGNALS:
+        signal.signal(s, _handler)
+
+
+def asked() -> int:
+    """The signal number that asked this rank to stop, or 0."""
+    return _asked
+
+
+def reset() -> None:
+    global _asked
+    _asked = 0
