@@ -135,8 +135,11 @@ def verify(path: str | Path, sha256: str | None = None) -> Path:
             raise CheckpointError(f"{path}: not a drlmpi checkpoint (an HDF5 file without its checksum)")
         raise CheckpointError(f"{path}: not a drlmpi checkpoint")
     try:
-        digest, size = head[len(MAGIC):].split(b"\n", 1)[0].decode().split(" ")
+        line, rest = head[len(MAGIC):].split(b"\n", 1)
+        digest, size = line.decode().split(" ")
         size = int(size)
+        if rest.strip(b"\0") or len(head) != USERBLOCK:
+            raise ValueError
     except ValueError:
         raise CheckpointError(f"{path}: damaged checkpoint (unreadable checksum header)") from None
     actual, n = _sha256(path, USERBLOCK)
@@ -308,6 +311,8 @@ def prune(directory: Path, keep: int) -> list[Path]:
 
 def save_part(path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray]) -> str:
     """Write one part file atomically; returns its SHA-256 for the manifest."""
+
+    assert not {"format", "version", "kind", "complete"} & set(attrs), "reserved attribute names"
 
     def fill(f):
         f.attrs["kind"] = kind

@@ -1,72 +1,233 @@
-"""HDF5 checkpoints: round trip, atomic writes, clear errors for bad files."""
+"""HDF5 checkpoints: the file format (checksum, atomic writes, pruning, clear errors), and the round-trip
+contract every algorithm meets: save, load, identical networks, optimizer state, RNG streams and counters."""
+
+import copy
 
 import h5py
 import numpy as np
 import pytest
+import torch
 
-from drlmpi import checkpoint
+from drlmpi import algos, checkpoint, lifecycle
+from drlmpi.checkpoint import State
+from drlmpi.comm.checkpoint import rng_state
+from drlmpi.envs import spaces
 from drlmpi.errors import CheckpointError
+from drlmpi.ops.optim import FlatOptimizer
+from drlmpi.replay import PrioritizedReplay, transition_fields
+from drlmpi.replay.plane import restore_shard, save_part
 
-W = {"online": {"torso.net.0.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "head.bias": np.ones(2)}}
-
-
-def write(path):
-    return checkpoint.save(path, algo="dqn", env="CartPole-v1", config={"lr": 0.1, "hidden": [8]},
-                           weights=W, counters={"env_steps": 100, "updates": 7})
+NETS = {"online": {"torso.net.0.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "head.bias": np.ones(2)}}
 
 
-def test_round_trip(tmp_path):
-    p = write(tmp_path / "checkpoints" / "ckpt-000000000100.h5")
+def state(**kw) -> State:
+    return State(algo="dqn", env="CartPole-v1", config={"lr": 0.1, "hidden": [8]},
+                 counters={"env_steps": 100, "updates": 7}, nets=NETS,
+                 rng={"serial-0": rng_state(np.random.default_rng(1))},
+                 metrics={"time": np.arange(3.0), "recent_return": np.array([1.0, np.nan, 3.0])}, returns=[1.0, 3.0],
+                 layout={"roles": ["serial"], "hosts": ["h"]}, **kw)
+
+
+def write(directory, env_steps=100, ckpt_id=1) -> checkpoint.Path:
+    return checkpoint.save(directory / "checkpoints" / checkpoint.name_of(env_steps, ckpt_id), state(id=ckpt_id))
+
+
+def test_file_round_trip(tmp_path):
+    p = write(tmp_path)
     c = checkpoint.load(p)
-    assert (c.algo, c.env, c.config) == ("dqn", "CartPole-v1", {"lr": 0.1, "hidden": [8]})
-    assert c.counters["env_steps"] == 100 and c.counters["updates"] == 7
-    for k, v in W["online"].items():
-        np.testing.assert_array_equal(c.weights["online"][k], v)
+    assert (c.algo, c.env, c.config, c.id) == ("dqn", "CartPole-v1", {"lr": 0.1, "hidden": [8]}, 1)
+    assert c.counters == {"env_steps": 100, "updates": 7} and c.returns == [1.0, 3.0]
+    for k, v in NETS["online"].items():
+        np.testing.assert_array_equal(c.nets["online"][k], v)
+    np.testing.assert_array_equal(c.metrics["recent_return"], [1.0, np.nan, 3.0])
+    assert c.rng["serial-0"]["numpy"] == np.random.default_rng(1).bit_generator.state
     assert [x.name for x in (tmp_path / "checkpoints").iterdir()] == [p.name], "temporary file left behind"
+    with h5py.File(p, "r") as f:  # plain h5py reads it (the user block is skipped)
+        assert f.attrs["algo"] == "dqn" and f["nets/online/head.bias"].shape == (2,)
 
 
-def test_run_dir_resolves_to_newest(tmp_path):
-    write(tmp_path / "checkpoints" / "ckpt-000000000100.h5")
-    write(tmp_path / "checkpoints" / "ckpt-000000002000.h5")
-    assert checkpoint.resolve(tmp_path).name == "ckpt-000000002000.h5"
+def test_every_changed_byte_is_refused(tmp_path):
+    p = write(tmp_path)
+    data = bytearray(p.read_bytes())
+    rng = np.random.default_rng(0)
+    for pos in rng.integers(0, len(data), 30):
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        p.write_bytes(bytes(bad))
+        with pytest.raises(CheckpointError):
+            checkpoint.load(p)
+
+
+def test_newest_and_prune(tmp_path):
+    for steps, i in ((100, 1), (2000, 2), (2000, 3), (3000, 4)):
+        write(tmp_path, steps, i)
+        (tmp_path / "checkpoints" / f"parts-{i:06d}").mkdir()
+    (tmp_path / "checkpoints" / "parts-000005").mkdir()  # being written: newer than every main file
+    assert checkpoint.resolve(tmp_path).name == checkpoint.name_of(3000, 4)
+    checkpoint.prune(tmp_path / "checkpoints", 2)
+    left = sorted(x.name for x in (tmp_path / "checkpoints").iterdir())
+    assert left == [checkpoint.name_of(2000, 3), checkpoint.name_of(3000, 4), "parts-000003", "parts-000004",
+                    "parts-000005"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
         checkpoint.resolve(tmp_path / "empty")
 
 
-def test_truncated_file(tmp_path):
-    p = write(tmp_path / "a.h5")
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="not a readable HDF5 file"):
-        checkpoint.load(p)
+def test_resume_auto_skips_a_damaged_newest(tmp_path):
+    write(tmp_path, 100, 1)
+    p = write(tmp_path, 200, 2)
+    p.write_bytes(p.read_bytes()[:-10])
+    assert lifecycle.resume_state("auto", str(tmp_path)).id == 1
+    assert lifecycle.resume_state("auto", str(tmp_path / "fresh")) is None
 
 
-def test_garbage_and_foreign_files(tmp_path):
+def test_bad_files(tmp_path):
     g = tmp_path / "garbage.h5"
     g.write_bytes(b"\x00" * 1000)
-    with pytest.raises(CheckpointError, match="not a readable HDF5"):
+    with pytest.raises(CheckpointError, match="not a drlmpi checkpoint"):
         checkpoint.load(g)
     f = tmp_path / "foreign.h5"
     with h5py.File(f, "w") as h:
         h["x"] = 1
-    with pytest.raises(CheckpointError, match="not a drlmpi checkpoint"):
+    with pytest.raises(CheckpointError, match="without its checksum"):
         checkpoint.load(f)
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint.load(tmp_path / "missing.h5")
+    p = write(tmp_path)
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        checkpoint.load(p)
 
 
-def test_incomplete_and_newer_version(tmp_path):
-    p = write(tmp_path / "a.h5")
-    with h5py.File(p, "r+") as h:
-        h.attrs["complete"] = False
+def test_incomplete_and_other_version(tmp_path):
+    p = tmp_path / "a.h5"
+    checkpoint.write_file(p, lambda f: f.attrs.update({"algo": "dqn"}))  # a valid file without the marker
     with pytest.raises(CheckpointError, match="incomplete"):
         checkpoint.load(p)
-    p = write(tmp_path / "b.h5")
-    with h5py.File(p, "r+") as h:
-        h.attrs["version"] = 99
-    with pytest.raises(CheckpointError, match="newer"):
+    checkpoint.write_file(p, lambda f: f.attrs.update({"version": 99}))
+    with pytest.raises(CheckpointError, match="format version 99"):
         checkpoint.load(p)
-    p = write(tmp_path / "c.h5")
-    with h5py.File(p, "r+") as h:
-        del h["weights"]
-    with pytest.raises(CheckpointError, match="damaged"):
-        checkpoint.load(p)
+
+
+def test_part_from_another_checkpoint_is_refused(tmp_path):
+    d = tmp_path / "checkpoints"
+    sha = checkpoint.save_part(d / checkpoint.part_file(1, "replay-0"), "replay", {"size": 0}, {"x": np.zeros(3)})
+    s = state(id=1, parts={"replay-0": {"file": checkpoint.part_file(1, "replay-0"), "sha256": sha}})
+    checkpoint.save(d / checkpoint.name_of(100, 1), s)
+    checkpoint.load(tmp_path)
+    checkpoint.save_part(d / checkpoint.part_file(1, "replay-0"), "replay", {"size": 0}, {"x": np.ones(3)})
+    with pytest.raises(CheckpointError, match="another checkpoint"):
+        checkpoint.load(tmp_path)
+
+
+# ---- the round-trip contract, for every algorithm -------------------------------------------------------
+
+
+class _Log:  # what lifecycle.snapshot reads of a RunLog
+    returns = [5.0, 7.0]
+
+    def wall_time(self):
+        return 12.5
+
+    def history(self):
+        return {"time": np.array([1.0, 2.0])}
+
+
+def trained(module, cfg):
+    """The algorithm's networks and Adam after a few steps on random batches, so every state is non-trivial."""
+    obs_space, act_space = spaces(cfg.env)
+    net = module.build_net(cfg, obs_space, act_space)
+    target = copy.deepcopy(net)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-5)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(5, *obs_space.shape)).pow(2).mean().backward()
+        opt.step()
+    return net, target, opt
+
+
+@pytest.mark.parametrize("algo", sorted(algos.ALGOS))
+def test_round_trip(algo, tmp_path):
+    """save -> load -> restore: identical networks, optimizer state, RNG streams (numpy and torch), counters."""
+    module = algos.get(algo)
+    cfg = module.Config(env="CartPole-v1", run_dir=str(tmp_path))
+    torch.manual_seed(3)
+    net, target, opt = trained(module, cfg)
+    gen = np.random.default_rng(11)
+    gen.random(7)
+    torch.rand(3)
+    s = lifecycle.snapshot(algo, cfg, _Log(), {"env_steps": 1234, "updates": 56}, {"online": net, "target": target},
+                           {"adam": opt}, gen, "learner-0", {"roles": ["learner"]})
+    path = checkpoint.save(tmp_path / checkpoint.name_of(1234, 1), s)
+    expected_np, expected_torch = gen.random(5), torch.rand(4)  # the streams' continuations
+
+    loaded = checkpoint.load(path)
+    net2, target2, opt2 = trained(module, cfg)  # other values, same shapes
+    updates = lifecycle.restore_learner(loaded, {"online": net2, "target": target2}, {"adam": opt2})
+    gen2 = np.random.default_rng(99)
+    assert lifecycle.restore_rng(loaded, "learner-0", gen2)
+    np.testing.assert_array_equal(gen2.random(5), expected_np)
+    torch.testing.assert_close(torch.rand(4), expected_torch, rtol=0, atol=0)
+    assert updates == 56 and loaded.env_steps == 1234 and loaded.counters["wall_time"] == 12.5
+    for a, b in ((net, net2), (target, target2)):
+        for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert k == k2 and torch.equal(v, v2)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    for i in s1["state"]:
+        for k in s1["state"][i]:
+            assert torch.equal(s1["state"][i][k], s2["state"][i][k]), (i, k)
+    assert [g["lr"] for g in s1["param_groups"]] == [g["lr"] for g in s2["param_groups"]]
+    from drlmpi import config
+
+    assert config.from_dict(module.Config, loaded.config) == cfg
+
+
+def test_ps_optimizer_round_trip(tmp_path):
+    """GORILA's parameter-server shards: slice + FlatOptimizer state, restored onto another number of shards."""
+    from drlmpi.algos.gorila import restore_ps
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=10).astype(np.float32)
+    parts, opts = {}, []
+    for s, (lo, hi) in enumerate(((0, 6), (6, 10))):
+        opt = FlatOptimizer("adam", hi - lo)
+        for _ in range(3):
+            opt(w[lo:hi], rng.normal(size=hi - lo).astype(np.float32), 0.01)
+        opts.append(opt)
+        rel = checkpoint.part_file(1, f"ps-{s}")
+        sha = checkpoint.save_part(tmp_path / rel, "ps", {"updates": 3}, {"w": w[lo:hi], **opt.state()})
+        parts[f"ps-{s}"] = {"file": rel, "sha256": sha}
+    st = checkpoint.load(checkpoint.save(tmp_path / checkpoint.name_of(1, 1), state(id=1, parts=parts)))
+    for lo, hi in ((0, 3), (3, 7), (7, 10)):  # three shards now
+        w2, start = restore_ps(st, lo, hi, 10)
+        np.testing.assert_array_equal(w2, w[lo:hi])
+        m = np.concatenate([o.arrays["m"] for o in opts])
+        np.testing.assert_array_equal(start["opt"]["m"], m[lo:hi])
+        assert start["opt"]["t"] == 3 and start["version"] == 3
+
+
+@pytest.mark.parametrize("old,new", [(2, 3), (3, 2), (2, 2), (1, 1)])
+def test_replay_reshard_loses_and_duplicates_nothing(old, new, tmp_path):
+    fields = transition_fields(spaces("CartPole-v1")[0])
+    rng = np.random.default_rng(0)
+    parts, rows_in = {}, []
+    for s in range(old):
+        shard = PrioritizedReplay(50, fields, 0.6, rng)
+        for _ in range(3 + s):  # 30-50 rows: shard 1 wraps around its ring
+            n = 10 + s * 5
+            batch = {k: rng.normal(size=(n, *shape)).astype(dt) for k, (shape, dt) in fields.items()}
+            shard.add(batch, rng.random(n) + 0.1)
+        order = shard.age_order()
+        rows_in += [(shard.data["obs"][i].tobytes(), round(float(shard.raw_priorities(np.array([i]))[0]), 9))
+                    for i in order]
+        rel = checkpoint.part_file(1, f"replay-{s}")
+        parts[f"replay-{s}"] = {"file": rel, "sha256": save_part(tmp_path / rel, shard, s, old)}
+    st = checkpoint.load(checkpoint.save(tmp_path / checkpoint.name_of(1, 1), state(id=1, parts=parts)))
+    rows_out = []
+    for s in range(new):
+        shard = PrioritizedReplay(200, fields, 0.6, rng)
+        restore_shard(shard, st, s, new)
+        order = shard.age_order()
+        rows_out += [(shard.data["obs"][i].tobytes(), round(float(shard.raw_priorities(np.array([i]))[0]), 9))
+                     for i in order]
+    assert sorted(rows_out) == sorted(rows_in) and len(set(rows_in)) == len(rows_in)

@@ -95,7 +95,7 @@ def run_ps(rt: Runtime, cfg: Config, planes, resumed: State | None) -> None:
     def save(req, w, opt, version) -> dict:  # this shard's slice and optimizer state, a checkpoint part
         rel = checkpoint.part_file(req.id, f"ps-{s}")
         sha = checkpoint.save_part(Path(cfg.run_dir) / "checkpoints" / rel, "ps",
-                                   {"shard": s, "shards": n_ps, "lo": lo, "hi": hi, "version": version},
+                                   {"shard": s, "shards": n_ps, "lo": lo, "hi": hi, "updates": version},
                                    {"w": w, **opt.state()})
         return {f"ps-{s}": {"file": rel, "sha256": sha}}
 
@@ -121,7 +121,7 @@ def restore_ps(state: State, lo: int, hi: int, n: int) -> tuple[np.ndarray, dict
         raise CheckpointError(f"{state.path}: its parameter-server parts do not hold this run's {n} parameters")
     opt = {k: v[lo:hi] for k, v in whole.items() if k != "w"}
     opt["t"] = max(int(a["t"]) for _, a in parts)
-    return whole["w"][lo:hi], {"opt": opt, "version": max(int(at["version"]) for at, _ in parts)}
+    return whole["w"][lo:hi], {"opt": opt, "version": max(int(at["updates"]) for at, _ in parts)}
 
 
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict | None:
