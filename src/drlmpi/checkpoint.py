@@ -144,7 +144,7 @@ def verify(path: str | Path, sha256: str | None = None) -> Path:
         raise CheckpointError(f"{path}: damaged checkpoint (unreadable checksum header)") from None
     actual, n = _sha256(path, USERBLOCK)
     if n != size:
-        raise CheckpointError(f"{path}: truncated or extended checkpoint ({n + USERBLOCK} bytes, "
+        raise CheckpointError(f"{path}: damaged checkpoint: truncated or extended ({n + USERBLOCK} bytes, "
                               f"{size + USERBLOCK} written)")
     if actual != digest:
         raise CheckpointError(f"{path}: damaged checkpoint (checksum mismatch)")

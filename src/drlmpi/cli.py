@@ -3,6 +3,7 @@
   drlmpi [train] --algo A --env E [--config run.toml] [--set key=value ...] [--total-env-steps N]
                  [--seed S] [--run-dir D] [--layout learner=1,...] [--resume PATH|auto]
   drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
+  drlmpi inspect PATH [--json]                   what a checkpoint holds (PATH: a file or a run directory)
   drlmpi layout --algo A -n N [--ranks-per-host K]
                                                 print the rank layout N ranks would get
   drlmpi config --algo A                        list the algorithm's config keys, defaults and meaning
@@ -20,7 +21,7 @@ import sys
 
 from drlmpi.errors import UserError
 
-COMMANDS = ("train", "eval", "layout", "config")
+COMMANDS = ("train", "eval", "inspect", "layout", "config")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    i = sub.add_parser("inspect", help="what a checkpoint holds: algorithm, counters, layout, sizes, last metrics")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
     lay = sub.add_parser("layout", help="print the rank layout for N ranks")
     lay.add_argument("--algo", required=True)
     lay.add_argument("-n", type=int, required=True)
@@ -188,6 +192,39 @@ def evaluate(args) -> int:
     return 0
 
 
+def inspect(args) -> int:
+    import math
+
+    from drlmpi import checkpoint
+
+    st = checkpoint.load(args.path)  # verifies the main file and every part, or raises CheckpointError
+    files = {"main": st.path.stat().st_size, **{n: st.part_path(n).stat().st_size for n in st.parts}}
+    last = {k: float(v[-1]) for k, v in st.metrics.items() if len(v) and not math.isnan(float(v[-1]))}
+    roles: dict[str, int] = {}
+    for r in st.layout.get("roles", []):
+        roles[r] = roles.get(r, 0) + 1
+    info = {"path": str(st.path), "algo": st.algo, "env": st.env, "env_steps": st.env_steps,
+            "updates": int(st.counters.get("updates", 0)), "wall_time": float(st.counters.get("wall_time", 0.0)),
+            "complete": True, "id": st.id, "layout": roles, "hosts": len(set(st.layout.get("hosts", []))),
+            "parameters": {n: int(sum(a.size for a in p.values())) for n, p in st.nets.items()},
+            "optimizers": sorted(st.optim), "rng": len(st.rng), "parts": sorted(st.parts), "bytes": files,
+            "total_env_steps": st.config.get("total_env_steps"), "last_metrics": last}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{info['path']}: {st.algo} on {st.env}, complete (checksums verified)")
+    print(f"  env steps {info['env_steps']:,} of {info['total_env_steps']:,}, updates {info['updates']:,}, "
+          f"wall time {info['wall_time']:.1f} s, checkpoint id {st.id}")
+    print("  layout: " + ", ".join(f"{n} {r}" for r, n in roles.items()) + f" on {info['hosts']} host(s); "
+          f"RNG states of {info['rng']} rank(s)")
+    print("  parameters: " + ", ".join(f"{n} {c:,}" for n, c in info["parameters"].items()) +
+          f"; optimizers: {', '.join(info['optimizers']) or 'in the parts'}")
+    print("  files: " + ", ".join(f"{n} {b / 2**20:.2f} MiB" for n, b in files.items()))
+    if last:
+        print("  last metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    return 0
+
+
 def layout(args) -> int:
     from drlmpi import algos, runtime
 
@@ -226,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse(argv)
-        handler = {"train": train, "eval": evaluate, "layout": layout, "config": show_config}[args.command]
+        handler = {"train": train, "eval": evaluate, "inspect": inspect, "layout": layout,
+                   "config": show_config}[args.command]
         return handler(args)
     except UserError as e:
         if _is_rank0():

@@ -9,6 +9,8 @@ import h5py
 import pytest
 from helpers import DRLMPI, mpirun, run
 
+from drlmpi import checkpoint
+
 pytestmark = pytest.mark.mpi
 
 
@@ -31,7 +33,7 @@ def test_run_dir_has_config_metrics_tensorboard_checkpoint(cartpole_run):
     assert int(rows[-1]["env_steps"]) == 4000 and float(rows[-1]["updates"]) > 0
     assert {"frames_per_s", "updates_per_s", "recent_return", "loss", "epsilon"} <= set(rows[0])
     assert list((d / "tb").glob("events.out.tfevents.*"))
-    assert [p.name for p in (d / "checkpoints").iterdir()] == ["ckpt-000000004000.h5"]
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["ckpt-000000004000-000001.h5", "parts-000001"]
 
 
 def test_eval_json(cartpole_run):
@@ -41,7 +43,7 @@ def test_eval_json(cartpole_run):
     out = json.loads(r.stdout)
     assert out["episodes"] == 5 and out["env_steps"] == 4000
     assert 1 <= out["mean_return"] <= 500 and out["std_return"] >= 0
-    r = run([sys.executable, "-m", "drlmpi", "eval", str(d / "checkpoints" / "ckpt-000000004000.h5"),
+    r = run([sys.executable, "-m", "drlmpi", "eval", str(d / "checkpoints" / "ckpt-000000004000-000001.h5"),
              "--episodes", "2"], timeout=120)
     assert r.returncode == 0 and "mean return" in r.stdout, r.stderr
 
@@ -53,15 +55,19 @@ def _one_line_exit_2(r, fragment):
 
 def test_eval_rejects_corrupt_and_mismatched_checkpoints(cartpole_run, tmp_path):
     d, _ = cartpole_run
-    good = d / "checkpoints" / "ckpt-000000004000.h5"
+    good = checkpoint.newest(d)
     cut = tmp_path / "cut.h5"
     cut.write_bytes(good.read_bytes()[:5000])
-    _one_line_exit_2(run([DRLMPI, "eval", str(cut)], timeout=60), "not a readable HDF5 file")
-    other = tmp_path / "other.h5"
-    other.write_bytes(good.read_bytes())
-    with h5py.File(other, "r+") as f:  # same weights, config says another env
-        cfg = json.loads(f.attrs["config"])
-        f.attrs["config"] = json.dumps({**cfg, "env": "Acrobot-v1"})
+    _one_line_exit_2(run([DRLMPI, "eval", str(cut)], timeout=60), "truncated")
+    edited = tmp_path / "edited.h5"
+    edited.write_bytes(good.read_bytes())
+    with h5py.File(edited, "r+") as f:  # an edit outside drlmpi breaks the checksum
+        f.attrs["env"] = "Acrobot-v1"
+    _one_line_exit_2(run([DRLMPI, "eval", str(edited)], timeout=60), "damaged checkpoint")
+    st = checkpoint.load(good, parts=False)  # a valid file whose config says another env
+    st.config["env"] = "Acrobot-v1"
+    st.parts = {}
+    other = checkpoint.save(tmp_path / "other.h5", st)
     _one_line_exit_2(run([DRLMPI, "eval", str(other)], timeout=60), "weights do not match Acrobot-v1")
 
 
@@ -72,8 +78,8 @@ def test_same_seed_same_run(tmp_path):
         r = mpirun(1, [DRLMPI, "--algo", "dqn", "--env", "CartPole-v1", "--total-env-steps", "1500", "--seed", "5",
                        "--run-dir", str(d), "--set", "learning_starts=500", "--set", "torch_threads=1"], timeout=300)
         assert r.returncode == 0, r.stderr
-        with h5py.File(d / "checkpoints" / "ckpt-000000001500.h5") as f:
-            outs.append(f["weights/online/advantage.weight"][()])
+        with h5py.File(checkpoint.newest(d)) as f:
+            outs.append(f["nets/online/advantage.weight"][()])
     assert (outs[0] == outs[1]).all()
 
 
@@ -82,8 +88,8 @@ def test_atari_pong_short_run_and_eval(tmp_path):
     r = mpirun(1, [DRLMPI, "--algo", "dqn", "--env", "ALE/Pong-v5", "--total-env-steps", "1200", "--run-dir", str(d),
                    "--set", "learning_starts=800", "--set", "batch_size=32", "--set", "buffer_size=2000"], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    with h5py.File(d / "checkpoints" / "ckpt-000000001200.h5") as f:
-        assert f["weights/online/torso.net.0.weight"].shape == (32, 4, 8, 8)  # Nature CNN on 4 stacked frames
+    with h5py.File(checkpoint.newest(d)) as f:
+        assert f["nets/online/torso.net.0.weight"].shape == (32, 4, 8, 8)  # Nature CNN on 4 stacked frames
     r = run([DRLMPI, "eval", str(d), "--episodes", "1", "--json"], timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

@@ -41,7 +41,7 @@ check((rt.leaders is not None) == (rt.node.rank == 0), "leader communicator memb
 check(world.allreduce(1 if rt.leaders is not None else 0) == n_leaders, "number of node leaders")
 
 # seeds: distinct per rank, reproducible for the same seed and rank
-draws = world.allgather(float(rt.rng().random()))
+draws = world.allgather(float(rt.gen.random()))  # the first child: the rank's main generator
 check(len(set(draws)) == n, "ranks drew the same random numbers")
 again = np.random.default_rng(np.random.SeedSequence(7).spawn(n)[world.rank].spawn(1)[0]).random()
 check(again == draws[world.rank], "seed not reproducible from (seed, rank)")
