@@ -29,6 +29,12 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                                    leaders                                                            publish_every
   Ibcast                 learners  lead -> learners            int64 go (0: actors finished first)    once
   Ibarrier + Allreduce   learners  learner <-> learners        gradients + (progress, stop)           every update
+  CHECKPOINT             control   lead -> actors, learners    int64 (id, env steps, flags)           checkpoint_every,
+                         replay    lead -> replay                                                     signal, end
+  CHECKPOINT_DONE        control   any rank -> lead            uint8: RNG state, part files written   per request
+  SIGNAL                 control   any rank -> lead            int64 signal number                    once, on a signal
+Checkpoints, resume and signals: drlmpi.lifecycle (the final checkpoint's request reaches the shards before the
+learners' STOP, so they write everything the actors sent).
 """
 
 import copy

@@ -10,9 +10,9 @@ shards, and `actor`s on the other ranks.
             double-DQN gradients on prioritized batches (asking for the next one before training on
             one), clips them and sends each ps shard its slice without waiting for the result: learners
             run asynchronously. Sends priorities back to the replay shards. The lead learner hears the
-            actors, logs, checkpoints (its local copy, every `checkpoint_every` seconds; the parameter
-            server's final vector at the end), and tells the other learners the env step count and
-            when to stop.
+            actors, logs, leads the checkpoints (its networks and counters; the parameters and their
+            optimizer state come from the ps shards' parts), and tells the other learners the env step
+            count and when to stop.
   ps        applies every gradient slice it receives with its own optimizer (Adam by default; the paper's
             AdaGrad and RMSProp too) and a learning rate annealed over the expected number of updates,
             and publishes the slice (version = updates applied) into the node windows.
@@ -30,6 +30,9 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                                    leaders                                                            publish_every
   CONTROL                control   lead -> other learners      float64 (env steps, stop), Isend       each lead poll
   STOP                   control   ps shard -> lead learner    int64 updates applied                  at the end
+  CHECKPOINT, CHECKPOINT_DONE, SIGNAL
+                         control   as in Ape-X; the ps shards get their requests on `params` and write
+                                   their slice and optimizer state as part files (restore_ps)
 """
 
 import copy
