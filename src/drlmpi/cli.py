@@ -4,6 +4,7 @@
                  [--seed S] [--run-dir D] [--layout learner=1,...] [--resume PATH|auto]
   drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
   drlmpi inspect PATH [--json]                   what a checkpoint holds (PATH: a file or a run directory)
+  drlmpi report RUN_DIR [RUN_DIR ...] [--out D]  PNG figures and summary.md of runs (overlaid)
   drlmpi layout --algo A -n N [--ranks-per-host K]
                                                 print the rank layout N ranks would get
   drlmpi config --algo A                        list the algorithm's config keys, defaults and meaning
@@ -21,7 +22,7 @@ import sys
 
 from drlmpi.errors import UserError
 
-COMMANDS = ("train", "eval", "inspect", "layout", "config")
+COMMANDS = ("train", "eval", "inspect", "report", "layout", "config")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="what a checkpoint holds: algorithm, counters, layout, sizes, last metrics")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print one JSON object")
+    rp = sub.add_parser("report", help="figures and a summary of one or more runs, overlaid")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", help="output directory (default: <first run dir>/report)")
     lay = sub.add_parser("layout", help="print the rank layout for N ranks")
     lay.add_argument("--algo", required=True)
     lay.add_argument("-n", type=int, required=True)
@@ -225,6 +229,14 @@ def inspect(args) -> int:
     return 0
 
 
+def make_report(args) -> int:
+    from drlmpi.report import report
+
+    files = report(args.run_dirs, args.out or str(__import__("pathlib").Path(args.run_dirs[0]) / "report"))
+    print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(f.name for f in files))
+    return 0
+
+
 def layout(args) -> int:
     from drlmpi import algos, runtime
 
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse(argv)
-        handler = {"train": train, "eval": evaluate, "inspect": inspect, "layout": layout,
+        handler = {"train": train, "eval": evaluate, "inspect": inspect, "report": make_report, "layout": layout,
                    "config": show_config}[args.command]
         return handler(args)
     except UserError as e:

@@ -1,0 +1,132 @@
+"""`drlmpi report RUN_DIR [RUN_DIR ...] [--out DIR]`: PNG figures and a summary.md from runs' metrics.csv.
+
+One figure per metric, every run overlaid in it (a seed sweep or a comparison of algorithms):
+
+  return_vs_steps.png   recent return (mean of the last 100 episodes) against env frames
+  return_vs_time.png    recent return against wall time
+  frames_per_s.png      frames/s of the job, and per actor (mean over actors, band from slowest to fastest)
+  updates_per_s.png     learner updates/s
+  policy_lag.png        learner updates between the weights an actor acted with and the learner's
+  replay_fill.png       replay size / capacity
+  loss.png              the learner's loss
+
+A figure is left out when no run has its metric (DQN has no actors: no policy lag). Matplotlib's Agg
+backend draws them: no display needed.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from drlmpi.errors import UserError
+
+FIGURES = [  # file, title, y column(s), x column, y label
+    ("return_vs_steps", "Return against env frames", "recent_return", "env_frames", "recent return"),
+    ("return_vs_time", "Return against wall time", "recent_return", "time", "recent return"),
+    ("frames_per_s", "Frames per second", "frames_per_s", "time", "frames/s (job; dashed: per actor)"),
+    ("updates_per_s", "Learner updates per second", "updates_per_s", "time", "updates/s"),
+    ("policy_lag", "Policy lag", "policy_lag", "time", "learner updates behind"),
+    ("replay_fill", "Replay fill", "replay_fill", "env_frames", "size / capacity"),
+    ("loss", "Learner loss", "loss", "env_frames", "loss"),
+]
+X_LABEL = {"env_frames": "env frames", "time": "wall time (s)"}
+
+
+def read_run(run_dir: str) -> dict:
+    """A run's config and metrics columns (float arrays); raises UserError naming what is wrong."""
+    d = Path(run_dir)
+    path = d / "metrics.csv"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: not a run directory (no metrics.csv)") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    if not rows:
+        raise UserError(f"{path}: no metric rows yet")
+    try:
+        cols = {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
+                for k in rows[0] if k}
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path}: not a drlmpi metrics file ({e})") from None
+    if not {"time", "env_frames", "recent_return"} <= set(cols):
+        raise UserError(f"{path}: not a drlmpi metrics file (columns {', '.join(list(cols)[:5])}, ...)")
+    try:
+        config = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    return {"dir": d, "name": d.name, "config": config if isinstance(config, dict) else {}, "cols": cols}
+
+
+def report(run_dirs: list[str], out: str) -> list[Path]:
+    """Write the figures and summary.md into `out`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [read_run(d) for d in run_dirs]
+    names = [r["name"] for r in runs]
+    if len(set(names)) < len(names):  # same leaf names: qualify with the parent
+        for r in runs:
+            r["name"] = f"{r['dir'].parent.name}/{r['dir'].name}"
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file, title, y, x, ylabel in FIGURES:
+        have = [r for r in runs if y in r["cols"] and np.isfinite(r["cols"][y]).any()]
+        if not have:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for i, r in enumerate(have):
+            c, color = r["cols"], f"C{i % 10}"
+            ok = np.isfinite(c[y])
+            ax.plot(c[x][ok], c[y][ok], color=color, label=r["name"], marker="." if ok.sum() < 30 else None)
+            if file == "frames_per_s" and "actor_fps_mean" in c:
+                ax.plot(c[x], c["actor_fps_mean"], color=color, linestyle="--", linewidth=1)
+                if "actor_fps_min" in c and "actor_fps_max" in c:
+                    ax.fill_between(c[x], c["actor_fps_min"], c["actor_fps_max"], color=color, alpha=0.15)
+        ax.set(title=title, xlabel=X_LABEL[x], ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{file}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    summary = out_dir / "summary.md"
+    summary.write_text(summary_md(runs, written))
+    return [*written, summary]
+
+
+def _last(a: np.ndarray) -> float:
+    ok = a[np.isfinite(a)]
+    return float(ok[-1]) if len(ok) else math.nan
+
+
+def _mean(c: dict, k: str) -> float:
+    a = c.get(k, np.array([]))
+    return float(np.mean(a[np.isfinite(a)])) if np.isfinite(a).any() else math.nan
+
+
+def summary_md(runs: list[dict], figures: list[Path]) -> str:
+    lines = ["# Report", "", "| run | algo | env | ranks | env frames | updates | wall time (s) | final return | "
+             "best return | mean frames/s | mean updates/s |", "|" + "---|" * 11]
+    for r in runs:
+        c, cfg = r["cols"], r["config"]
+        ret = c["recent_return"]
+        best = float(np.nanmax(ret)) if np.isfinite(ret).any() else math.nan
+        lines.append(f"| {r['name']} | {cfg.get('algo', '?')} | {cfg.get('env', '?')} | {cfg.get('world_size', '?')} "
+                     f"| {_last(c['env_frames']):,.0f} | {_last(c.get('updates', np.array([np.nan]))):,.0f} "
+                     f"| {_last(c['time']):.1f} | {_last(ret):.1f} | {best:.1f} "
+                     f"| {_mean(c, 'frames_per_s'):,.0f} | {_mean(c, 'updates_per_s'):,.1f} |")
+    returns = [_last(r["cols"]["recent_return"]) for r in runs]
+    if len(runs) > 1 and all(np.isfinite(returns)):
+        lines += ["", f"Final return over {len(runs)} runs: mean {np.mean(returns):.1f}, min {np.min(returns):.1f}, "
+                      f"max {np.max(returns):.1f}."]
+    lines += ["", "Figures: " + ", ".join(f"[{p.stem}]({p.name})" for p in figures), ""]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""drlmpi report: one PNG per metric that some run has, every run overlaid, a summary; bad run dirs refused."""
+
+import csv
+import json
+
+import matplotlib.image
+import pytest
+
+from drlmpi import cli
+from drlmpi.report import FIGURES
+
+COLUMNS = ["time", "env_steps", "env_frames", "frames_per_s", "updates", "updates_per_s", "recent_return", "loss",
+           "replay_fill", "policy_lag", "actor_fps_min", "actor_fps_mean", "actor_fps_max"]
+
+
+def fake_run(d, algo, seed, columns=COLUMNS, rows=40):
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"algo": algo, "env": "CartPole-v1", "world_size": 4, "seed": seed}))
+    with open(d / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for i in range(rows):
+            w.writerow({c: (i * 10 if c == "time" else i * 1000 if c.startswith("env") else i + seed + 1.5)
+                        for c in columns})
+    return d
+
+
+def test_report_overlays_runs_one_figure_per_metric(tmp_path, capsys):
+    runs = [fake_run(tmp_path / f"seed{s}", "apex", s) for s in range(3)]
+    dqn = fake_run(tmp_path / "dqn", "dqn", 0, [c for c in COLUMNS if not c.startswith(("policy", "actor"))])
+    out = tmp_path / "report"
+    assert cli.main(["report", *map(str, runs), str(dqn), "--out", str(out)]) == 0
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == sorted(f[0] for f in FIGURES)  # every metric is in some run: one figure each
+    for p in out.glob("*.png"):
+        img = matplotlib.image.imread(p)  # decodes
+        assert img.shape[0] > 100 and img.shape[1] > 100
+    summary = (out / "summary.md").read_text()
+    assert all(f"| seed{s} | apex |" in summary for s in range(3)) and "| dqn | dqn |" in summary
+    assert "Final return over 4 runs" in summary
+
+
+def test_report_leaves_out_metrics_no_run_has(tmp_path):
+    d = fake_run(tmp_path / "a", "dqn", 0, ["time", "env_steps", "env_frames", "recent_return"])
+    assert cli.main(["report", str(d)]) == 0
+    assert sorted(p.stem for p in (d / "report").glob("*.png")) == ["return_vs_steps", "return_vs_time"]
+
+
+@pytest.mark.parametrize("content", [None, "", "a,b\n1,2\n", "time,env_frames,recent_return\nx,1,2\n", "\x00\xff"])
+def test_bad_run_dirs_one_line_exit_2(tmp_path, capsys, content):
+    d = tmp_path / "bad"
+    d.mkdir()
+    if content is not None:
+        (d / "metrics.csv").write_bytes(content.encode("latin-1"))
+    assert cli.main(["report", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("drlmpi: error: "), err
