@@ -1,0 +1,25 @@
+# Sourced by the batch scripts: run drlmpi as one job step, forward pre-emption signals to it, requeue on exit 75.
+#   DRLMPI      the drlmpi command (default: drlmpi on PATH, e.g. an activated venv)
+#   RUN_DIR     the run directory; the same one on every start of the job, so --resume auto continues it
+#   SRUN_MPI    srun's --mpi plugin (default pmi2: what the MPICH wheel speaks; a cluster MPI may want pmix)
+REQUEUE_EXIT=75  # drlmpi.runtime.signals.REQUEUE_EXIT: stopped with a complete checkpoint, resume me
+
+run_drlmpi() {
+  local step_pid rc
+  echo "start ${SLURM_RESTART_COUNT:-0} of job ${SLURM_JOB_ID}: run dir ${RUN_DIR}"
+  trap 'echo "signal: asking drlmpi to checkpoint"; kill -USR1 "$step_pid" 2>/dev/null' USR1 TERM
+  # -K1: a rank that dies ends the whole step at once (no survivors waiting); --resume auto: a fresh start when
+  # RUN_DIR has no checkpoint yet
+  srun --mpi="${SRUN_MPI:-pmi2}" -K1 "${DRLMPI:-drlmpi}" "$@" --run-dir "$RUN_DIR" --resume auto &
+  step_pid=$!
+  while :; do  # `wait` returns early when a trapped signal arrives: wait again until the step has ended
+    wait "$step_pid"; rc=$?
+    kill -0 "$step_pid" 2>/dev/null || break
+  done
+  if [ "$rc" -eq "$REQUEUE_EXIT" ]; then
+    echo "drlmpi stopped with a checkpoint (exit $rc): requeueing job ${SLURM_JOB_ID}"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+  fi
+  exit "$rc"
+}
