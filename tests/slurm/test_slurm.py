@@ -1,0 +1,80 @@
+"""A real single-node SLURM (installed from Debian if missing, started here, stopped by pid file): slurm/apex.sbatch
+is submitted, signalled like a pre-emption (`scancel --signal=USR1 --batch`), checkpoints, requeues itself,
+resumes with --resume auto and finishes."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drlmpi import checkpoint
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(900)]
+
+
+def sh(*cmd: str, timeout: float = 60) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+
+
+def job_state(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"JobState=(\S+)", out)
+    return m[1] if m else "GONE"
+
+
+def wait_until(cond, timeout: float, what: str, log: Path | None = None):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if (x := cond()) is not None:
+            return x
+        time.sleep(0.5)
+    raise TimeoutError(f"{what}; job output:\n{log.read_text() if log and log.exists() else '(none)'}")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM test starts daemons as root (it runs as root in CI)")
+    subprocess.run(["bash", str(HERE / "start_slurm.sh")], check=True, timeout=600)
+    yield
+    subprocess.run(["bash", str(HERE / "stop_slurm.sh")], timeout=60)
+
+
+def test_sbatch_signal_requeue_resume_finish(slurm, tmp_path):
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RUN_DIR": str(run_dir),
+           "DRLMPI": str(BIN / "drlmpi"), "PYTHONUNBUFFERED": "1"}
+    steps = 60_000
+    sub = subprocess.run(["sbatch", "--parsable", "--ntasks=4", "--time=10", f"--output={out}",
+                          str(ROOT / "slurm" / "apex.sbatch"), "CartPole-v1", str(steps)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)
+    job = sub.stdout.strip().split(";")[0]
+    t0 = time.monotonic()
+    try:
+        wait_until(lambda: True if (run_dir / "metrics.csv").exists() else None, 240, "the job to train", out)
+        time.sleep(3)
+        sh("scancel", "--signal=USR1", "--batch", job)
+        # the step checkpoints and exits 75, the script requeues the job: it waits for its begin time
+        wait_until(lambda: True if "requeueing job" in out.read_text() else None, 120, "the requeue", out)
+        first = checkpoint.load(run_dir)
+        assert 0 < first.env_steps < steps
+        wait_until(lambda: True if job_state(job) in ("PENDING", "REQUEUED") else None, 60, "the job to wait", out)
+        sh("scontrol", "update", f"JobId={job}", "StartTime=now")
+        wait_until(lambda: True if job_state(job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "GONE")
+                   else None, 600, "the resumed job to end", out)
+    finally:
+        subprocess.run(["scancel", job], timeout=30)
+    text = out.read_text()
+    assert job_state(job) in ("COMPLETED", "GONE"), text
+    assert "start 1 of job" in text and f"resuming from {first.path}" in text, text
+    assert f"done: {steps} env steps" in text and "4 rank(s)" in text, text
+    end = checkpoint.load(run_dir)
+    assert end.env_steps == steps and end.counters["updates"] > first.counters["updates"]
+    print(f"SLURM submit -> signal -> requeue -> resume -> finish: {time.monotonic() - t0:.1f} s")
