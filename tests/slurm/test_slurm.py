@@ -66,6 +66,11 @@ def test_sbatch_signal_requeue_resume_finish(slurm, tmp_path):
         first = checkpoint.load(run_dir)
         assert 0 < first.env_steps < steps
         wait_until(lambda: True if job_state(job) in ("PENDING", "REQUEUED") else None, 60, "the job to wait", out)
+        # a requeued job may start ~120 s later; it can be started at once only after its old steps are gone
+        # (slurmd refuses to launch a job whose credential it just revoked)
+        wait_until(lambda: None if subprocess.run(["pgrep", "-x", "slurmstepd"], capture_output=True).stdout
+                   else True, 60, "the old job steps to end", out)
+        time.sleep(2)
         sh("scontrol", "update", f"JobId={job}", "StartTime=now")
         wait_until(lambda: True if job_state(job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "GONE")
                    else None, 600, "the resumed job to end", out)
