@@ -231,3 +231,28 @@ def test_replay_reshard_loses_and_duplicates_nothing(old, new, tmp_path):
         rows_out += [(shard.data["obs"][i].tobytes(), round(float(shard.raw_priorities(np.array([i]))[0]), 9))
                      for i in order]
     assert sorted(rows_out) == sorted(rows_in) and len(set(rows_in)) == len(rows_in)
+
+
+def test_h5dump_reads_main_file_and_follows_part_links(tmp_path):
+    """The format promise: HDF5 that h5dump reads (hdf5-tools is installed from Debian if missing, as root)."""
+    import os
+    import shutil
+    import subprocess
+
+    if not shutil.which("h5dump"):
+        if os.geteuid() != 0:
+            pytest.skip("h5dump missing and not root to install hdf5-tools")
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "hdf5-tools"], check=True,
+                       capture_output=True, timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    d = tmp_path / "checkpoints"
+    fields = transition_fields(spaces("CartPole-v1")[0])
+    shard = PrioritizedReplay(8, fields, 0.6, np.random.default_rng(0))
+    shard.add({k: np.ones((3, *shape), dt) for k, (shape, dt) in fields.items()}, np.array([1.0, 2.0, 3.0]))
+    rel = checkpoint.part_file(1, "replay-0")
+    path = checkpoint.save(d / checkpoint.name_of(3, 1), state(id=1, parts={
+        "replay-0": {"file": rel, "sha256": save_part(d / rel, shard, 0, 1)}}))
+    out = subprocess.run(["h5dump", "-d", "/parts/replay-0/priority", str(path)], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0 and "(0): 1, 2, 3" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run(["h5dump", "-a", "/algo", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"dqn"' in out.stdout, out.stdout + out.stderr
