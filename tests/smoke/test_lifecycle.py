@@ -208,13 +208,13 @@ def test_a_killed_rank_ends_the_job_within_5_s(tmp_path):
     d = tmp_path / "run"
     p = start(4, [*APEX, "--total-env-steps", "1000000", "--run-dir", str(d)])
     wait_for(lambda: True if (d / "metrics.csv").exists() else None, 120, "the job to start")
-    ranks = subprocess.run(["pgrep", "-s", str(p.pid), "-f", "drlmpi --algo apex"], capture_output=True,
-                           text=True).stdout.split()
+    ranks = [r for r in subprocess.run(["pgrep", "-f", str(d)], capture_output=True, text=True).stdout.split()
+             if int(r) != p.pid]  # the ranks: their command lines name this run dir
     assert len(ranks) == 4, ranks
     t0 = time.monotonic()
     os.kill(int(sorted(ranks, key=int)[-1]), signal.SIGKILL)
     p.communicate(timeout=60)
     took = time.monotonic() - t0
     assert p.returncode != 0 and took < 5, (p.returncode, took)
-    left = subprocess.run(["pgrep", "-s", str(p.pid)], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(["pgrep", "-f", str(d)], capture_output=True, text=True).stdout.split()
     assert not left, f"survivors: {left}"
