@@ -61,10 +61,14 @@ def snapshot(algo: str, cfg, log, counters: dict, nets: dict, optims: dict, gen:
                  metrics=log.history(), returns=list(log.returns), layout=layout)
 
 
+def request_channel(rt, role: str):
+    """The channel a role's checkpoint requests travel on: its service loop's, else control."""
+    return {"replay": rt.channels.replay, "ps": rt.channels.params}.get(role, rt.channels.control)
+
+
 def targets(rt, lead: int) -> dict:
     """Every rank but the lead: who -> (rank, the channel its checkpoint requests travel on)."""
-    channel = {"replay": rt.channels.replay, "ps": rt.channels.params}
-    return {f"{role}-{rt.layout.index(r)}": (r, channel.get(role, rt.channels.control))
+    return {f"{role}-{rt.layout.index(r)}": (r, request_channel(rt, role))
             for r, role in enumerate(rt.layout.roles) if r != lead}
 
 
@@ -72,8 +76,7 @@ def client(rt, lead: int):
     """This rank's side of the checkpoint protocol (comm.checkpoint), with its requests' channel."""
     from drlmpi.comm.checkpoint import CheckpointClient
 
-    requests = {"replay": rt.channels.replay, "ps": rt.channels.params}.get(rt.role, rt.channels.control)
-    return CheckpointClient(rt.channels.control, lead, rt.who, rt.gen, requests)
+    return CheckpointClient(rt.channels.control, lead, rt.who, rt.gen, request_channel(rt, rt.role))
 
 
 def layout_dict(rt) -> dict:

@@ -66,7 +66,7 @@ def test_sigterm_to_mpiexec_checkpoints_and_exits_75(tmp_path):
     assert "replay-0" in st.parts and f"exit {REQUEUE_EXIT}" in out
 
 
-def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
+def test_apex_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL right after a periodic checkpoint; `--resume auto` continues from its counters with its weights
     (lr=0 on resume: the weights must come out exactly as checkpointed)."""
     d = tmp_path / "run"
@@ -86,7 +86,7 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     assert len(end.metrics["time"]) >= len(st.metrics["time"])  # the history goes on from the checkpoint's
 
 
-def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
+def test_apex_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     """A large network makes main files of ~70 MB (online, target, Adam's two moments), written for a good part of
     every second; the job is killed while one is being written."""
     d = tmp_path / "run"
@@ -102,7 +102,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["complete"] is True, r.stderr
 
 
-def test_resume_reshards_replay_and_actors(tmp_path):
+def test_apex_resume_reshards_replay_and_actors(tmp_path):
     """2 replay shards and 2 actors -> 3 and 3: every checkpointed transition is in the new shards exactly once."""
     d = tmp_path / "run"
     p = start(5, [*APEX, "--total-env-steps", "1000000", "--run-dir", str(d), "--layout", "replay=2"])
