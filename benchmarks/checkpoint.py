@@ -4,8 +4,9 @@ pause:  what training stops for: `lifecycle.snapshot` (networks, target, Adam mo
         into memory), against a bare memcpy (np.copyto) of the same bytes.
 write:  what the writer thread does meanwhile: `checkpoint.save` of that state (HDF5, SHA-256 into the user
         block, fsync, rename, directory fsync), against writing the same bytes to a file raw and fsyncing.
-replay: a replay shard's part (`replay.plane.save_part`: rows oldest first, priorities) against the same raw
-        write of its bytes.
+replay: a replay shard's part: the pause (`replay.plane.part_of`: rows copied oldest first, priorities; the
+        shard then serves on while a thread writes) against a memcpy of the rows, and the write
+        (`checkpoint.save_part`) against the same raw write of its bytes.
 Networks: the CartPole MLP (256, 256) and the Atari Nature CNN; replay: 100K CartPole transitions and 20K Atari
 ones (84x84x4 uint8 frames, obs and next_obs). Median of `repeats`.
 
@@ -25,7 +26,7 @@ from drlmpi import checkpoint, lifecycle
 from drlmpi.algos import apex
 from drlmpi.envs import spaces
 from drlmpi.replay import PrioritizedReplay, transition_fields
-from drlmpi.replay.plane import save_part
+from drlmpi.replay.plane import part_of
 
 
 class Log:  # what lifecycle.snapshot reads of a RunLog: a day of rows every 10 s
@@ -96,10 +97,15 @@ def main() -> None:
             rows = {k: np.zeros((n, *shape), dt) for k, (shape, dt) in transition_fields(obs_space).items()}
             shard.add(rows, gen.random(n) + 0.1)
             part = os.path.join(d, "replay-0.h5")
-            t_part = median_time(lambda: save_part(part, shard, 0, 1), a.repeats)
+            copies = [np.empty_like(v) for v in shard.data.values()]
+            t_copy = median_time(lambda: part_of(shard, 0, 1), a.repeats)
+            t_memcpy = median_time(lambda: [np.copyto(o, v) for o, v in zip(copies, shard.data.values())], a.repeats)
+            attrs, rows_copy = part_of(shard, 0, 1)
+            t_part = median_time(lambda: checkpoint.save_part(part, "replay", attrs, rows_copy), a.repeats)
             raw_part = median_time(lambda: raw_write(os.path.join(d, "raw"), [*shard.data.values()]), a.repeats)
             size = sum(v.nbytes for v in shard.data.values())
-            print(f"  {env_id:12s} replay part {n:,} rows {size / 2**20:7.1f} MiB  write {t_part * 1e3:7.1f} ms "
+            print(f"  {env_id:12s} replay part {n:,} rows {size / 2**20:7.1f} MiB  pause {t_copy * 1e3:7.1f} ms "
+                  f"(memcpy {t_memcpy * 1e3:6.1f} ms, {t_copy / t_memcpy:4.2f}x)   write {t_part * 1e3:7.1f} ms "
                   f"(raw write+fsync {raw_part * 1e3:6.1f} ms, {t_part / raw_part:4.2f}x)")
 
 

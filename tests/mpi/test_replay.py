@@ -14,3 +14,8 @@ def test_replay_plane(n, per_node):
     env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
     r = mpirun(n, [sys.executable, script("replay_plane.py")], timeout=180, env=env)
     assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr
+
+
+def test_shard_serves_while_its_checkpoint_part_is_written():
+    r = mpirun(3, [sys.executable, script("shard_checkpoint.py")], timeout=120)
+    assert r.returncode == 0 and "PASS 3 ranks" in r.stdout, r.stdout + r.stderr

@@ -11,9 +11,15 @@ parameter-server shards on the params channel (each handles them in its service 
 the rest of its traffic); replies and signals travel on the control channel. A rank answers each
 request at its next safe point. Every rank gets exactly one request flagged LAST, and answers it
 before finishing its role, so no request is ever left unreceived at shutdown.
+
+A rank whose part file is large (a replay shard) may answer later: its on_request returns a
+`concurrent.futures.Future` of the parts (a thread writes them from a copy) and it keeps serving; the answer,
+with the RNG state taken when the request came, goes out once the write is done (`pump`), and always before the
+next request is answered, so replies keep their order.
 """
 
 import json
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +27,7 @@ from mpi4py import MPI
 
 from drlmpi.comm.tags import Tag
 from drlmpi.runtime import probe, signals, wait
+from drlmpi.runtime.wait import PEER_TIMEOUT, poll
 
 LAST = 1  # no request follows this one: answer it, then finish the role
 SIGNALLED = 2  # the job stops because of a signal: exit with signals.REQUEUE_EXIT
@@ -79,6 +86,7 @@ class CheckpointClient:
         self._reply_req, self._sig_req = MPI.REQUEST_NULL, MPI.REQUEST_NULL
         self.signalled = False  # this rank sent a SIGNAL
         self.last: Request | None = None  # the LAST request, once received
+        self._deferred: tuple[Request, dict, Future] | None = None  # a request whose parts a thread writes
 
     def forward_signal(self) -> None:
         """If a signal reached this rank, tell the lead (once)."""
@@ -96,19 +104,40 @@ class CheckpointClient:
 
     def handle(self, on_request=None) -> Request:
         """Receive the request a probe saw and answer it now, unless it is the LAST one (`close` answers
-        that). on_request(req) -> {part name: {file, sha256}} writes this rank's part files, if it has any."""
+        that). on_request(req) -> {part name: {file, sha256}} writes this rank's part files, if it has any,
+        or returns a Future of them (the answer waits for it: `pump`)."""
         self.requests.Recv(self._req_buf, source=self.lead, tag=Tag.CHECKPOINT)
         req = Request(*(int(x) for x in self._req_buf))
+        self.finish_deferred()
         if req.last:
             self.last = req
         else:
-            self.reply(req, on_request(req) if on_request else None)
+            state = rng_state(self.gen)
+            parts = on_request(req) if on_request else None
+            if isinstance(parts, Future):
+                self._deferred = (req, state, parts)
+            else:
+                self.reply(req, parts, state)
         return req
 
-    def reply(self, req: Request, parts: dict | None = None) -> None:
-        """Answer req with this rank's RNG state and the part files it wrote."""
+    def pump(self) -> None:
+        """Send a deferred answer whose parts are written (cheap when none is waiting)."""
+        if self._deferred is not None and self._deferred[2].done():
+            self.finish_deferred()
+
+    def finish_deferred(self) -> None:
+        """Wait for a deferred answer's parts (a write error is raised here) and send it."""
+        if self._deferred is None:
+            return
+        req, state, parts = self._deferred
+        self._deferred = None
+        poll(lambda: True if parts.done() else None, PEER_TIMEOUT, f"part files of checkpoint {req.id}", 0.01)
+        self.reply(req, parts.result(), state)
+
+    def reply(self, req: Request, parts: dict | None = None, state: dict | None = None) -> None:
+        """Answer req with this rank's RNG state (now, or `state` taken earlier) and the part files it wrote."""
         wait(self._reply_req, what="the previous checkpoint reply")
-        state = rng_state(self.gen)
+        state = state or rng_state(self.gen)
         header = {"id": req.id, "who": self.who, "numpy": state["numpy"], "parts": parts or {},
                   "signalled": self.signalled}
         self._reply = encode_reply(header, state["torch"])
@@ -118,11 +147,14 @@ class CheckpointClient:
         """End of the role: handle requests until the LAST one, answer it, and wait until the replies are
         received. Sets signals.stopping when the LAST request says a signal stopped the job. Returns it."""
         self.forward_signal()
+        self.finish_deferred()
         while self.last is None:
             probe(self.requests, self.lead, Tag.CHECKPOINT, what="the lead learner's last checkpoint request",
                   max_sleep=0.01)
             self.handle(on_request)
-        self.reply(self.last, on_request(self.last) if on_request else None)
+        self.finish_deferred()
+        parts = on_request(self.last) if on_request else None
+        self.reply(self.last, parts.result() if isinstance(parts, Future) else parts)
         wait(self._reply_req, what="the last checkpoint reply to be received")
         wait(self._sig_req, what="the signal message to be received")
         if self.last.signalled:

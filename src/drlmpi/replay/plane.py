@@ -5,6 +5,7 @@ and shard ranks `run_shard`. The storage layout is the algorithm's (`fields`: n-
 sequences, continuous actions), so every replay-based algorithm uses this one shard role.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,23 +50,30 @@ class ReplayPlane:
 def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random.Generator, clients: int,
               ckpt: CheckpointClient, run_dir: str, save: bool = True, resumed: State | None = None) -> dict:
     """The `replay` role: this shard's share of `buffer_size`, served until `clients` have said STOP.
-    Answers checkpoint requests (ckpt) with a part file of its contents when `save`; starts from a
-    resumed checkpoint's replay parts, re-sharded if their number differs."""
+    Answers checkpoint requests (ckpt) with a part file of its contents when `save`: it pauses only to copy
+    them, a thread writes the file while the shard goes on serving, and the answer follows the write. Starts
+    from a resumed checkpoint's replay parts, re-sharded if their number differs."""
     s, n_shards = plane.shards.index(plane.comm.rank), len(plane.shards)
     storage = PrioritizedReplay(share_of(buffer_size, s, n_shards), plane.fields, alpha, rng)
     if resumed is not None:
         restore_shard(storage, resumed, s, n_shards)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="replay-part")
 
-    def on_checkpoint(req) -> dict:
+    def on_checkpoint(req):  # -> Future of {part name: {file, sha256}}
         if not save:
             return {}
         rel = checkpoint.part_file(req.id, f"replay-{s}")
-        sha = save_part(Path(run_dir) / "checkpoints" / rel, storage, s, n_shards)
-        return {f"replay-{s}": {"file": rel, "sha256": sha}}
+        attrs, arrays = part_of(storage, s, n_shards)  # the copy: all the shard pauses for
+        path = Path(run_dir) / "checkpoints" / rel
+        return writer.submit(lambda: {f"replay-{s}": {"file": rel, "sha256": checkpoint.save_part(
+            path, "replay", attrs, arrays)}})
 
-    counts = serve(plane.comm, storage, plane.fields, plane.block_rows, plane.max_batch, clients, plane.outbox,
-                   plane.inbox, ckpt, on_checkpoint)
-    ckpt.close(on_checkpoint)  # the final checkpoint holds everything the actors sent
+    try:
+        counts = serve(plane.comm, storage, plane.fields, plane.block_rows, plane.max_batch, clients, plane.outbox,
+                       plane.inbox, ckpt, on_checkpoint)
+        ckpt.close(on_checkpoint)  # the final checkpoint holds everything the actors sent
+    finally:
+        writer.shutdown(wait=True)
     return counts
 
 
@@ -74,14 +82,19 @@ def share_of(total: int, i: int, n: int) -> int:
     return total // n + (i < total % n)
 
 
-def save_part(path: Path, storage: PrioritizedReplay, shard: int, shards: int) -> str:
-    """A shard's contents as a checkpoint part: every field and the priorities before the exponent, oldest first."""
+def part_of(storage: PrioritizedReplay, shard: int, shards: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """A copy of a shard's contents as a checkpoint part's (attrs, arrays): every field and the priorities
+    before the exponent, oldest first."""
     order = storage.age_order()
     arrays = {k: v[order] for k, v in storage.data.items()}
     arrays["priority"] = storage.raw_priorities(order)
-    return checkpoint.save_part(path, "replay", {
-        "shard": shard, "shards": shards, "capacity": storage.capacity, "size": storage.size, "next": storage.next,
-        "alpha": storage.alpha, "max_priority": storage.max_priority}, arrays)
+    return {"shard": shard, "shards": shards, "capacity": storage.capacity, "size": storage.size,
+            "next": storage.next, "alpha": storage.alpha, "max_priority": storage.max_priority}, arrays
+
+
+def save_part(path: Path, storage: PrioritizedReplay, shard: int, shards: int) -> str:
+    """Write a shard's part file now (serial runs, tests); returns its SHA-256."""
+    return checkpoint.save_part(path, "replay", *part_of(storage, shard, shards))
 
 
 def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: int) -> int:

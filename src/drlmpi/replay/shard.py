@@ -15,7 +15,8 @@ from anyone (`Iprobe` + sleep back-off), then receives it with a blocking `Recv`
   SAMPLE_REPLY_BLOCK shard -> learner  block [n]: that header, then the n rows of the fields, slot, gen, p
   PRIORITIES         learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps)
   STOP               client -> shard   empty; the shard returns once all `clients` have sent it
-  CHECKPOINT         lead learner -> shard  see comm.checkpoint: the shard writes its part file and answers
+  CHECKPOINT         lead learner -> shard  see comm.checkpoint: the shard copies its contents, a thread writes
+                                          the part file while it serves, and the answer follows the write
 """
 
 from functools import lru_cache
@@ -28,7 +29,8 @@ from drlmpi.comm.blocks import BlockLayout
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
 from drlmpi.replay.storage import PrioritizedReplay
-from drlmpi.runtime import probe, wait
+from drlmpi.runtime import wait
+from drlmpi.runtime.wait import PEER_TIMEOUT, poll
 
 Fields = dict[str, tuple[tuple[int, ...], np.dtype]]
 OUTBOX_SLOTS, INBOX_SLOTS = 4, 3
@@ -89,8 +91,15 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
         storage.add({k: f[k][:n] for k in fields}, f["priority"][:n])
         counts["inserted"] += n
 
+    status = MPI.Status()
+
+    def next_message():  # a deferred checkpoint answer goes out as soon as its part is written
+        if ckpt is not None:
+            ckpt.pump()
+        return status if comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status) else None
+
     while stopped < clients:
-        st = probe(comm, max_sleep=SERVICE_SLEEP, what="the next message from an actor or learner")
+        st = poll(next_message, PEER_TIMEOUT, "the next message from an actor or learner", SERVICE_SLEEP)
         src, tag = st.source, st.tag
         if ckpt is not None:
             ckpt.forward_signal()
