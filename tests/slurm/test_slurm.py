@@ -83,3 +83,50 @@ def test_sbatch_signal_requeue_resume_finish(slurm, tmp_path):
     end = checkpoint.load(run_dir)
     assert end.env_steps == steps and end.counters["updates"] > first.counters["updates"]
     print(f"SLURM submit -> signal -> requeue -> resume -> finish: {time.monotonic() - t0:.1f} s")
+
+
+def rank_pids(run_dir: Path) -> list[int]:
+    """The drlmpi ranks of a job step: python processes whose command line names the run dir (srun's is not)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if p.name.isdigit() and b"python" in argv[0] and str(run_dir).encode() in argv:
+            pids.append(int(p.name))
+    return pids
+
+
+def kill_wait() -> int:
+    """slurmd's KillWait: seconds between the SIGTERM that ends a step's tasks and the SIGKILL."""
+    return int(re.search(r"KillWait\s*=\s*(\d+)", sh("scontrol", "show", "config"))[1])
+
+
+def test_srun_k1_ends_the_step_when_a_rank_is_killed(slurm, tmp_path):
+    """SIGKILL to one rank of a running step: `srun -K1` ends the others, the job fails (no requeue). The others get
+    SIGTERM, which drlmpi takes as a pre-emption (a final checkpoint, which cannot complete without the dead rank),
+    so slurmd's SIGKILL ends them KillWait seconds later: no survivor outlives that."""
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RUN_DIR": str(run_dir),
+           "DRLMPI": str(BIN / "drlmpi"), "PYTHONUNBUFFERED": "1"}
+    sub = subprocess.run(["sbatch", "--parsable", "--ntasks=4", "--time=10", f"--output={out}",
+                          str(ROOT / "slurm" / "apex.sbatch"), "CartPole-v1", "1000000"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)
+    job = sub.stdout.strip().split(";")[0]
+    try:
+        wait_until(lambda: True if (run_dir / "metrics.csv").exists() else None, 240, "the job to train", out)
+        ranks = rank_pids(run_dir)
+        assert len(ranks) == 4, (ranks, out.read_text())
+        t0 = time.monotonic()
+        os.kill(max(ranks), 9)
+        wait_until(lambda: None if rank_pids(run_dir) else True, 30, "the other ranks to end", out)
+        took = time.monotonic() - t0
+        wait_until(lambda: True if job_state(job) in ("FAILED", "CANCELLED", "GONE") else None, 60,
+                   "the job to end", out)
+    finally:
+        subprocess.run(["scancel", job], timeout=30)
+    text = out.read_text()
+    assert took < kill_wait() + 5, f"the step's other ranks lived {took:.1f} s after one was killed"
+    assert "requeueing" not in text, text
+    print(f"SLURM: a SIGKILLed rank ended its step in {took:.2f} s (KillWait {kill_wait()} s)")
