@@ -32,3 +32,9 @@ def test_sharded_ps_applies_every_gradient_once(optimizer, per_node):
 def test_two_apex_learners_keep_identical_weights(tmp_path, backend):
     r = mpirun(5, [sys.executable, script("apex_learners.py"), str(tmp_path / "run"), backend], timeout=300)
     assert r.returncode == 0 and "PASS 5 ranks" in r.stdout, r.stdout + r.stderr
+
+
+def test_a3c_workers_update_one_shared_vector_with_no_lock():
+    r = mpirun(4, [sys.executable, script("a3c_hogwild.py")], timeout=120)
+    assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr
+    print(next(line for line in r.stdout.splitlines() if line.startswith("A3C Hogwild!")))

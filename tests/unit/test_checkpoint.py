@@ -13,6 +13,7 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import rng_state
 from drlmpi.envs import spaces
 from drlmpi.errors import CheckpointError
+from drlmpi.nets import ActorCritic
 from drlmpi.ops.optim import FlatOptimizer
 from drlmpi.replay import PrioritizedReplay, transition_fields
 from drlmpi.replay.plane import restore_shard, save_part
@@ -141,7 +142,11 @@ def trained(module, cfg):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-5)
     for _ in range(3):
         opt.zero_grad()
-        net(torch.randn(5, *obs_space.shape)).pow(2).mean().backward()
+        if isinstance(net, ActorCritic):  # time-major [T, B, ...] -> (logits, values, state)
+            logits, values, _ = net(torch.randn(2, 5, *obs_space.shape))
+            (logits.pow(2).mean() + values.pow(2).mean()).backward()
+        else:
+            net(torch.randn(5, *obs_space.shape)).pow(2).mean().backward()
         opt.step()
     return net, target, opt
 
@@ -150,7 +155,8 @@ def test_round_trip_covers_every_algorithm():
     assert sorted(algos.ALGOS) == sorted(ROUND_TRIP)
 
 
-ROUND_TRIP = ["dqn", "apex", "gorila"]  # every registered algorithm; a new one is added here (checked above)
+# every registered algorithm; a new one is added here (checked above)
+ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c"]
 
 
 @pytest.mark.parametrize("algo", ROUND_TRIP)

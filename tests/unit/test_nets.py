@@ -1,6 +1,8 @@
 """Networks and their flat-vector round trips (the weights plane's layout)."""
 
 import numpy as np
+import pytest
+import torch
 
 from drlmpi.nets import QNetwork, flat_params, load_flat, q_values
 
@@ -16,3 +18,31 @@ def test_load_flat_copies_and_never_aliases_the_vector():
     np.testing.assert_array_equal(flat_params(c), flat_params(a))
     obs = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_array_equal(q_values(b, obs), q_values(a, obs))
+
+
+@pytest.mark.parametrize("obs_shape", [(4,), (4, 84, 84)])
+def test_actor_critic_shapes_time_major(obs_shape):
+    from drlmpi.nets import ActorCritic
+
+    net = ActorCritic(obs_shape, 3)
+    obs = torch.zeros(5, 2, *obs_shape, dtype=torch.uint8 if len(obs_shape) == 3 else torch.float32)
+    logits, value, state = net(obs)
+    assert logits.shape == (5, 2, 3) and value.shape == (5, 2) and state == ()
+
+
+def test_lstm_core_resets_at_episode_starts_and_carries_state_across_calls():
+    from drlmpi.nets import ActorCritic
+
+    torch.manual_seed(0)
+    net = ActorCritic((4,), 2, hidden=(8,), lstm=16)
+    obs = torch.randn(6, 3, 4)
+    reset = torch.zeros(6, 3, dtype=torch.bool)
+    reset[3, 1] = True  # column 1 starts an episode at t = 3
+    logits, value, state = net(obs, net.initial_state(3), reset)
+    assert logits.shape == (6, 3, 2) and value.shape == (6, 3) and state[0].shape == (3, 16)
+    fresh, _, _ = net(obs[3:, 1:2], net.initial_state(1))  # the same episode seen from its start
+    torch.testing.assert_close(logits[3:, 1:2], fresh)
+    first, _, mid = net(obs[:2], net.initial_state(3), reset[:2])  # two calls give what one call gives
+    second, _, _ = net(obs[2:], mid, reset[2:])
+    torch.testing.assert_close(torch.cat([first, second]), logits)
+    assert not torch.allclose(logits[3:, 0], fresh[:, 0])  # without a reset the state carries over

@@ -9,7 +9,8 @@ import importlib
 
 from drlmpi.errors import UserError
 
-ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlmpi.algos.gorila"}
+ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlmpi.algos.gorila",
+         "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c"}
 REQUIRED = ("Config", "ROLES", "run")
 
 

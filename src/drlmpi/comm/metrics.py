@@ -46,19 +46,26 @@ class ActorReport:
         """Count seconds spent paused by the throttle."""
         self.paused += seconds
 
+    def due(self) -> bool:
+        return time.monotonic() - self.last > self.every
+
     def maybe_isend(self) -> None:
-        if time.monotonic() - self.last > self.every and self.req.Test():
+        if self.due() and self.req.Test():
             self.isend()
 
-    def isend(self) -> None:
-        """Isend what was counted since the last report (Tag.METRICS)."""
-        wait(self.req, what="the previous metrics send")
+    def pack(self) -> np.ndarray:
+        """What was counted since the last report, as the METRICS message (float64 [8]); the counts restart."""
         now = time.monotonic()
         self.msg[:] = (self.index, self.steps, self.episodes, self.return_sum, self.version_sum, self.vsteps,
                        now - self.last, self.paused)
         self.last = now
         self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = self.paused = 0
-        self.req = self.comm.Isend(self.msg, dest=self.dest, tag=Tag.METRICS)
+        return self.msg
+
+    def isend(self) -> None:
+        """Isend what was counted since the last report (Tag.METRICS)."""
+        wait(self.req, what="the previous metrics send")
+        self.req = self.comm.Isend(self.pack(), dest=self.dest, tag=Tag.METRICS)
 
     def close(self) -> None:
         """Send what is left, then STOP."""
@@ -92,6 +99,11 @@ class ActorStats:
                 self.done += 1
             else:
                 raise RuntimeError(f"reports channel: unexpected tag {tag} from rank {src}")
+
+    def take(self, msg: np.ndarray, version: int, on_return=None) -> None:
+        """Account a report made on this rank (a lead that also acts: ActorReport.pack())."""
+        self._msg[:] = msg
+        self.add(version, on_return)
 
     def add(self, version: int, on_return=None) -> None:
         """Account the report in the message buffer (O(1))."""

@@ -1,4 +1,4 @@
-"""Networks: MLP and Nature-CNN torsos, dueling Q heads.
+"""Networks: MLP and Nature-CNN torsos, dueling Q heads, an LSTM core, actor-critic heads.
 
 Image observations (uint8 [C, 84, 84]) get the Nature CNN (inputs scaled by 1/255);
 vector observations [D] get an MLP.
@@ -73,6 +73,62 @@ class QNetwork(nn.Module):
             return self.q(h)
         adv = self.advantage(h)
         return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class LSTMCore(nn.Module):
+    """A time-major LSTM whose state is reset at episode starts: x [T, B, D], state (h, c) [B, H] each,
+    reset [T, B] bool (True: step t starts an episode, so it sees a zero state) -> (out [T, B, H], state)."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.cell = nn.LSTMCell(in_dim, hidden)
+        self.out_dim = hidden
+
+    def initial_state(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.zeros(batch, self.out_dim, device=device)
+        return z, z.clone()
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], reset: torch.Tensor):
+        assert x.dim() == 3 and reset.shape == x.shape[:2], "x [T, B, D], reset [T, B]"
+        h, c = state
+        outs = []
+        for t in range(x.shape[0]):
+            keep = (~reset[t]).float().unsqueeze(1)
+            h, c = self.cell(x[t], (h * keep, c * keep))
+            outs.append(h)
+        return torch.stack(outs), (h, c)
+
+
+class ActorCritic(nn.Module):
+    """Policy logits and state value on the MLP or Nature CNN torso, with an optional LSTM core (lstm > 0).
+
+    forward(obs [T, B, *obs_shape], state, reset [T, B]) -> (logits [T, B, A], value [T, B], state); state is
+    () without a core, else the LSTMCore's (h, c). Categorical actions; a Gaussian head would sit beside `policy`.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (64, 64),
+                 lstm: int = 0):
+        super().__init__()
+        self.obs_shape = tuple(obs_shape)
+        self.torso = torso(obs_shape, hidden)
+        d = self.torso.out_dim
+        self.core = LSTMCore(d, lstm) if lstm else None
+        d = lstm or d
+        self.policy = nn.Linear(d, num_actions)
+        self.value = nn.Linear(d, 1)
+
+    def initial_state(self, batch: int, device=None) -> tuple:
+        return self.core.initial_state(batch, device) if self.core else ()
+
+    def forward(self, obs: torch.Tensor, state: tuple = (), reset: torch.Tensor | None = None):
+        T, B = obs.shape[:2]
+        assert tuple(obs.shape[2:]) == self.obs_shape, f"obs [T, B, {self.obs_shape}], got {tuple(obs.shape)}"
+        h = self.torso(obs.reshape(T * B, *self.obs_shape) if is_image(self.obs_shape) else obs.reshape(T * B, -1))
+        if self.core is not None:
+            reset = torch.zeros(T, B, dtype=torch.bool, device=obs.device) if reset is None else reset
+            out, state = self.core(h.view(T, B, -1), state, reset)
+            h = out.reshape(T * B, -1)
+        return self.policy(h).view(T, B, -1), self.value(h).view(T, B), state
 
 
 def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
