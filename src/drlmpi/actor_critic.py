@@ -61,18 +61,23 @@ def load_policy(cfg: ACConfig, weights: dict, env):
     return policy
 
 
-def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip: bool, episodes: list) -> tuple[dict, np.ndarray]:
+def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip: bool, episodes: list, out: dict | None = None
+            ) -> tuple[dict, np.ndarray]:
     """One unroll [n_steps, E] with the current weights: obs, action, reward, discount (gamma, 0 after a
-    termination); a truncated episode's reward gets gamma V(final obs) and discount 0. Returns (unroll, next obs);
-    finished episodes' returns are appended to `episodes`."""
+    termination), and the acting logits [n_steps, E, A] if `out` has them; a truncated episode's reward gets
+    gamma V(final obs) and discount 0. Fills `out` (field views with at least n_steps rows, e.g. an unroll slot)
+    or new arrays. Returns (unroll, next obs); finished episodes' returns are appended to `episodes`."""
     T, E = cfg.n_steps, env.num_envs
-    u = {"obs": np.empty((T, *obs.shape), obs.dtype), "action": np.empty((T, E), np.int64),
-         "reward": np.empty((T, E), np.float32), "discount": np.empty((T, E), np.float32)}
+    u = out if out is not None else {
+        "obs": np.empty((T, *obs.shape), obs.dtype), "action": np.empty((T, E), np.int64),
+        "reward": np.empty((T, E), np.float32), "discount": np.empty((T, E), np.float32)}
     with torch.no_grad():
         for t in range(T):
             u["obs"][t] = obs
             logits, _, _ = net(torch.as_tensor(obs)[None])
             action = sample_actions(logits[0]).numpy()
+            if "logits" in u:
+                u["logits"][t] = logits[0].numpy()
             step = env.step(action)
             reward = np.clip(step.reward, -1, 1) if clip else step.reward
             cut = step.truncated & ~step.terminated

@@ -28,10 +28,11 @@ def test_sharded_ps_applies_every_gradient_once(optimizer, per_node):
     assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("backend", ["mpi", "gloo"])
-def test_two_apex_learners_keep_identical_weights(tmp_path, backend):
-    r = mpirun(5, [sys.executable, script("apex_learners.py"), str(tmp_path / "run"), backend], timeout=300)
+@pytest.mark.parametrize("algo,backend", [("apex", "mpi"), ("apex", "gloo"), ("impala", "mpi")])
+def test_two_learners_keep_identical_weights(tmp_path, algo, backend):
+    r = mpirun(5, [sys.executable, script("learners.py"), algo, str(tmp_path / "run"), backend], timeout=300)
     assert r.returncode == 0 and "PASS 5 ranks" in r.stdout, r.stdout + r.stderr
+    print(next(line for line in r.stdout.splitlines() if line.startswith("learners:")))
 
 
 def test_a3c_workers_update_one_shared_vector_with_no_lock():

@@ -1,5 +1,6 @@
-"""A2C and A3C end to end under mpiexec: they run to the end, their checkpoints evaluate, a signal stops them with a
-complete checkpoint and exit 75, and `--resume auto` continues to total_env_steps from it (onto another rank count)."""
+"""A2C, A3C and IMPALA end to end under mpiexec: they run to the end, their checkpoints evaluate, a signal stops them
+with a complete checkpoint and exit 75, and `--resume auto` continues to total_env_steps from it (onto another rank
+count); IMPALA's unrolls also cross pretend hosts as buffer messages, and too old ones are dropped and counted."""
 
 import json
 import os
@@ -21,16 +22,20 @@ def cmd(algo: str, run_dir, steps: int, *extra: str) -> list[str]:
             str(run_dir), "--set", "log_every=1", *extra]
 
 
-@pytest.mark.parametrize("algo", ["a2c", "a3c"])
-def test_four_workers_run_and_evaluate(algo, tmp_path):
+ROLES = {"a2c": ["actor"] * 4, "a3c": ["actor"] * 4, "impala": ["learner", "actor", "actor", "actor"]}
+
+
+@pytest.mark.parametrize("algo", ["a2c", "a3c", "impala"])
+def test_four_ranks_run_and_evaluate(algo, tmp_path):
     d = tmp_path / algo
     r = mpirun(4, cmd(algo, d, 20_000), timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert [row[1] for row in layout_table(r.stdout)] == ["actor"] * 4, out
+    assert [row[1] for row in layout_table(r.stdout)] == ROLES[algo], out
     assert "done: 20" in r.stdout, out
     st = checkpoint.load(d)
-    assert st.env_steps >= 20_000 and sorted(st.rng) == [f"actor-{i}" for i in range(4)], st.rng
+    who = sorted(f"{role}-{ROLES[algo][:k].count(role)}" for k, role in enumerate(ROLES[algo]))
+    assert st.env_steps >= 20_000 and sorted(st.rng) == who, st.rng
     rows = (d / "metrics.csv").read_text().splitlines()
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert float(last["entropy"]) > 0 and int(last["updates"]) > 0, last
@@ -44,7 +49,7 @@ def test_one_rank_runs_serially(algo, tmp_path):
     assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("algo", ["a2c", "a3c"])
+@pytest.mark.parametrize("algo", ["a2c", "a3c", "impala"])
 def test_sigterm_checkpoints_then_resume_auto_finishes_on_other_ranks(algo, tmp_path):
     d = tmp_path / "run"
     p = subprocess.Popen([MPIEXEC, "-n", "4", *cmd(algo, d, 10_000_000)], stdout=subprocess.PIPE,
@@ -64,5 +69,21 @@ def test_sigterm_checkpoints_then_resume_auto_finishes_on_other_ranks(algo, tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming from {st.path}" in r.stdout
     end = checkpoint.load(d)
-    assert total <= end.env_steps < total + 3 * 8 * 5 and end.counters["updates"] > st.counters["updates"]
+    unroll = 8 * (20 if algo == "impala" else 5)  # env steps per worker per unroll
+    assert total <= end.env_steps < total + 3 * unroll and end.counters["updates"] > st.counters["updates"]
     assert len(end.metrics["time"]) > len(st.metrics["time"])
+
+
+def test_impala_unrolls_cross_hosts_and_old_ones_are_dropped(tmp_path):
+    """4 pretend hosts of 1 rank: every unroll travels as a buffer message (TRAJECTORY, acknowledged); with
+    publications every 2 updates and max_policy_lag=2, unrolls that waited in the queue too long are dropped."""
+    d = tmp_path / "run"
+    r = mpirun(4, cmd("impala", d, 30_000, "--set", "max_policy_lag=2", "--set", "publish_every=2"), timeout=300,
+               env={"DRLMPI_RANKS_PER_NODE": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    hosts = [row[3] for row in layout_table(r.stdout)]
+    assert len(set(hosts)) == 4, r.stdout
+    rows = (d / "metrics.csv").read_text().splitlines()
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    assert int(last["dropped_unrolls"]) > 0 and int(last["updates"]) > 0, last
+    assert checkpoint.load(d).env_steps >= 30_000

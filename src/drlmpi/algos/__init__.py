@@ -10,7 +10,8 @@ import importlib
 from drlmpi.errors import UserError
 
 ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlmpi.algos.gorila",
-         "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c"}
+         "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c",
+         "impala": "drlmpi.algos.impala"}
 REQUIRED = ("Config", "ROLES", "run")
 
 

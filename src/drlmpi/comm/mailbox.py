@@ -83,16 +83,27 @@ class NodeSegments:
         sync(self.win)
         return np.flatnonzero(self._map(self.me)[0][:, 0] == 0)
 
-    def acquire(self, timeout: float = 60.0) -> int:
-        """Owner: wait politely for a free slot of its own, mark it used, return its index."""
-        free = poll(lambda: f[0] if len(f := self._free_slots()) else None, timeout, "a released slot")
-        self._map(self.me)[0][free, 0] = 1
-        sync(self.win)
-        return int(free)
+    def acquire(self, timeout: float = 60.0, on_wait=None, what: str = "a released slot") -> int:
+        """Owner: wait politely for a free slot of its own (on_wait() runs between looks), mark it used, return
+        its index."""
+        def free():
+            if on_wait is not None:
+                on_wait()
+            return f[0] if len(f := self._free_slots()) else None
 
-    def wait_all_free(self, timeout: float = 60.0) -> None:
-        """Owner: wait politely until readers have released every slot."""
-        poll(lambda: True if len(self._free_slots()) == self.slots else None, timeout, "all slots released")
+        slot = poll(free, timeout, what)
+        self._map(self.me)[0][slot, 0] = 1
+        sync(self.win)
+        return int(slot)
+
+    def wait_all_free(self, timeout: float = 60.0, on_wait=None) -> None:
+        """Owner: wait politely until readers have released every slot (on_wait() runs between looks)."""
+        def all_free():
+            if on_wait is not None:
+                on_wait()
+            return True if len(self._free_slots()) == self.slots else None
+
+        poll(all_free, timeout, "all slots released")
 
     def release(self, world_rank: int, s: int) -> None:
         """Reader: hand slot s back to its owner world_rank."""

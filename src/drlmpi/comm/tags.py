@@ -12,6 +12,9 @@ class Tag(IntEnum):
     SAMPLE_REPLY = 23  # replay shard -> learner on its node: statistics; the rows are in the learner's inbox
     SAMPLE_REPLY_BLOCK = 24  # replay shard -> learner elsewhere: statistics and the rows
     PRIORITIES = 25  # learner -> replay shard: new priorities for sampled slots
+    TRAJECTORY = 50  # actor -> learner elsewhere: one unroll block, see comm.trajectories
+    TRAJECTORY_SHM = 51  # actor -> learner on its node: (outbox slot, 0)
+    TRAJECTORY_ACK = 52  # learner -> actor elsewhere: one send buffer is free again
     METRICS = 30  # actor -> lead learner: float64 [8], see comm.metrics
     CONTROL = 31  # lead learner -> other learners: float64 (env steps so far, stop flag)
     CHECKPOINT = 40  # lead learner -> any rank: int64 (checkpoint id, env steps, flags), see comm.checkpoint

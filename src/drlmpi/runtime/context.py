@@ -29,11 +29,12 @@ class Channels:
     replay: MPI.Intracomm  # actors, learners <-> replay shards: blocks, samples, priorities, stop
     weights: MPI.Intracomm  # weights pushes across hosts (sub-communicators are split from it)
     params: MPI.Intracomm  # learners -> parameter-server shards: gradient slices, stop
+    trajectories: MPI.Intracomm  # actors -> learners: unrolls, acknowledgements, stop
 
     @staticmethod
     def create(world: MPI.Intracomm) -> "Channels":
         """Collective over world."""
-        return Channels(*(world.Dup() for _ in range(5)))
+        return Channels(*(world.Dup() for _ in range(6)))
 
 
 @dataclass

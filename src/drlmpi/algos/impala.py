@@ -1,0 +1,265 @@
+"""IMPALA: actors with local model copies send unrolls to learners, which correct the policy lag with V-trace
+(Espeholt et al., 2018), on the weights and trajectory planes.
+
+Roles: `learner`s (the first leads) and `actor`s on the other ranks.
+  actor i   reads the newest weights from its node window before every unroll, steps its `num_envs` envs
+            `n_steps` steps sampling from the policy, writes the unroll (obs, actions, rewards, discounts, its
+            behaviour logits, the version that acted) in place into a slot of its outbox and rings learner
+            i mod L (comm.trajectories; a buffer message when that learner is on another host); it waits politely
+            for a free slot when the learner is behind. Reports to the lead learner; stops at its share of
+            `total_env_steps` or at the lead's LAST checkpoint request.
+  learner   assembles batches of `batch_size` unrolls from its actors ([n_steps + 1, batch_size * num_envs]),
+            computes V-trace targets and advantages with its current network (rho-bar = c-bar = 1), and trains
+            the policy gradient, baseline and entropy losses. Several learners average gradients with one
+            allreduce per update (a learner whose actors have all stopped contributes nothing and the mean is
+            over the others); the lead publishes the weights every `publish_every` updates, hears the actors,
+            logs and checkpoints. Training ends when no learner has a batch left.
+Defaults are CartPole-v1's (greedy return 500 on 4 ranks); `Config.ATARI` is the Atari preset.
+
+Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
+  tag / pattern          channel       from -> to              payload                                when
+  TRAJECTORY_SHM         trajectories  actor -> its learner    int64 (outbox slot, 0); the unroll in  an unroll is full
+                                                               the slot (same host)
+  TRAJECTORY / _ACK      trajectories  actor <-> its learner   the unroll block / empty (other host)  an unroll is full
+  STOP                   trajectories  actor -> its learner    empty                                  share done
+  METRICS, STOP          reports       actor -> lead learner   float64 [8] (comm.metrics); empty      every 0.5 s; end
+  Ibcast + Bcast         weights       lead -> other hosts'    version, float32 weights               publish_every
+                                       leaders
+  Ibarrier + Allreduce   learners      learner <-> learners    gradients + (progress, stop, has a     every update
+                                                               batch, unrolls dropped)
+  CHECKPOINT, _DONE,     control       lead <-> other ranks    request; RNG state (comm.checkpoint)   checkpoint_every,
+  SIGNAL                                                       signal number                          signal, end
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from drlmpi import lifecycle, nets
+from drlmpi.actor_critic import ACConfig, build_net, collect, load_policy
+from drlmpi.checkpoint import State
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.checkpoint import CheckpointCollector
+from drlmpi.comm.metrics import ActorReport, ActorStats
+from drlmpi.comm.trajectories import TrajectoryPlane
+from drlmpi.comm.weights import WeightsPlane
+from drlmpi.config import opt, to_dict
+from drlmpi.envs import is_atari, make_vec, spaces
+from drlmpi.errors import UserError
+from drlmpi.nets import flat_params, load_flat
+from drlmpi.ops import vtrace
+from drlmpi.ops.actor_critic import actor_critic_loss
+from drlmpi.ops.schedules import linear
+from drlmpi.replay.actor import clips_rewards
+from drlmpi.replay.plane import share_of
+from drlmpi.rundir import RunLog
+from drlmpi.runtime import RoleSpec, Runtime, poll, probe
+from drlmpi.runtime.context import startup_timeout
+
+ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
+__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+
+
+@dataclass
+class Config(ACConfig):
+    n_steps: int = opt(20, "unroll length T")
+    batch_size: int = opt(4, "unrolls per learner batch (each [n_steps, num_envs])")
+    publish_every: int = opt(1, "learner updates between weight publications")
+    max_policy_lag: int = opt(0, "drop unrolls that acted on weights more than this many updates old (0: keep all)")
+    clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
+    clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
+    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
+
+    ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "batch_size": 8,
+                             "total_env_steps": 50_000_000}
+
+    def check(self):
+        super().check()
+        for name in ("batch_size", "publish_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
+            raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
+                            f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")
+        if self.allreduce not in BACKENDS:
+            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+
+
+def impala_loss(net, batch: dict, cfg: Config, device):
+    """V-trace actor-critic loss of a batch {field: [T + 1, N, ...]} (row T: the bootstrap observation)."""
+    T = cfg.n_steps
+    b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+    logits, values, _ = net(b["obs"])  # [T + 1, N, A], [T + 1, N]
+    actions = b["action"][:T]
+    clip = [t if t > 0 else None for t in (cfg.clip_rho_threshold, cfg.clip_pg_rho_threshold)]
+    vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), actions, b["discount"][:T], b["reward"][:T],
+                            values[:T].detach(), values[T].detach(), *clip)
+    return actor_critic_loss(logits[:T], values[:T], actions, vt.vs, vt.pg_advantages, cfg.baseline_cost,
+                             cfg.entropy_cost)
+
+
+@dataclass
+class Planes:
+    weights: WeightsPlane  # the lead learner's weights, version = update count
+    trajectories: TrajectoryPlane
+    net: torch.nn.Module  # the initial network, the same on every rank
+
+
+def setup(rt: Runtime, cfg: Config) -> Planes:
+    """Collective: the weights plane (written by the lead learner) and the trajectory plane."""
+    obs_space, act_space = spaces(cfg.env)
+    torch.manual_seed(cfg.seed)
+    net = build_net(cfg, obs_space, act_space)
+    E = cfg.num_envs
+    fields = {"obs": ((E, *obs_space.shape), obs_space.dtype), "action": ((E,), np.int64),
+              "reward": ((E,), np.float32), "discount": ((E,), np.float32),
+              "logits": ((E, act_space.n), np.float32)}
+    n = sum(p.numel() for p in net.parameters())
+    weights = WeightsPlane.create(rt.channels.weights, rt.node, n, rt.layout.ranks("learner")[:1])
+    traj = TrajectoryPlane.create(rt.channels.trajectories, rt.node, fields, cfg.n_steps, actor=rt.role == "actor")
+    return Planes(weights, traj, net)
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    actors, learners = rt.layout.ranks("actor"), rt.layout.ranks("learner")
+    i = rt.layout.index(rt.rank)
+    env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
+    net, window = planes.net.requires_grad_(False), planes.weights.window
+    flat = np.empty(window.n, np.float32)
+    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learners' first weights",
+         max_sleep=0.01)
+    version = window.read(flat)
+    load_flat(net, flat)
+    writer = planes.trajectories.writer(learners[i % len(learners)], i)
+    report = ActorReport(rt.channels.reports, learners[0], i)
+    ckpt = lifecycle.client(rt, learners[0])
+    clip = clips_rewards(cfg)
+    share = share_of(cfg.total_env_steps, i, len(actors))
+    steps = share_of(resumed.env_steps if resumed else 0, i, len(actors))
+    obs, episodes = env.reset(), []
+    while steps < share:
+        ckpt.poll()
+        if ckpt.last:
+            break
+        if window.version > version:
+            version = window.read(flat)
+            load_flat(net, flat)
+        slot, u = writer.acquire(on_wait=ckpt.poll)
+        _, obs = collect(net, env, obs, cfg, clip, episodes, out=u)
+        u["obs"][cfg.n_steps] = obs  # the bootstrap observation
+        writer.send(slot, version)
+        steps += cfg.num_envs * cfg.n_steps
+        report.step(cfg.num_envs * cfg.n_steps, episodes, version)
+        episodes.clear()
+        report.maybe_isend()
+    writer.close(on_wait=ckpt.poll)  # the learner took every unroll; then STOP
+    report.close()
+    ckpt.close()
+    env.close()
+
+
+def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+    device = nets.device(cfg.device)
+    learners = rt.role_comm
+    lead = learners.rank == 0
+    actors = rt.layout.ranks("actor")
+    net = planes.net.to(device)
+    opt = torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
+    updates = lifecycle.restore_learner(resumed, {"online": net}, {"rmsprop": opt}) if resumed else 0
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=4)
+    if lead:
+        planes.weights.bcast(flat_params(net), updates)
+    reader = planes.trajectories.reader([a for k, a in enumerate(actors) if k % learners.size == learners.rank],
+                                        cfg.batch_size, cfg.max_policy_lag)
+    if lead:
+        stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=4 if is_atari(cfg.env) else 1,
+                           steps=resumed.env_steps if resumed else 0)
+        log = RunLog(cfg.run_dir, "impala", to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy",
+                                                            "dropped_unrolls", "learners", *ActorStats.COLUMNS],
+                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
+        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
+                                   resumed)
+    else:
+        ckpt = lifecycle.client(rt, rt.layout.ranks("learner")[0])
+    losses, dropped = None, 0
+
+    def row():
+        lv = {k: float(getattr(losses, k).detach()) if losses else float("nan")
+              for k in ("total", "pg", "baseline", "entropy")}
+        return {"loss": lv["total"], "pg_loss": lv["pg"], "baseline_loss": lv["baseline"], "entropy": lv["entropy"],
+                "dropped_unrolls": dropped, "learners": learners.size, **stats.row()}
+
+    def state():  # the lead's, for a checkpoint
+        return lifecycle.snapshot("impala", cfg, log, {"env_steps": stats.steps, "updates": updates},
+                                  {"online": net}, {"rmsprop": opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
+
+    def hear():  # between messages and updates: the lead hears the actors and handles signals; others poll
+        if lead:
+            stats.drain(updates, log.episode)
+            log.tick(stats.steps, updates, cfg.total_env_steps, row)
+            if life.signal():
+                life.stop_actors(stats.steps)  # they stop, answer the final checkpoint, and say STOP
+            life.poll()
+        else:
+            ckpt.poll()
+
+    while True:
+        batch = reader.receive(updates, on_idle=hear)
+        opt.zero_grad(set_to_none=True)
+        if batch is not None:
+            losses = impala_loss(net, batch, cfg, device)
+            losses.total.backward()
+        progress = stats.steps / cfg.total_env_steps if lead else 0.0
+        frac, _, contributed, dropped_sum = allreduce(np.array([progress, 0, batch is not None, reader.dropped]))
+        if not contributed:
+            break  # no learner has a batch: every actor has stopped
+        if contributed < learners.size:  # the mean over the learners that had a batch
+            for p in net.parameters():
+                p.grad.mul_(learners.size / contributed)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        for g in opt.param_groups:
+            g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
+        opt.step()
+        updates += 1
+        dropped = int(dropped_sum)
+        if lead:
+            if updates % cfg.publish_every == 0:
+                planes.weights.bcast(flat_params(net), updates)
+            if life.due():
+                life.begin(stats.steps, state)
+        hear()
+    reader.close()
+    allreduce.close()
+    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    if not lead:
+        ckpt.close()
+        return summary
+    while not stats.all_done:  # every actor's last reports and STOP
+        probe(rt.channels.reports, what="the actors' last reports")
+        stats.drain(updates, log.episode)
+        life.poll()
+    planes.weights.bcast(flat_params(net), updates)
+    life.begin(stats.steps, state, last=True)
+    path = life.finish()
+    log.close(stats.steps, updates, row())
+    return {**summary, "env_steps": stats.steps, "recent_return": log.recent_return, "checkpoint": str(path),
+            "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses, default=0.0),
+            "stopped_by_signal": life.stopped_by_signal()}
+
+
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    """Set up the planes (collective), then run this rank's role."""
+    planes = setup(rt, cfg)
+    torch.manual_seed(rt.torch_seed())
+    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    summary = None
+    if rt.role == "actor":
+        run_actor(rt, cfg, planes, resumed)
+    else:
+        summary = run_learner(rt, cfg, planes, resumed)
+    planes.weights.close()
+    return summary
