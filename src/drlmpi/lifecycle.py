@@ -176,6 +176,16 @@ class Lifecycle:
             signals.stopping = True
         return self.written[-1] if self.written else None
 
+    def close(self, env_steps: int, updates: int, metrics: dict, summary: dict | None = None) -> dict:
+        """The lead's end of a run: wait for the last checkpoint, write the last metric row; returns the run's
+        summary (what the CLI prints), with `summary`'s entries added."""
+        path = self.finish()
+        self.log.close(env_steps, updates, metrics)
+        return {"env_steps": env_steps, "updates": updates, "recent_return": self.log.recent_return,
+                "checkpoint": str(path), "seconds": self.log.wall_time(),
+                "checkpoint_pause_s": max(self.pauses, default=0.0), "stopped_by_signal": self.stopped_by_signal(),
+                **(summary or {})}
+
     def stopped_by_signal(self) -> bool:
         return self.final is not None and bool(self.final[1] & SIGNALLED)
 

@@ -132,11 +132,7 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
         ckpt.close()
         return summary
     life.begin(steps, state, last=True)
-    path = life.finish()
-    log.close(steps, updates, row())
-    return {**summary, "env_steps": steps, "recent_return": log.recent_return, "checkpoint": str(path),
-            "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses, default=0.0),
-            "stopped_by_signal": life.stopped_by_signal()}
+    return life.close(steps, updates, row(), summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -171,13 +171,8 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
         stats.drain(window.version, log.episode)
         life.poll()
     life.begin(stats.steps, state, last=True)
-    path = life.finish()
-    log.close(stats.steps, window.version, row())
-    weights = window.weights.copy()  # every worker has stopped: no update is in flight
-    return {"env_steps": stats.steps, "updates": window.version, "recent_return": log.recent_return,
-            "checkpoint": str(path), "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses, default=0.0),
-            "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest(),
-            "stopped_by_signal": life.stopped_by_signal()}
+    sha = hashlib.sha256(window.weights.tobytes()).hexdigest()  # every worker has stopped: no update is in flight
+    return life.close(stats.steps, window.version, row(), {"weights_sha256": sha})
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -186,11 +186,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
         ckpt.close()
         return summary
     planes.weights.bcast(weights, updates)
-    path = life.finish()
-    log.close(stats.steps, updates, row())
-    return {**summary, "env_steps": stats.steps, "recent_return": log.recent_return, "checkpoint": str(path),
-            "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses, default=0.0),
-            "stopped_by_signal": life.stopped_by_signal()}
+    return life.close(stats.steps, updates, row(), summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -123,11 +123,8 @@ def run_serial(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
         if life.due():
             life.begin(steps, state, parts=replay_part)
     life.begin(steps, state, last=True, parts=replay_part)
-    path = life.finish()
-    log.close(steps, updates, {"loss": loss, "epsilon": eps, "replay_size": replay.size})
     env.close()
-    return {"env_steps": steps, "updates": updates, "recent_return": log.recent_return,
-            "checkpoint": str(path), "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses)}
+    return life.close(steps, updates, {"loss": loss, "epsilon": eps, "replay_size": replay.size})
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:

@@ -251,11 +251,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     poll(lambda: True if (window.versions() >= versions).all() else None, 60, "the final parameters")
     pull(net)
     life.begin(stats.steps, state, last=True)
-    path = life.finish()
-    log.close(stats.steps, updates, row())
-    return {"env_steps": stats.steps, "updates": min(versions), "recent_return": log.recent_return,
-            "checkpoint": str(path), "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses),
-            "stopped_by_signal": life.stopped_by_signal()}
+    return {**life.close(stats.steps, updates, row()), "updates": min(versions)}
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -244,11 +244,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         life.poll()
     planes.weights.bcast(flat_params(net), updates)
     life.begin(stats.steps, state, last=True)
-    path = life.finish()
-    log.close(stats.steps, updates, row())
-    return {**summary, "env_steps": stats.steps, "recent_return": log.recent_return, "checkpoint": str(path),
-            "seconds": log.wall_time(), "checkpoint_pause_s": max(life.pauses, default=0.0),
-            "stopped_by_signal": life.stopped_by_signal()}
+    return life.close(stats.steps, updates, row(), summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
