@@ -32,7 +32,7 @@ from drlmpi.runtime import wait, wait_all
 from drlmpi.runtime.wait import PEER_TIMEOUT, poll
 
 Fields = dict[str, tuple[tuple[int, ...], np.dtype]]  # name -> (shape of one row [E, ...], dtype)
-SLOTS = 2
+SLOTS = 4  # unrolls in flight per actor: the bound on the queue, and room to pipeline
 HEADER = 2  # actor index, version
 
 
@@ -71,6 +71,7 @@ class UnrollWriter:
         self.reqs = [MPI.REQUEST_NULL] * SLOTS  # remote: each buffer's send; local: the doorbell's
         self.free, self.unacked = list(range(SLOTS)), []  # remote buffers: free, sent and not yet acknowledged
         self._bell = np.zeros(2, np.int64)
+        self._views = [plane.layout.views(self._buf(s)) for s in range(SLOTS)]  # (header, fields) of each slot
 
     def _buf(self, slot: int) -> np.ndarray:
         return self.plane.outbox.slot(self.comm.rank, slot) if self.local else self.bufs[slot]
@@ -91,12 +92,11 @@ class UnrollWriter:
         else:
             slot = poll(lambda: self._acks(on_wait) or (self.free.pop(0) if self.free else None), PEER_TIMEOUT, what)
             wait(self.reqs[slot], what="the unroll send")
-        return slot, self.plane.layout.views(self._buf(slot))[1]
+        return slot, self._views[slot][1]
 
     def send(self, slot: int, version: int) -> None:
         """Hand the filled unroll in `slot` to the learner."""
-        buf = self._buf(slot)
-        head, _ = self.plane.layout.views(buf)
+        buf, head = self._buf(slot), self._views[slot][0]
         head[0], head[1] = self.index, version
         if self.local:
             sync(self.plane.outbox.win)  # the unroll before the doorbell
@@ -131,6 +131,8 @@ class UnrollReader:
         self.staging = plane.layout.new()  # a remote unroll before its copy into the batch
         self.dropped = self.received = 0
         self._bell, self._status, self._acks = np.zeros(2, np.int64), MPI.Status(), []
+        self._views: dict[tuple[int, int], tuple] = {}  # (actor, slot) -> (header, fields) of its outbox slot
+        self._staged = plane.layout.views(self.staging)
 
     @property
     def all_stopped(self) -> bool:
@@ -157,11 +159,13 @@ class UnrollReader:
                 self.comm.Recv(self._bell, source=src, tag=tag)
                 fence()  # the unroll the actor wrote before ringing
                 slot = int(self._bell[0])
-                b += self._take(self.plane.outbox.slot(src, slot), b, version)
+                if (src, slot) not in self._views:
+                    self._views[src, slot] = self.plane.layout.views(self.plane.outbox.slot(src, slot))
+                b += self._take(self._views[src, slot], b, version)
                 self.plane.outbox.release(src, slot)
             elif tag == Tag.TRAJECTORY:
                 self.comm.Recv(self.staging, source=src, tag=tag)
-                b += self._take(self.staging, b, version)
+                b += self._take(self._staged, b, version)
                 self._acks = [r for r in self._acks if not r.Test()]
                 self._acks.append(self.comm.Isend(np.zeros(0, np.uint8), dest=src, tag=Tag.TRAJECTORY_ACK))
             elif tag == Tag.STOP:
@@ -171,9 +175,10 @@ class UnrollReader:
                 raise RuntimeError(f"trajectories channel: unexpected tag {tag} from rank {src}")
         return self.batch
 
-    def _take(self, buf: np.ndarray, b: int, version: int) -> int:
-        """Copy one unroll into column block b of the batch unless it is too old; returns 1 if taken."""
-        head, f = self.plane.layout.views(buf)
+    def _take(self, views: tuple, b: int, version: int) -> int:
+        """Copy one unroll (views of its header and fields) into column block b of the batch unless it is too old;
+        returns 1 if taken."""
+        head, f = views
         self.received += 1
         if self.max_lag and version - int(head[1]) > self.max_lag:
             self.dropped += 1
