@@ -35,6 +35,8 @@ bench: $(STAMP)
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) allreduce.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/mpiexec -n 9 ../$(PY) reports.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) apex.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/mpiexec -n 2 ../$(PY) trajectories.py
+	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) impala.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,12 +1,16 @@
-"""Time to a greedy return of 475 on CartPole-v1: DQN (1 rank), Ape-X and GORILA (4 ranks), on this machine.
+"""Time to a greedy return of 475 on CartPole-v1: drlmpi's algorithms with their defaults (the learning tests'
+runs) and a peer, stable-baselines3's `A2C` (the `bench` extra), on this machine.
 
-Each run trains with a checkpoint every `--every` seconds; afterwards each checkpoint, in order, is
+Each drlmpi run trains with a checkpoint every `--every` seconds; afterwards each checkpoint, in order, is
 evaluated greedily over 20 episodes (`drlmpi.evaluate`, the code behind `drlmpi eval`). Time-to-475 is
 the training wall time (from the checkpoint's counters: seconds since the learner started) and env
-steps of the first checkpoint whose mean return is >= 475; "-" if none reached it. Only one run
-trains at a time, so runs do not share the CPU.
+steps of the first checkpoint whose mean return is >= 475; "-" if none reached it. sb3-a2c is SB3's A2C with
+the RL Zoo's CartPole-v1 settings (8 envs, ent_coef 0, 500K steps), one process (it has no multi-process
+A2C): its policy is copied every `--every` seconds of training and each copy evaluated the same way after
+training (the deterministic action, 20 episodes by `drlmpi.evaluate.episode_returns`). Only one run trains at a
+time, so runs do not share the CPU.
 
-Usage: python benchmarks/time_to_475.py [--algos dqn,apex,gorila] [--seeds 0,1,2] [--every 10]
+Usage: python benchmarks/time_to_475.py [--algos dqn,apex,gorila,a2c,a3c,impala,sb3-a2c] [--seeds 0,1,2] [--every 10]
 """
 
 import argparse
@@ -16,13 +20,59 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 from _timing import machine
 
 from drlmpi import checkpoint
 from drlmpi.evaluate import evaluate
 
 BIN = os.path.dirname(sys.executable)
-RUNS = {"dqn": (1, 100_000), "apex": (4, 150_000), "gorila": (4, 150_000)}  # ranks, env steps (the learning tests)
+RUNS = {"dqn": (1, 100_000), "apex": (4, 150_000), "gorila": (4, 150_000), "a2c": (4, 1_000_000),
+        "a3c": (4, 1_000_000), "impala": (4, 1_000_000), "sb3-a2c": (1, 500_000)}  # ranks, env steps (defaults)
+
+
+def sb3_a2c(seed: int, steps: int, every: float) -> tuple[tuple[float, int, float] | None, float]:
+    """Train SB3's A2C, copying its policy every `every` s; (first copy reaching 475, final return)."""
+    import copy
+    import time
+
+    import torch
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from drlmpi.envs import make_vec
+    from drlmpi.evaluate import episode_returns
+
+    torch.set_num_threads(1)
+    copies = []
+
+    class Every(BaseCallback):
+        def _on_training_start(self):
+            self.t0 = self.last = time.monotonic()
+
+        def _on_step(self):
+            if time.monotonic() - self.last >= every:
+                self.last = time.monotonic()
+                copies.append((self.last - self.t0, self.num_timesteps, copy.deepcopy(self.model.policy.state_dict())))
+            return True
+
+    model = A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed, device="cpu")
+    cb = Every()
+    model.learn(steps, callback=cb)
+    copies.append((time.monotonic() - cb.t0, model.num_timesteps, copy.deepcopy(model.policy.state_dict())))
+
+    def greedy(state):
+        model.policy.load_state_dict(state)
+        return float(np.mean(episode_returns(make_vec("CartPole-v1", 8, seed=12345),
+                                             lambda obs: model.predict(obs, deterministic=True)[0], 20)))
+
+    hit = None
+    for sec, n, state in copies:
+        if (ret := greedy(state)) >= 475:
+            hit = (sec, n, ret)
+            break
+    return hit, greedy(copies[-1][2])
 
 
 def first_reach(run_dir: str, bar: float = 475.0) -> tuple[float, int, float] | None:
@@ -37,7 +87,7 @@ def first_reach(run_dir: str, bar: float = 475.0) -> tuple[float, int, float] | 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--algos", default="dqn,apex,gorila")
+    ap.add_argument("--algos", default="dqn,apex,gorila,a2c,a3c,impala,sb3-a2c")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--every", type=float, default=10.0)
     a = ap.parse_args()
@@ -46,6 +96,11 @@ def main() -> None:
         for algo in a.algos.split(","):
             ranks, steps = RUNS[algo]
             for seed in (int(s) for s in a.seeds.split(",")):
+                if algo == "sb3-a2c":
+                    hit, final = sb3_a2c(seed, steps, a.every)
+                    rows.append((algo, ranks, seed, hit, final))
+                    print(f"{algo} seed {seed}: {hit}, final {final:.1f}", flush=True)
+                    continue
                 run_dir = os.path.join(d, f"{algo}-{seed}")
                 cmd = [os.path.join(BIN, "mpiexec"), "-n", str(ranks), os.path.join(BIN, "drlmpi"), "--algo", algo,
                        "--env", "CartPole-v1", "--total-env-steps", str(steps), "--seed", str(seed),

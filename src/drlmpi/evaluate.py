@@ -11,21 +11,12 @@ from drlmpi.envs import make_vec
 from drlmpi.errors import CheckpointError, UserError
 
 
-def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
-    ckpt = checkpoint.load(path)
-    try:
-        module = algos.get(ckpt.algo)
-    except UserError:
-        raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
-    cfg = config.from_dict(module.Config, ckpt.config)
-    num_envs = min(episodes, 8)
+def episode_returns(env, policy, episodes: int) -> list[float]:
+    """Returns of `episodes` full episodes of policy (obs [E, ...] -> actions [E]) on env (closed after), each of
+    its E envs running a quota fixed in advance."""
+    num_envs = env.num_envs
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
-    env = make_vec(cfg.env, num_envs, seed=seed)
-    try:
-        policy = module.load_policy(cfg, ckpt.weights, env)
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path}: weights do not match {cfg.env}: {e}") from None
     returns: list[list[float]] = [[] for _ in range(num_envs)]
     obs = env.reset()
     while any(len(r) < q for r, q in zip(returns, quota)):
@@ -36,7 +27,23 @@ def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
                 returns[i].append(ret)
         obs = step.obs
     env.close()
-    flat = [r for rs in returns for r in rs]
+    return [r for rs in returns for r in rs]
+
+
+def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
+    ckpt = checkpoint.load(path)
+    try:
+        module = algos.get(ckpt.algo)
+    except UserError:
+        raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
+    cfg = config.from_dict(module.Config, ckpt.config)
+    env = make_vec(cfg.env, min(episodes, 8), seed=seed)
+    try:
+        policy = module.load_policy(cfg, ckpt.weights, env)
+    except (ValueError, KeyError) as e:
+        env.close()
+        raise CheckpointError(f"{ckpt.path}: weights do not match {cfg.env}: {e}") from None
+    flat = episode_returns(env, policy, episodes)
     return {"checkpoint": str(ckpt.path), "algo": ckpt.algo, "env": cfg.env,
             "env_steps": int(ckpt.counters.get("env_steps", 0)), "episodes": len(flat),
             "mean_return": float(np.mean(flat)), "std_return": float(np.std(flat)),
