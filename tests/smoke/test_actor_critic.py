@@ -87,3 +87,10 @@ def test_impala_unrolls_cross_hosts_and_old_ones_are_dropped(tmp_path):
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert int(last["dropped_unrolls"]) > 0 and int(last["updates"]) > 0, last
     assert checkpoint.load(d).env_steps >= 30_000
+
+
+def test_a3c_over_several_hosts_is_refused_in_one_line(tmp_path):
+    r = mpirun(4, cmd("a3c", tmp_path / "run", 2000), timeout=60, env={"DRLMPI_RANKS_PER_NODE": "2"})
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "drlmpi: error: a3c keeps its weights in one host's shared memory: run it on one host (this job spans 2)"
+    ), r.stderr

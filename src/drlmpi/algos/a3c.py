@@ -44,7 +44,7 @@ from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, barrier, probe
 
-ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
+ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True, one_host=True)
 __all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
 
 
@@ -81,8 +81,6 @@ def flat_grad(net, max_norm: float) -> np.ndarray:
 def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     n_workers, i = rt.size, rt.layout.index(rt.rank)
     lead = i == 0
-    if len(set(rt.layout.hosts)) > 1:
-        raise UserError("a3c keeps its weights in one host's shared memory: run it on one host")
     torch.manual_seed(cfg.seed)  # the same initial network everywhere (the lead's is published)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     net = build_net(cfg, env.observation_space, env.action_space)

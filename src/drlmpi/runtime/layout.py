@@ -27,7 +27,8 @@ SPREAD = ("replay", "inference")  # roles spread over the hosts
 class RoleSpec:
     """What an algorithm needs: counts of fixed roles, the least number of actors, and if it may run serially.
 
-    `single_process` algorithms run on exactly one rank. `explicit` names the roles whose count the user set.
+    `single_process` algorithms run on exactly one rank; `one_host` ones on the ranks of one host. `explicit`
+    names the roles whose count the user set.
     """
 
     fixed: tuple[tuple[str, int], ...] = ()
@@ -35,6 +36,7 @@ class RoleSpec:
     serial_ok: bool = True
     single_process: bool = False
     explicit: tuple[str, ...] = ()
+    one_host: bool = False
 
     def with_overrides(self, overrides: dict[str, int], algo: str = "this algorithm") -> "RoleSpec":
         if self.single_process and overrides:
@@ -47,7 +49,7 @@ class RoleSpec:
                 raise UserError(f"--layout: {role}={n} must be >= 0")
             fixed[role] = n
         return RoleSpec(tuple(fixed.items()), self.min_actors, self.serial_ok, self.single_process,
-                        tuple(sorted(set(self.explicit) | set(overrides))))
+                        tuple(sorted(set(self.explicit) | set(overrides))), self.one_host)
 
     @property
     def min_ranks(self) -> int:
@@ -124,6 +126,9 @@ def build_layout(world_size: int, spec: RoleSpec, algo: str, hosts: tuple[str, .
         )
     host_of = Layout(("actor",) * world_size, hosts).host_ids()
     by_host = [[r for r in range(world_size) if host_of[r] == h] for h in range(max(host_of) + 1)]
+    if spec.one_host and len(by_host) > 1:
+        raise UserError(f"{algo} keeps its weights in one host's shared memory: run it on one host "
+                        f"(this job spans {len(by_host)})")
     counts = role_counts(world_size, spec, len(by_host))
     roles: list[str | None] = [None] * world_size
     in_order = [r for ranks in by_host for r in ranks]  # host 0's ranks first
