@@ -65,6 +65,7 @@ __all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
 
 @dataclass
 class Config(ACConfig):
+    total_env_steps: int = opt(2_000_000, "environment steps (all actors' envs) to train for")
     n_steps: int = opt(20, "unroll length T")
     batch_size: int = opt(4, "unrolls per learner batch (each [n_steps, num_envs])")
     publish_every: int = opt(1, "learner updates between weight publications")
