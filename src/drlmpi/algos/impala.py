@@ -25,8 +25,8 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   METRICS, STOP          reports       actor -> lead learner   float64 [8] (comm.metrics); empty      every 0.5 s; end
   Ibcast + Bcast         weights       lead -> other hosts'    version, float32 weights               publish_every
                                        leaders
-  Ibarrier + Allreduce   learners      learner <-> learners    gradients + (progress, stop, has a     every update
-                                                               batch, unrolls dropped)
+  Ibarrier + Allreduce   learners      learner <-> learners    gradients + (the lead's progress,      every update
+                                                               had a batch, unrolls dropped)
   CHECKPOINT, _DONE,     control       lead <-> other ranks    request; RNG state (comm.checkpoint)   checkpoint_every,
   SIGNAL                                                       signal number                          signal, end
 """
@@ -171,7 +171,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     net = planes.net.to(device)
     opt = torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
     updates = lifecycle.restore_learner(resumed, {"online": net}, {"rmsprop": opt}) if resumed else 0
-    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=4)
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, has, dropped
     if lead:
         planes.weights.bcast(flat_params(net), updates)
     reader = planes.trajectories.reader([a for k, a in enumerate(actors) if k % learners.size == learners.rank],
@@ -215,7 +215,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
             losses = impala_loss(net, batch, cfg, device)
             losses.total.backward()
         progress = stats.steps / cfg.total_env_steps if lead else 0.0
-        frac, _, contributed, dropped_sum = allreduce(np.array([progress, 0, batch is not None, reader.dropped]))
+        frac, contributed, dropped_sum = allreduce(np.array([progress, batch is not None, reader.dropped]))
         if not contributed:
             break  # no learner has a batch: every actor has stopped
         if contributed < learners.size:  # the mean over the learners that had a batch
