@@ -32,3 +32,60 @@ def layout_table(stdout: str) -> list[tuple[int, str, int, str]]:
 
     rows = [re.match(r"\s*(\d+)\s+([a-z]+)\s+(\d+)\s+(\S+)$", line) for line in stdout.splitlines()]
     return [(int(m[1]), m[2], int(m[3]), m[4]) for m in rows if m]
+
+
+def ac_cmd(algo: str, run_dir, steps: int, *extra: str) -> list[str]:
+    """drlmpi on CartPole-v1 for `steps` env steps into run_dir, logging every second."""
+    return [DRLMPI, "--algo", algo, "--env", "CartPole-v1", "--total-env-steps", str(steps), "--run-dir",
+            str(run_dir), "--set", "log_every=1", *extra]
+
+
+def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
+    """4 ranks run 20K steps with these roles and save every rank's RNG and metrics; the checkpoint evaluates."""
+    import json
+
+    from drlmpi import checkpoint
+
+    r = mpirun(4, ac_cmd(algo, d, 20_000), timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert [row[1] for row in layout_table(r.stdout)] == roles, out
+    assert "done: 20" in r.stdout, out
+    st = checkpoint.load(d)
+    who = sorted(f"{role}-{roles[:k].count(role)}" for k, role in enumerate(roles))
+    assert st.env_steps >= 20_000 and sorted(st.rng) == who, st.rng
+    rows = (d / "metrics.csv").read_text().splitlines()
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    assert float(last["entropy"]) > 0 and int(last["updates"]) > 0, last
+    e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120)
+    assert e.returncode == 0 and json.loads(e.stdout)["algo"] == algo, e.stderr
+
+
+def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | None = None) -> None:
+    """SIGTERM to a 4-rank run: complete checkpoint, exit 75; `--resume auto` on 3 ranks continues to the new total
+    (within 3 unrolls of `unroll` env steps per worker) with more updates and the metrics history kept."""
+    import signal
+    import time
+
+    from drlmpi import checkpoint
+    from drlmpi.runtime.signals import REQUEUE_EXIT
+
+    p = subprocess.Popen([MPIEXEC, "-n", "4", *ac_cmd(algo, d, 10_000_000)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    t0 = time.monotonic()
+    while not (d / "metrics.csv").exists() and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+    time.sleep(4)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == REQUEUE_EXIT, out + err
+    st = checkpoint.load(d)
+    assert 0 < st.env_steps < 10_000_000 and len(st.rng) == 4
+    total = st.env_steps + 30_000  # several seconds: metric rows are added to the checkpointed history
+    r = mpirun(3, ac_cmd(algo, d, total, "--resume", "auto"), timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"resuming from {st.path}" in r.stdout
+    end = checkpoint.load(d)
+    assert total <= end.env_steps < total + 3 * unroll and end.counters["updates"] > st.counters["updates"]
+    assert len(end.metrics["time"]) > len(st.metrics["time"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from drlmpi.config import Common, opt
+from drlmpi.config import Common, opt, require_at_least
 from drlmpi.errors import UserError
 from drlmpi.nets import ActorCritic, load_arrays
 from drlmpi.ops import vtrace
@@ -35,9 +35,7 @@ class ACConfig(Common):
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
 
     def check(self):
-        for name in ("num_envs", "n_steps", "total_env_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("num_envs", "n_steps", "total_env_steps"))
         if not 0 <= self.gamma <= 1:
             raise UserError(f"config: gamma must be in [0, 1], got {self.gamma}")
         if self.clip_rewards not in ("auto", "on", "off"):

@@ -123,6 +123,13 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
     return cfg
 
 
+def require_at_least(cfg, names, least: int = 1) -> None:
+    """Raise UserError naming the first of these config fields below `least`."""
+    for name in names:
+        if getattr(cfg, name) < least:
+            raise UserError(f"config: {name} must be >= {least}, got {getattr(cfg, name)}")
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 

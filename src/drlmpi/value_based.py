@@ -24,7 +24,7 @@ import torch
 from drlmpi import lifecycle
 from drlmpi.checkpoint import State
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import Common, opt
+from drlmpi.config import Common, opt, require_at_least
 from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, greedy, load_arrays, load_flat, q_values
@@ -62,9 +62,7 @@ class ValueConfig(Common):
                                            "total_env_steps", "keep_checkpoints")
 
     def check(self):
-        for name in self.POSITIVE:
-            if getattr(self, name) < 1:
-                raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, self.POSITIVE)
         if not 0 < self.gamma <= 1:
             raise UserError(f"config: gamma must be in (0, 1], got {self.gamma}")
         if self.replay_ratio < 0:

@@ -46,7 +46,7 @@ from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import opt, to_dict
+from drlmpi.config import opt, require_at_least, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
@@ -80,9 +80,7 @@ class Config(ACConfig):
 
     def check(self):
         super().check()
-        for name in ("batch_size", "publish_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("batch_size", "publish_every"))
         if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
             raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
                             f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")

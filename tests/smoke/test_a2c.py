@@ -1,0 +1,20 @@
+"""A2C end to end under mpiexec: 4 workers run and their checkpoint evaluates, one rank runs serially, and a signal
+stops them with a complete checkpoint and exit 75 from which `--resume auto` continues on 3 ranks."""
+
+import pytest
+from helpers import ac_cmd, check_four_ranks_run_and_evaluate, check_sigterm_then_resume_on_3_ranks, run
+
+pytestmark = pytest.mark.mpi
+
+
+def test_a2c_four_ranks_run_and_evaluate(tmp_path):
+    check_four_ranks_run_and_evaluate("a2c", ["actor"] * 4, tmp_path / "a2c")
+
+
+def test_a2c_one_rank_runs_serially(tmp_path):
+    r = run(ac_cmd("a2c", tmp_path / "run", 3000), timeout=180)
+    assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
+
+
+def test_a2c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
+    check_sigterm_then_resume_on_3_ranks("a2c", tmp_path / "run", unroll=8 * 5)
