@@ -196,8 +196,8 @@ def test_round_trip(algo, tmp_path):
 
 
 def test_ps_optimizer_round_trip(tmp_path):
-    """GORILA's parameter-server shards: slice + FlatOptimizer state, restored onto another number of shards."""
-    from drlmpi.algos.gorila import restore_ps
+    """Parameter-server shards: slice + FlatOptimizer state, joined whole for another number of shards."""
+    from drlmpi import param_server
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=10).astype(np.float32)
@@ -211,12 +211,12 @@ def test_ps_optimizer_round_trip(tmp_path):
         sha = checkpoint.save_part(tmp_path / rel, "ps", {"updates": 3}, {"w": w[lo:hi], **opt.state()})
         parts[f"ps-{s}"] = {"file": rel, "sha256": sha}
     st = checkpoint.load(checkpoint.save(tmp_path / checkpoint.name_of(1, 1), state(id=1, parts=parts)))
-    for lo, hi in ((0, 3), (3, 7), (7, 10)):  # three shards now
-        w2, start = restore_ps(st, lo, hi, 10)
-        np.testing.assert_array_equal(w2, w[lo:hi])
-        m = np.concatenate([o.arrays["m"] for o in opts])
-        np.testing.assert_array_equal(start["opt"]["m"], m[lo:hi])
-        assert start["opt"]["t"] == 3 and start["version"] == 3
+    start = param_server.restore(st, 10)
+    np.testing.assert_array_equal(start["w"], w)
+    np.testing.assert_array_equal(start["opt"]["m"], np.concatenate([o.arrays["m"] for o in opts]))
+    assert start["opt"]["t"] == 3 and start["version"] == 3
+    with pytest.raises(CheckpointError, match="hold 10 parameters, this run's network 11"):
+        param_server.restore(st, 11)
 
 
 @pytest.mark.parametrize("old,new", [(2, 3), (3, 2), (2, 2), (1, 1)])

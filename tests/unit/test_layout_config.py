@@ -91,6 +91,18 @@ def test_replay_default_spread_leaves_the_actors_they_need():
     assert lay.roles == ("learner", "replay", "replay", "actor")
 
 
+def test_a3c_gets_a_ps_rank_only_across_hosts():
+    from drlmpi.algos import a3c
+
+    assert build_layout(4, a3c.ROLES, "a3c").roles == ("actor",) * 4  # one host: Hogwild! in its window
+    assert build_layout(4, a3c.ROLES, "a3c", hosts_of(4, 2)).roles == ("ps", "actor", "actor", "actor")
+    spec = a3c.ROLES.with_overrides({"ps": 2})
+    assert build_layout(4, spec, "a3c").roles == ("ps", "ps", "actor", "actor")  # asked for, also on one host
+    with pytest.raises(UserError, match=r"^a3c over 2 hosts needs a ps rank .*\(--layout ps=0 leaves none\)$"):
+        build_layout(4, a3c.ROLES.with_overrides({"ps": 0}), "a3c", hosts_of(4, 2))
+    assert build_layout(2, a3c.ROLES, "a3c", hosts_of(2, 1)).roles == ("ps", "actor")
+
+
 def test_learner_threads_take_the_cores_left_by_the_other_ranks_of_its_host():
     from drlmpi.algos import apex
 

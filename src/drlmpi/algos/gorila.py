@@ -32,25 +32,24 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   STOP                   control   ps shard -> lead learner    int64 updates applied                  at the end
   CHECKPOINT, CHECKPOINT_DONE, SIGNAL
                          control   as in Ape-X; the ps shards get their requests on `params` and write
-                                   their slice and optimizer state as part files (restore_ps)
+                                   their slice and optimizer state as part files (param_server)
 """
 
 import copy
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
-from drlmpi import checkpoint, lifecycle, nets
+from drlmpi import lifecycle, nets, param_server
 from drlmpi import value_based as vb
 from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
-from drlmpi.comm.ps import isend_gradient, isend_stop, serve_shard
+from drlmpi.comm.ps import isend_gradient, isend_stop
 from drlmpi.comm.tags import Tag
 from drlmpi.config import opt, to_dict
 from drlmpi.envs import is_atari
@@ -61,7 +60,6 @@ from drlmpi.ops.schedules import linear
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait, wait_all
 from drlmpi.runtime.context import startup_timeout
-from drlmpi.runtime.wait import PEER_TIMEOUT
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("ps", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 build_net, load_policy = vb.build_net, vb.load_policy  # what drlmpi eval and the benchmarks use
@@ -87,44 +85,20 @@ class Config(vb.AnnealedEpsilon, vb.ReplayConfig):
 
 
 def run_ps(rt: Runtime, cfg: Config, planes, resumed: State | None) -> None:
-    s, n_ps = rt.layout.index(rt.rank), len(rt.layout.ranks("ps"))
-    window = planes.weights.window
-    lo, hi = window.bounds[s], window.bounds[s + 1]
     expected = cfg.replay_ratio * cfg.total_env_steps  # updates the whole run should make
 
     def lr(updates: int) -> float:
         return linear(cfg.lr, cfg.lr_final, updates / expected) if expected > 0 else cfg.lr
 
-    def save(req, w, opt, version) -> dict:  # this shard's slice and optimizer state, a checkpoint part
-        rel = checkpoint.part_file(req.id, f"ps-{s}")
-        sha = checkpoint.save_part(Path(cfg.run_dir) / "checkpoints" / rel, "ps",
-                                   {"shard": s, "shards": n_ps, "lo": lo, "hi": hi, "updates": version},
-                                   {"w": w, **opt.state()})
-        return {f"ps-{s}": {"file": rel, "sha256": sha}}
-
-    init, start = flat_params(planes.net)[lo:hi], None
+    init, start = flat_params(planes.net), None
     if resumed:
-        init, start = restore_ps(resumed, lo, hi, window.n)
+        start = param_server.restore(resumed, len(init))
+        if start is None:
+            raise CheckpointError(f"{resumed.path}: no parameter-server parts")
+        init = start["w"]
     opt_kwargs = {"eps": 1e-5} if cfg.optimizer != "adagrad" else {}
-    _, updates = serve_shard(rt.channels.params, planes.weights.pushes[s], init, len(rt.layout.ranks("learner")),
-                             cfg.optimizer, lr, cfg.publish_every, lifecycle.client(rt, vb.lead_learner(rt)), save,
-                             start, **opt_kwargs)
-    final = np.array([updates], np.int64)  # to the lead learner, which checkpoints the final vector
-    wait(rt.channels.control.Isend(final, dest=rt.layout.ranks("learner")[0], tag=Tag.STOP),
-         what="the lead learner to take the final update count")
-
-
-def restore_ps(state: State, lo: int, hi: int, n: int) -> tuple[np.ndarray, dict]:
-    """The slice [lo, hi) of the parameters and its optimizer state from a checkpoint's ps parts (any number of
-    them: the parts are joined in shard order, then cut at this run's bounds)."""
-    names = sorted((k for k in state.parts if k.startswith("ps-")), key=lambda k: int(k.split("-")[1]))
-    parts = [checkpoint.load_part(state, k, "ps") for k in names]
-    whole = {k: np.concatenate([a[k] for _, a in parts]) for k in parts[0][1] if k != "t"} if parts else {}
-    if not parts or len(whole["w"]) != n:
-        raise CheckpointError(f"{state.path}: its parameter-server parts do not hold this run's {n} parameters")
-    opt = {k: v[lo:hi] for k, v in whole.items() if k != "w"}
-    opt["t"] = max(int(a["t"]) for _, a in parts)
-    return whole["w"][lo:hi], {"opt": opt, "version": max(int(at["updates"]) for at, _ in parts)}
+    param_server.run_ps(rt, planes.weights, init, vb.lead_learner(rt), len(rt.layout.ranks("learner")),
+                        cfg.optimizer, lr, cfg.publish_every, cfg.run_dir, start, **opt_kwargs)
 
 
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict | None:
@@ -241,13 +215,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     if not lead:
         ckpt.close()
         return None
-    final = np.zeros(1, np.int64)
-    versions = []
-    for r in ps_ranks:  # each shard says how many updates it applied once every learner has stopped
-        poll(lambda r=r: True if control_ch.Iprobe(r, Tag.STOP) else life.poll(), PEER_TIMEOUT,
-             f"parameter-server shard {r}'s final update count")
-        control_ch.Recv(final, source=r, tag=Tag.STOP)
-        versions.append(int(final[0]))
+    versions = param_server.final_updates(rt, life)
     poll(lambda: True if (window.versions() >= versions).all() else None, 60, "the final parameters")
     pull(net)
     life.begin(stats.steps, state, last=True)

@@ -27,8 +27,9 @@ SPREAD = ("replay", "inference")  # roles spread over the hosts
 class RoleSpec:
     """What an algorithm needs: counts of fixed roles, the least number of actors, and if it may run serially.
 
-    `single_process` algorithms run on exactly one rank; `one_host` ones on the ranks of one host. `explicit`
-    names the roles whose count the user set.
+    `single_process` algorithms run on exactly one rank. `ps_across_hosts` ones share weights through a host's
+    memory, and through a `ps` rank when the job spans several hosts (one by default there; none on one host).
+    `explicit` names the roles whose count the user set.
     """
 
     fixed: tuple[tuple[str, int], ...] = ()
@@ -36,7 +37,7 @@ class RoleSpec:
     serial_ok: bool = True
     single_process: bool = False
     explicit: tuple[str, ...] = ()
-    one_host: bool = False
+    ps_across_hosts: bool = False
 
     def with_overrides(self, overrides: dict[str, int], algo: str = "this algorithm") -> "RoleSpec":
         if self.single_process and overrides:
@@ -49,7 +50,7 @@ class RoleSpec:
                 raise UserError(f"--layout: {role}={n} must be >= 0")
             fixed[role] = n
         return RoleSpec(tuple(fixed.items()), self.min_actors, self.serial_ok, self.single_process,
-                        tuple(sorted(set(self.explicit) | set(overrides))), self.one_host)
+                        tuple(sorted(set(self.explicit) | set(overrides))), self.ps_across_hosts)
 
     @property
     def min_ranks(self) -> int:
@@ -97,8 +98,11 @@ def parse_layout_arg(text: str) -> dict[str, int]:
 
 
 def role_counts(world_size: int, spec: RoleSpec, n_hosts: int) -> dict[str, int]:
-    """Counts of the fixed roles: the spec's, with `replay` one per host by default on several hosts."""
+    """Counts of the fixed roles: the spec's, with `replay` one per host by default on several hosts, and one
+    `ps` there for a `ps_across_hosts` algorithm."""
     counts = dict(spec.fixed)
+    if n_hosts > 1 and spec.ps_across_hosts and "ps" not in spec.explicit:
+        counts["ps"] = max(counts.get("ps", 0), 1)
     if n_hosts > 1 and "replay" not in spec.explicit and counts.get("replay", 0):
         room = world_size - sum(counts.values()) - spec.min_actors  # ranks beyond the minimum
         counts["replay"] = max(counts["replay"], min(n_hosts, counts["replay"] + max(0, room)))
@@ -126,10 +130,14 @@ def build_layout(world_size: int, spec: RoleSpec, algo: str, hosts: tuple[str, .
         )
     host_of = Layout(("actor",) * world_size, hosts).host_ids()
     by_host = [[r for r in range(world_size) if host_of[r] == h] for h in range(max(host_of) + 1)]
-    if spec.one_host and len(by_host) > 1:
-        raise UserError(f"{algo} keeps its weights in one host's shared memory: run it on one host "
-                        f"(this job spans {len(by_host)})")
     counts = role_counts(world_size, spec, len(by_host))
+    if spec.ps_across_hosts and len(by_host) > 1 and not counts.get("ps"):
+        raise UserError(f"{algo} over {len(by_host)} hosts needs a ps rank to carry its weights between them "
+                        f"(--layout ps=0 leaves none)")
+    if world_size - sum(counts.values()) < spec.min_actors:  # a role added for several hosts left too few
+        need = ", ".join(f"{n} {role}" for role, n in counts.items() if n)
+        raise UserError(f"{algo} on {len(by_host)} hosts needs at least {sum(counts.values()) + spec.min_actors} "
+                        f"ranks ({need}, {spec.min_actors}+ actor); got {world_size}")
     roles: list[str | None] = [None] * world_size
     in_order = [r for ranks in by_host for r in ranks]  # host 0's ranks first
 
