@@ -24,7 +24,7 @@ def test_exception_on_one_rank_ends_job_with_its_traceback(mode):
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert elapsed < 15, f"took {elapsed:.1f} s"
-    assert "rank 2 (actor) failed:" in out, out
+    assert "rank 2 (actor) failed:" in out, f"exit {r.returncode}, {elapsed:.1f} s: {out!r}"
     assert "Traceback" in out and "ValueError: boom from rank 2" in out, out
 
 
