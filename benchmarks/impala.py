@@ -5,7 +5,9 @@ impala: `mpiexec -n N drlmpi --algo impala` (1 learner, N - 1 actors, defaults) 
         with the same network raw (`mpiexec -n N-1 python benchmarks/impala.py --raw`: forward, sample, env.step
         into an unroll, nothing sent), measured just before and after the job (this VM drifts); ratio = job over
         the mean of the two.
-a3c/a2c: `mpiexec -n N drlmpi --algo a3c|a2c` with their defaults for about `seconds` each, frames/s as above.
+a3c/a2c: `mpiexec -n N drlmpi --algo a3c|a2c` with their defaults for about `seconds` each, frames/s as above;
+        and A3C on two pretend hosts (DRLMPI_RANKS_PER_NODE = N / 2: a ps and N - 1 workers sending it gradients)
+        against A3C on one host (N workers, Hogwild! in the window).
 
 Usage: python benchmarks/impala.py [--ranks 4] [--seconds 20]
 """
@@ -60,10 +62,10 @@ def raw_fps(n: int, seconds: float) -> float:
     return float(r.stdout.split()[-1])
 
 
-def job_fps(algo: str, n: int, steps: int, run_dir: str) -> float:
+def job_fps(algo: str, n: int, steps: int, run_dir: str, env: dict | None = None) -> float:
     r = subprocess.run([os.path.join(BIN, "mpiexec"), "-n", str(n), os.path.join(BIN, "drlmpi"), "--algo", algo,
                         "--env", "CartPole-v1", "--total-env-steps", str(steps), "--run-dir", run_dir, "--set",
-                        "log_every=1"], capture_output=True, text=True, timeout=900)
+                        "log_every=1"], capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
     if r.returncode:
         sys.exit(f"{algo} job failed:\n{r.stdout}\n{r.stderr}")
     with open(os.path.join(run_dir, "metrics.csv")) as f:
@@ -89,10 +91,14 @@ def main() -> None:
         after = raw_fps(n - 1, a.seconds / 2)
         a3c = job_fps("a3c", n, int(impala * a.seconds), os.path.join(d, "a3c"))
         a2c = job_fps("a2c", n, int(impala * a.seconds), os.path.join(d, "a2c"))
+        a3c_ps = job_fps("a3c", n, int(a3c * a.seconds), os.path.join(d, "a3c-ps"),
+                         {"DRLMPI_RANKS_PER_NODE": str(max(1, n // 2))})
     print(f"CartPole-v1, {n} ranks, defaults, {machine()}")
     print(f"  impala {impala:8.0f} frames/s   raw acting by {n - 1} processes {before:8.0f} / {after:8.0f} frames/s   "
           f"ratio {impala / ((before + after) / 2):.2f}")
     print(f"  a3c    {a3c:8.0f} frames/s   a2c {a2c:8.0f} frames/s   a3c / a2c {a3c / a2c:.2f}")
+    print(f"  a3c on 2 pretend hosts (1 ps, {n - 1} workers) {a3c_ps:8.0f} frames/s   against one host (Hogwild!) "
+          f"{a3c_ps / a3c:.2f}")
 
 
 if __name__ == "__main__":

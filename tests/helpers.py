@@ -40,6 +40,11 @@ def ac_cmd(algo: str, run_dir, steps: int, *extra: str) -> list[str]:
             str(run_dir), "--set", "log_every=1", *extra]
 
 
+def check_one_rank_runs_serially(algo: str, d) -> None:
+    r = run(ac_cmd(algo, d, 3000), timeout=180)
+    assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
+
+
 def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
     """4 ranks run 20K steps with these roles and save every rank's RNG and metrics; the checkpoint evaluates."""
     import json

@@ -2,7 +2,11 @@
 stops them with a complete checkpoint and exit 75 from which `--resume auto` continues on 3 ranks."""
 
 import pytest
-from helpers import ac_cmd, check_four_ranks_run_and_evaluate, check_sigterm_then_resume_on_3_ranks, run
+from helpers import (
+    check_four_ranks_run_and_evaluate,
+    check_one_rank_runs_serially,
+    check_sigterm_then_resume_on_3_ranks,
+)
 
 pytestmark = pytest.mark.mpi
 
@@ -12,8 +16,7 @@ def test_a2c_four_ranks_run_and_evaluate(tmp_path):
 
 
 def test_a2c_one_rank_runs_serially(tmp_path):
-    r = run(ac_cmd("a2c", tmp_path / "run", 3000), timeout=180)
-    assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
+    check_one_rank_runs_serially("a2c", tmp_path / "run")
 
 
 def test_a2c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):

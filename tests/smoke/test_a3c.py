@@ -10,6 +10,7 @@ from helpers import (
     DRLMPI,
     ac_cmd,
     check_four_ranks_run_and_evaluate,
+    check_one_rank_runs_serially,
     check_sigterm_then_resume_on_3_ranks,
     layout_table,
     mpirun,
@@ -29,8 +30,7 @@ def test_a3c_four_ranks_run_and_evaluate(tmp_path):
 
 
 def test_a3c_one_rank_runs_serially(tmp_path):
-    r = run(ac_cmd("a3c", tmp_path / "run", 3000), timeout=180)
-    assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
+    check_one_rank_runs_serially("a3c", tmp_path / "run")
 
 
 def test_a3c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
