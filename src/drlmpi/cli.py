@@ -143,9 +143,10 @@ def train(args) -> int:
         runtime.report_and_abort(e)
     runtime.barrier(world)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
-    mem = world.gather((peak, *memory_parts()), root=0)  # control plane, once
-    if rt.size > 1:  # the lead's summary (the lead is not rank 0 where a ps comes first)
-        summary = next((s for s in world.gather(summary, root=0) or () if s), None)
+    # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first)
+    mem = world.gather((peak, *memory_parts(), summary), root=0)
+    if rt.rank == 0:
+        summary = next((m[-1] for m in mem if m[-1]), None)
     if rt.rank == 0 and summary:
         print(f"done: {summary['env_steps']} env steps, {summary['updates']} updates in {summary['seconds']:.1f} s; "
               f"recent return {summary['recent_return']:.1f}; checkpoint {summary['checkpoint']}", flush=True)

@@ -3,7 +3,8 @@
   run_ps          a `ps` rank: serve its slice of the vector (comm.ps.serve_shard) with its own optimizer until
                   every client has said STOP, write its slice and optimizer state as a checkpoint part on
                   request, then tell the lead the number of updates it applied (Tag.STOP on control)
-  final_updates   the lead: every ps shard's final update count (once every client has stopped)
+  final_updates   the lead: every ps shard's final update count (once every client has stopped), and
+                  the wait for this host's window to hold those versions
   restore         a checkpoint's ps parts joined into whole vectors (any number of shards), for any new split
 
 A checkpoint part `ps-<s>` holds {"w": slice, <optimizer arrays>, "t": steps} with attributes (shard, shards, lo,
@@ -18,7 +19,7 @@ from drlmpi import checkpoint, lifecycle
 from drlmpi.checkpoint import State
 from drlmpi.comm.ps import serve_shard
 from drlmpi.comm.tags import Tag
-from drlmpi.comm.weights import WeightsPlane
+from drlmpi.comm.weights import NodeWeights, WeightsPlane
 from drlmpi.errors import CheckpointError
 from drlmpi.runtime import Runtime, poll, wait
 from drlmpi.runtime.wait import PEER_TIMEOUT
@@ -50,14 +51,16 @@ def run_ps(rt: Runtime, plane: WeightsPlane, init: np.ndarray, lead: int, client
     return updates
 
 
-def final_updates(rt: Runtime, life) -> list[int]:
-    """Lead: each ps shard's final update count (sent once every client has stopped); polls `life` meanwhile."""
+def final_updates(rt: Runtime, life, window: NodeWeights) -> list[int]:
+    """Lead: each ps shard's final update count (sent once every client has stopped), then wait until this host's
+    window holds those versions; polls `life` meanwhile."""
     control, final, out = rt.channels.control, np.zeros(1, np.int64), []
     for r in rt.layout.ranks("ps"):
         poll(lambda r=r: True if control.Iprobe(r, Tag.STOP) else life.poll(), PEER_TIMEOUT,
              f"parameter-server shard {r}'s final update count")
         control.Recv(final, source=r, tag=Tag.STOP)
         out.append(int(final[0]))
+    poll(lambda: True if (window.versions() >= out).all() else None, PEER_TIMEOUT, "the ps shards' final weights")
     return out
 
 

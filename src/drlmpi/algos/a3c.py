@@ -27,7 +27,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   GRADIENT               params    worker -> ps                float32 gradient [n], Isend            every update
                                                                                                       (several hosts)
   STOP                   params    worker -> ps                empty                                  share done
-  Ibcast + Bcast         weights   ps -> other hosts' leaders  version, float32 [n] (comm.weights)    every update
+  Ibcast + Bcast         weights   ps -> other hosts' leaders  version, float32 [n] (comm.weights)    publish_every
   METRICS                reports   worker -> lead              float64 [8] (comm.metrics; the lead's  every 0.5 s
                                                                own are accounted in place)
   STOP                   reports   worker -> lead              empty                                  share done
@@ -124,16 +124,16 @@ def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeW
     start_updates = 0
     if g is not None:  # one host: the lead publishes the first weights, everyone then adds to them
         if lead:
-            w0, sq0 = flat_params(net), None
+            w0 = flat_params(net)
             if resumed:
-                w0, sq0, start_updates = resume_point(resumed, net)
-                g.weights[:] = sq0
+                w0, g.weights[:], start_updates = resume_point(resumed, net)
             window.publish(w0, start_updates)
         barrier(rt.node)  # the first weights are in the window
     else:
         poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
     local = np.empty(n, np.float32)
-    grads, grad_reqs = [np.zeros(n, np.float32) for _ in range(2)], [[], []]  # to the ps, double-buffered
+    grads = [np.zeros(n, np.float32) for _ in range(2)] if ps_ranks else []  # to the ps, double-buffered
+    grad_reqs: list[list] = [[], []]
     clip = clips_rewards(cfg)
     share = share_of(cfg.total_env_steps, i, n_workers)
     steps = share_of(resumed.env_steps if resumed else 0, i, n_workers)
@@ -223,8 +223,7 @@ def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeW
         life.poll()
     if ps_ranks:  # the ps shards answer the final checkpoint with the vector every gradient has reached
         life.ask_last(stats.steps)
-        versions = param_server.final_updates(rt, life)
-        poll(lambda: True if (window.versions() >= versions).all() else None, 60, "the ps's final weights")
+        param_server.final_updates(rt, life, window)
     life.begin(stats.steps, state, last=True)
     read()  # every worker has stopped: no update is in flight
     sha = hashlib.sha256(local.tobytes()).hexdigest()

@@ -215,8 +215,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     if not lead:
         ckpt.close()
         return None
-    versions = param_server.final_updates(rt, life)
-    poll(lambda: True if (window.versions() >= versions).all() else None, 60, "the final parameters")
+    versions = param_server.final_updates(rt, life, window)
     pull(net)
     life.begin(stats.steps, state, last=True)
     return {**life.close(stats.steps, updates, row()), "updates": min(versions)}

@@ -52,10 +52,6 @@ class RoleSpec:
         return RoleSpec(tuple(fixed.items()), self.min_actors, self.serial_ok, self.single_process,
                         tuple(sorted(set(self.explicit) | set(overrides))), self.ps_across_hosts)
 
-    @property
-    def min_ranks(self) -> int:
-        return sum(n for _, n in self.fixed) + self.min_actors
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -123,21 +119,16 @@ def build_layout(world_size: int, spec: RoleSpec, algo: str, hosts: tuple[str, .
         return Layout(("serial",), hosts, (torch_threads or cores[0],))
     if world_size == 1 and spec.serial_ok:
         return Layout(("serial",), hosts, (torch_threads or cores[0],))
-    if world_size < spec.min_ranks:
-        need = ", ".join(f"{n} {role}" for role, n in spec.fixed if n) or "no fixed roles"
-        raise UserError(
-            f"{algo} needs at least {spec.min_ranks} ranks ({need}, {spec.min_actors}+ actor); got {world_size}"
-        )
     host_of = Layout(("actor",) * world_size, hosts).host_ids()
     by_host = [[r for r in range(world_size) if host_of[r] == h] for h in range(max(host_of) + 1)]
-    counts = role_counts(world_size, spec, len(by_host))
+    counts = role_counts(world_size, spec, len(by_host))  # with the roles added for several hosts
+    if world_size < sum(counts.values()) + spec.min_actors:
+        need = ", ".join(f"{n} {role}" for role, n in counts.items() if n) or "no fixed roles"
+        raise UserError(f"{algo} needs at least {sum(counts.values()) + spec.min_actors} ranks ({need}, "
+                        f"{spec.min_actors}+ actor); got {world_size}")
     if spec.ps_across_hosts and len(by_host) > 1 and not counts.get("ps"):
         raise UserError(f"{algo} over {len(by_host)} hosts needs a ps rank to carry its weights between them "
                         f"(--layout ps=0 leaves none)")
-    if world_size - sum(counts.values()) < spec.min_actors:  # a role added for several hosts left too few
-        need = ", ".join(f"{n} {role}" for role, n in counts.items() if n)
-        raise UserError(f"{algo} on {len(by_host)} hosts needs at least {sum(counts.values()) + spec.min_actors} "
-                        f"ranks ({need}, {spec.min_actors}+ actor); got {world_size}")
     roles: list[str | None] = [None] * world_size
     in_order = [r for ranks in by_host for r in ranks]  # host 0's ranks first
 
