@@ -141,6 +141,8 @@ def train(args) -> int:
         summary = module.run(rt, cfg, resumed) if resumed is not None else module.run(rt, cfg)
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
+    if signals.stopping:
+        signals.settle()  # before any rank can exit 75 and have the scheduler TERM the others
     runtime.barrier(world)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
     # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first)

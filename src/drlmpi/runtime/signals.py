@@ -34,6 +34,16 @@ def asked() -> int:
     return _asked
 
 
+def settle() -> None:
+    """The rank is leaving with REQUEUE_EXIT: ignore TERM and USR1 from here on.
+
+    Under `srun -K1` the first rank to exit 75 makes SLURM TERM the others, which may be in MPI_Finalize by then;
+    Python has put SIGTERM back to its default there, so the TERM would kill them and the step's exit code would no
+    longer say "requeue me". The outcome is decided and on disk: no signal can change it now."""
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def reset() -> None:
     global _asked
     _asked = 0
