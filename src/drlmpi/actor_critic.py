@@ -6,6 +6,13 @@
                   (most probable action) policy of a checkpoint
   collect         one on-policy unroll [n_steps, E] with the current weights
   nstep_loss      the n-step advantage actor-critic loss of an unroll (A2C, A3C)
+  unroll_loss     the loss of a learner's batch of unrolls [T + 1, N]: V-trace (IMPALA, SEED) or uncorrected
+                  n-step returns (GA3C); with the recurrent state at each unroll's start when the net has a core
+  CentralConfig   central inference (GA3C, SEED): batch size, timeout, LSTM core
+  run_remote_actor
+                  an actor with no model: steps its envs with the actions a server answers (comm.inference)
+  answer_batch    a server's step: one forward over the waiting actors' observations, sampled actions answered,
+                  then every step filed into its actor's unroll (comm.inference.Assembler)
 """
 
 from dataclasses import dataclass
@@ -43,19 +50,27 @@ class ACConfig(Common):
 
 
 def build_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
-    return ActorCritic(obs_space.shape, act_space.n, cfg.hidden)
+    return ActorCritic(obs_space.shape, act_space.n, cfg.hidden, getattr(cfg, "lstm", 0))
 
 
 def load_policy(cfg: ACConfig, weights: dict, env):
-    """Greedy policy obs [E, ...] -> actions [E] (the most probable action) from checkpoint weights."""
+    """Greedy policy obs [E, ...] -> actions [E] (the most probable action) from checkpoint weights; with an LSTM
+    core it carries its state, which `policy.reset(done [E])` zeroes where episodes ended."""
     net = build_net(cfg, env.observation_space, env.action_space)
     load_arrays(net, weights["online"])
     net.eval()
+    state = [net.initial_state(env.num_envs)]
 
     def policy(obs):
         with torch.no_grad():
-            return net(torch.as_tensor(obs)[None])[0][0].argmax(-1).numpy()
+            logits, _, state[0] = net(torch.as_tensor(obs)[None], state[0])
+            return logits[0].argmax(-1).numpy()
 
+    def reset(done: np.ndarray):
+        keep = torch.as_tensor(~done, dtype=torch.float32).unsqueeze(1)
+        state[0] = tuple(s * keep for s in state[0])
+
+    policy.reset = reset
     return policy
 
 
@@ -101,3 +116,132 @@ def nstep_loss(net, u: dict, last_obs: np.ndarray, cfg: ACConfig) -> Losses:
                              cfg.baseline_cost, cfg.entropy_cost)
 
 
+
+
+def unroll_loss(net, batch: dict, cfg: ACConfig, device, clip: tuple[float | None, float | None] | None):
+    """Actor-critic loss of a batch {field: [T + 1, N, ...]} (row T: the bootstrap observation; `h0`, `c0` [1, N, H]:
+    the recurrent state entering row 0, whose reset is already applied). clip: V-trace's (rho-bar, pg rho-bar) with
+    the behaviour `logits`, or None for no correction (log rhos 0: the bootstrapped n-step returns)."""
+    T = cfg.n_steps
+    b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+    state, reset = (), None
+    if "h0" in b:
+        state = (b["h0"][0], b["c0"][0])
+        reset = torch.zeros(b["discount"].shape, dtype=torch.bool, device=device)
+        reset[1:] = b["discount"][:T] == 0  # step t + 1 starts an episode where step t ended one
+    logits, values, _ = net(b["obs"], state, reset)  # [T + 1, N, A], [T + 1, N]
+    actions = b["action"][:T]
+    args = (b["discount"][:T], b["reward"][:T], values[:T].detach(), values[T].detach())
+    if clip is None:
+        vt = vtrace.from_importance_weights(torch.zeros_like(args[1]), *args)
+    else:
+        vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), actions, *args, *clip)
+    return actor_critic_loss(logits[:T], values[:T], actions, vt.vs, vt.pg_advantages, cfg.baseline_cost,
+                             cfg.entropy_cost)
+
+
+@dataclass
+class CentralConfig(ACConfig):
+    num_envs: int = opt(16, "environments stepped together per actor (one round trip per step for all of them)")
+    inference_batch: int = opt(64, "a server answers as soon as it holds this many requests (of all its actors)")
+    inference_timeout_ms: float = opt(2.0, "... or this long after the first one of the batch arrived")
+    lstm: int = opt(0, "LSTM core size (0: none); the state of every actor's envs is kept on its server")
+
+    def check(self):
+        super().check()
+        require_at_least(self, ("inference_batch",))
+        if self.inference_timeout_ms < 0:
+            raise UserError(f"config: inference_timeout_ms must be >= 0, got {self.inference_timeout_ms}")
+        require_at_least(self, ("lstm",), least=0)
+
+
+def central_fields(cfg: CentralConfig, obs_space, act_space) -> tuple[dict, dict, dict, tuple[str, ...]]:
+    """(request, reply, unroll fields, the unroll's one-row fields) of central inference, each [E, ...]."""
+    E, o = cfg.num_envs, ((cfg.num_envs, *obs_space.shape), obs_space.dtype)
+    request = {"obs": o, "final_obs": o, "reward": ((E,), np.float32), "discount": ((E,), np.float32),
+               "cut": ((E,), np.uint8)}
+    reply = {"action": ((E,), np.int64)}
+    unroll = {"obs": o, "action": ((E,), np.int64), "reward": ((E,), np.float32), "discount": ((E,), np.float32),
+              "logits": ((E, act_space.n), np.float32)}
+    once = ()
+    if cfg.lstm:
+        unroll |= {"h0": ((E, cfg.lstm), np.float32), "c0": ((E, cfg.lstm), np.float32)}
+        once = ("h0", "c0")
+    return request, reply, unroll, once
+
+
+def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, steps: int) -> None:
+    """Step `num_envs` envs with the actions the server answers until this actor's `share` of env steps (from
+    `steps`) or the lead's LAST checkpoint request; every request carries the new observations and the outcome of
+    the previous step (reward, discount gamma or 0, and where a time limit cut an episode the final observation,
+    which the server bootstraps with gamma V). Ends with STOP to the server and to the lead."""
+    from drlmpi.envs import make_vec
+    from drlmpi.replay.actor import clips_rewards
+
+    env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
+    clip = clips_rewards(cfg)
+    req = client.request
+    req["obs"][:] = env.reset()
+    req["reward"][:] = req["discount"][:] = req["cut"][:] = 0
+    client.send()
+    while True:
+        version = client.receive(on_wait=ckpt.poll)
+        ckpt.poll()
+        if steps >= share or ckpt.last:
+            break
+        step = env.step(client.reply["action"])
+        req["obs"][:] = step.obs
+        req["reward"][:] = np.clip(step.reward, -1, 1) if clip else step.reward
+        req["discount"][:] = cfg.gamma * ~step.done
+        cut = step.truncated & ~step.terminated
+        req["cut"][:] = cut
+        if cut.any():
+            req["final_obs"][cut] = step.final_obs[cut]
+        client.send()
+        steps += cfg.num_envs
+        report.step(cfg.num_envs, [ret for ret, _ in step.episodes], version)
+        report.maybe_isend()
+    client.close()
+    report.close()
+    ckpt.close()
+    env.close()
+
+
+def answer_batch(net, server, js: list[int], asm, version: int, states: list, cfg: CentralConfig, device) -> None:
+    """Answer the waiting actors js (comm.inference.InferenceServer) with actions sampled from one forward of net
+    over their observations [len(js) * E, ...] (and the final observations of episodes a time limit cut, for their
+    bootstrap value), then file each actor's step into its unroll (asm). states[j]: actor j's recurrent state
+    ((h, c) [E, H] each, or ()), carried here from step to step."""
+    E = cfg.num_envs
+    reqs = [server.request(j) for j in js]
+    cuts = [np.flatnonzero(r["cut"]) if server.k[j] else np.zeros(0, np.int64) for j, r in zip(js, reqs)]
+    n = len(js) * E
+    x = np.concatenate([r["obs"] for r in reqs] + [r["final_obs"][c] for r, c in zip(reqs, cuts)])
+    state, start = (), None
+    if cfg.lstm:
+        first = np.concatenate([np.full(E, server.k[j] == 0) | (r["discount"] == 0) for j, r in zip(js, reqs)])
+        keep = torch.as_tensor(~first, dtype=torch.float32).unsqueeze(1)
+        entering = [torch.cat([states[j][i] for j in js]) * keep for i in range(2)]  # reset where episodes begin
+        start = entering
+        state = tuple(torch.cat([s] + [states[j][i][c] for j, c in zip(js, cuts)])
+                      for i, s in enumerate(entering))
+    with torch.no_grad():
+        logits, values, new = net(torch.as_tensor(x, device=device)[None], state)
+    actions = sample_actions(logits[0, :n]).cpu().numpy()
+    for a, j in enumerate(js):
+        server.reply(j)["action"][:] = actions[a * E : (a + 1) * E]
+    server.answer(js, version)  # the actors step on while the server files the steps
+    logits, bootstrap = logits[0, :n].cpu().numpy(), values[0, n:].cpu().numpy()
+    off = 0
+    for a, (j, r, c) in enumerate(zip(js, reqs, cuts)):
+        rows = slice(a * E, (a + 1) * E)
+        reward = r["reward"]
+        if len(c):
+            reward = reward.copy()
+            reward[c] += cfg.gamma * bootstrap[off : off + len(c)]
+            off += len(c)
+        now = {"obs": r["obs"], "action": actions[rows], "logits": logits[rows]}
+        st = {"h0": start[0][rows].cpu().numpy(), "c0": start[1][rows].cpu().numpy()} if cfg.lstm else None
+        asm.add(j, server.k[j] == 0, {"reward": reward, "discount": r["discount"]}, now, st, version)
+        if cfg.lstm:
+            states[j] = (new[0][rows], new[1][rows])

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import ACConfig, build_net, collect, load_policy
+from drlmpi.actor_critic import ACConfig, build_net, collect, load_policy, unroll_loss
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
@@ -50,8 +50,6 @@ from drlmpi.config import opt, require_at_least, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
-from drlmpi.ops import vtrace
-from drlmpi.ops.actor_critic import actor_critic_loss
 from drlmpi.ops.schedules import linear
 from drlmpi.replay.actor import clips_rewards
 from drlmpi.replay.plane import share_of
@@ -88,17 +86,9 @@ class Config(ACConfig):
             raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
 
 
-def impala_loss(net, batch: dict, cfg: Config, device):
-    """V-trace actor-critic loss of a batch {field: [T + 1, N, ...]} (row T: the bootstrap observation)."""
-    T = cfg.n_steps
-    b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
-    logits, values, _ = net(b["obs"])  # [T + 1, N, A], [T + 1, N]
-    actions = b["action"][:T]
-    clip = [t if t > 0 else None for t in (cfg.clip_rho_threshold, cfg.clip_pg_rho_threshold)]
-    vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), actions, b["discount"][:T], b["reward"][:T],
-                            values[:T].detach(), values[T].detach(), *clip)
-    return actor_critic_loss(logits[:T], values[:T], actions, vt.vs, vt.pg_advantages, cfg.baseline_cost,
-                             cfg.entropy_cost)
+def vtrace_clip(cfg) -> tuple[float | None, float | None]:
+    """V-trace's (rho-bar, pg rho-bar) from the config (<= 0: no clipping)."""
+    return tuple(t if t > 0 else None for t in (cfg.clip_rho_threshold, cfg.clip_pg_rho_threshold))
 
 
 @dataclass
@@ -161,7 +151,11 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
     env.close()
 
 
-def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None, algo: str = "impala",
+                sources: list[int] | None = None, clip: tuple | None | str = "config") -> dict:
+    """sources: the ranks that send unrolls (default the actors); clip: V-trace's thresholds (default the config's),
+    None for no correction (GA3C)."""
+    clip = vtrace_clip(cfg) if clip == "config" else clip
     device = nets.device(cfg.device)
     learners = rt.role_comm
     lead = learners.rank == 0
@@ -172,12 +166,13 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, has, dropped
     if lead:
         planes.weights.bcast(flat_params(net), updates)
-    reader = planes.trajectories.reader([a for k, a in enumerate(actors) if k % learners.size == learners.rank],
+    sources = actors if sources is None else sources
+    reader = planes.trajectories.reader([a for k, a in enumerate(sources) if k % learners.size == learners.rank],
                                         cfg.batch_size, cfg.max_policy_lag)
     if lead:
         stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=4 if is_atari(cfg.env) else 1,
                            steps=resumed.env_steps if resumed else 0)
-        log = RunLog(cfg.run_dir, "impala", to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy",
+        log = RunLog(cfg.run_dir, algo, to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy",
                                                             "dropped_unrolls", "learners", *ActorStats.COLUMNS],
                      frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
         life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
@@ -193,7 +188,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
                 "dropped_unrolls": dropped, "learners": learners.size, **stats.row()}
 
     def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot("impala", cfg, log, {"env_steps": stats.steps, "updates": updates},
+        return lifecycle.snapshot(algo, cfg, log, {"env_steps": stats.steps, "updates": updates},
                                   {"online": net}, {"rmsprop": opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
 
     def hear():  # between messages and updates: the lead hears the actors and handles signals; others poll
@@ -210,7 +205,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         batch = reader.receive(updates, on_idle=hear)
         opt.zero_grad(set_to_none=True)
         if batch is not None:
-            losses = impala_loss(net, batch, cfg, device)
+            losses = unroll_loss(net, batch, cfg, device, clip)
             losses.total.backward()
         progress = stats.steps / cfg.total_env_steps if lead else 0.0
         frac, contributed, dropped_sum = allreduce(np.array([progress, batch is not None, reader.dropped]))

@@ -19,11 +19,13 @@ class BlockLayout:
     fields: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape per row, dtype name)
     rows: int
     header_words: int = 2
+    once: tuple[str, ...] = ()  # fields with one row (e.g. a recurrent state at a sequence's start)
 
     @staticmethod
-    def of(fields: dict[str, tuple[tuple[int, ...], np.dtype]], rows: int, header_words: int = 2) -> "BlockLayout":
+    def of(fields: dict[str, tuple[tuple[int, ...], np.dtype]], rows: int, header_words: int = 2,
+           once: tuple[str, ...] = ()) -> "BlockLayout":
         return BlockLayout(tuple((k, tuple(s), np.dtype(d).name) for k, (s, d) in fields.items()), rows,
-                           header_words)
+                           header_words, tuple(once))
 
     @cached_property
     def _offsets(self) -> tuple[list[tuple[str, tuple[int, ...], str, int, int]], int]:
@@ -31,10 +33,13 @@ class BlockLayout:
         off = -(-8 * self.header_words // ALIGN) * ALIGN
         out = []
         for name, shape, dtype in self.fields:
-            nbytes = self.rows * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            nbytes = self.rows_of(name) * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             out.append((name, shape, dtype, off, nbytes))
             off += -(-nbytes // ALIGN) * ALIGN
         return out, off
+
+    def rows_of(self, name: str) -> int:
+        return 1 if name in self.once else self.rows
 
     @property
     def nbytes(self) -> int:
@@ -48,5 +53,5 @@ class BlockLayout:
         offsets, total = self._offsets
         assert buf.nbytes >= total, f"buffer of {buf.nbytes} bytes for a layout of {total}"
         header = buf[: 8 * self.header_words].view(np.int64)
-        return header, {name: buf[o : o + n].view(dtype).reshape(self.rows, *shape)
+        return header, {name: buf[o : o + n].view(dtype).reshape(self.rows_of(name), *shape)
                         for name, shape, dtype, o, n in offsets}

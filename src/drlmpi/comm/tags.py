@@ -15,6 +15,10 @@ class Tag(IntEnum):
     TRAJECTORY = 50  # actor -> learner elsewhere: one unroll block, see comm.trajectories
     TRAJECTORY_SHM = 51  # actor -> learner on its node: (outbox slot, 0)
     TRAJECTORY_ACK = 52  # learner -> actor elsewhere: one send buffer is free again
+    INFER_REQUEST = 60  # actor -> inference server elsewhere: the request block, see comm.inference
+    INFER_SHM = 61  # actor -> inference server on its node: (k, 0), the request in the actor's segment
+    INFER_REPLY = 62  # inference server -> actor elsewhere: the reply block
+    INFER_REPLY_SHM = 63  # inference server -> actor on its node: (version, k), the reply in the actor's segment
     METRICS = 30  # actor -> lead learner: float64 [8], see comm.metrics
     CONTROL = 31  # lead learner -> other learners: float64 (env steps so far, stop flag)
     CHECKPOINT = 40  # lead learner -> any rank: int64 (checkpoint id, env steps, flags), see comm.checkpoint

@@ -36,8 +36,9 @@ SLOTS = 4  # unrolls in flight per actor: the bound on the queue, and room to pi
 HEADER = 2  # actor index, version
 
 
-def unroll_layout(fields: Fields, unroll: int) -> BlockLayout:
-    return BlockLayout.of(fields, unroll + 1, header_words=HEADER)
+def unroll_layout(fields: Fields, unroll: int, once: tuple[str, ...] = ()) -> BlockLayout:
+    """T + 1 rows of every field but the `once` ones (one row: e.g. the recurrent state at the unroll's start)."""
+    return BlockLayout.of(fields, unroll + 1, header_words=HEADER, once=once)
 
 
 @dataclass
@@ -45,13 +46,15 @@ class TrajectoryPlane:
     comm: MPI.Intracomm  # the trajectories channel
     layout: BlockLayout  # one unroll
     outbox: NodeSegments  # actors' slots on this node
+    slots: int = SLOTS  # unrolls in flight per writer
 
     @staticmethod
-    def create(comm: MPI.Intracomm, node: MPI.Intracomm, fields: Fields, unroll: int, actor: bool
-               ) -> "TrajectoryPlane":
-        """Collective over node: an actor gets SLOTS outbox slots of one unroll each."""
-        layout = unroll_layout(fields, unroll)
-        return TrajectoryPlane(comm, layout, NodeSegments(comm, node, SLOTS, layout.nbytes if actor else 0))
+    def create(comm: MPI.Intracomm, node: MPI.Intracomm, fields: Fields, unroll: int, actor: bool,
+               slots: int = SLOTS, once: tuple[str, ...] = ()) -> "TrajectoryPlane":
+        """Collective over node: a writer (`actor`) gets `slots` outbox slots of one unroll each (the same number on
+        every rank)."""
+        layout = unroll_layout(fields, unroll, once)
+        return TrajectoryPlane(comm, layout, NodeSegments(comm, node, slots, layout.nbytes if actor else 0), slots)
 
     def writer(self, learner: int, index: int) -> "UnrollWriter":
         return UnrollWriter(self, learner, index)
@@ -67,11 +70,11 @@ class UnrollWriter:
         self.plane, self.learner, self.index = plane, learner, index
         self.comm = plane.comm
         self.local = plane.outbox.same_node(learner)
-        self.bufs = [] if self.local else [plane.layout.new() for _ in range(SLOTS)]
-        self.reqs = [MPI.REQUEST_NULL] * SLOTS  # remote: each buffer's send; local: the doorbell's
-        self.free, self.unacked = list(range(SLOTS)), []  # remote buffers: free, sent and not yet acknowledged
+        self.bufs = [] if self.local else [plane.layout.new() for _ in range(plane.slots)]
+        self.reqs = [MPI.REQUEST_NULL] * plane.slots  # remote: each buffer's send; local: the doorbell's
+        self.free, self.unacked = list(range(plane.slots)), []  # remote buffers: free, sent and not yet acknowledged
         self._bell = np.zeros(2, np.int64)
-        self._views = [plane.layout.views(self._buf(s)) for s in range(SLOTS)]  # (header, fields) of each slot
+        self._views = [plane.layout.views(self._buf(s)) for s in range(plane.slots)]  # (header, fields) of each slot
 
     def _buf(self, slot: int) -> np.ndarray:
         return self.plane.outbox.slot(self.comm.rank, slot) if self.local else self.bufs[slot]
@@ -106,6 +109,13 @@ class UnrollWriter:
         else:
             self.reqs[slot] = self.comm.Isend(buf, dest=self.learner, tag=Tag.TRAJECTORY)
             self.unacked.append(slot)
+
+    def discard(self, slot: int) -> None:
+        """Give back an acquired unroll that will not be sent (a partial one at the end)."""
+        if self.local:
+            self.plane.outbox.release(self.comm.rank, slot)
+        else:
+            self.free.append(slot)
 
     def close(self, on_wait=None) -> None:
         """Wait until the learner has taken every unroll, then STOP."""

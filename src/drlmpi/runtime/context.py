@@ -30,11 +30,12 @@ class Channels:
     weights: MPI.Intracomm  # weights pushes across hosts (sub-communicators are split from it)
     params: MPI.Intracomm  # learners -> parameter-server shards: gradient slices, stop
     trajectories: MPI.Intracomm  # actors -> learners: unrolls, acknowledgements, stop
+    inference: MPI.Intracomm  # actors <-> inference servers: observations, actions, stop
 
     @staticmethod
     def create(world: MPI.Intracomm) -> "Channels":
         """Collective over world."""
-        return Channels(*(world.Dup() for _ in range(6)))
+        return Channels(*(world.Dup() for _ in range(7)))
 
 
 @dataclass

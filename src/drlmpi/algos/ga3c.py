@@ -1,0 +1,173 @@
+"""GA3C: A3C with the model taken away from the actors (Babaeizadeh et al., 2017), on the inference, trajectory and
+weights planes.
+
+Roles: a `learner` (the paper's trainers), `inference` ranks (its predictors, spread over the hosts) and `actor`s.
+  actor i   holds no model: steps its `num_envs` envs with the actions its predictor answers, one round trip per
+            vector step (comm.inference; each actor is served by a predictor on its own host where there is one).
+            Reports to the learner; stops at its share of `total_env_steps` or at the learner's LAST request.
+  inference batches the observations of its actors (answering at `inference_batch` requests or
+            `inference_timeout_ms` after the first), samples actions from its copy of the model, and assembles
+            each actor's `n_steps` unroll in place in a slot of its trajectory outbox; a full unroll goes to the
+            learner. It reloads the model from its host's window whenever the learner has published a newer one.
+            With an LSTM core (`lstm` > 0) it keeps every env's state and stores it at each unroll's start.
+  learner   IMPALA's learner (algos.impala.run_learner) without the V-trace correction: batches of `batch_size`
+            unrolls train the n-step advantage actor-critic loss as the acting policy's own, which is GA3C's
+            known weakness: the policy lag (the learner's version minus the version that acted, in the metrics)
+            biases the gradient. Publishes the weights every `publish_every` updates.
+Each predictor writes its rates to `<run_dir>/inference-<i>.json` at the end (batches/s, predictions/s, mean
+batch size). Defaults are CartPole-v1's; `Config.ATARI` is the Atari preset.
+
+Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
+  tag / pattern          channel       from -> to              payload                                when
+  INFER_SHM / _REPLY_SHM inference     actor <-> predictor     int64 (k, 0) / (version, k); the       every vector
+                                                               request, reply in the actor's segment   step
+  INFER_REQUEST / _REPLY inference     actor <-> predictor     request block / reply block (other      every vector
+                                                               host)                                   step
+  STOP                   inference     actor -> predictor      empty                                  share done
+  TRAJECTORY_SHM         trajectories  predictor -> learner    int64 (outbox slot, 0) (same host)     an unroll is full
+  TRAJECTORY / _ACK      trajectories  predictor <-> learner   the unroll block / empty (other host)  an unroll is full
+  STOP                   trajectories  predictor -> learner    empty                                  its actors done
+  METRICS, STOP          reports       actor -> learner        float64 [8] (comm.metrics); empty      every 0.5 s; end
+  Ibcast + Bcast         weights       learner -> other hosts' version, float32 weights               publish_every
+                                       leaders
+  CHECKPOINT, _DONE,     control       learner <-> other ranks request; RNG state (comm.checkpoint)   checkpoint_every,
+  SIGNAL                                                       signal number                          signal, end
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from drlmpi import lifecycle
+from drlmpi.actor_critic import CentralConfig, answer_batch, build_net, central_fields, load_policy, run_remote_actor
+from drlmpi.algos.impala import run_learner
+from drlmpi.checkpoint import State
+from drlmpi.comm.allreduce import BACKENDS
+from drlmpi.comm.inference import Assembler, InferencePlane, assign
+from drlmpi.comm.metrics import ActorReport
+from drlmpi.comm.trajectories import SLOTS, TrajectoryPlane
+from drlmpi.comm.weights import WeightsPlane
+from drlmpi.config import opt, require_at_least
+from drlmpi.envs import spaces
+from drlmpi.errors import UserError
+from drlmpi.nets import load_flat
+from drlmpi.replay.plane import share_of
+from drlmpi.runtime import RoleSpec, Runtime, poll
+from drlmpi.runtime.context import startup_timeout
+
+ROLES = RoleSpec(fixed=(("learner", 1), ("inference", 1)), min_actors=1, serial_ok=False)
+__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+
+
+@dataclass
+class Config(CentralConfig):
+    total_env_steps: int = opt(1_000_000, "environment steps (all actors' envs) to train for")
+    n_steps: int = opt(5, "unroll length T (GA3C's t_max)")
+    batch_size: int = opt(4, "unrolls per training batch (each [n_steps, num_envs])")
+    publish_every: int = opt(1, "learner updates between weight publications to the predictors")
+    max_policy_lag: int = opt(0, "drop unrolls whose first step acted on weights more than this many updates old "
+                                 "(0: keep all)")
+    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
+
+    ATARI: ClassVar[dict] = {"lr": 3e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8, "n_steps": 5,
+                             "batch_size": 8, "total_env_steps": 50_000_000}
+
+    def check(self):
+        super().check()
+        require_at_least(self, ("batch_size", "publish_every"))
+        if self.max_policy_lag < 0:
+            raise UserError(f"config: max_policy_lag must be >= 0, got {self.max_policy_lag}")
+        if self.allreduce not in BACKENDS:
+            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+
+
+@dataclass
+class Planes:
+    weights: WeightsPlane  # the learner's weights, version = update count
+    inference: InferencePlane
+    trajectories: TrajectoryPlane  # predictors -> learner
+    server_of: dict[int, int]  # actor rank -> its predictor's rank
+    net: torch.nn.Module  # the initial network, the same on every rank
+
+
+def setup(rt: Runtime, cfg: Config) -> Planes:
+    """Collective: the weights, inference and trajectory planes."""
+    obs_space, act_space = spaces(cfg.env)
+    torch.manual_seed(cfg.seed)
+    net = build_net(cfg, obs_space, act_space)
+    request, reply, unroll, once = central_fields(cfg, obs_space, act_space)
+    actors, servers = rt.layout.ranks("actor"), rt.layout.ranks("inference")
+    server_of = assign(actors, servers, rt.layout.host_ids())
+    most = max(list(server_of.values()).count(s) for s in servers)
+    n = sum(p.numel() for p in net.parameters())
+    weights = WeightsPlane.create(rt.channels.weights, rt.node, n, rt.layout.ranks("learner")[:1])
+    inference = InferencePlane.create(rt.channels.inference, rt.node, request, reply, actor=rt.role == "actor")
+    traj = TrajectoryPlane.create(rt.channels.trajectories, rt.node, unroll, cfg.n_steps,
+                                  actor=rt.role == "inference", slots=most + SLOTS, once=once)
+    return Planes(weights, inference, traj, server_of, net)
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    actors, lead = rt.layout.ranks("actor"), rt.layout.ranks("learner")[0]
+    i = rt.layout.index(rt.rank)
+    run_remote_actor(rt, cfg, planes.inference.client(planes.server_of[rt.rank], i),
+                     ActorReport(rt.channels.reports, lead, i), lifecycle.client(rt, lead),
+                     share_of(cfg.total_env_steps, i, len(actors)),
+                     share_of(resumed.env_steps if resumed else 0, i, len(actors)))
+
+
+def run_inference(rt: Runtime, cfg: Config, planes: Planes) -> None:
+    mine = [a for a, s in planes.server_of.items() if s == rt.rank]
+    i, lead = rt.layout.index(rt.rank), rt.layout.ranks("learner")[0]
+    net, window = planes.net.requires_grad_(False), planes.weights.window
+    flat = np.empty(window.n, np.float32)
+    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learner's first weights",
+         max_sleep=0.01)
+    version = window.read(flat)
+    load_flat(net, flat)
+    ckpt = lifecycle.client(rt, lead)
+    writer = planes.trajectories.writer(lead, i)
+    server = planes.inference.server(mine, cfg.inference_batch, cfg.inference_timeout_ms / 1000)
+    asm = Assembler(len(mine), cfg.n_steps, acquire=lambda j: writer.acquire(on_wait=ckpt.poll),
+                    emit=lambda j, slot, v: writer.send(slot, v), discard=lambda j, slot: writer.discard(slot))
+    states = [net.initial_state(cfg.num_envs) for _ in mine]
+    t0 = time.monotonic()
+    while (js := server.gather(on_idle=ckpt.poll)) is not None:
+        if window.version > version:
+            version = window.read(flat)
+            load_flat(net, flat)
+        answer_batch(net, server, js, asm, version, states, cfg, torch.device("cpu"))
+    seconds = time.monotonic() - t0
+    server.close()
+    asm.close()
+    writer.close(on_wait=ckpt.poll)  # the learner took every unroll; then STOP
+    ckpt.close()
+    if cfg.run_dir and mine:
+        predictions = server.requests * cfg.num_envs  # one per env step
+        rates = {"actors": len(mine), "seconds": seconds, "batches": server.batches, "requests": server.requests,
+                 "predictions": predictions, "unrolls": asm.emitted, "batches_per_s": server.batches / seconds,
+                 "predictions_per_s": predictions / seconds,
+                 "mean_batch_requests": server.requests / max(1, server.batches)}
+        Path(cfg.run_dir, f"inference-{i}.json").write_text(json.dumps(rates, indent=1))
+
+
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    """Set up the planes (collective), then run this rank's role."""
+    planes = setup(rt, cfg)
+    torch.manual_seed(rt.torch_seed())
+    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    summary = None
+    if rt.role == "actor":
+        run_actor(rt, cfg, planes, resumed)
+    elif rt.role == "inference":
+        run_inference(rt, cfg, planes)
+    else:
+        summary = run_learner(rt, cfg, planes, resumed, algo="ga3c", sources=rt.layout.ranks("inference"), clip=None)
+    planes.weights.close()
+    return summary

@@ -1,0 +1,250 @@
+"""SEED RL: the learner is the inference server (Espeholt et al., 2020), trained with V-trace, on the inference plane.
+
+Roles: `learner`s (the first leads) and `actor`s on the other ranks.
+  actor i   holds no model: steps its `num_envs` envs with the actions learner i mod L answers, one round trip
+            per vector step (comm.inference: the node segment and a doorbell on the learner's host, buffer
+            messages elsewhere). Reports to the lead; stops at its share of `total_env_steps` or at the lead's
+            LAST checkpoint request.
+  learner   serves its actors: batches their observations (answering at `inference_batch` requests or
+            `inference_timeout_ms` after the first), samples actions from the network it trains, and assembles
+            each actor's `n_steps` unroll in place in a pool of unrolls on the learner (with an LSTM core it keeps
+            every env's state, stored at each unroll's start, so the actors never see it). Once it holds
+            `batch_size` full unrolls it copies them into one batch [n_steps + 1, batch_size * num_envs] and trains
+            V-trace (IMPALA's loss, rho-bar = c-bar = 1): the unrolls lag by at most the updates made while they were
+            assembled. Several learners each serve their own actors and average gradients with one allreduce per
+            update (a learner whose actors have all stopped contributes nothing). The lead logs and checkpoints.
+Defaults are CartPole-v1's; `Config.ATARI` is the Atari preset.
+
+Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
+  tag / pattern          channel       from -> to              payload                                when
+  INFER_SHM / _REPLY_SHM inference     actor <-> its learner   int64 (k, 0) / (version, k); the       every vector
+                                                               request, reply in the actor's segment   step
+  INFER_REQUEST / _REPLY inference     actor <-> its learner   request block / reply block (other      every vector
+                                                               host)                                   step
+  STOP                   inference     actor -> its learner    empty                                  share done
+  METRICS, STOP          reports       actor -> lead learner   float64 [8] (comm.metrics); empty      every 0.5 s; end
+  Ibarrier + Allreduce   learners      learner <-> learners    gradients + (the lead's progress,      every update
+                                                               had a batch, summed policy lag)
+  CHECKPOINT, _DONE,     control       lead <-> other ranks    request; RNG state (comm.checkpoint)   checkpoint_every,
+  SIGNAL                                                       signal number                          signal, end
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from drlmpi import lifecycle, nets
+from drlmpi.actor_critic import (
+    CentralConfig,
+    answer_batch,
+    build_net,
+    central_fields,
+    load_policy,
+    run_remote_actor,
+    unroll_loss,
+)
+from drlmpi.algos.impala import vtrace_clip
+from drlmpi.checkpoint import State
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.checkpoint import CheckpointCollector
+from drlmpi.comm.inference import Assembler, InferencePlane
+from drlmpi.comm.metrics import ActorReport, ActorStats
+from drlmpi.config import opt, require_at_least, to_dict
+from drlmpi.envs import is_atari, spaces
+from drlmpi.errors import UserError
+from drlmpi.nets import flat_params
+from drlmpi.ops.schedules import linear
+from drlmpi.replay.plane import share_of
+from drlmpi.rundir import RunLog
+from drlmpi.runtime import RoleSpec, Runtime, probe
+
+ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
+__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+
+
+@dataclass
+class Config(CentralConfig):
+    total_env_steps: int = opt(2_000_000, "environment steps (all actors' envs) to train for")
+    n_steps: int = opt(20, "unroll length T")
+    batch_size: int = opt(4, "full unrolls per learner update (each [n_steps, num_envs])")
+    clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
+    clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
+    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
+
+    ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8,
+                             "batch_size": 8, "total_env_steps": 50_000_000}
+
+    def check(self):
+        super().check()
+        require_at_least(self, ("batch_size",))
+        if self.allreduce not in BACKENDS:
+            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+
+
+class UnrollPool:
+    """The unrolls a learner assembles in place ({field: [T + 1, E, ...]}, one-row fields [1, E, ...]): `acquire`
+    a free one, `emit` marks it full, `take` copies `batch` full ones into the training batch (the one copy) and
+    frees them. `count` must cover every actor's partial unroll plus the full ones waiting."""
+
+    def __init__(self, fields: dict, unroll: int, once: tuple[str, ...], count: int, batch: int):
+        rows = {k: 1 if k in once else unroll + 1 for k in fields}
+        self.bufs = [{k: np.zeros((rows[k], *s), d) for k, (s, d) in fields.items()} for _ in range(count)]
+        self.batch = {k: np.zeros((rows[k], batch * s[0], *s[1:]), d) for k, (s, d) in fields.items()}
+        self.B, self.E = batch, next(iter(fields.values()))[0][0]
+        self.free, self.ready = list(range(count)), []  # buffer indices; (index, version that acted first)
+
+    def acquire(self, j: int) -> tuple[int, dict]:
+        k = self.free.pop()
+        return k, self.bufs[k]
+
+    def emit(self, j: int, k: int, version: int) -> None:
+        self.ready.append((k, version))
+
+    def discard(self, j: int, k: int) -> None:
+        self.free.append(k)
+
+    def take(self) -> tuple[dict, np.ndarray]:
+        """The next batch {field: [T + 1, B * E, ...]} and the version that acted first in each of its unrolls."""
+        taken, self.ready = self.ready[: self.B], self.ready[self.B :]
+        for b, (k, _) in enumerate(taken):
+            cols = slice(b * self.E, (b + 1) * self.E)
+            for name, v in self.bufs[k].items():
+                self.batch[name][:, cols] = v
+            self.free.append(k)
+        return self.batch, np.array([v for _, v in taken], np.int64)
+
+
+@dataclass
+class Planes:
+    inference: InferencePlane
+    fields: tuple  # central_fields: request, reply, unroll fields, one-row fields
+    net: torch.nn.Module  # the initial network, the same on every rank
+
+
+def setup(rt: Runtime, cfg: Config) -> Planes:
+    """Collective: the inference plane (actors' segments on every host)."""
+    obs_space, act_space = spaces(cfg.env)
+    torch.manual_seed(cfg.seed)
+    net = build_net(cfg, obs_space, act_space)
+    fields = central_fields(cfg, obs_space, act_space)
+    inference = InferencePlane.create(rt.channels.inference, rt.node, fields[0], fields[1], actor=rt.role == "actor")
+    return Planes(inference, fields, net)
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    actors, learners = rt.layout.ranks("actor"), rt.layout.ranks("learner")
+    i = rt.layout.index(rt.rank)
+    run_remote_actor(rt, cfg, planes.inference.client(learners[i % len(learners)], i),
+                     ActorReport(rt.channels.reports, learners[0], i), lifecycle.client(rt, learners[0]),
+                     share_of(cfg.total_env_steps, i, len(actors)),
+                     share_of(resumed.env_steps if resumed else 0, i, len(actors)))
+
+
+def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+    device = nets.device(cfg.device)
+    learners = rt.role_comm
+    lead = learners.rank == 0
+    actors = rt.layout.ranks("actor")
+    mine = [a for k, a in enumerate(actors) if k % learners.size == learners.rank]
+    net = planes.net.to(device)
+    opt = torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
+    updates = lifecycle.restore_learner(resumed, {"online": net}, {"rmsprop": opt}) if resumed else 0
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, has, lag
+    server = planes.inference.server(mine, cfg.inference_batch, cfg.inference_timeout_ms / 1000)
+    _, _, fields, once = planes.fields
+    pool = UnrollPool(fields, cfg.n_steps, once, 2 * len(mine) + cfg.batch_size, cfg.batch_size)
+    asm = Assembler(len(mine), cfg.n_steps, pool.acquire, pool.emit, pool.discard)
+    states = [net.initial_state(cfg.num_envs, device) for _ in mine]
+    clip = vtrace_clip(cfg)
+    if lead:
+        stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=4 if is_atari(cfg.env) else 1,
+                           steps=resumed.env_steps if resumed else 0)
+        log = RunLog(cfg.run_dir, "seed", to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy",
+                                                          "learner_lag", "inference_batch_mean", "learners",
+                                                          *ActorStats.COLUMNS],
+                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
+        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
+                                   resumed)
+    else:
+        ckpt = lifecycle.client(rt, rt.layout.ranks("learner")[0])
+    losses, lag = None, 0.0
+
+    def row():
+        lv = {k: float(getattr(losses, k).detach()) if losses else float("nan")
+              for k in ("total", "pg", "baseline", "entropy")}
+        return {"loss": lv["total"], "pg_loss": lv["pg"], "baseline_loss": lv["baseline"], "entropy": lv["entropy"],
+                "learner_lag": lag, "inference_batch_mean": server.requests * cfg.num_envs / max(1, server.batches),
+                "learners": learners.size, **stats.row()}
+
+    def state():  # the lead's, for a checkpoint
+        return lifecycle.snapshot("seed", cfg, log, {"env_steps": stats.steps, "updates": updates},
+                                  {"online": net}, {"rmsprop": opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
+
+    def hear():  # between requests and updates: the lead hears the actors and handles signals; others poll
+        if lead:
+            stats.drain(updates, log.episode)
+            log.tick(stats.steps, updates, cfg.total_env_steps, row)
+            if life.signal():
+                life.stop_actors(stats.steps)  # they stop, answer the final checkpoint, and say STOP
+            life.poll()
+        else:
+            ckpt.poll()
+
+    serving = True
+    while True:
+        while serving and len(pool.ready) < cfg.batch_size:  # act for the actors until a batch is full
+            js = server.gather(on_idle=hear)
+            if js is None:  # every actor of this learner has stopped
+                serving = False
+                break
+            answer_batch(net, server, js, asm, updates, states, cfg, device)
+        has = len(pool.ready) >= cfg.batch_size
+        opt.zero_grad(set_to_none=True)
+        if has:
+            batch, versions = pool.take()
+            losses = unroll_loss(net, batch, cfg, device, clip)
+            losses.total.backward()
+        progress = stats.steps / cfg.total_env_steps if lead else 0.0
+        frac, contributed, lag_sum = allreduce(np.array([progress, has, (updates - versions).mean() if has else 0]))
+        if not contributed:
+            break  # no learner has a batch: every actor has stopped
+        if contributed < learners.size:  # the mean over the learners that had a batch
+            for p in net.parameters():
+                p.grad.mul_(learners.size / contributed)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        for g in opt.param_groups:
+            g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
+        opt.step()
+        updates += 1
+        lag = float(lag_sum / contributed)
+        if lead and life.due():
+            life.begin(stats.steps, state)
+        hear()
+    server.close()
+    asm.close()
+    allreduce.close()
+    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    if not lead:
+        ckpt.close()
+        return summary
+    while not stats.all_done:  # every actor's last reports and STOP
+        probe(rt.channels.reports, what="the actors' last reports")
+        stats.drain(updates, log.episode)
+        life.poll()
+    life.begin(stats.steps, state, last=True)
+    return life.close(stats.steps, updates, row(), summary)
+
+
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    """Set up the inference plane (collective), then run this rank's role."""
+    planes = setup(rt, cfg)
+    torch.manual_seed(rt.torch_seed())
+    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    if rt.role == "actor":
+        run_actor(rt, cfg, planes, resumed)
+        return None
+    return run_learner(rt, cfg, planes, resumed)
