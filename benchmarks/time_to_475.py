@@ -28,7 +28,8 @@ from drlmpi.evaluate import evaluate
 
 BIN = os.path.dirname(sys.executable)
 RUNS = {"dqn": (1, 100_000), "apex": (4, 150_000), "gorila": (4, 150_000), "a2c": (4, 1_000_000),
-        "a3c": (4, 1_000_000), "impala": (4, 1_000_000), "sb3-a2c": (1, 500_000)}  # ranks, env steps (defaults)
+        "a3c": (4, 1_000_000), "impala": (4, 2_000_000), "ga3c": (4, 1_000_000), "seed": (4, 2_000_000),
+        "sb3-a2c": (1, 500_000)}  # ranks, env steps (defaults)
 
 
 def sb3_a2c(seed: int, steps: int, every: float) -> tuple[tuple[float, int, float] | None, float]:

@@ -12,15 +12,18 @@ from drlmpi.errors import CheckpointError, UserError
 
 
 def episode_returns(env, policy, episodes: int) -> list[float]:
-    """Returns of `episodes` full episodes of policy (obs [E, ...] -> actions [E]) on env (closed after), each of
-    its E envs running a quota fixed in advance."""
+    """Returns of `episodes` full episodes of policy (obs [E, ...] -> actions [E], and `policy.reset(done [E])` if it
+    has state) on env (closed after), each of its E envs running a quota fixed in advance."""
     num_envs = env.num_envs
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     returns: list[list[float]] = [[] for _ in range(num_envs)]
     obs = env.reset()
+    reset = getattr(policy, "reset", None)  # a recurrent policy zeroes its state where episodes ended
     while any(len(r) < q for r, q in zip(returns, quota)):
         step = env.step(policy(obs))
+        if reset is not None:
+            reset(step.done)
         done = np.flatnonzero(step.done)
         for i, (ret, _) in zip(done, step.episodes):
             if len(returns[i]) < quota[i]:

@@ -20,8 +20,9 @@ failures = []
 rt = runtime.start(runtime.RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False), "test", seed=0)
 ch = rt.channels
 planes = {"control": ch.control, "reports": ch.reports, "replay": ch.replay, "weights": ch.weights,
-          "params": ch.params, "trajectories": ch.trajectories}
-tags = [Tag.STOP, Tag.METRICS, Tag.SAMPLE_REQUEST, Tag.CONTROL, Tag.GRADIENT, Tag.TRANSITIONS]  # a foreign tag each
+          "params": ch.params, "trajectories": ch.trajectories, "inference": ch.inference}
+tags = [Tag.STOP, Tag.METRICS, Tag.SAMPLE_REQUEST, Tag.CONTROL, Tag.GRADIENT, Tag.TRANSITIONS,
+        Tag.TRAJECTORY]  # a foreign tag each
 if len(set(map(MPI.Comm.Compare, planes.values(), [world] * len(planes)))) != 1 or any(
         MPI.Comm.Compare(c, world) != MPI.CONGRUENT for c in planes.values()):
     failures.append(f"rank {world.rank}: a channel is not a duplicate of the world")
