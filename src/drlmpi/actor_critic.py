@@ -8,6 +8,8 @@
   nstep_loss      the n-step advantage actor-critic loss of an unroll (A2C, A3C)
   unroll_loss     the loss of a learner's batch of unrolls [T + 1, N]: V-trace (IMPALA, SEED) or uncorrected
                   n-step returns (GA3C); with the recurrent state at each unroll's start when the net has a core
+  learners_step   the update of one or several learners after backward: allreduce (with the lead's progress and
+                  counts), the mean over the learners that had a batch, clipping, the lr schedule, the step
   CentralConfig   central inference (GA3C, SEED): batch size, timeout, LSTM core
   run_remote_actor
                   an actor with no model: steps its envs with the actions a server answers (comm.inference)
@@ -25,6 +27,7 @@ from drlmpi.errors import UserError
 from drlmpi.nets import ActorCritic, load_arrays
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss, sample_actions
+from drlmpi.ops.schedules import linear
 
 
 @dataclass
@@ -138,6 +141,25 @@ def unroll_loss(net, batch: dict, cfg: ACConfig, device, clip: tuple[float | Non
         vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), actions, *args, *clip)
     return actor_critic_loss(logits[:T], values[:T], actions, vt.vs, vt.pg_advantages, cfg.baseline_cost,
                              cfg.entropy_cost)
+
+
+def learners_step(net, opt, allreduce, n_learners: int, progress: float, had: bool, extra: float, cfg: ACConfig
+                  ) -> float | None:
+    """After backward (if this learner `had` a batch): one allreduce of the gradients and (the lead's progress in
+    [0, 1], had, extra), the gradient mean over the learners that had a batch, clipping by `max_grad_norm`, the lr
+    at that progress, the optimizer step. Returns the sum of `extra` over the learners, or None (no step) when no
+    learner had a batch."""
+    frac, contributed, extra_sum = allreduce(np.array([progress, had, extra]))
+    if not contributed:
+        return None
+    if contributed < n_learners:
+        for p in net.parameters():
+            p.grad.mul_(n_learners / contributed)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+    for g in opt.param_groups:
+        g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
+    opt.step()
+    return float(extra_sum)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """GA3C end to end under mpiexec: a learner, a predictor and 2 model-less actors run and the checkpoint evaluates; a
-signal stops them with a complete checkpoint and exit 75 from which `--resume auto` continues on 3 ranks; on pretend
-hosts of one rank (every request and unroll a buffer message) with an LSTM core, the predictor writes its rates."""
+signal stops them with a complete checkpoint and exit 75 from which `--resume auto` continues on 3 ranks; two
+predictors on two pretend hosts with an LSTM core serve the actors of their hosts."""
 
 import json
 
@@ -31,11 +31,19 @@ def test_ga3c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path)
     check_sigterm_then_resume_on_3_ranks("ga3c", tmp_path / "run", unroll=16)
 
 
-def test_ga3c_with_an_lstm_across_pretend_hosts(tmp_path):
+def test_ga3c_two_predictors_with_an_lstm_on_two_pretend_hosts(tmp_path):
+    """2 pretend hosts of 3 ranks, a predictor on each: every actor is served on its own host (node segments), the
+    second host's predictor sends its unrolls to the learner as buffer messages; the recurrent policy evaluates."""
     d = tmp_path / "run"
-    r = mpirun(4, ac_cmd("ga3c", d, 20_000, "--set", "lstm=16"), timeout=300, env={"DRLMPI_RANKS_PER_NODE": "1"})
+    r = mpirun(6, ac_cmd("ga3c", d, 20_000, "--set", "lstm=16", "--layout", "inference=2"), timeout=300,
+               env={"DRLMPI_RANKS_PER_NODE": "3"})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert len({row[3] for row in layout_table(r.stdout)}) == 4, r.stdout
+    rows = layout_table(r.stdout)
+    hosts = {role_host for role_host in ((row[1], row[3]) for row in rows) if role_host[0] == "inference"}
+    assert len(hosts) == 2 and len({row[3] for row in rows}) == 2, r.stdout
+    for i in range(2):  # each predictor served the actors of its host
+        rates = json.loads((d / f"inference-{i}.json").read_text())
+        assert rates["actors"] >= 1 and rates["unrolls"] > 0, rates
     st = checkpoint.load(d)
     assert st.env_steps >= 20_000 and st.counters["updates"] > 0
     assert any("core" in k for k in st.weights["online"]), list(st.weights["online"])

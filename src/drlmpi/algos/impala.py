@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import ACConfig, build_net, collect, load_policy, unroll_loss
+from drlmpi.actor_critic import ACConfig, build_net, collect, learners_step, load_policy, unroll_loss
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
@@ -50,7 +50,6 @@ from drlmpi.config import opt, require_at_least, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
-from drlmpi.ops.schedules import linear
 from drlmpi.replay.actor import clips_rewards
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
@@ -207,17 +206,10 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
         if batch is not None:
             losses = unroll_loss(net, batch, cfg, device, clip)
             losses.total.backward()
-        progress = stats.steps / cfg.total_env_steps if lead else 0.0
-        frac, contributed, dropped_sum = allreduce(np.array([progress, batch is not None, reader.dropped]))
-        if not contributed:
+        dropped_sum = learners_step(net, opt, allreduce, learners.size, stats.steps / cfg.total_env_steps if lead
+                                    else 0.0, batch is not None, reader.dropped, cfg)
+        if dropped_sum is None:
             break  # no learner has a batch: every actor has stopped
-        if contributed < learners.size:  # the mean over the learners that had a batch
-            for p in net.parameters():
-                p.grad.mul_(learners.size / contributed)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        for g in opt.param_groups:
-            g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
-        opt.step()
         updates += 1
         dropped = int(dropped_sum)
         if lead:

@@ -42,6 +42,7 @@ from drlmpi.actor_critic import (
     answer_batch,
     build_net,
     central_fields,
+    learners_step,
     load_policy,
     run_remote_actor,
     unroll_loss,
@@ -56,7 +57,6 @@ from drlmpi.config import opt, require_at_least, to_dict
 from drlmpi.envs import is_atari, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params
-from drlmpi.ops.schedules import linear
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, probe
@@ -208,19 +208,12 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
             batch, versions = pool.take()
             losses = unroll_loss(net, batch, cfg, device, clip)
             losses.total.backward()
-        progress = stats.steps / cfg.total_env_steps if lead else 0.0
-        frac, contributed, lag_sum = allreduce(np.array([progress, has, (updates - versions).mean() if has else 0]))
-        if not contributed:
+        lag_sum = learners_step(net, opt, allreduce, learners.size, stats.steps / cfg.total_env_steps if lead
+                                else 0.0, has, (updates - versions).mean() if has else 0.0, cfg)
+        if lag_sum is None:
             break  # no learner has a batch: every actor has stopped
-        if contributed < learners.size:  # the mean over the learners that had a batch
-            for p in net.parameters():
-                p.grad.mul_(learners.size / contributed)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        for g in opt.param_groups:
-            g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
-        opt.step()
         updates += 1
-        lag = float(lag_sum / contributed)
+        lag = lag_sum / learners.size  # the learners' mean (one that had no batch counts 0)
         if lead and life.due():
             life.begin(stats.steps, state)
         hear()

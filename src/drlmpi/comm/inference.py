@@ -188,7 +188,7 @@ class InferenceServer:
         first = None
         delay, last = FIRST_SLEEP, time.monotonic()
         while True:
-            while self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, self._status):
+            while len(pending) < self.B and self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, self._status):
                 self._take(pending)
                 last = time.monotonic()
                 if first is None and pending:

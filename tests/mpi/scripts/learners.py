@@ -1,9 +1,10 @@
-"""Two learners with allreduced gradients end with bit-identical weights after many updates (Ape-X, IMPALA).
+"""Two learners with allreduced gradients end with bit-identical weights after many updates (Ape-X, IMPALA, SEED).
 
 Layout: learner=2, the algorithm's other roles, actors on the rest (run with -n 5). argv: algo, run_dir,
 allreduce backend. Ape-X learners sample their own batches from the shared replay; IMPALA learners each train
 on their own actors' unrolls (actors 0 and 2 feed learner 0, actor 1 learner 1, so learner 1 often has no batch
-and the mean is over the other): their gradients differ every update, only the allreduce keeps them equal.
+and the mean is over the other): their gradients differ every update, only the allreduce keeps them equal. SEED
+learners (with an LSTM core) serve their own actors the same way.
 Both learners must have made the same (large) number of updates.
 """
 
@@ -15,7 +16,8 @@ from mpi4py import MPI
 from drlmpi import algos, config, runtime
 
 SETS = {"apex": ["learning_starts=300", "batch_size=32", "replay_ratio=0.5", "total_env_steps=3000"],
-        "impala": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000"]}
+        "impala": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000"],
+        "seed": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000", "lstm=16"]}
 world = MPI.COMM_WORLD
 algo, run_dir, backend = sys.argv[1:4]
 module = algos.get(algo)
