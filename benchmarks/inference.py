@@ -7,7 +7,7 @@ latency     one actor and one server on a host (`mpiexec -n 2`: node segment + d
 throughput  observations/s one server answers against the batch size b (1 to 256 observations a forward: one actor
             sends requests of b observations, so the server's whole path runs with batches of b) on the MLP
             (CartPole-v1) and the Nature CNN (84x84x4 uint8 frames), against the bare forward of b observations in
-            one process (the limit).
+            one process (the limit). Both sides use one torch thread, as drlmpi gives every rank but a learner.
 jobs        GA3C against A3C frames/s and SEED against IMPALA, each with its defaults on the same N ranks (frames/s:
             median of metrics.csv rows, first and last left out, as benchmarks/impala.py).
 
@@ -45,6 +45,7 @@ def local_forward(kind: str, b: int, seconds: float) -> float:
 
     from drlmpi.ops.actor_critic import sample_actions
 
+    torch.set_num_threads(1)  # as the server (and every actor rank) has
     _, net, shape, dtype = setup(kind, b)
     x = torch.as_tensor(np.random.default_rng(0).integers(0, 255, (1, b, *shape)).astype(dtype))
     n, t0 = 0, time.perf_counter()
