@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/drlmpi eval $(RUN_DIR) --episodes 20
 
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -q -ra
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -q -ra --durations=15
 
 test-learning: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -q -ra -m learning -s

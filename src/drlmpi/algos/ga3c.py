@@ -139,6 +139,7 @@ def run_inference(rt: Runtime, cfg: Config, planes: Planes) -> None:
     states = [net.initial_state(cfg.num_envs) for _ in mine]
     t0 = time.monotonic()
     while (js := server.gather(on_idle=ckpt.poll)) is not None:
+        ckpt.poll()  # also when requests never let gather idle
         if window.version > version:
             version = window.read(flat)
             load_flat(net, flat)
