@@ -263,7 +263,10 @@ def answer_batch(net, server, js: list[int], asm, version: int, states: list, cf
             reward[c] += cfg.gamma * bootstrap[off : off + len(c)]
             off += len(c)
         now = {"obs": r["obs"], "action": actions[rows], "logits": logits[rows]}
-        st = {"h0": start[0][rows].cpu().numpy(), "c0": start[1][rows].cpu().numpy()} if cfg.lstm else None
-        asm.add(j, server.k[j] == 0, {"reward": reward, "discount": r["discount"]}, now, st, version)
+        first = server.k[j] == 0
+        st = None
+        if cfg.lstm and asm.begins(j, first):
+            st = {"h0": start[0][rows].cpu().numpy(), "c0": start[1][rows].cpu().numpy()}
+        asm.add(j, first, {"reward": reward, "discount": r["discount"]}, now, st, version)
         if cfg.lstm:
             states[j] = (new[0][rows], new[1][rows])

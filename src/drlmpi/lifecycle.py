@@ -26,7 +26,7 @@ from drlmpi import checkpoint
 from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import LAST, SIGNALLED, CheckpointCollector, rng_state, set_rng_state
 from drlmpi.errors import CheckpointError, UserError
-from drlmpi.runtime import poll, signals
+from drlmpi.runtime import poll, probe, signals
 from drlmpi.runtime.wait import PEER_TIMEOUT
 
 STRUCTURAL = ("env", "hidden", "dueling")  # config keys a resumed run may not change (the networks' shapes)
@@ -127,6 +127,22 @@ class Lifecycle:
         if self.collector:
             self.collector.request(ckpt_id, env_steps, flags)  # (the targets that have no LAST yet)
         self.poll()
+
+    def hear_actors(self, stats, updates: int, total: int, row) -> None:
+        """A lead between messages and updates: drain the actors' reports (comm.metrics.ActorStats), log a row,
+        stop the actors on a signal, and move checkpoints on."""
+        stats.drain(updates, self.log.episode)
+        self.log.tick(stats.steps, updates, total, row)
+        if self.signal():
+            self.stop_actors(stats.steps)  # they stop, answer the final checkpoint, and say STOP
+        self.poll()
+
+    def last_reports(self, stats, comm, updates: int) -> None:
+        """A lead at the end: wait politely for every actor's last reports and STOP on the reports channel `comm`."""
+        while not stats.all_done:
+            probe(comm, what="the actors' last reports")
+            stats.drain(updates, self.log.episode)
+            self.poll()
 
     def stop_actors(self, env_steps: int) -> tuple[int, int]:
         """Ask the actors for the final checkpoint: they stop acting and answer it."""

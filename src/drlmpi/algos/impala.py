@@ -53,7 +53,7 @@ from drlmpi.nets import flat_params, load_flat
 from drlmpi.replay.actor import clips_rewards
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
-from drlmpi.runtime import RoleSpec, Runtime, poll, probe
+from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
 
 ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
@@ -192,11 +192,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
 
     def hear():  # between messages and updates: the lead hears the actors and handles signals; others poll
         if lead:
-            stats.drain(updates, log.episode)
-            log.tick(stats.steps, updates, cfg.total_env_steps, row)
-            if life.signal():
-                life.stop_actors(stats.steps)  # they stop, answer the final checkpoint, and say STOP
-            life.poll()
+            life.hear_actors(stats, updates, cfg.total_env_steps, row)
         else:
             ckpt.poll()
 
@@ -224,10 +220,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
     if not lead:
         ckpt.close()
         return summary
-    while not stats.all_done:  # every actor's last reports and STOP
-        probe(rt.channels.reports, what="the actors' last reports")
-        stats.drain(updates, log.episode)
-        life.poll()
+    life.last_reports(stats, rt.channels.reports, updates)
     planes.weights.bcast(flat_params(net), updates)
     life.begin(stats.steps, state, last=True)
     return life.close(stats.steps, updates, row(), summary)

@@ -250,6 +250,10 @@ class Assembler:
         self.version = [0] * n_actors
         self.emitted = 0
 
+    def begins(self, j: int, first: bool) -> bool:
+        """Does actor j's next step (a `first` one or not) open a new unroll (so `add` wants its `start`)?"""
+        return first or self.t[j] in (0, self.T)
+
     def add(self, j: int, first: bool, prev: dict, now: dict, start: dict | None = None, version: int = 0) -> None:
         if self.cur[j] is None:
             self.cur[j] = self.acquire(j)
