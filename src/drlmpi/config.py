@@ -130,6 +130,12 @@ def require_at_least(cfg, names, least: int = 1) -> None:
             raise UserError(f"config: {name} must be >= {least}, got {getattr(cfg, name)}")
 
 
+def require_choice(cfg, name: str, choices) -> None:
+    """Raise UserError if config field `name` is not one of `choices`."""
+    if getattr(cfg, name) not in choices:
+        raise UserError(f"config: {name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -52,9 +52,8 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
-from drlmpi.config import opt, to_dict
+from drlmpi.config import opt, require_choice, to_dict
 from drlmpi.envs import is_atari
-from drlmpi.errors import UserError
 from drlmpi.nets import flat_params
 from drlmpi.ops.schedules import linear
 from drlmpi.rundir import RunLog
@@ -78,8 +77,7 @@ class Config(vb.ReplayConfig):
 
     def check(self):
         super().check()
-        if self.allreduce not in BACKENDS:
-            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+        require_choice(self, "allreduce", BACKENDS)
 
 
 def actor_epsilon(cfg: Config, i: int, n: int) -> float:

@@ -52,7 +52,7 @@ from drlmpi.comm.inference import Assembler, InferencePlane, assign
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import SLOTS, TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import opt, require_at_least
+from drlmpi.config import opt, require_at_least, require_choice
 from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import load_flat
@@ -83,8 +83,7 @@ class Config(CentralConfig):
         require_at_least(self, ("batch_size", "publish_every"))
         if self.max_policy_lag < 0:
             raise UserError(f"config: max_policy_lag must be >= 0, got {self.max_policy_lag}")
-        if self.allreduce not in BACKENDS:
-            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+        require_choice(self, "allreduce", BACKENDS)
 
 
 @dataclass

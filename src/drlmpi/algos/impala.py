@@ -46,7 +46,7 @@ from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import opt, require_at_least, to_dict
+from drlmpi.config import opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
@@ -81,8 +81,7 @@ class Config(ACConfig):
         if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
             raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
                             f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")
-        if self.allreduce not in BACKENDS:
-            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+        require_choice(self, "allreduce", BACKENDS)
 
 
 def vtrace_clip(cfg) -> tuple[float | None, float | None]:

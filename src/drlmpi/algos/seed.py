@@ -53,9 +53,8 @@ from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.inference import Assembler, InferencePlane
 from drlmpi.comm.metrics import ActorReport, ActorStats
-from drlmpi.config import opt, require_at_least, to_dict
+from drlmpi.config import opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, spaces
-from drlmpi.errors import UserError
 from drlmpi.nets import flat_params
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
@@ -81,8 +80,7 @@ class Config(CentralConfig):
     def check(self):
         super().check()
         require_at_least(self, ("batch_size",))
-        if self.allreduce not in BACKENDS:
-            raise UserError(f"config: allreduce must be one of {', '.join(BACKENDS)}, got {self.allreduce!r}")
+        require_choice(self, "allreduce", BACKENDS)
 
 
 class UnrollPool:
