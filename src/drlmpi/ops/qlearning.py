@@ -94,6 +94,6 @@ def sequence_targets(reward: torch.Tensor, discount: torch.Tensor, mask: torch.T
 
 
 def sequence_priority(td: torch.Tensor, mask: torch.Tensor, eta: float = 0.9) -> torch.Tensor:
-    """R2D2's priority eta max_t |td| + (1 - eta) mean_t |td| over each sequence's valid steps: td, mask [T, B] -> [B]."""
+    """R2D2's priority eta max_t |td| + (1 - eta) mean_t |td| over the valid steps: td, mask [T, B] -> [B]."""
     a = td.abs() * mask
     return eta * a.max(0).values + (1 - eta) * a.sum(0) / mask.sum(0).clamp(min=1)
