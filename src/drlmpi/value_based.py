@@ -2,6 +2,7 @@
 
   ValueConfig      the fields and checks of every double-DQN learner
   ReplayConfig     + the fields of the distributed ones: actors, replay shards, the throttle
+  LearnerConfig    + per-actor epsilons and the learners' allreduce (`run_learner`)
   AnnealedEpsilon  a config mixin: epsilon annealed linearly (DQN, GORILA)
   build_net, load_policy
                    the Q-network (MLP or Nature CNN, dueling) and the greedy policy of a checkpoint
@@ -9,31 +10,43 @@
                    the prioritized double-DQN step: batch -> (loss, td [B]) -> |td| + eps
   EpsilonGreedyQ   acting for the replay actor loop: epsilon-greedy on a local Q-network, with initial
                    priorities from the Q-values computed when acting
+  Rows, transitions
+                   what a job stores in replay and how its actors build it: n-step transitions (Ape-X, GORILA),
+                   or an algorithm's own (R2D2's sequences)
   Planes, setup    the weights and replay planes of a distributed job (collective)
   run_actor, run_replay, run_roles, wait_for_replay
                    the actor and replay-shard roles, the dispatch, and a learner's wait for its first batch
+  run_learner      the replay learner (Ape-X, R2D2): prioritized batches -> loss -> allreduced sgd -> priorities,
+                   weights published to the actors, the lead's checkpoints and logs
 """
 
+import copy
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from drlmpi import lifecycle
+from drlmpi import lifecycle, nets
 from drlmpi.checkpoint import State
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.checkpoint import CheckpointCollector
+from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import Common, opt, require_at_least
-from drlmpi.envs import spaces
+from drlmpi.config import Common, opt, require_at_least, require_choice, to_dict
+from drlmpi.envs import is_atari, spaces
 from drlmpi.errors import UserError
-from drlmpi.nets import QNetwork, greedy, load_arrays, load_flat, q_values
+from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
 from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, actor, transition_fields
 from drlmpi.replay.plane import ReplayPlane, run_shard
 from drlmpi.replay.throttle import Throttle
-from drlmpi.runtime import Runtime
+from drlmpi.rundir import RunLog
+from drlmpi.runtime import Runtime, wait
 
 PRIORITY_EPS = 1e-6
 ACTOR_BATCH = 16  # vector steps an actor's n-step builder decides at once (numpy cost per step shrinks with it)
@@ -108,6 +121,24 @@ class ReplayConfig(ValueConfig):
                             "training would never start")
 
 
+@dataclass
+class LearnerConfig(ReplayConfig):
+    """+ the fields of the replay learner (`run_learner`: Ape-X, R2D2): per-actor epsilons, the allreduce."""
+
+    eps_base: float = opt(0.4, "epsilon of the per-actor schedule eps^(1 + alpha i / (N - 1))")
+    eps_alpha: float = opt(7.0, "alpha of the per-actor epsilon schedule")
+    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
+
+    def check(self):
+        super().check()
+        require_choice(self, "allreduce", BACKENDS)
+
+    def actor_epsilon(self, i: int, n: int) -> float:
+        """Actor i of n's fixed epsilon (Ape-X)."""
+        return self.eps_base ** (1 + self.eps_alpha * i / max(1, n - 1))
+
+
 def build_net(cfg: ValueConfig, obs_space, act_space) -> QNetwork:
     return QNetwork(obs_space.shape, int(act_space.n), tuple(cfg.hidden), cfg.dueling)
 
@@ -157,37 +188,60 @@ class EpsilonGreedyQ:
 
 
 @dataclass
+class Rows:
+    """What a job stores in replay, and how its actors build it."""
+
+    net: torch.nn.Module  # the initial Q-network, the same on every rank
+    fields: dict  # the replay fields: name -> (shape per row, dtype)
+    builder: Callable[[], object]  # a new builder of rows from vector steps (push / flush)
+    policy: Callable[[torch.nn.Module], object]  # an actor's policy on its copy of the network
+    steps_per_row: int  # env steps one stored row stands for (learning_starts counts rows)
+    held: int  # vector steps a builder may hold before its rows are sent
+
+
+def transitions(cfg: ReplayConfig, obs_space, act_space) -> Rows:
+    """n-step transitions (Ape-X, GORILA)."""
+    return Rows(build_net(cfg, obs_space, act_space), transition_fields(obs_space),
+                lambda: NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=ACTOR_BATCH), EpsilonGreedyQ,
+                steps_per_row=1, held=cfg.n_step + ACTOR_BATCH)
+
+
+@dataclass
 class Planes:
     weights: WeightsPlane  # the learners' (or parameter server's) weights, version = update count
-    replay: ReplayPlane  # n-step transitions
-    net: QNetwork  # the initial network, the same on every rank
+    replay: ReplayPlane  # the rows
+    rows: Rows
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.rows.net
 
 
-def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int]) -> Planes:
-    """Collective: the weights plane (one shard per rank in `writers`) and the replay plane."""
+def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int], rows=transitions) -> Planes:
+    """Collective: the weights plane (one shard per rank in `writers`) and the replay plane of
+    rows(cfg, obs_space, act_space)."""
     obs_space, act_space = spaces(cfg.env)
     torch.manual_seed(cfg.seed)  # the same initial network on every rank
-    net = build_net(cfg, obs_space, act_space)
-    n_params = sum(p.numel() for p in net.parameters())
+    kind = rows(cfg, obs_space, act_space)
+    n_params = sum(p.numel() for p in kind.net.parameters())
     weights = WeightsPlane.create(rt.channels.weights, rt.node, n_params, writers)
-    replay = ReplayPlane.create(rt.channels.replay, rt.node, rt.layout.ranks("replay"), transition_fields(obs_space),
+    replay = ReplayPlane.create(rt.channels.replay, rt.node, rt.layout.ranks("replay"), kind.fields,
                                 cfg.block_rows, cfg.batch_size, writer=rt.role == "actor",
                                 learner=rt.role == "learner")
-    return Planes(weights, replay, net)
+    return Planes(weights, replay, kind)
 
 
-def throttle(cfg: ReplayConfig, n_actors: int) -> Throttle:
+def throttle(cfg: ReplayConfig, n_actors: int, rows: Rows) -> Throttle:
     """The replay-ratio throttle of a job with n_actors actors."""
-    return Throttle(cfg.replay_ratio, cfg.replay_ratio_band, max(cfg.learning_starts, cfg.batch_size),
-                    slack=n_actors * cfg.num_envs * (cfg.n_step + ACTOR_BATCH), lag=cfg.publish_every)
+    return Throttle(cfg.replay_ratio, cfg.replay_ratio_band, max(cfg.learning_starts, cfg.batch_size) *
+                    rows.steps_per_row, slack=n_actors * cfg.num_envs * rows.held, lag=cfg.publish_every)
 
 
 def run_actor(rt: Runtime, cfg: ReplayConfig, planes: Planes, epsilon, resumed: State | None) -> None:
-    """The `actor` role: epsilon(steps, share) -> rate; n-step transitions with initial priorities."""
-    builder = NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=ACTOR_BATCH)
-    actor.run_actor(rt, cfg, planes.replay, planes.weights.window, EpsilonGreedyQ(planes.net), builder, epsilon,
-                    throttle(cfg, len(rt.layout.ranks("actor"))), lifecycle.client(rt, lead_learner(rt)),
-                    resumed.env_steps if resumed else 0)
+    """The `actor` role: epsilon(steps, share) -> rate; the rows' builder and policy, with initial priorities."""
+    actor.run_actor(rt, cfg, planes.replay, planes.weights.window, planes.rows.policy(planes.net),
+                    planes.rows.builder(), epsilon, throttle(cfg, len(rt.layout.ranks("actor")), planes.rows),
+                    lifecycle.client(rt, lead_learner(rt)), resumed.env_steps if resumed else 0)
 
 
 def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes, resumed: State | None) -> None:
@@ -202,11 +256,11 @@ def lead_learner(rt: Runtime) -> int:
 
 
 def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resumed: State | None,
-              **roles) -> dict | None:
+              rows=transitions, **roles) -> dict | None:
     """Set up the planes (collective), then run this rank's role: `actor` and `replay` are shared,
     the others are roles[rt.role](rt, cfg, planes, resumed). writers: the ranks publishing the weights.
     Every rank's generators are seeded, then restored from `resumed` if it holds this rank's."""
-    planes = setup(rt, cfg, writers)
+    planes = setup(rt, cfg, writers, rows)
     torch.manual_seed(rt.torch_seed())
     lifecycle.restore_rng(resumed, rt.who, rt.gen)
     summary = None  # a learner's summary (the lead's is printed)
@@ -218,6 +272,114 @@ def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resum
         summary = roles[rt.role](rt, cfg, planes, resumed)
     planes.weights.close()
     return summary
+
+
+def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State | None, algo: str, loss) -> dict:
+    """The replay learner: once max(learning_starts, batch_size) rows are stored, trains on prioritized batches with
+    loss(net, target, batch, device) -> (loss, new priorities float64 [B]), asking for the next batch before
+    training on one; several learners average gradients with one allreduce per update (progress and the stop flag
+    ride on it); the lead hears the actors, publishes its weights every `publish_every` updates, logs and
+    checkpoints. The target network is copied every `target_update_every` updates."""
+    device = nets.device(cfg.device)
+    learners = rt.role_comm  # the learner ranks
+    lead = learners.rank == 0
+    n_actors = len(rt.layout.ranks("actor"))
+    net = planes.net.to(device)
+    target = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+    updates = 0
+    if resumed:
+        updates = lifecycle.restore_learner(resumed, {"online": net, "target": target}, {"adam": opt})
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=2)  # + progress, stop
+    if lead:
+        planes.weights.bcast(flat_params(net), updates)  # version = updates
+    sampler = planes.replay.sampler(rt.gen)
+    gate = throttle(cfg, n_actors, planes.rows)
+    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1,
+                       steps=resumed.env_steps if resumed else 0)  # the lead's
+    waiting = Stopwatch()
+    if lead:
+        log = RunLog(cfg.run_dir, algo, to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
+                                                       *ActorStats.COLUMNS, "learner_waiting", "learners"],
+                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
+        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
+                                   resumed)
+    else:
+        ckpt = lifecycle.client(rt, lead_learner(rt))
+    frac, last_loss, size = 0.0, float("nan"), 0
+
+    def row():  # the current loss and size
+        return {"loss": last_loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
+                "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
+                "learner_waiting": waiting.fraction(), "learners": learners.size}
+
+    def state():  # the lead's, for a checkpoint
+        return lifecycle.snapshot(algo, cfg, log, {"env_steps": stats.steps, "updates": updates},
+                                  {"online": net, "target": target}, {"adam": opt}, rt.gen, rt.who,
+                                  lifecycle.layout_dict(rt))
+
+    def hear_actors():
+        stats.drain(updates, log.episode)
+        log.tick(stats.steps, updates, cfg.total_env_steps, row)
+        if life.signal():
+            life.stop_actors(stats.steps)  # they stop and answer the final checkpoint; training ends
+        life.poll()
+
+    go = np.zeros(1, np.int64)  # the lead says whether training starts at all (0: the actors finished first)
+    if lead:
+        go[0] = wait_for_replay(sampler, cfg, lambda: stats.all_done, hear_actors)
+    wait(learners.Ibcast(go, root=0), what="the lead learner's start")
+    if go[0]:
+        sampler.request(cfg.batch_size)
+    while go[0]:
+        stop = False
+        if lead:  # wait while ahead of the actors (replay ratio), unless they are done
+            t0 = time.monotonic()
+            while True:
+                hear_actors()
+                stop = stats.all_done
+                if stop or not gate.learners_wait(updates, stats.steps):
+                    break
+                time.sleep(0.001)
+            waiting.add(time.monotonic() - t0)
+        else:
+            ckpt.poll()
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, frac))
+        sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
+        loss_t, priorities = loss(net, target, batch, device)
+        opt.zero_grad(set_to_none=True)
+        loss_t.backward()
+        progress, stop_sum = allreduce(np.array([stats.steps / cfg.total_env_steps, stop]) if lead else None)
+        if stop_sum:
+            break
+        frac = float(progress)
+        for g in opt.param_groups:
+            g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sampler.update_priorities(batch, priorities)
+        updates += 1
+        size = batch.size
+        if updates % cfg.target_update_every == 0:
+            target.load_state_dict(net.state_dict())
+        if not lead:
+            continue
+        last_loss = float(loss_t.detach())
+        if updates % cfg.publish_every == 0:
+            planes.weights.bcast(flat_params(net), updates)
+        if life.due():
+            life.begin(stats.steps, state)
+    if lead:  # the final checkpoint: the shards must have its request before the sampler's STOP
+        life.begin(stats.steps, state, last=True)
+    sampler.close()  # receives the batch still asked for, then STOP to every shard
+    allreduce.close()
+    weights = flat_params(net)
+    summary = {"updates": updates, "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest()}
+    if not lead:
+        ckpt.close()
+        return summary
+    planes.weights.bcast(weights, updates)
+    return life.close(stats.steps, updates, row(), summary)
 
 
 def wait_for_replay(sampler, cfg: ValueConfig, done, tick) -> bool:

@@ -28,7 +28,7 @@ def test_sharded_ps_applies_every_gradient_once(optimizer, per_node):
     assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("algo,backend", [("apex", "mpi"), ("apex", "gloo"), ("impala", "mpi"), ("seed", "mpi")])
+@pytest.mark.parametrize("algo,backend", [("apex", "mpi"), ("r2d2", "gloo"), ("impala", "mpi"), ("seed", "mpi")])
 def test_two_learners_keep_identical_weights(tmp_path, algo, backend):
     r = mpirun(5, [sys.executable, script("learners.py"), algo, str(tmp_path / "run"), backend], timeout=300)
     assert r.returncode == 0 and "PASS 5 ranks" in r.stdout, r.stdout + r.stderr

@@ -13,7 +13,7 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import rng_state
 from drlmpi.envs import spaces
 from drlmpi.errors import CheckpointError
-from drlmpi.nets import ActorCritic
+from drlmpi.nets import ActorCritic, RecurrentQNetwork
 from drlmpi.ops.optim import FlatOptimizer
 from drlmpi.replay import PrioritizedReplay, transition_fields
 from drlmpi.replay.plane import restore_shard, save_part
@@ -145,6 +145,8 @@ def trained(module, cfg):
         if isinstance(net, ActorCritic):  # time-major [T, B, ...] -> (logits, values, state)
             logits, values, _ = net(torch.randn(2, 5, *obs_space.shape))
             (logits.pow(2).mean() + values.pow(2).mean()).backward()
+        elif isinstance(net, RecurrentQNetwork):  # [T, B, ...], state -> (Q, state)
+            net(torch.randn(3, 5, *obs_space.shape), net.initial_state(5))[0].pow(2).mean().backward()
         else:
             net(torch.randn(5, *obs_space.shape)).pow(2).mean().backward()
         opt.step()
@@ -156,7 +158,7 @@ def test_round_trip_covers_every_algorithm():
 
 
 # every registered algorithm; a new one is added here (checked above)
-ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed"]
+ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2"]
 
 
 @pytest.mark.parametrize("algo", ROUND_TRIP)

@@ -37,10 +37,11 @@ def slow_sequences(obs, reward, terminated, truncated, L, O, B, gamma):
                     break
                 last = s + n - 1
                 nxt = obs[last, e] + 0.5 if done[last, e] else obs[last + 1, e]  # final obs: id + 0.5
-                out.append({"obs": [*obs[s : s + n, e], nxt], "action": list(np.arange(s, s + n) % 3),
-                            "reward": list(reward[s : s + n, e]),
-                            "discount": [0.0 if terminated[t, e] else gamma for t in range(s, s + n)],
-                            "valid": n, "burn": 0 if k == 0 else B, "state": s + 0.01 * e})
+                if n > (0 if k == 0 else B):  # else nothing after its burn-in: not stored
+                    out.append({"obs": [*obs[s : s + n, e], nxt], "action": list(np.arange(s, s + n) % 3),
+                                "reward": list(reward[s : s + n, e]),
+                                "discount": [0.0 if terminated[t, e] else gamma for t in range(s, s + n)],
+                                "valid": n, "burn": 0 if k == 0 else B, "state": s + 0.01 * e})
                 if n < L or done[last, e]:
                     break
                 k += 1

@@ -122,7 +122,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     if resumed:  # the parameters come from the parameter server's parts; the target network from the lead's
         updates = lifecycle.restore_learner(resumed, {"target": target}, {})
     sampler = planes.replay.sampler(rt.gen)
-    gate = vb.throttle(cfg, n_actors)
+    gate = vb.throttle(cfg, n_actors, planes.rows)
     grads = [np.zeros(window.n, np.float32) for _ in range(2)]  # double-buffered gradient sends
     grad_reqs: list[list] = [[], []]
     stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1,

@@ -1,4 +1,4 @@
-"""The replay actor role: one loop for every replay-based algorithm (Ape-X, GORILA; R2D2, R2D3, QT-Opt next).
+"""The replay actor role: one loop for every replay-based algorithm (Ape-X, GORILA, R2D2; R2D3, QT-Opt next).
 
 An actor steps a vector of envs with a policy, reads new weights from its node window every
 `weight_sync_every` vector steps, turns steps into storage rows with a builder, gives each row an
@@ -8,7 +8,8 @@ Tag.METRICS, Tag.STOP), and pauses politely while the learners lag (`Throttle`).
 between algorithms comes in as arguments:
 
   policy    .load(flat float32 [P]); .act(obs [E, ...], eps, rng) -> (actions [E], extras {name: [E]});
-            .priorities(rows) -> float64 [n] (|td| + eps)
+            .priorities(rows) -> float64 [n] (|td| + eps); a recurrent policy also has .reset(done [E]),
+            called after each env step to zero the state of the envs whose episode ended
   builder   .push(obs, actions, step, **extras) -> rows {name: [n, ...]} | None; .flush() -> rows | None
             (n-step transitions, or sequences: the rows match the replay plane's fields)
   epsilon   (env steps done, this actor's share) -> exploration rate
@@ -60,6 +61,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
     share = share_of(cfg.total_env_steps, i, n_actors)
     report = ActorReport(rt.channels.reports, rt.layout.ranks("learner")[0], i)
     obs = env.reset()
+    reset = getattr(policy, "reset", None)
     steps, vsteps = share_of(start, i, n_actors), 0
     allowed = 0.0  # env steps of all actors that the last known update count allows (only grows)
 
@@ -89,6 +91,8 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
             policy.load(flat)
         actions, extras = policy.act(obs, epsilon(steps, share), rng)
         step = env.step(actions)
+        if reset is not None:
+            reset(step.done)
         if clip:  # for learning only: episode returns were summed unclipped by the env
             step.reward = np.clip(step.reward, -1, 1)
         steps += cfg.num_envs

@@ -12,7 +12,9 @@ A sequence of env e holds up to L = seq_len steps of one episode:
   state [2, H]       the recurrent state (h, c) the actor acted from at the sequence's first step
 
 A sequence ends when it holds L steps, or when its episode ends (then padded). After a full one, the next starts
-`L - overlap` steps into it, so consecutive sequences share `overlap` steps. Sequences never cross episodes.
+`L - overlap` steps into it, so consecutive sequences share `overlap` steps. Sequences never cross episodes. One
+whose steps all fall within its burn-in (an episode's end soon after an overlap) has nothing to learn from and is
+not emitted.
 """
 
 import numpy as np
@@ -98,7 +100,8 @@ class SequenceBuilder:
         b = self.buf
         b["state"][e] = self.states[e, 0]
         b["burn"][e] = 0 if self.first[e] else self.burn_in
-        self.rows.append({k: v[e].copy() for k, v in b.items()})
+        if self.len[e] > b["burn"][e]:  # else it has no step to learn from: not stored
+            self.rows.append({k: v[e].copy() for k, v in b.items()})
         keep = self.overlap if continues else 0
         s = self.L - keep  # the step the next sequence starts at
         for k, v in b.items():

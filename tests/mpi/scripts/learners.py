@@ -1,4 +1,5 @@
-"""Two learners with allreduced gradients end with bit-identical weights after many updates (Ape-X, IMPALA, SEED).
+"""Two learners with allreduced gradients end with bit-identical weights after many updates (Ape-X, R2D2, IMPALA,
+SEED).
 
 Layout: learner=2, the algorithm's other roles, actors on the rest (run with -n 5). argv: algo, run_dir,
 allreduce backend. Ape-X learners sample their own batches from the shared replay; IMPALA learners each train
@@ -16,6 +17,7 @@ from mpi4py import MPI
 from drlmpi import algos, config, runtime
 
 SETS = {"apex": ["learning_starts=300", "batch_size=32", "replay_ratio=0.5", "total_env_steps=3000"],
+        "r2d2": ["learning_starts=20", "batch_size=8", "replay_ratio=0.5", "total_env_steps=3000", "lstm=16"],
         "impala": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000"],
         "seed": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000", "lstm=16"]}
 world = MPI.COMM_WORLD
