@@ -5,6 +5,8 @@
   drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
   drlmpi inspect PATH [--json]                   what a checkpoint holds (PATH: a file or a run directory)
   drlmpi report RUN_DIR [RUN_DIR ...] [--out D]  PNG figures and summary.md of runs (overlaid)
+  drlmpi record --env E (--checkpoint PATH | --policy module:function) --episodes K --out FILE.h5 [--seed S]
+                                                demonstrations for R2D3 (docs/demonstrations.md)
   drlmpi layout --algo A -n N [--ranks-per-host K]
                                                 print the rank layout N ranks would get
   drlmpi config --algo A                        list the algorithm's config keys, defaults and meaning
@@ -22,7 +24,7 @@ import sys
 
 from drlmpi.errors import UserError
 
-COMMANDS = ("train", "eval", "inspect", "report", "layout", "config")
+COMMANDS = ("train", "eval", "inspect", "report", "record", "layout", "config")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="figures and a summary of one or more runs, overlaid")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", help="output directory (default: <first run dir>/report)")
+    rec = sub.add_parser("record", help="record demonstration episodes of a checkpoint or a function to HDF5")
+    rec.add_argument("--env", required=True)
+    src = rec.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint file or run directory: its greedy policy")
+    src.add_argument("--policy", metavar="MODULE:FUNCTION", help="a function obs [E, ...] -> actions [E] (numpy)")
+    rec.add_argument("--episodes", type=int, default=10)
+    rec.add_argument("--out", required=True, metavar="FILE.h5")
+    rec.add_argument("--seed", type=int, default=0)
     lay = sub.add_parser("layout", help="print the rank layout for N ranks")
     lay.add_argument("--algo", required=True)
     lay.add_argument("-n", type=int, required=True)
@@ -242,6 +252,34 @@ def make_report(args) -> int:
     return 0
 
 
+def record_demos(args) -> int:
+    from drlmpi import algos, checkpoint, config, demos
+    from drlmpi.envs import check_env_id
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    check_env_id(args.env)
+    if args.policy:
+        fn, source = demos.import_policy(args.policy), f"policy {args.policy}"
+
+        def make_policy(env):
+            return fn
+    else:
+        ckpt = checkpoint.load(args.checkpoint, parts=False)
+        if ckpt.env != args.env:
+            raise UserError(f"--checkpoint {ckpt.path} was trained on {ckpt.env}, not {args.env}")
+        module = algos.get(ckpt.algo)
+        cfg, source = config.from_dict(module.Config, ckpt.config), f"checkpoint {ckpt.path}"
+
+        def make_policy(env):
+            return module.load_policy(cfg, ckpt.weights, env)
+    d = demos.record(args.env, make_policy, args.episodes, args.seed, source)
+    demos.save(args.out, d, source)
+    print(f"wrote {args.out}: {d.episodes} episodes, {len(d.actions)} steps of {args.env} from {source}; "
+          f"mean return {d.returns.mean():.2f} (min {d.returns.min():.2f}, max {d.returns.max():.2f})")
+    return 0
+
+
 def layout(args) -> int:
     from drlmpi import algos, runtime
 
@@ -280,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse(argv)
-        handler = {"train": train, "eval": evaluate, "inspect": inspect, "report": make_report, "layout": layout,
-                   "config": show_config}[args.command]
+        handler = {"train": train, "eval": evaluate, "inspect": inspect, "report": make_report, "record": record_demos,
+                   "layout": layout, "config": show_config}[args.command]
         return handler(args)
     except UserError as e:
         if _is_rank0():

@@ -45,6 +45,7 @@ from drlmpi.replay.sequence import unstack
 from drlmpi.runtime import RoleSpec, Runtime
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
+STRUCTURAL = ("lstm", "seq_len")  # beside lifecycle.STRUCTURAL: the network's and the stored sequences' shapes
 
 
 @dataclass

@@ -110,7 +110,7 @@ class ReplayWriter:
         self.flush()
         wait_all(self.reqs + self.bell_reqs, what="transition blocks")
         # a statistics request travels behind our blocks (same source, same communicator): its reply means stored
-        ask, reply = np.zeros(4, np.int64), np.zeros(4, np.int64)
+        ask, reply = np.zeros(4, np.int64), np.zeros(8, np.int64)
         for r in self.shards:
             self.comm.Isend(ask, dest=r, tag=Tag.SAMPLE_REQUEST).Free()
             probe(self.comm, r, Tag.SAMPLE_REPLY, what=f"replay shard {r} to confirm our blocks are stored")
@@ -131,11 +131,12 @@ def send_stop(comm: MPI.Intracomm, shard_ranks: list[int]) -> None:
 class Batch:
     data: dict[str, np.ndarray]  # fields [B, ...]
     counts: np.ndarray  # int64 [S]: rows from each shard; shard s's rows are contiguous, in shard order
+    demo: np.ndarray  # bool [B]: rows from the demo replay (R2D3; each shard's come after its agent rows)
     slot: np.ndarray  # int64 [B]
     gen: np.ndarray  # int64 [B]
-    prob: np.ndarray  # float64 [B]: p_i^alpha / sum over all shards
-    weights: np.ndarray  # float32 [B]: importance weights, max possible = 1
-    size: int  # transitions stored over all shards
+    prob: np.ndarray  # float64 [B]: p_i^alpha / sum over all shards (of the agent or the demo replay)
+    weights: np.ndarray  # float32 [B]: importance weights, max possible = 1 (in each replay)
+    size: int  # rows stored over all shards (agent replay)
 
 
 class ReplaySampler:
@@ -153,7 +154,7 @@ class ReplaySampler:
         assert inbox.local(comm.rank), "a learner owns an inbox (node_segments(..., learner=True))"
         self.r_layout = reply_layout(fields, max_batch)
         self.block = self.r_layout.new()  # for replies from shards on other nodes
-        self.small = np.zeros(4, np.int64)
+        self.small = np.zeros(8, np.int64)
         self.p_layout = priority_layout(max_batch)
         self.p_bufs = [[self.p_layout.new(), self.p_layout.new()] for _ in shard_ranks]
         self.p_views = [[self.p_layout.views(b) for b in bufs] for bufs in self.p_bufs]
@@ -164,16 +165,19 @@ class ReplaySampler:
         self._slot = 0
         self._rows: list[dict[str, np.ndarray] | None] = [None] * INBOX_SLOTS  # field views of each inbox slot
         self._totals: np.ndarray | None = None  # float64 [S]: total p^alpha per shard, from the last reply
+        self._demo_totals = np.zeros(len(shard_ranks))  # the same, of the demo replays
 
-    def _ask(self, counts: np.ndarray, slot: int) -> None:
-        """Isend shard s a request for counts[s] rows into inbox slot `slot`, behind the earlier ones."""
+    def _ask(self, counts: np.ndarray, slot: int, demos: np.ndarray | None = None) -> None:
+        """Isend shard s a request for counts[s] agent rows and demos[s] demo rows into inbox slot `slot`, behind
+        the earlier ones."""
         assert len(self._pending) < INBOX_SLOTS - 1, "too many batches asked for and not received"
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        demos = np.zeros_like(counts) if demos is None else demos
+        offsets = np.concatenate([[0], np.cumsum(counts + demos)[:-1]])
         reqs = []
         for s, r in enumerate(self.shards):
-            self._asks[slot, s, :3] = counts[s], offsets[s], slot
+            self._asks[slot, s] = counts[s], offsets[s], slot, demos[s]
             reqs.append(self.comm.Isend(self._asks[slot, s], dest=r, tag=Tag.SAMPLE_REQUEST))
-        self._pending.append((slot, counts, offsets, reqs))
+        self._pending.append((slot, counts, demos, offsets, reqs))
 
     def _inbox_rows(self, slot: int) -> dict[str, np.ndarray]:
         """Field views [max_batch, ...] of our inbox slot (built once per slot)."""
@@ -181,10 +185,11 @@ class ReplaySampler:
             self._rows[slot] = self.r_layout.views(self.inbox.slot(self.comm.rank, slot))[1]
         return self._rows[slot]
 
-    def _collect(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """Receive every shard's reply to the oldest request; returns (slot, counts [S], headers int64 [S, 4])."""
-        slot, counts, offsets, reqs = self._pending.popleft()
-        heads = np.zeros((len(self.shards), 4), np.int64)
+    def _collect(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Receive every shard's reply to the oldest request; returns (slot, counts [S], demo counts [S],
+        headers int64 [S, 8])."""
+        slot, counts, demos, offsets, reqs = self._pending.popleft()
+        heads = np.zeros((len(self.shards), 8), np.int64)
         inbox = self._inbox_rows(slot)
         for s, r in enumerate(self.shards):  # replies from one shard arrive in the order asked
             st = probe(self.comm, r, MPI.ANY_TAG, max_sleep=SERVICE_SLEEP, what=f"replay shard {r}'s sample reply")
@@ -195,58 +200,66 @@ class ReplaySampler:
             else:
                 assert st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {r}"
                 self.comm.Recv(self.block[: st.Get_count(MPI.BYTE)], source=r, tag=st.tag)  # n rows only
-                n, lo = int(self.block[:8].view(np.int64)[0]), int(offsets[s])
+                head = self.block[:64].view(np.int64)
+                n, lo = int(head[0] + head[4]), int(offsets[s])
                 head, rows = reply_rows_layout(self.r_layout, n).views(self.block)
                 heads[s] = head
                 for k, v in rows.items():
                     inbox[k][lo : lo + n] = v[:n]
         wait_all(reqs, what="sample requests")
-        return slot, counts, heads
+        return slot, counts, demos, heads
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(size int64 [S], total p^alpha float64 [S], min p^alpha float64 [S]) of every shard."""
+        """(size int64 [S], total p^alpha float64 [S], min p^alpha float64 [S]) of every shard's agent replay."""
         assert not self._pending, "statistics are asked for between batches only"
         self._ask(np.zeros(len(self.shards), np.int64), self._slot)
-        _, _, heads = self._collect()
+        _, _, _, heads = self._collect()
         f = heads[:, 2:4].copy().view(np.float64)
-        self._totals = f[:, 0].copy()
+        self._totals, self._demo_totals = f[:, 0].copy(), heads[:, 6].copy().view(np.float64)
         return heads[:, 1].copy(), self._totals.copy(), f[:, 1].copy()
 
-    def request(self, batch_size: int) -> None:
-        """Ask for a batch into the next inbox slot; returns at once. Split across shards in proportion to
-        their totals in the last reply (one batch old: sampling needs no extra round trip)."""
+    def _split(self, n: int, totals: np.ndarray) -> np.ndarray:
+        """n rows over the shards in proportion to their totals (one batch old: no extra round trip)."""
+        if len(self.shards) == 1 or n == 0:
+            return np.array([n] + [0] * (len(self.shards) - 1))
+        if totals.sum() <= 0:
+            raise RuntimeError("replay: sampling from empty shards")
+        return self.rng.multinomial(n, totals / totals.sum())
+
+    def request(self, batch_size: int, demo_ratio: float = 0.0) -> None:
+        """Ask for a batch into the next inbox slot; returns at once. With demo_ratio, each row comes from the
+        demo replays with that probability (R2D3)."""
         assert 0 < batch_size <= self.max_batch
-        if len(self.shards) == 1:
-            counts = np.array([batch_size])
-        else:
-            if self._totals is None:
-                self.stats()
-            if self._totals.sum() <= 0:
-                raise RuntimeError("replay: sampling from empty shards")
-            counts = self.rng.multinomial(batch_size, self._totals / self._totals.sum())
-        self._ask(counts, self._slot)
+        if self._totals is None and (len(self.shards) > 1 or demo_ratio > 0):
+            self.stats()
+        d = self.rng.binomial(batch_size, demo_ratio) if demo_ratio > 0 and self._demo_totals.sum() > 0 else 0
+        self._ask(self._split(batch_size - d, self._totals), self._slot, self._split(d, self._demo_totals))
         self._slot = (self._slot + 1) % INBOX_SLOTS
 
     def receive(self, beta: float) -> Batch:
-        """The oldest batch asked for (views of its inbox slot: valid until INBOX_SLOTS - 1 more are received)."""
-        slot, counts, heads = self._collect()
-        batch_size = int(counts.sum())
-        got = heads[:, 0]
+        """The oldest batch asked for (views of its inbox slot: valid until INBOX_SLOTS - 1 more are received).
+        Importance weights use the minimum over all shards of the row's replay (agent or demo)."""
+        slot, counts, demos, heads = self._collect()
+        per_shard = counts + demos
+        batch_size = int(per_shard.sum())
         if heads[:, 1].sum() == 0:
             raise RuntimeError("replay: sampling from empty shards")
-        assert (got == counts).all(), f"shards returned {got}, asked {counts}"
-        f = heads[:, 2:4].copy().view(np.float64)
-        totals, mins = f[:, 0], f[:, 1]
-        self._totals = totals.copy()
+        assert (heads[:, 0] == counts).all() and (heads[:, 4] == demos).all(), \
+            f"shards returned {heads[:, [0, 4]]}, asked {counts}, {demos}"
+        f = heads[:, [2, 3, 6, 7]].copy().view(np.float64)
+        self._totals, self._demo_totals = f[:, 0].copy(), f[:, 2].copy()
         rows = self._inbox_rows(slot)
         p = rows["p"][:batch_size]
-        return Batch(data={k: rows[k][:batch_size] for k in self.fields}, counts=counts,
-                     slot=rows["slot"][:batch_size], gen=rows["gen"][:batch_size], prob=p / totals.sum(),
-                     weights=importance_weights(p, mins.min(), beta), size=int(heads[:, 1].sum()))
+        demo = np.concatenate([np.repeat([False, True], [c, d]) for c, d in zip(counts, demos)])
+        total = np.where(demo, f[:, 2].sum(), f[:, 0].sum())
+        p_min = np.where(demo, f[:, 3].min(), f[:, 1].min())
+        return Batch(data={k: rows[k][:batch_size] for k in self.fields}, counts=per_shard, demo=demo,
+                     slot=rows["slot"][:batch_size], gen=rows["gen"][:batch_size], prob=p / total,
+                     weights=importance_weights(p, p_min, beta), size=int(heads[:, 1].sum()))
 
-    def sample(self, batch_size: int, beta: float) -> Batch:
+    def sample(self, batch_size: int, beta: float, demo_ratio: float = 0.0) -> Batch:
         """Request and receive one batch (no overlap)."""
-        self.request(batch_size)
+        self.request(batch_size, demo_ratio)
         return self.receive(beta)
 
     def update_priorities(self, batch: Batch, priority: np.ndarray) -> None:

@@ -9,11 +9,15 @@ from anyone (`Iprobe` + sleep back-off), then receives it with a blocking `Recv`
 
   TRANSITIONS        actor -> shard  block [rows]: header (n, 0), the fields, "priority" float64 (|td| + eps)
   TRANSITIONS_SHM    actor -> shard  int64 (outbox slot, n): the same block, in the actor's outbox
-  SAMPLE_REQUEST     learner -> shard  int64 (n, offset, inbox slot, 0); n = 0 asks for statistics only
-  SAMPLE_REPLY       shard -> learner  int64 (n, size, total, min), total and min (of p^alpha) as float64 bits;
-                                       the rows are in the learner's inbox slot at [offset, offset + n)
-  SAMPLE_REPLY_BLOCK shard -> learner  block [n]: that header, then the n rows of the fields, slot, gen, p
-  PRIORITIES         learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps)
+  SAMPLE_REQUEST     learner -> shard  int64 (n, offset, inbox slot, d): n rows of the agent replay and d of the
+                                       demo replay (R2D3; 0 without one); n = d = 0 asks for statistics only
+  SAMPLE_REPLY       shard -> learner  int64 [8]: (n, size, total, min) of the agent replay, then (d, size, total,
+                                       min) of the demo replay (0, 0, 0, inf without one), total and min (of
+                                       p^alpha) as float64 bits; the rows are in the learner's inbox slot at
+                                       [offset, offset + n + d), the d demo rows last, with slots -1 - slot
+  SAMPLE_REPLY_BLOCK shard -> learner  block [n + d]: that header, then the rows of the fields, slot, gen, p
+  PRIORITIES         learner -> shard  block [max_batch]: header (n, 0); "slot", "gen", "priority" (|td| + eps);
+                                       a negative slot -1 - j is slot j of the demo replay
   STOP               client -> shard   empty; the shard returns once all `clients` have sent it
   CHECKPOINT         lead learner -> shard  see comm.checkpoint: the shard copies its contents, a thread writes
                                           the part file while it serves, and the answer follows the write
@@ -43,7 +47,7 @@ def transition_layout(fields: Fields, rows: int) -> BlockLayout:
 
 def reply_layout(fields: Fields, max_batch: int) -> BlockLayout:
     return BlockLayout.of({**fields, "slot": ((), np.int64), "gen": ((), np.int64), "p": ((), np.float64)},
-                          max_batch, header_words=4)
+                          max_batch, header_words=8)
 
 
 @lru_cache(maxsize=256)
@@ -64,15 +68,20 @@ def node_segments(world: MPI.Intracomm, node: MPI.Intracomm, fields: Fields, blo
     return out, inbox
 
 
-def stats_header(head: np.ndarray, n: int, storage: PrioritizedReplay) -> None:
+def stats_header(head: np.ndarray, n: int, storage: PrioritizedReplay, d: int = 0,
+                 demos: PrioritizedReplay | None = None) -> None:
     head[0], head[1] = n, storage.size
     head[2:4].view(np.float64)[:] = (storage.tree.total(), storage.tree.min())
+    head[4], head[5] = d, demos.size if demos else 0
+    head[6:8].view(np.float64)[:] = (demos.tree.total(), demos.tree.min()) if demos else (0.0, np.inf)
 
 
 def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block_rows: int, max_batch: int,
-          clients: int, outboxes: NodeSegments, inboxes: NodeSegments, ckpt=None, on_checkpoint=None) -> dict:
+          clients: int, outboxes: NodeSegments, inboxes: NodeSegments, ckpt=None, on_checkpoint=None,
+          demos: PrioritizedReplay | None = None) -> dict:
     """Serve until `clients` STOP messages arrived. ckpt: this rank's comm.checkpoint.CheckpointClient (it forwards
-    a signal and handles the lead's CHECKPOINT requests with on_checkpoint(req) -> parts). Returns counters."""
+    a signal and handles the lead's CHECKPOINT requests with on_checkpoint(req) -> parts). demos: the demo replay
+    (R2D3), sampled on request beside the agent replay and never written by actors. Returns counters."""
     t_layout, r_layout, p_layout = (transition_layout(fields, block_rows), reply_layout(fields, max_batch),
                                     priority_layout(max_batch))
     t_buf, p_buf = t_layout.new(), p_layout.new()
@@ -83,8 +92,9 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
     replies: dict[tuple[int, int, bool], np.ndarray] = {}
     reply_reqs: dict[tuple[int, int, bool], MPI.Request] = {}
     doorbell = np.zeros(4, np.int64)
+    empty = storage if demos is None else demos  # only sampled when d > 0, which needs demos
     stopped = 0
-    counts = {"inserted": 0, "sampled": 0, "priority_updates": 0, "stale_dropped": 0}
+    counts = {"inserted": 0, "sampled": 0, "demos_sampled": 0, "priority_updates": 0, "stale_dropped": 0}
 
     def insert(block: np.ndarray, n: int) -> None:
         _, f = t_layout.views(block)
@@ -114,38 +124,46 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             outboxes.release(src, slot)
         elif tag == Tag.SAMPLE_REQUEST:
             comm.Recv(doorbell, source=src, tag=tag)
-            n, offset, inbox_slot = int(doorbell[0]), int(doorbell[1]), int(doorbell[2])
+            n, offset, inbox_slot, d = (int(x) for x in doorbell)
             n = n if storage.size else 0
-            shm = inboxes.local(src) or n == 0  # statistics only: the small header suffices
+            d = d if demos is not None and demos.size else 0
+            shm = inboxes.local(src) or n + d == 0  # statistics only: the small header suffices
             key = (src, inbox_slot, shm)
             wait(reply_reqs.get(key, MPI.REQUEST_NULL), what="previous sample reply")
             if key not in replies:
-                replies[key] = np.zeros(4, np.int64) if shm else r_layout.new()
+                replies[key] = np.zeros(8, np.int64) if shm else r_layout.new()
             msg = replies[key]
             if shm:  # gather straight into the learner's inbox
                 head = msg
-                out = r_layout.views(inboxes.slot(src, inbox_slot))[1] if n else None
+                out = r_layout.views(inboxes.slot(src, inbox_slot))[1] if n + d else None
                 lo = offset
-            else:  # a buffer message of the n rows asked for
-                head, out = reply_rows_layout(r_layout, n).views(msg)
+            else:  # a buffer message of the rows asked for
+                head, out = reply_rows_layout(r_layout, n + d).views(msg)
                 lo = 0
-            if n:
-                slot, p = storage.sample_slots(n)
-                for k in fields:
-                    np.take(storage.data[k], slot, axis=0, out=out[k][lo : lo + n])
-                out["slot"][lo : lo + n], out["gen"][lo : lo + n], out["p"][lo : lo + n] = slot, storage.gen[slot], p
-            stats_header(head, n, storage)
+            for source, m, at, code in ((storage, n, lo, 1), (empty, d, lo + n, -1)):
+                if m:
+                    slot, p = source.sample_slots(m)
+                    for k in fields:
+                        np.take(source.data[k], slot, axis=0, out=out[k][at : at + m])
+                    out["slot"][at : at + m] = slot if code > 0 else -1 - slot
+                    out["gen"][at : at + m], out["p"][at : at + m] = source.gen[slot], p
+            stats_header(head, n, storage, d, demos)
             if shm:
                 fence()  # the rows in the learner's inbox before the reply
                 reply_reqs[key] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY)
             else:
-                reply_reqs[key] = comm.Isend(msg[: reply_rows_layout(r_layout, n).nbytes], dest=src,
+                reply_reqs[key] = comm.Isend(msg[: reply_rows_layout(r_layout, n + d).nbytes], dest=src,
                                              tag=Tag.SAMPLE_REPLY_BLOCK)
             counts["sampled"] += n
+            counts["demos_sampled"] += d
         elif tag == Tag.PRIORITIES:
             comm.Recv(p_buf, source=src, tag=tag)
             n = int(p_head[0])
-            applied = storage.update_priorities(p_fields["slot"][:n], p_fields["priority"][:n], p_fields["gen"][:n])
+            slot, prio, gen = p_fields["slot"][:n], p_fields["priority"][:n], p_fields["gen"][:n]
+            agent = slot >= 0
+            applied = storage.update_priorities(slot[agent], prio[agent], gen[agent])
+            if demos is not None and not agent.all():
+                applied += demos.update_priorities(-1 - slot[~agent], prio[~agent], gen[~agent])
             counts["priority_updates"] += applied
             counts["stale_dropped"] += n - applied
         elif tag == Tag.STOP:

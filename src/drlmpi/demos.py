@@ -1,0 +1,154 @@
+"""Demonstrations: record episodes of any policy to HDF5 (`drlmpi record`), and load them for R2D3.
+
+A policy is a checkpoint's greedy policy, or any importable function `module:function` taking obs [E, ...] (numpy)
+and returning actions [E] (integers). The file format is documented in docs/demonstrations.md: a drlmpi HDF5 file
+(checksummed user block, written atomically, as checkpoints) of kind "demonstrations" with the episodes' steps
+concatenated and per-episode offsets.
+"""
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from drlmpi import __version__, checkpoint
+from drlmpi.envs import make_vec
+from drlmpi.errors import CheckpointError, UserError
+
+KIND = "demonstrations"
+STEP_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+@dataclass
+class Demos:
+    env: str
+    observations: np.ndarray  # [N, ...] the observations acted on, episode after episode
+    actions: np.ndarray  # int64 [N]
+    rewards: np.ndarray  # float32 [N]
+    terminations: np.ndarray  # bool [N]
+    truncations: np.ndarray  # bool [N]
+    final_observations: np.ndarray  # [K, ...] each episode's observation after its last step
+    episode_starts: np.ndarray  # int64 [K] offsets into the step arrays
+    returns: np.ndarray  # float64 [K]
+
+    @property
+    def episodes(self) -> int:
+        return len(self.episode_starts)
+
+    def episode(self, k: int) -> dict[str, np.ndarray]:
+        """Episode k's steps: each step field [T_k, ...], plus final_observation."""
+        lo = int(self.episode_starts[k])
+        hi = int(self.episode_starts[k + 1]) if k + 1 < self.episodes else len(self.actions)
+        out = {f: getattr(self, f)[lo:hi] for f in STEP_FIELDS}
+        out["final_observation"] = self.final_observations[k]
+        return out
+
+
+def import_policy(spec: str):
+    """`module:function` -> the function (UserError if it cannot be imported)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise UserError(f"--policy {spec}: expected module:function")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise UserError(f"--policy {spec}: cannot import module '{module}': {e}") from None
+    except AttributeError:
+        raise UserError(f"--policy {spec}: module '{module}' has no '{name}'") from None
+    if not callable(fn):
+        raise UserError(f"--policy {spec}: '{name}' is not callable")
+    return fn
+
+
+def record(env_id: str, make_policy, episodes: int, seed: int, source: str, num_envs: int = 8) -> Demos:
+    """Run `episodes` full episodes of make_policy(env) (obs [E, ...] -> actions [E]; `policy.reset(done)` if
+    recurrent) on min(episodes, num_envs) envs with quotas fixed in advance, so short episodes are not favoured."""
+    env = make_vec(env_id, min(episodes, num_envs), seed=seed)
+    try:
+        policy = make_policy(env)
+    except BaseException:
+        env.close()
+        raise
+    E, n_act = env.num_envs, int(env.action_space.n)
+    quota = np.full(E, episodes // E)
+    quota[: episodes % E] += 1
+    running = [{f: [] for f in STEP_FIELDS} for _ in range(E)]
+    finished: list[tuple[dict, np.ndarray, float]] = []
+    done_per_env = np.zeros(E, int)
+    reset = getattr(policy, "reset", None)
+    obs = env.reset()
+    try:
+        while (done_per_env < quota).any():
+            actions = np.asarray(policy(obs))
+            if actions.shape != (E,) or not np.issubdtype(actions.dtype, np.integer) or \
+                    actions.min() < 0 or actions.max() >= n_act:
+                raise UserError(f"{source}: returned {actions.dtype} {actions.shape} for {E} observations; "
+                                f"expected {E} integer actions in [0, {n_act})")
+            step = env.step(actions)
+            if reset is not None:
+                reset(step.done)
+            for e in range(E):
+                if done_per_env[e] >= quota[e]:
+                    continue
+                r = running[e]
+                for f, v in zip(STEP_FIELDS, (obs[e], actions[e], step.reward[e], step.terminated[e],
+                                              step.truncated[e])):
+                    r[f].append(v)
+                if step.done[e]:
+                    finished.append(({f: np.asarray(v) for f, v in r.items()}, step.final_obs[e].copy(),
+                                     float(np.sum(r["rewards"]))))
+                    running[e] = {f: [] for f in STEP_FIELDS}
+                    done_per_env[e] += 1
+            obs = step.obs
+    finally:
+        env.close()
+    starts = np.cumsum([0] + [len(ep["actions"]) for ep, _, _ in finished[:-1]]).astype(np.int64)
+    cat = {f: np.concatenate([ep[f] for ep, _, _ in finished]) for f in STEP_FIELDS}
+    return Demos(env_id, cat["observations"], cat["actions"].astype(np.int64), cat["rewards"].astype(np.float32),
+                 cat["terminations"].astype(bool), cat["truncations"].astype(bool),
+                 np.stack([fo for _, fo, _ in finished]), starts, np.array([r for _, _, r in finished]))
+
+
+def save(path: str | Path, demos: Demos, source: str) -> str:
+    """Write a demonstrations file atomically (checksummed); returns its SHA-256."""
+
+    def fill(f):
+        f.attrs.update({"kind": KIND, "env": demos.env, "episodes": demos.episodes, "steps": len(demos.actions),
+                        "source": source, "drlmpi_version": __version__, "complete": True})
+        image = demos.observations.ndim == 4
+        for name in (*STEP_FIELDS, "final_observations", "episode_starts", "returns"):
+            a = getattr(demos, name)
+            f.create_dataset(name, data=a, compression="gzip" if image and "observations" in name else None)
+
+    return checkpoint.write_file(path, fill)
+
+
+def load(path: str | Path, env_id: str, obs_space, act_space) -> Demos:
+    """Read and check a demonstrations file for a run on env_id; UserError (one line) if it is damaged, not
+    demonstrations, or recorded on another env or with other spaces."""
+    try:
+        f = checkpoint.open_verified(path)
+    except CheckpointError as e:
+        raise UserError(f"demos: {e}") from None
+    with f:
+        if f.attrs.get("kind") != KIND or not bool(f.attrs.get("complete", False)):
+            raise UserError(f"demos: {path}: not a drlmpi demonstrations file")
+        if f.attrs["env"] != env_id:
+            raise UserError(f"demos: {path} was recorded on {f.attrs['env']}, this run is on {env_id}")
+        try:
+            d = Demos(str(f.attrs["env"]), *(f[n][()] for n in (*STEP_FIELDS, "final_observations",
+                                                                  "episode_starts", "returns")))
+        except KeyError as e:
+            raise UserError(f"demos: {path}: missing dataset {e}") from None
+    n = len(d.actions)
+    if tuple(d.observations.shape[1:]) != tuple(obs_space.shape) or d.observations.dtype != obs_space.dtype:
+        raise UserError(f"demos: {path}: observations {d.observations.dtype} {d.observations.shape[1:]}, this run's "
+                        f"are {obs_space.dtype} {obs_space.shape}")
+    if any(len(getattr(d, a)) != n for a in STEP_FIELDS) or d.episodes == 0 or \
+            len(d.final_observations) != d.episodes or d.episode_starts[0] != 0 or \
+            (np.diff(d.episode_starts) <= 0).any() or d.episode_starts[-1] >= n:
+        raise UserError(f"demos: {path}: inconsistent episode arrays")
+    if d.actions.min() < 0 or d.actions.max() >= act_space.n:
+        raise UserError(f"demos: {path}: actions outside [0, {act_space.n})")
+    return d
