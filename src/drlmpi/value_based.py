@@ -197,6 +197,7 @@ class Rows:
     policy: Callable[[torch.nn.Module], object]  # an actor's policy on its copy of the network
     steps_per_row: int  # env steps one stored row stands for (learning_starts counts rows)
     held: int  # vector steps a builder may hold before its rows are sent
+    demos: Callable[[int, int], dict] | None = None  # (shard s, shards S) -> shard s's demonstration rows (R2D3)
 
 
 def transitions(cfg: ReplayConfig, obs_space, act_space) -> Rows:
@@ -248,7 +249,7 @@ def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes, resumed: State | 
     """The `replay` role: serves the actors and learners until each has said STOP."""
     clients = len(rt.layout.ranks("actor")) + len(rt.layout.ranks("learner"))
     run_shard(planes.replay, cfg.buffer_size, cfg.alpha, rt.gen, clients, lifecycle.client(rt, lead_learner(rt)),
-              cfg.run_dir, cfg.checkpoint_replay, resumed)
+              cfg.run_dir, cfg.checkpoint_replay, resumed, planes.rows.demos)
 
 
 def lead_learner(rt: Runtime) -> int:
@@ -274,9 +275,11 @@ def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resum
     return summary
 
 
-def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State | None, algo: str, loss) -> dict:
+def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State | None, algo: str, loss,
+                demo_ratio: float = 0.0) -> dict:
     """The replay learner: once max(learning_starts, batch_size) rows are stored, trains on prioritized batches with
-    loss(net, target, batch, device) -> (loss, new priorities float64 [B]), asking for the next batch before
+    loss(net, target, batch, device) -> (loss, new priorities float64 [B]) (each row from the shards' demo replays
+    with probability demo_ratio, R2D3), asking for the next batch before
     training on one; several learners average gradients with one allreduce per update (progress and the stop flag
     ride on it); the lead hears the actors, publishes its weights every `publish_every` updates, logs and
     checkpoints. The target network is copied every `target_update_every` updates."""
@@ -300,18 +303,24 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
     waiting = Stopwatch()
     if lead:
         log = RunLog(cfg.run_dir, algo, to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
-                                                       *ActorStats.COLUMNS, "learner_waiting", "learners"],
+                                                       *ActorStats.COLUMNS, "learner_waiting", "learners",
+                                                       *(["demo_fraction"] if demo_ratio else [])],
                      frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
         life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
                                    resumed)
     else:
         ckpt = lifecycle.client(rt, lead_learner(rt))
     frac, last_loss, size = 0.0, float("nan"), 0
+    demo_rows = np.zeros(2, np.int64)  # (demo rows, rows) of the lead's batches since the last row
 
     def row():  # the current loss and size
-        return {"loss": last_loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
-                "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
-                "learner_waiting": waiting.fraction(), "learners": learners.size}
+        out = {"loss": last_loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
+               "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
+               "learner_waiting": waiting.fraction(), "learners": learners.size}
+        if demo_ratio:
+            out["demo_fraction"] = round(demo_rows[0] / max(demo_rows[1], 1), 4)
+            demo_rows[:] = 0
+        return out
 
     def state():  # the lead's, for a checkpoint
         return lifecycle.snapshot(algo, cfg, log, {"env_steps": stats.steps, "updates": updates},
@@ -330,7 +339,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
         go[0] = wait_for_replay(sampler, cfg, lambda: stats.all_done, hear_actors)
     wait(learners.Ibcast(go, root=0), what="the lead learner's start")
     if go[0]:
-        sampler.request(cfg.batch_size)
+        sampler.request(cfg.batch_size, demo_ratio)
     while go[0]:
         stop = False
         if lead:  # wait while ahead of the actors (replay ratio), unless they are done
@@ -345,7 +354,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
         else:
             ckpt.poll()
         batch = sampler.receive(linear(cfg.beta_start, 1.0, frac))
-        sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
+        sampler.request(cfg.batch_size, demo_ratio)  # the shards gather the next batch while this one trains
         loss_t, priorities = loss(net, target, batch, device)
         opt.zero_grad(set_to_none=True)
         loss_t.backward()
@@ -360,6 +369,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
         sampler.update_priorities(batch, priorities)
         updates += 1
         size = batch.size
+        demo_rows += (int(batch.demo.sum()), len(batch.demo))
         if updates % cfg.target_update_every == 0:
             target.load_state_dict(net.state_dict())
         if not lead:

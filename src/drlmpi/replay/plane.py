@@ -48,33 +48,42 @@ class ReplayPlane:
 
 
 def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random.Generator, clients: int,
-              ckpt: CheckpointClient, run_dir: str, save: bool = True, resumed: State | None = None) -> dict:
+              ckpt: CheckpointClient, run_dir: str, save: bool = True, resumed: State | None = None,
+              demo_rows=None) -> dict:
     """The `replay` role: this shard's share of `buffer_size`, served until `clients` have said STOP.
     Answers checkpoint requests (ckpt) with a part file of its contents when `save`: it pauses only to copy
     them, a thread writes the file while the shard goes on serving, and the answer follows the write. Starts
-    from a resumed checkpoint's replay parts, re-sharded if their number differs."""
+    from a resumed checkpoint's replay parts, re-sharded if their number differs. demo_rows(s, S) -> rows
+    {field: [n, ...]}: this shard's share of the demonstrations (R2D3), held in a demo replay beside the agent's
+    (restored from the checkpoint's parts instead when they hold one)."""
     s, n_shards = plane.shards.index(plane.comm.rank), len(plane.shards)
     storage = PrioritizedReplay(share_of(buffer_size, s, n_shards), plane.fields, alpha, rng)
+    demos = None
     if resumed is not None:
         restore_shard(storage, resumed, s, n_shards)
+    if demo_rows is not None:
+        demos = demo_replay(plane.fields, alpha, rng, resumed, s, n_shards, demo_rows)
     writer = ThreadPoolExecutor(1, thread_name_prefix="replay-part")
 
     def on_checkpoint(req):  # -> Future of {part name: {file, sha256}}
         if not save:
             return {}
         rel = checkpoint.part_file(req.id, f"replay-{s}")
-        attrs, arrays = part_of(storage, s, n_shards)  # the copy: all the shard pauses for
+        attrs, arrays = part_of(storage, s, n_shards, demos)  # the copy: all the shard pauses for
         path = Path(run_dir) / "checkpoints" / rel
         return writer.submit(lambda: {f"replay-{s}": {"file": rel, "sha256": checkpoint.save_part(
             path, "replay", attrs, arrays)}})
 
     try:
         counts = serve(plane.comm, storage, plane.fields, plane.block_rows, plane.max_batch, clients, plane.outbox,
-                       plane.inbox, ckpt, on_checkpoint)
+                       plane.inbox, ckpt, on_checkpoint, demos)
         ckpt.close(on_checkpoint)  # the final checkpoint holds everything the actors sent
     finally:
         writer.shutdown(wait=True)
     return counts
+
+
+DEMO = "demo_"  # the prefix of a demo replay's arrays and attributes in a replay part
 
 
 def share_of(total: int, i: int, n: int) -> int:
@@ -82,14 +91,47 @@ def share_of(total: int, i: int, n: int) -> int:
     return total // n + (i < total % n)
 
 
-def part_of(storage: PrioritizedReplay, shard: int, shards: int) -> tuple[dict, dict[str, np.ndarray]]:
+def part_of(storage: PrioritizedReplay, shard: int, shards: int, demos: PrioritizedReplay | None = None
+            ) -> tuple[dict, dict[str, np.ndarray]]:
     """A copy of a shard's contents as a checkpoint part's (attrs, arrays): every field and the priorities
-    before the exponent, oldest first."""
-    order = storage.age_order()
-    arrays = {k: v[order] for k, v in storage.data.items()}
-    arrays["priority"] = storage.raw_priorities(order)
-    return {"shard": shard, "shards": shards, "capacity": storage.capacity, "size": storage.size,
-            "next": storage.next, "alpha": storage.alpha, "max_priority": storage.max_priority}, arrays
+    before the exponent, oldest first; a demo replay's the same way, named with the prefix `demo_`."""
+    attrs, arrays = {"shard": shard, "shards": shards}, {}
+    for prefix, st in (("", storage), (DEMO, demos)):
+        if st is None:
+            continue
+        order = st.age_order()
+        arrays.update({prefix + k: v[order] for k, v in st.data.items()})
+        arrays[prefix + "priority"] = st.raw_priorities(order)
+        attrs.update({prefix + "capacity": st.capacity, prefix + "size": st.size, prefix + "next": st.next,
+                      prefix + "alpha": st.alpha, prefix + "max_priority": st.max_priority})
+    return attrs, arrays
+
+
+def demo_replay(fields, alpha: float, rng: np.random.Generator, resumed: State | None, s: int, n_shards: int,
+                demo_rows) -> PrioritizedReplay:
+    """Shard s's demo replay: from the checkpoint's parts if they hold one, else demo_rows(s, n_shards), all at
+    the largest priority."""
+    if resumed is not None and any_demos(resumed):
+        n = sum(int(checkpoint.load_part(resumed, name, "replay")[0].get(DEMO + "size", 0))
+                for name in replay_parts(resumed))
+        demos = PrioritizedReplay(max(1, share_of(n, s, n_shards)), fields, alpha, rng)
+        restore_shard(demos, resumed, s, n_shards, prefix=DEMO)
+        return demos
+    rows = demo_rows(s, n_shards)
+    n = len(next(iter(rows.values())))
+    demos = PrioritizedReplay(max(1, n), fields, alpha, rng)
+    if n:
+        demos.add(rows)
+    return demos
+
+
+def any_demos(state: State) -> bool:
+    names = replay_parts(state)
+    return bool(names) and DEMO + "size" in checkpoint.load_part(state, names[0], "replay")[0]
+
+
+def replay_parts(state: State) -> list[str]:
+    return sorted((n for n in state.parts if n.startswith("replay-")), key=lambda n: int(n.split("-")[1]))
 
 
 def save_part(path: Path, storage: PrioritizedReplay, shard: int, shards: int) -> str:
@@ -97,11 +139,12 @@ def save_part(path: Path, storage: PrioritizedReplay, shard: int, shards: int) -
     return checkpoint.save_part(path, "replay", *part_of(storage, shard, shards))
 
 
-def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: int) -> int:
-    """Fill shard s of n_shards from a checkpoint's replay parts; returns the rows restored. With as many shards
-    as the checkpoint, shard s gets part s; otherwise rows are dealt round robin over the new shards (row i of
-    the parts' concatenation to shard i mod n_shards). A shard keeps its newest rows if they exceed its capacity."""
-    names = sorted((n for n in state.parts if n.startswith("replay-")), key=lambda n: int(n.split("-")[1]))
+def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: int, prefix: str = "") -> int:
+    """Fill shard s of n_shards from a checkpoint's replay parts (their arrays named prefix + field); returns the
+    rows restored. With as many shards as the checkpoint, shard s gets part s; otherwise rows are dealt round robin
+    over the new shards (row i of the parts' concatenation to shard i mod n_shards). A shard keeps its newest rows
+    if they exceed its capacity."""
+    names = replay_parts(state)
     if not names:
         return 0
     rows: dict[str, list] = {k: [] for k in [*storage.data, "priority"]}
@@ -111,7 +154,9 @@ def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: in
         if len(names) == n_shards and k != s:
             continue
         attrs, arrays = checkpoint.load_part(state, name, "replay")
-        size = int(attrs["size"])
+        size = int(attrs[prefix + "size"])
+        arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix) and
+                  (prefix or not k.startswith(DEMO))}
         if set(arrays) != set(rows):
             raise CheckpointError(f"{state.part_path(name)}: replay fields {sorted(arrays)} do not match this run's "
                                   f"{sorted(rows)}")
@@ -119,7 +164,7 @@ def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: in
         for f in rows:
             rows[f].append(arrays[f][pick])
         offset += size
-        max_p = max(max_p, float(attrs["max_priority"]))
+        max_p = max(max_p, float(attrs[prefix + "max_priority"]))
     batch = {f: np.concatenate(v)[-storage.capacity:] for f, v in rows.items()}
     priority = batch.pop("priority")
     if len(priority):

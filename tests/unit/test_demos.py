@@ -1,0 +1,82 @@
+"""Demonstrations: `drlmpi record` from a function writes what the env did, R2D3 cuts them into sequences, and bad or
+mismatched files, policies and configs give one line and exit 2."""
+
+import h5py
+import numpy as np
+import pytest
+from helpers import DRLMPI, ROOT, run
+from test_cli_errors import assert_user_error
+
+from drlmpi import demos
+from drlmpi.algos import r2d3
+from drlmpi.envs import spaces
+
+ENV = {"PYTHONPATH": str(ROOT / "tests" / "envs")}
+
+
+@pytest.fixture(scope="module")
+def mountain_car_demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos") / "mc.h5"
+    r = run([DRLMPI, "record", "--env", "MountainCar-v0", "--policy", "scripted:mountain_car", "--episodes", "3",
+             "--out", str(out), "--seed", "5"], timeout=120, env=ENV)
+    assert r.returncode == 0 and "3 episodes" in r.stdout, r.stdout + r.stderr
+    return out
+
+
+def test_recorded_episodes_replay_in_the_env(mountain_car_demos):
+    """Re-running each episode's actions in a fresh env from its recorded start state gives the recorded
+    observations, rewards and ends: the file holds what happened, episode by episode."""
+    import gymnasium as gym
+
+    obs_space, act_space = spaces("MountainCar-v0")
+    d = demos.load(mountain_car_demos, "MountainCar-v0", obs_space, act_space)
+    assert d.episodes == 3 and len(d.returns) == 3 and d.episode_starts[0] == 0
+    for k in range(d.episodes):
+        ep = d.episode(k)
+        env = gym.make("MountainCar-v0")
+        env.reset(seed=0)
+        env.unwrapped.state = ep["observations"][0].astype(np.float64)
+        for t, a in enumerate(ep["actions"]):
+            obs, rew, term, trunc, _ = env.step(int(a))
+            nxt = ep["observations"][t + 1] if t + 1 < len(ep["actions"]) else ep["final_observation"]
+            np.testing.assert_allclose(obs, nxt, atol=1e-4)  # (the start state is float32-rounded)
+            assert rew == ep["rewards"][t] and term == ep["terminations"][t]
+        assert ep["terminations"][-1] or ep["truncations"][-1]
+        assert not (ep["terminations"][:-1] | ep["truncations"][:-1]).any()
+        assert ep["rewards"].sum() == d.returns[k] and d.returns[k] > -200  # the scripted policy reaches the flag
+
+
+def test_demo_sequences_are_dealt_over_shards(mountain_car_demos):
+    cfg = r2d3.Config(env="MountainCar-v0", demos=str(mountain_car_demos))
+    obs_space, act_space = spaces("MountainCar-v0")
+    whole = r2d3.demo_sequences(cfg, obs_space, act_space, 0, 1)
+    parts = [r2d3.demo_sequences(cfg, obs_space, act_space, s, 3) for s in range(3)]
+    assert sum(len(p["action"]) for p in parts) == len(whole["action"]) > 0
+    np.testing.assert_array_equal(parts[1]["obs"], whole["obs"][1::3])
+    d = demos.load(mountain_car_demos, "MountainCar-v0", obs_space, act_space)
+    starts = whole["burn"] == 0  # one sequence starts each episode, from its first observation
+    assert starts.sum() == d.episodes and not whole["state"].any()
+    np.testing.assert_allclose(whole["obs"][starts, 0], d.observations[d.episode_starts])
+    # every step is learned from once: burn-in equals the overlap, so the learned parts tile the episodes
+    assert int((whole["valid"].sum(1) - whole["burn"]).sum()) == len(d.actions)
+
+
+def test_bad_demos_and_policies_one_line_exit_2(mountain_car_demos, tmp_path):
+    base = [DRLMPI, "--algo", "r2d3", "--total-env-steps", "100", "--run-dir", str(tmp_path / "r")]
+    assert_user_error(run([*base, "--env", "MountainCar-v0"], env=ENV), "r2d3 needs demonstrations")
+    assert_user_error(run([*base, "--env", "CartPole-v1", "--set", f"demos={mountain_car_demos}"]),
+                      "was recorded on MountainCar-v0, this run is on CartPole-v1")
+    assert_user_error(run([*base, "--env", "MountainCar-v0", "--set", "demos=/nonexistent.h5"]), "not found")
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(mountain_car_demos.read_bytes()[:-100])
+    assert_user_error(run([*base, "--env", "MountainCar-v0", "--set", f"demos={damaged}"]), "damaged")
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["actions"] = np.zeros(3)
+    assert_user_error(run([*base, "--env", "MountainCar-v0", "--set", f"demos={plain}"]), "not a drlmpi")
+    rec = [DRLMPI, "record", "--env", "MountainCar-v0", "--episodes", "2", "--out", str(tmp_path / "x.h5")]
+    assert_user_error(run([*rec, "--policy", "scripted:bad_shape"], env=ENV), "expected 2 integer actions")
+    assert_user_error(run([*rec, "--policy", "scripted:nosuch"], env=ENV), "has no 'nosuch'")
+    assert_user_error(run([*rec, "--policy", "nocolon"]), "expected module:function")
+    assert_user_error(run([*rec]), "one of the arguments --checkpoint --policy is required")
+    assert not (tmp_path / "x.h5").exists()
