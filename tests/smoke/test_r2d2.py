@@ -37,7 +37,7 @@ def test_r2d2_sigterm_checkpoints_sequences_and_resumes_on_another_layout(tmp_pa
     t0 = time.monotonic()
     while not (d / "metrics.csv").exists() and time.monotonic() - t0 < 120:
         time.sleep(0.1)
-    time.sleep(6)
+    time.sleep(4)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=90)
     assert p.returncode == REQUEUE_EXIT, out + err
@@ -50,8 +50,9 @@ def test_r2d2_sigterm_checkpoints_sequences_and_resumes_on_another_layout(tmp_pa
     assert (np.diff(part["valid"], axis=1) <= 0).all()  # valid steps are a prefix: padding only after an end
     before = sequences_of(st)
     assert len(before) > 50 and len(set(before)) == len(before)
-    total = st.env_steps + 4000
-    r = mpirun(4, [*R2D2, "--total-env-steps", str(total), "--run-dir", str(d), "--resume", "auto"], timeout=300,
+    total = st.env_steps + 2000
+    r = mpirun(4, [*R2D2, "--total-env-steps", str(total), "--run-dir", str(d), "--resume", "auto", "--layout",
+                   "replay=1"], timeout=300,
                env=ENV)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming from {st.path}" in r.stdout

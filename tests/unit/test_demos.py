@@ -1,25 +1,38 @@
 """Demonstrations: `drlmpi record` from a function writes what the env did, R2D3 cuts them into sequences, and bad or
 mismatched files, policies and configs give one line and exit 2."""
 
+import sys
+
 import h5py
 import numpy as np
 import pytest
-from helpers import DRLMPI, ROOT, run
-from test_cli_errors import assert_user_error
+from helpers import ROOT
 
-from drlmpi import demos
+from drlmpi import cli, demos
 from drlmpi.algos import r2d3
 from drlmpi.envs import spaces
 
-ENV = {"PYTHONPATH": str(ROOT / "tests" / "envs")}
+sys.path.insert(0, str(ROOT / "tests" / "envs"))  # scripted:..., as PYTHONPATH gives it to a drlmpi process
+
+
+def drlmpi(capsys, *args) -> tuple[int, str, str]:
+    """`drlmpi ARGS` in this process (the command line's code path, minus the process): (exit code, out, err)."""
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_user_error(result, fragment):
+    code, _, err = result
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("drlmpi: error: ") and fragment in lines[0], err
 
 
 @pytest.fixture(scope="module")
 def mountain_car_demos(tmp_path_factory):
     out = tmp_path_factory.mktemp("demos") / "mc.h5"
-    r = run([DRLMPI, "record", "--env", "MountainCar-v0", "--policy", "scripted:mountain_car", "--episodes", "3",
-             "--out", str(out), "--seed", "5"], timeout=120, env=ENV)
-    assert r.returncode == 0 and "3 episodes" in r.stdout, r.stdout + r.stderr
+    assert cli.main(["record", "--env", "MountainCar-v0", "--policy", "scripted:mountain_car", "--episodes", "3",
+                     "--out", str(out), "--seed", "5"]) == 0
     return out
 
 
@@ -61,22 +74,35 @@ def test_demo_sequences_are_dealt_over_shards(mountain_car_demos):
     assert int((whole["valid"].sum(1) - whole["burn"]).sum()) == len(d.actions)
 
 
-def test_bad_demos_and_policies_one_line_exit_2(mountain_car_demos, tmp_path):
-    base = [DRLMPI, "--algo", "r2d3", "--total-env-steps", "100", "--run-dir", str(tmp_path / "r")]
-    assert_user_error(run([*base, "--env", "MountainCar-v0"], env=ENV), "r2d3 needs demonstrations")
-    assert_user_error(run([*base, "--env", "CartPole-v1", "--set", f"demos={mountain_car_demos}"]),
+def test_bad_demos_and_policies_one_line_exit_2(mountain_car_demos, tmp_path, capsys):
+    """r2d3's config check reads every demo file on rank 0 before any MPI work (cli.prepare_train)."""
+    base = ["--algo", "r2d3", "--total-env-steps", "100", "--run-dir", tmp_path / "r"]
+
+    def train(*args):
+        try:
+            cli.prepare_train(cli.parse([str(a) for a in [*base, *args]]))
+        except cli.UserError as e:
+            print(f"drlmpi: error: {e}", file=sys.stderr)
+            return 2, "", capsys.readouterr().err
+        return 0, "", capsys.readouterr().err
+
+    capsys.readouterr()
+    assert_user_error(train("--env", "MountainCar-v0"), "r2d3 needs demonstrations")
+    assert_user_error(train("--env", "CartPole-v1", "--set", f"demos={mountain_car_demos}"),
                       "was recorded on MountainCar-v0, this run is on CartPole-v1")
-    assert_user_error(run([*base, "--env", "MountainCar-v0", "--set", "demos=/nonexistent.h5"]), "not found")
+    assert_user_error(train("--env", "MountainCar-v0", "--set", "demos=/nonexistent.h5"), "not found")
     damaged = tmp_path / "damaged.h5"
     damaged.write_bytes(mountain_car_demos.read_bytes()[:-100])
-    assert_user_error(run([*base, "--env", "MountainCar-v0", "--set", f"demos={damaged}"]), "damaged")
+    assert_user_error(train("--env", "MountainCar-v0", "--set", f"demos={damaged}"), "damaged")
     plain = tmp_path / "plain.h5"
     with h5py.File(plain, "w") as f:
         f["actions"] = np.zeros(3)
-    assert_user_error(run([*base, "--env", "MountainCar-v0", "--set", f"demos={plain}"]), "not a drlmpi")
-    rec = [DRLMPI, "record", "--env", "MountainCar-v0", "--episodes", "2", "--out", str(tmp_path / "x.h5")]
-    assert_user_error(run([*rec, "--policy", "scripted:bad_shape"], env=ENV), "expected 2 integer actions")
-    assert_user_error(run([*rec, "--policy", "scripted:nosuch"], env=ENV), "has no 'nosuch'")
-    assert_user_error(run([*rec, "--policy", "nocolon"]), "expected module:function")
-    assert_user_error(run([*rec]), "one of the arguments --checkpoint --policy is required")
+    assert_user_error(train("--env", "MountainCar-v0", "--set", f"demos={plain}"), "not a drlmpi")
+    assert train("--env", "MountainCar-v0", "--set", f"demos={mountain_car_demos},{mountain_car_demos}")[0] == 0
+    rec = ["record", "--env", "MountainCar-v0", "--episodes", "2", "--out", tmp_path / "x.h5"]
+    assert_user_error(drlmpi(capsys, *rec, "--policy", "scripted:bad_shape"), "expected 2 integer actions")
+    assert_user_error(drlmpi(capsys, *rec, "--policy", "scripted:nosuch"), "has no 'nosuch'")
+    assert_user_error(drlmpi(capsys, *rec, "--policy", "nocolon"), "expected module:function")
+    assert_user_error(drlmpi(capsys, *rec), "one of the arguments --checkpoint --policy is required")
+    assert_user_error(drlmpi(capsys, *rec[:-2], "--out", tmp_path / "y.h5", "--checkpoint", damaged), "damaged")
     assert not (tmp_path / "x.h5").exists()
