@@ -85,8 +85,9 @@ def bare_updates_per_s(env_id: str, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def job(run_dir: str, env_id: str, steps: int, sets: list[str], timeout: float) -> list[dict]:
-    cmd = [os.path.join(BIN, "mpiexec"), "-n", "3", os.path.join(BIN, "drlmpi"), "--algo", "apex", "--env", env_id,
+def job(run_dir: str, env_id: str, steps: int, sets: list[str], timeout: float, algo: str = "apex") -> list[dict]:
+    """metrics.csv rows of `mpiexec -n 3 drlmpi --algo <algo>` (learner, replay shard, one actor)."""
+    cmd = [os.path.join(BIN, "mpiexec"), "-n", "3", os.path.join(BIN, "drlmpi"), "--algo", algo, "--env", env_id,
            "--total-env-steps", str(steps), "--run-dir", run_dir, "--set", "log_every=1"]
     for s in sets:
         cmd += ["--set", s]
@@ -141,7 +142,8 @@ def main() -> None:
             fill = 20_000 if not is_atari(a.env) else 5_000
             # the actor runs free for the steps its n-step builder holds back (the throttle's slack), then
             # pauses; with 64 updates per env step after that, the run lasts about `seconds`
-            free = value_based.throttle(apex.Config(num_envs=a.num_envs), 1).slack
+            cfg = apex.Config(num_envs=a.num_envs)
+            free = value_based.throttle(cfg, 1, value_based.transitions(cfg, *spaces(a.env))).slack
             extra = free + int(bare * a.seconds / 64)
             rows = job(os.path.join(d, f"learner{len(os.listdir(d))}"), a.env, fill + extra,
                        [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",
