@@ -5,7 +5,11 @@
 // [8j, 8j+8) of level l.  The top level has 8 entries and total() is their sum.
 // A leaf never set holds -0.0 (it adds as 0); a leaf set to 0 holds +0.0.  A
 // second tree of the same shape above the leaves holds minima, counting -0.0
-// leaves as +inf, so min() covers the leaves ever set and is O(1).
+// leaves as +inf, so min() covers the leaves ever set.  The min-tree is
+// maintained lazily: update() only notes the leaf blocks it touched, and the
+// next min() recomputes their paths (each block once, however many updates
+// touched it in between).  A learner needs the minimum once per batch sampled,
+// not once per priority update, so the update path does half the work.
 //
 // Descent picks the first child whose running sum exceeds u, so a child whose
 // sum is 0 is never chosen; when rounding leaves u at or past the last running
@@ -62,11 +66,16 @@ class SumTree {
       if (n == K) break;
       n = round_up(n / K);
     }
+    if (sums_.size() > 1) dirty_flag_.assign(sums_[1].size(), 0);
   }
 
   int64_t capacity() const { return capacity_; }
   double total() const { return total_; }
-  double min() const { return sums_.size() == 1 ? min_of_leaves(sums_[0].data()) : min_of(mins_.back().data()); }
+  double min() {
+    if (sums_.size() == 1) return min_of_leaves(sums_[0].data());
+    refresh_mins();
+    return min_of(mins_.back().data());
+  }
 
   // Checks without side effects; throw before anything is written.
   void check_indices(const int64_t* idx, int64_t n) const {
@@ -98,13 +107,18 @@ class SumTree {
       leaf[idx[i]] = p[i] + 0.0;  // +0.0 marks a leaf set to 0 as set
     }
     scratch_.resize(n);
-    for (int64_t i = 0; i < n; ++i) scratch_[i] = idx[i] / K;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = idx[i] / K;
+      scratch_[i] = j;
+      if (sums_.size() > 1 && !dirty_flag_[j]) {  // this leaf block's min path is recomputed by the next min()
+        dirty_flag_[j] = 1;
+        dirty_.push_back(j);
+      }
+    }
     ++epoch_;
     for (size_t l = 1; l < sums_.size(); ++l) {
       const double* child = sums_[l - 1].data();
-      const double* child_min = mins_[l - 1].data();
       double* parent = sums_[l].data();
-      double* parent_min = mins_[l].data();
       const bool more = l + 1 < sums_.size();
       // On levels with fewer parents than queries, most parents repeat: skip those already done.
       uint64_t* stamp = static_cast<int64_t>(sums_[l].size()) < n ? stamps_[l].data() : nullptr;
@@ -115,16 +129,11 @@ class SumTree {
           if (stamp[j] == epoch_) continue;
           stamp[j] = epoch_;
           parent[j] = sum_of(child + j * K);
-          parent_min[j] = l == 1 ? min_of_leaves(child + j * K) : min_of(child_min + j * K);
           continue;
         }
-        if (i + kAhead < n) {
-          __builtin_prefetch(parent + scratch_[i + kAhead], 1);
-          __builtin_prefetch(parent_min + scratch_[i + kAhead], 1);
-        }
+        if (i + kAhead < n) __builtin_prefetch(parent + scratch_[i + kAhead], 1);
         const int64_t j = scratch_[i];
         parent[j] = sum_of(child + j * K);
-        parent_min[j] = l == 1 ? min_of_leaves(child + j * K) : min_of(child_min + j * K);
         if (more) scratch_[i] = j / K;
       }
     }
@@ -175,6 +184,27 @@ class SumTree {
   }
 
  private:
+  // Recompute the minima above every leaf block touched since the last call, one level at a time.
+  void refresh_mins() {
+    if (dirty_.empty()) return;
+    ++epoch_;
+    const int64_t n = static_cast<int64_t>(dirty_.size());
+    for (size_t l = 1; l < sums_.size(); ++l) {
+      const double* child = l == 1 ? sums_[0].data() : mins_[l - 1].data();
+      double* parent_min = mins_[l].data();
+      uint64_t* stamp = stamps_[l].data();
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t j = dirty_[i];
+        dirty_[i] = j / K;
+        if (l > 1 && stamp[j] == epoch_) continue;  // level-1 blocks are distinct already
+        stamp[j] = epoch_;
+        parent_min[j] = l == 1 ? min_of_leaves(child + j * K) : min_of(child + j * K);
+        if (l == 1) dirty_flag_[j] = 0;
+      }
+    }
+    dirty_.clear();
+  }
+
   static constexpr double kInf = std::numeric_limits<double>::infinity();
   static int64_t round_up(int64_t n) { return (n + K - 1) / K * K; }
   static constexpr int64_t kAhead = 8;  // prefetch distance, in queries
@@ -202,6 +232,8 @@ class SumTree {
   std::vector<Level> mins_;  // mins_[0] is empty: leaf minima are read from sums_[0]
   std::vector<std::vector<uint64_t>> stamps_;  // stamps_[l][j] == epoch_: parent j of level l done
   uint64_t epoch_ = 0;
+  std::vector<int64_t> dirty_;  // level-1 blocks whose minima are stale (each once)
+  std::vector<uint8_t> dirty_flag_;  // dirty_flag_[j]: block j is in dirty_
   std::vector<int64_t> scratch_;
 };
 

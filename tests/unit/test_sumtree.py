@@ -156,3 +156,23 @@ def test_matches_reference(capacity, batches, fractions):
     if ref.total() > 0:
         u = np.array(fractions) * ref.total()
         np.testing.assert_array_equal(tree.sample(u), ref.sample(u))
+
+
+def test_lazy_min_is_exact_after_any_interleaving_of_updates():
+    """The min-tree is refreshed on min(): it must equal numpy's minimum over the leaves ever set after updates that
+    lower and raise the current minimum, on a tree of several levels."""
+    rng = np.random.default_rng(1)
+    cap = 10_000
+    t, ref = SumTree(cap), np.full(cap, np.inf)
+    for k in range(300):
+        idx = rng.integers(0, cap, rng.integers(1, 600))
+        p = rng.random(len(idx)) * 10
+        if k % 7 == 3:  # raise the current minimum's leaf: the min must move up
+            idx = np.append(idx, np.argmin(ref))
+            p = np.append(p, 20.0)
+        t.update(idx, p)
+        for i, v in zip(idx, p):  # duplicates: the last wins, as in the tree
+            ref[i] = v
+        if k % 3 == 0:
+            assert t.min() == ref.min()
+    assert t.min() == ref.min() and t.total() == pytest.approx(ref[np.isfinite(ref)].sum())
