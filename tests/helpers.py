@@ -69,22 +69,11 @@ def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
 def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | None = None) -> None:
     """SIGTERM to a 4-rank run: complete checkpoint, exit 75; `--resume auto` on 3 ranks continues to the new total
     (within 3 unrolls of `unroll` env steps per worker) with more updates and the metrics history kept."""
-    import signal
-    import time
-
     from drlmpi import checkpoint
     from drlmpi.runtime.signals import REQUEUE_EXIT
 
-    p = subprocess.Popen([MPIEXEC, "-n", "4", *ac_cmd(algo, d, 10_000_000)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-    t0 = time.monotonic()
-    while not (d / "metrics.csv").exists() and time.monotonic() - t0 < 120:
-        time.sleep(0.1)
-    time.sleep(4)
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=90)
-    assert p.returncode == REQUEUE_EXIT, out + err
+    code, out, err = sigterm_once_logging(4, ac_cmd(algo, d, 10_000_000), d, env=env)
+    assert code == REQUEUE_EXIT, out + err
     st = checkpoint.load(d)
     assert 0 < st.env_steps < 10_000_000 and len(st.rng) == 4
     total = st.env_steps + 30_000  # several seconds: metric rows are added to the checkpointed history
@@ -94,3 +83,36 @@ def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | 
     end = checkpoint.load(d)
     assert total <= end.env_steps < total + 3 * unroll and end.counters["updates"] > st.counters["updates"]
     assert len(end.metrics["time"]) > len(st.metrics["time"])
+
+
+def sigterm_once_logging(n: int, args: list[str], run_dir, after: float = 4.0, env: dict | None = None
+                         ) -> tuple[int, str, str]:
+    """Start `mpiexec -n N <args>`, SIGTERM it `after` seconds once run_dir/metrics.csv exists (within 120 s):
+    (exit code, stdout, stderr), all within 90 s of the signal."""
+    import signal
+    import time
+
+    p = subprocess.Popen([MPIEXEC, "-n", str(n), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    t0 = time.monotonic()
+    while not (run_dir / "metrics.csv").exists() and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+    time.sleep(after)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=90)
+    return p.returncode, out, err
+
+
+def replay_rows(state, prefix: str = "") -> list[tuple[bytes, float]]:
+    """Every row stored in a checkpoint's replay parts (the agent replay's, or with prefix "demo_" the demo
+    replay's), as (its fields' bytes, its priority)."""
+    from drlmpi import checkpoint
+
+    out = []
+    for name in (n for n in state.parts if n.startswith("replay-")):
+        _, a = checkpoint.load_part(state, name, "replay")
+        keys = sorted(k for k in a if k.startswith(prefix) and k != prefix + "priority" and
+                      (prefix or not k.startswith("demo_")))
+        out += [(b"".join(a[k][i].tobytes() for k in keys), float(a[prefix + "priority"][i]))
+                for i in range(len(a[prefix + "priority"]))]
+    return out

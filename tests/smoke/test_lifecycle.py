@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import DRLMPI, MPIEXEC, mpirun, run
+from helpers import DRLMPI, MPIEXEC, mpirun, replay_rows, run
 
 from drlmpi import checkpoint
 from drlmpi.runtime.signals import REQUEUE_EXIT
@@ -44,11 +44,7 @@ def kill_job(p: subprocess.Popen) -> None:
 
 def rows_of(state) -> list[bytes]:
     """Every stored transition of a checkpoint's replay parts, as bytes."""
-    out = []
-    for name in (n for n in state.parts if n.startswith("replay-")):
-        _, a = checkpoint.load_part(state, name, "replay")
-        out += [b"".join(a[k][i].tobytes() for k in sorted(a) if k != "priority") for i in range(len(a["priority"]))]
-    return out
+    return [row for row, _ in replay_rows(state)]
 
 
 def test_sigterm_to_mpiexec_checkpoints_and_exits_75(tmp_path):
