@@ -10,7 +10,9 @@ Roles, sequences, loss and acting are R2D2's (drlmpi.algos.r2d2). What R2D3 adds
             minimum; new priorities go back to the replay it came from. The `demo_fraction` column logs the
             fraction of demo rows actually trained on.
 The paper's demo_ratio is 1/256 for its Atari-sized tasks; a task of a few hundred steps such as MountainCar-v0
-needs far more of its few demo steps in each batch: the default here is 1/4 (see BENCHMARKS.md).
+needs far more of its few demo steps in each batch: the default here is 1/4. Against R2D2's defaults R2D3 also
+makes twice the updates per env step (0.2) and copies its target twice as often (every 250 updates), so values
+propagate back along the demonstrations' ~120 steps within 100K env steps (see BENCHMARKS.md).
 
 Messages: R2D2's (drlmpi.algos.r2d2); SAMPLE_REQUEST carries the demo row count as its 4th word, SAMPLE_REPLY the
 demo replay's statistics as words 4-7, PRIORITIES the demo rows' slots as -1 - slot (replay.shard).
@@ -39,6 +41,9 @@ build_net, load_policy = r2d2.build_net, r2d2.load_policy
 class Config(r2d2.Config):
     demos: str = opt("", "demonstration files (drlmpi record), comma-separated; required")
     demo_ratio: float = opt(0.25, "probability that a batch element comes from the demo replay")
+    replay_ratio: float = opt(0.2, "updates per env step: learners wait when ahead, actors when the learners lag "
+                                   "(0 lets both run free)")
+    target_update_every: int = opt(250, "updates between copies of the online net to the target net")
 
     def check(self):
         super().check()
