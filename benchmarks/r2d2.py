@@ -138,9 +138,8 @@ def learner(seconds: float, repeats: int) -> None:
     fill_rows = 1000  # sequences stored before training: 10K env steps
     with tempfile.TemporaryDirectory() as d:
         def run(bare: float) -> float:
-            free = vb.throttle(cfg, 1, vb.Rows(None, {}, None, None, cfg.seq_len - cfg.seq_overlap,
-                                               cfg.seq_len)).slack
-            steps = fill_rows * (cfg.seq_len - cfg.seq_overlap) + free + int(bare * seconds / 4)
+            free = vb.throttle(cfg, 1, vb.Rows(None, {}, None, None, cfg.seq_len, cfg.seq_len)).slack
+            steps = fill_rows * cfg.seq_len + free + int(bare * seconds / 4)
             rows = job(os.path.join(d, f"learner{len(os.listdir(d))}"), cfg.env, steps,
                        [f"learning_starts={fill_rows}", "replay_ratio=4"], timeout=300 + 4 * seconds, algo="r2d2")
             trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
