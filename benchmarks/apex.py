@@ -72,14 +72,23 @@ def bare_updates_per_s(env_id: str, batch: int, seconds: float) -> float:
                 "action": torch.as_tensor(rng.integers(0, act_space.n, batch)),
                 "ret": torch.as_tensor(rng.normal(size=batch).astype(np.float32)),
                 "discount": torch.full((batch,), 0.97), "w": torch.ones(batch)} for _ in range(8)]
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+
+    def loss_of(n: int) -> torch.Tensor:
         b = batches[n % len(batches)]
         td = double_dqn_td(net, target, b["obs"], b["action"], b["ret"], b["next_obs"], b["discount"])
-        loss = weighted_huber(td, b["w"])
+        return weighted_huber(td, b["w"])
+
+    return bare_loop(loss_of, net, opt, cfg.max_grad_norm, seconds)
+
+
+def bare_loop(loss_of, net, opt, max_grad_norm: float, seconds: float) -> float:
+    """Updates/s of loss_of(n) -> loss, backward, clipping and an optimizer step, for `seconds`: the learner's limit."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        loss = loss_of(n)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
         opt.step()
         n += 1
     return n / (time.perf_counter() - t0)

@@ -17,14 +17,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 from _timing import machine
 
 sys.path.insert(0, os.path.dirname(__file__))
-from apex import bracketed, job, show  # noqa: E402
+from apex import bare_loop, bracketed, job, show  # noqa: E402
 
 from drlmpi import value_based as vb  # noqa: E402
 from drlmpi.algos import r2d2  # noqa: E402
@@ -121,15 +120,9 @@ def bare_updates_per_s(cfg: r2d2.Config, batches: list, seconds: float) -> float
     net = r2d2.build_net(cfg, *spaces(cfg.env))
     target = r2d2.build_net(cfg, *spaces(cfg.env)).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        loss, _ = r2d2.loss(net, target, batches[n % len(batches)], torch.device("cpu"), cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        opt.step()
-        n += 1
-    return n / (time.perf_counter() - t0)
+    cpu = torch.device("cpu")
+    return bare_loop(lambda n: r2d2.loss(net, target, batches[n % len(batches)], cpu, cfg)[0], net, opt,
+                     cfg.max_grad_norm, seconds)
 
 
 def learner(seconds: float, repeats: int) -> None:

@@ -65,20 +65,16 @@ def record(env_id: str, make_policy, episodes: int, seed: int, source: str, num_
     """Run `episodes` full episodes of make_policy(env) (obs [E, ...] -> actions [E]; `policy.reset(done)` if
     recurrent) on min(episodes, num_envs) envs with quotas fixed in advance, so short episodes are not favoured."""
     env = make_vec(env_id, min(episodes, num_envs), seed=seed)
-    try:
-        policy = make_policy(env)
-    except BaseException:
-        env.close()
-        raise
     E, n_act = env.num_envs, int(env.action_space.n)
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
     running = [{f: [] for f in STEP_FIELDS} for _ in range(E)]
     finished: list[tuple[dict, np.ndarray, float]] = []
     done_per_env = np.zeros(E, int)
-    reset = getattr(policy, "reset", None)
-    obs = env.reset()
     try:
+        policy = make_policy(env)
+        reset = getattr(policy, "reset", None)
+        obs = env.reset()
         while (done_per_env < quota).any():
             actions = np.asarray(policy(obs))
             if actions.shape != (E,) or not np.issubdtype(actions.dtype, np.integer) or \
@@ -151,4 +147,8 @@ def load(path: str | Path, env_id: str, obs_space, act_space) -> Demos:
         raise UserError(f"demos: {path}: inconsistent episode arrays")
     if d.actions.min() < 0 or d.actions.max() >= act_space.n:
         raise UserError(f"demos: {path}: actions outside [0, {act_space.n})")
+    ends = np.zeros(n, bool)
+    ends[np.append(d.episode_starts[1:], n) - 1] = True
+    if ((d.terminations | d.truncations) != ends).any():
+        raise UserError(f"demos: {path}: an episode does not end (terminated or truncated) exactly at its last step")
     return d

@@ -98,6 +98,11 @@ def test_bad_demos_and_policies_one_line_exit_2(mountain_car_demos, tmp_path, ca
     with h5py.File(plain, "w") as f:
         f["actions"] = np.zeros(3)
     assert_user_error(train("--env", "MountainCar-v0", "--set", f"demos={plain}"), "not a drlmpi")
+    cut = demos.load(mountain_car_demos, "MountainCar-v0", *spaces("MountainCar-v0"))
+    cut.terminations[:] = cut.truncations[:] = False  # episodes that never end
+    demos.save(tmp_path / "unended.h5", cut, "test")
+    assert_user_error(train("--env", "MountainCar-v0", "--set", f"demos={tmp_path / 'unended.h5'}"),
+                      "does not end (terminated or truncated) exactly at its last step")
     assert train("--env", "MountainCar-v0", "--set", f"demos={mountain_car_demos},{mountain_car_demos}")[0] == 0
     rec = ["record", "--env", "MountainCar-v0", "--episodes", "2", "--out", tmp_path / "x.h5"]
     assert_user_error(drlmpi(capsys, *rec, "--policy", "scripted:bad_shape"), "expected 2 integer actions")

@@ -19,8 +19,9 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   tag / pattern          channel   from -> to                  payload                                when
   TRANSITIONS(_SHM)      replay    actor -> replay             transitions + priorities (or the        a block is full,
                                                                outbox slot and rows), Isend            or before a pause
-  SAMPLE_REQUEST         replay    learner -> replay           int64 (rows, offset, inbox slot)       before training
-  SAMPLE_REPLY(_BLOCK)   replay    replay -> learner           (rows, size, total, min) [+ rows]      per request
+  SAMPLE_REQUEST         replay    learner -> replay           int64 (rows, offset, inbox slot, 0)    before training
+  SAMPLE_REPLY(_BLOCK)   replay    replay -> learner           int64 [8] (rows, size, total, min;     per request
+                                                               no demo replay: 0, 0, 0, inf) [+ rows]
   PRIORITIES             replay    learner -> replay           slots, generations, |td| + eps         every update
   STOP                   replay    actor, learner -> replay    empty                                  at the end
   METRICS                reports   actor -> lead learner       float64 [8] (comm.metrics)             every 0.5 s

@@ -18,8 +18,9 @@ Atari sequences store each 84x84 frame once (frames [seq_len + 4, 84, 84]; stack
 Messages: Ape-X's (see drlmpi.algos.apex), with sequences as the rows of TRANSITIONS(_SHM) and SAMPLE_REPLY(_BLOCK):
   tag / pattern          channel   from -> to                  payload                                when
   TRANSITIONS(_SHM)      replay    actor -> replay             `block_rows` sequences + priorities    a block is full
-  SAMPLE_REQUEST         replay    learner -> replay           int64 (rows, offset, inbox slot)       before training
-  SAMPLE_REPLY(_BLOCK)   replay    replay -> learner           (rows, size, total, min) [+ sequences] per request
+  SAMPLE_REQUEST         replay    learner -> replay           int64 (rows, offset, inbox slot, 0)    before training
+  SAMPLE_REPLY(_BLOCK)   replay    replay -> learner           int64 [8]: (rows, size, total, min)    per request
+                                                               and 0, 0, 0, inf [+ sequences]
   PRIORITIES             replay    learner -> replay           slots, generations, sequence priority  every update
   STOP                   replay    actor, learner -> replay    empty                                  at the end
   METRICS, STOP          reports   actor -> lead learner       float64 [8]; empty                     0.5 s; share done

@@ -76,7 +76,7 @@ def demo_sequences(cfg: Config, obs_space, act_space, shard: int, shards: int) -
             for t in range(T):
                 nxt = obs[t + 1 : t + 2] if t + 1 < T else ep["final_observation"][None]
                 step = Step(nxt, ep["rewards"][t : t + 1], ep["terminations"][t : t + 1],
-                            ep["truncations"][t : t + 1] | (t + 1 == T) & ~ep["terminations"][t : t + 1], nxt)
+                            ep["truncations"][t : t + 1], nxt)
                 rows = builder.push(obs[t : t + 1], ep["actions"][t : t + 1], step, zero)
                 if rows is not None:
                     out.append(rows)
@@ -103,4 +103,3 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))  # if this rank acts
     return vb.run_roles(rt, cfg, rt.layout.ranks("learner")[:1], lambda steps, share: eps, resumed,
                         rows=sequences, learner=run_learner)
-

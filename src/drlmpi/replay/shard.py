@@ -92,7 +92,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
     replies: dict[tuple[int, int, bool], np.ndarray] = {}
     reply_reqs: dict[tuple[int, int, bool], MPI.Request] = {}
     doorbell = np.zeros(4, np.int64)
-    empty = storage if demos is None else demos  # only sampled when d > 0, which needs demos
+    demo_source = storage if demos is None else demos  # sampled only when d > 0, which needs demos
     stopped = 0
     counts = {"inserted": 0, "sampled": 0, "demos_sampled": 0, "priority_updates": 0, "stale_dropped": 0}
 
@@ -140,7 +140,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             else:  # a buffer message of the rows asked for
                 head, out = reply_rows_layout(r_layout, n + d).views(msg)
                 lo = 0
-            for source, m, at, code in ((storage, n, lo, 1), (empty, d, lo + n, -1)):
+            for source, m, at, code in ((storage, n, lo, 1), (demo_source, d, lo + n, -1)):
                 if m:
                     slot, p = source.sample_slots(m)
                     for k in fields:
