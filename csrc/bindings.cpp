@@ -62,6 +62,16 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("idx"), py::arg("priority"), "Set leaves idx[i] to priority[i]; duplicates: the last wins.")
       .def(
+          "clear",
+          [](SumTree& t, const py::handle& idx_obj) {
+            auto idx = as_1d<int64_t>(idx_obj, "idx", true);
+            const int64_t n = idx.shape(0);
+            t.check_indices(idx.data(), n);
+            py::gil_scoped_release release;
+            t.update(idx.data(), nullptr, n);
+          },
+          py::arg("idx"), "Clear leaves idx: as if never set (priority 0, not counted by min()).")
+      .def(
           "get",
           [](const SumTree& t, const py::handle& idx_obj) {
             auto idx = as_1d<int64_t>(idx_obj, "idx", true);

@@ -99,12 +99,13 @@ class SumTree {
   // touched ancestor from its children, one level at a time.  The children of
   // a parent were touched one level earlier, so only parents miss the cache:
   // they are prefetched kAhead queries ahead.
+  // With p null, the leaves are cleared instead: back to never set (-0.0), out of min() and never sampled.
   void update(const int64_t* idx, const double* p, int64_t n) {
     if (n == 0) return;
     double* leaf = sums_[0].data();
     for (int64_t i = 0; i < n; ++i) {
       if (i + kAhead < n) __builtin_prefetch(leaf + idx[i + kAhead], 1);
-      leaf[idx[i]] = p[i] + 0.0;  // +0.0 marks a leaf set to 0 as set
+      leaf[idx[i]] = p ? p[i] + 0.0 : -0.0;  // +0.0 marks a leaf set to 0 as set
     }
     scratch_.resize(n);
     for (int64_t i = 0; i < n; ++i) {

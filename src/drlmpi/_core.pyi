@@ -25,6 +25,8 @@ class SumTree:
 
         Raises ValueError (bad priority, lengths differ) or IndexError (idx outside [0, capacity)).
         """
+    def clear(self, idx: npt.ArrayLike) -> None:
+        """Clear leaves idx[n]: as if never set (priority 0, not counted by min(), never sampled)."""
     def get(self, idx: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Priorities of leaves idx[n], float64[n]."""
     def sample(self, u: npt.ArrayLike) -> npt.NDArray[np.int64]:

@@ -50,6 +50,7 @@ from drlmpi.runtime import Runtime, wait
 
 PRIORITY_EPS = 1e-6
 ACTOR_BATCH = 16  # vector steps an actor's n-step builder decides at once (numpy cost per step shrinks with it)
+FRAME_BATCH = 64  # the same for stacked frames: one env's 64 transitions share their frames (replay.frames)
 
 
 @dataclass
@@ -198,13 +199,18 @@ class Rows:
     steps_per_row: int  # env steps one stored row stands for (learning_starts counts rows)
     held: int  # vector steps a builder may hold before its rows are sent
     demos: Callable[[int, int], dict] | None = None  # (shard s, shards S) -> shard s's demonstration rows (R2D3)
+    stacks: tuple[str, ...] = ()  # stacked frame fields the shards store as compact frames (replay.frames)
 
 
 def transitions(cfg: ReplayConfig, obs_space, act_space) -> Rows:
-    """n-step transitions (Ape-X, GORILA)."""
+    """n-step transitions (Ape-X, GORILA); stacks of uint8 frames (Atari) as compact frames, each env's
+    FRAME_BATCH transitions together."""
+    frames = obs_space.dtype == np.uint8 and len(obs_space.shape) == 3
+    batch = FRAME_BATCH if frames else ACTOR_BATCH
     return Rows(build_net(cfg, obs_space, act_space), transition_fields(obs_space),
-                lambda: NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=ACTOR_BATCH), EpsilonGreedyQ,
-                steps_per_row=1, held=cfg.n_step + ACTOR_BATCH)
+                lambda: NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=batch, env_major=frames),
+                EpsilonGreedyQ, steps_per_row=1, held=cfg.n_step + batch,
+                stacks=("obs", "next_obs") if frames else ())
 
 
 @dataclass
@@ -228,7 +234,7 @@ def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int], rows=transitions) 
     weights = WeightsPlane.create(rt.channels.weights, rt.node, n_params, writers)
     replay = ReplayPlane.create(rt.channels.replay, rt.node, rt.layout.ranks("replay"), kind.fields,
                                 cfg.block_rows, cfg.batch_size, writer=rt.role == "actor",
-                                learner=rt.role == "learner")
+                                learner=rt.role == "learner", stacks=kind.stacks)
     return Planes(weights, replay, kind)
 
 

@@ -41,6 +41,10 @@ class BlockLayout:
     def rows_of(self, name: str) -> int:
         return 1 if name in self.once else self.rows
 
+    def offset(self, name: str) -> int:
+        """The byte offset of field `name` in a buffer."""
+        return next(o for n, _, _, o, _ in self._offsets[0] if n == name)
+
     @property
     def nbytes(self) -> int:
         return self._offsets[1]

@@ -27,6 +27,7 @@ from mpi4py import MPI
 from drlmpi._core import fence
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
+from drlmpi.replay.frames import FRAMES, pack, ref
 from drlmpi.replay.shard import (
     INBOX_SLOTS,
     SERVICE_SLEEP,
@@ -44,11 +45,14 @@ class ReplayWriter:
     """Actor side: pack transitions into blocks of `rows` and Isend each to a shard (round robin from `first`)."""
 
     def __init__(self, comm: MPI.Intracomm, shard_ranks: list[int], fields: Fields, rows: int, outbox: NodeSegments,
-                 first: int = 0):
+                 first: int = 0, stacks: tuple[str, ...] = ()):
         self.comm, self.shards, self.fields, self.outbox = comm, shard_ranks, fields, outbox
+        self.stacks = stacks  # stacked fields sent as compact frames (replay.frames.pack per block)
         self.doorbells = [np.zeros(2, np.int64) for _ in range(outbox.slots)]
         self.bell_reqs = [MPI.REQUEST_NULL] * outbox.slots
-        self.layout = transition_layout(fields, rows)
+        self.layout = transition_layout(fields, rows, stacks)
+        self.frames_end = self.layout.offset(FRAMES) if stacks else self.layout.nbytes
+        self.frames_sent = 0
         self.rows = rows
         self.bufs = [self.layout.new(), self.layout.new()]
         self.reqs = [MPI.REQUEST_NULL, MPI.REQUEST_NULL]
@@ -82,18 +86,30 @@ class ReplayWriter:
             buf = self.bufs[self.turn]
         head, out = self.layout.views(buf)
         filled = 0
+        stacked: dict[str, list] = {k: [] for k in self.stacks}
         while filled < n:
             batch, prio = self.pending[0]
             take = min(n - filled, len(prio))
             for k in self.fields:
-                out[k][filled : filled + take] = batch[k][:take]
+                if k in stacked:
+                    stacked[k].append(batch[k][:take])
+                else:
+                    out[k][filled : filled + take] = batch[k][:take]
             out["priority"][filled : filled + take] = prio[:take]
             filled += take
             if take == len(prio):
                 self.pending.pop(0)
             else:
                 self.pending[0] = ({k: v[take:] for k, v in batch.items()}, prio[take:])
-        head[0] = n
+        head[:2] = n, 0
+        nbytes = self.layout.nbytes
+        if self.stacks:
+            refs, f = pack([np.concatenate(v) if len(v) > 1 else v[0] for v in stacked.values()], out[FRAMES][0])
+            for k, r in zip(stacked, refs):
+                out[ref(k)][:n] = r
+            head[1] = f
+            self.frames_sent += f
+            nbytes = self.frames_end + f * out[FRAMES][0, 0].nbytes
         self.pending_rows -= n
         self.sent_rows += n
         if shm:
@@ -101,7 +117,7 @@ class ReplayWriter:
             fence()  # the slot's contents before the doorbell
             self.bell_reqs[slot] = self.comm.Isend(self.doorbells[slot], dest=dest, tag=Tag.TRANSITIONS_SHM)
         else:
-            self.reqs[self.turn] = self.comm.Isend(buf, dest=dest, tag=Tag.TRANSITIONS)
+            self.reqs[self.turn] = self.comm.Isend(buf[:nbytes], dest=dest, tag=Tag.TRANSITIONS)
             self.turn ^= 1
         self.next_shard = (self.next_shard + 1) % len(self.shards)
 

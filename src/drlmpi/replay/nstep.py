@@ -10,7 +10,9 @@ steps are in, the first `batch` starts are all decided (each has its n later ste
 ended), and leave together: the returns, horizons and episode ends of all batch x E starts are n
 vectorized numpy passes over [batch, E] arrays, so the cost per step shrinks as `batch` grows
 (an actor uses 16; DQN uses 1 to learn from each transition as early as possible). The last n rows
-then move to the front. `flush()` emits every start whose n later steps are in.
+then move to the front. `flush()` emits every start whose n later steps are in. Transitions come
+start-major (all envs' first start, then the second), or env-major (each env's starts together: what
+compact frames want, see replay.frames).
 
 Each transition also names its env (`env`), whether next_obs is an episode's final obs (`final`:
 then it is not an obs the env acted on), and carries each per-step extra given to `push`
@@ -22,8 +24,8 @@ import numpy as np
 
 
 class NStepBuilder:
-    def __init__(self, num_envs: int, n: int, gamma: float, batch: int = 1):
-        self.n, self.gamma, self.E, self.batch = n, gamma, num_envs, batch
+    def __init__(self, num_envs: int, n: int, gamma: float, batch: int = 1, env_major: bool = False):
+        self.n, self.gamma, self.E, self.batch, self.env_major = n, gamma, num_envs, batch, env_major
         self.W = batch + n
         self.count = 0  # rows filled
         self.obs: np.ndarray | None = None  # [W, E, *obs_shape], allocated on the first push
@@ -82,15 +84,17 @@ class NStepBuilder:
         next_obs = self.obs[n : n + m].copy()
         if final.any():
             next_obs[final] = self.final_obs[end_row[final], envs[final]]
-        out = {"obs": self.obs[:m].reshape(m * E, *self.obs.shape[2:]).copy(),
-               "action": self.act[:m].reshape(-1).copy(),
-               "ret": ret.reshape(-1).astype(np.float32),
-               "next_obs": next_obs.reshape(m * E, *self.obs.shape[2:]),
-               "discount": np.where(term, 0.0, self.powers[h]).reshape(-1).astype(np.float32),
-               "env": envs.reshape(-1).copy(), "final": final.reshape(-1)}
+
+        def rows(a: np.ndarray) -> np.ndarray:  # [m, E, ...] -> [m * E, ...], a copy
+            a = np.array(a.swapaxes(0, 1) if self.env_major else a, order="C")  # never a view of the rings
+            return a.reshape(m * E, *a.shape[2:])
+
+        out = {"obs": rows(self.obs[:m]), "action": rows(self.act[:m]), "ret": rows(ret.astype(np.float32)),
+               "next_obs": rows(next_obs), "discount": rows(np.where(term, 0.0, self.powers[h]).astype(np.float32)),
+               "env": rows(envs), "final": rows(final)}
         for name, v in self.extras.items():
-            out[name] = v[:m].reshape(-1).copy()
-            out["next_" + name] = np.where(final, 0, v[n : n + m]).reshape(-1)
+            out[name] = rows(v[:m])
+            out["next_" + name] = rows(np.where(final, 0, v[n : n + m]))
         keep = self.count - m  # rows m .. count-1 move to the front
         for a in (self.obs, self.final_obs, self.act, self.rew, self.term, self.done, *self.extras.values()):
             a[:keep] = a[m : self.count]

@@ -18,6 +18,7 @@ from drlmpi.comm.checkpoint import CheckpointClient
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.errors import CheckpointError
 from drlmpi.replay.client import ReplaySampler, ReplayWriter
+from drlmpi.replay.frames import FRAMES, FrameReplay, pool_frames
 from drlmpi.replay.shard import Fields, node_segments, serve
 from drlmpi.replay.storage import PrioritizedReplay
 
@@ -31,17 +32,26 @@ class ReplayPlane:
     max_batch: int  # largest batch a learner asks for
     outbox: NodeSegments  # writers' outboxes on this node
     inbox: NodeSegments  # learners' inboxes on this node
+    stacks: tuple[str, ...] = ()  # stacked frame fields stored as compact frames (replay.frames)
 
     @staticmethod
     def create(comm: MPI.Intracomm, node: MPI.Intracomm, shards: list[int], fields: Fields, block_rows: int,
-               max_batch: int, writer: bool, learner: bool) -> "ReplayPlane":
+               max_batch: int, writer: bool, learner: bool, stacks: tuple[str, ...] = ()) -> "ReplayPlane":
         """Collective over node: this rank gets an outbox if it writes, an inbox if it samples."""
-        outbox, inbox = node_segments(comm, node, fields, block_rows, max_batch, writer, learner)
-        return ReplayPlane(comm, shards, fields, block_rows, max_batch, outbox, inbox)
+        outbox, inbox = node_segments(comm, node, fields, block_rows, max_batch, writer, learner, stacks)
+        return ReplayPlane(comm, shards, fields, block_rows, max_batch, outbox, inbox, tuple(stacks))
 
     def writer(self, first: int = 0) -> ReplayWriter:
         """An actor's writer: blocks go to the shards round robin, starting at shard `first` mod S."""
-        return ReplayWriter(self.comm, self.shards, self.fields, self.block_rows, self.outbox, first=first)
+        return ReplayWriter(self.comm, self.shards, self.fields, self.block_rows, self.outbox, first=first,
+                            stacks=self.stacks)
+
+    def storage(self, capacity: int, alpha: float, rng: np.random.Generator) -> PrioritizedReplay:
+        """A shard's storage of `capacity` rows (compact frames when the plane has stacked fields)."""
+        if not self.stacks:
+            return PrioritizedReplay(capacity, self.fields, alpha, rng)
+        return FrameReplay(capacity, self.fields, self.stacks, alpha, rng,
+                           pool_frames(capacity, self.block_rows, self.fields, self.stacks))
 
     def sampler(self, rng: np.random.Generator) -> ReplaySampler:
         return ReplaySampler(self.comm, self.shards, self.fields, self.max_batch, rng, self.inbox)
@@ -57,7 +67,7 @@ def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random
     {field: [n, ...]}: this shard's share of the demonstrations (R2D3), held in a demo replay beside the agent's
     (restored from the checkpoint's parts instead when they hold one)."""
     s, n_shards = plane.shards.index(plane.comm.rank), len(plane.shards)
-    storage = PrioritizedReplay(share_of(buffer_size, s, n_shards), plane.fields, alpha, rng)
+    storage = plane.storage(share_of(buffer_size, s, n_shards), alpha, rng)
     demos = None
     if resumed is not None:
         restore_shard(storage, resumed, s, n_shards)
@@ -76,7 +86,7 @@ def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random
 
     try:
         counts = serve(plane.comm, storage, plane.fields, plane.block_rows, plane.max_batch, clients, plane.outbox,
-                       plane.inbox, ckpt, on_checkpoint, demos)
+                       plane.inbox, ckpt, on_checkpoint, demos, plane.stacks)
         ckpt.close(on_checkpoint)  # the final checkpoint holds everything the actors sent
     finally:
         writer.shutdown(wait=True)
@@ -93,14 +103,15 @@ def share_of(total: int, i: int, n: int) -> int:
 
 def part_of(storage: PrioritizedReplay, shard: int, shards: int, demos: PrioritizedReplay | None = None
             ) -> tuple[dict, dict[str, np.ndarray]]:
-    """A copy of a shard's contents as a checkpoint part's (attrs, arrays): every field and the priorities
-    before the exponent, oldest first; a demo replay's the same way, named with the prefix `demo_`."""
+    """A copy of a shard's contents as a checkpoint part's (attrs, arrays): every stored field and the priorities
+    before the exponent, oldest first (compact frames: refs into the distinct frames used); a demo replay's the
+    same way, named with the prefix `demo_`."""
     attrs, arrays = {"shard": shard, "shards": shards}, {}
     for prefix, st in (("", storage), (DEMO, demos)):
         if st is None:
             continue
         order = st.age_order()
-        arrays.update({prefix + k: v[order] for k, v in st.data.items()})
+        arrays.update({prefix + k: v for k, v in st.rows_of(order).items()})
         arrays[prefix + "priority"] = st.raw_priorities(order)
         attrs.update({prefix + "capacity": st.capacity, prefix + "size": st.size, prefix + "next": st.next,
                       prefix + "alpha": st.alpha, prefix + "max_priority": st.max_priority})
@@ -145,11 +156,7 @@ def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: in
     over the new shards (row i of the parts' concatenation to shard i mod n_shards). A shard keeps its newest rows
     if they exceed its capacity."""
     names = replay_parts(state)
-    if not names:
-        return 0
-    rows: dict[str, list] = {k: [] for k in [*storage.data, "priority"]}
-    offset = 0
-    max_p = 1.0
+    restored, offset, max_p = 0, 0, 1.0
     for k, name in enumerate(names):
         if len(names) == n_shards and k != s:
             continue
@@ -157,17 +164,15 @@ def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: in
         size = int(attrs[prefix + "size"])
         arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix) and
                   (prefix or not k.startswith(DEMO))}
-        if set(arrays) != set(rows):
+        if not storage.loadable(set(arrays)):
             raise CheckpointError(f"{state.part_path(name)}: replay fields {sorted(arrays)} do not match this run's "
-                                  f"{sorted(rows)}")
+                                  f"{sorted([*storage.data, 'priority'])}")
         pick = slice(None) if len(names) == n_shards else slice((s - offset) % n_shards, None, n_shards)
-        for f in rows:
-            rows[f].append(arrays[f][pick])
+        rows = {f: v if f == FRAMES else v[pick] for f, v in arrays.items()}  # frames are the part's, not per row
+        priority = rows.pop("priority")
+        storage.load(rows, priority)
+        restored += len(priority)
         offset += size
         max_p = max(max_p, float(attrs[prefix + "max_priority"]))
-    batch = {f: np.concatenate(v)[-storage.capacity:] for f, v in rows.items()}
-    priority = batch.pop("priority")
-    if len(priority):
-        storage.add(batch, priority)
     storage.max_priority = max(storage.max_priority, max_p)
-    return len(priority)
+    return min(restored, storage.size)

@@ -7,7 +7,8 @@ learner's slot at the offset the learner chose. MPI carries only small doorbells
 other nodes get the same content as buffer messages. The shard waits politely for the next message
 from anyone (`Iprobe` + sleep back-off), then receives it with a blocking `Recv`:
 
-  TRANSITIONS        actor -> shard  block [rows]: header (n, 0), the fields, "priority" float64 (|td| + eps)
+  TRANSITIONS        actor -> shard  block [rows]: header (n, F), the fields, "priority" float64 (|td| + eps); with
+                                     compact frames (replay.frames), refs for the stacked fields, then F frames
   TRANSITIONS_SHM    actor -> shard  int64 (outbox slot, n): the same block, in the actor's outbox
   SAMPLE_REQUEST     learner -> shard  int64 (n, offset, inbox slot, d): n rows of the agent replay and d of the
                                        demo replay (R2D3; 0 without one); n = d = 0 asks for statistics only
@@ -32,6 +33,7 @@ from drlmpi._core import fence
 from drlmpi.comm.blocks import BlockLayout
 from drlmpi.comm.mailbox import NodeSegments
 from drlmpi.comm.tags import Tag
+from drlmpi.replay.frames import FRAMES, block_frames, row_fields
 from drlmpi.replay.storage import PrioritizedReplay
 from drlmpi.runtime import wait
 from drlmpi.runtime.wait import PEER_TIMEOUT, poll
@@ -41,8 +43,13 @@ OUTBOX_SLOTS, INBOX_SLOTS = 4, 3
 SERVICE_SLEEP = 1e-4  # a shard's longest sleep between polls: its latency is everyone's (~1% of a core idle)
 
 
-def transition_layout(fields: Fields, rows: int) -> BlockLayout:
-    return BlockLayout.of({**fields, "priority": ((), np.float64)}, rows)
+def transition_layout(fields: Fields, rows: int, stacks: tuple[str, ...] = ()) -> BlockLayout:
+    """A writer's block: the fields and priorities of `rows` rows; with stacked fields (compact frames), their refs
+    and, last (a remote block is sent up to its frames only), the block's distinct frames."""
+    if not stacks:
+        return BlockLayout.of({**fields, "priority": ((), np.float64)}, rows)
+    return BlockLayout.of({**row_fields(fields, stacks), "priority": ((), np.float64),
+                           FRAMES: block_frames(fields, stacks, rows)}, rows, once=(FRAMES,))
 
 
 def reply_layout(fields: Fields, max_batch: int) -> BlockLayout:
@@ -61,9 +68,10 @@ def priority_layout(max_batch: int) -> BlockLayout:
 
 
 def node_segments(world: MPI.Intracomm, node: MPI.Intracomm, fields: Fields, block_rows: int, max_batch: int,
-                  writer: bool, learner: bool) -> tuple[NodeSegments, NodeSegments]:
+                  writer: bool, learner: bool, stacks: tuple[str, ...] = ()) -> tuple[NodeSegments, NodeSegments]:
     """Collective over the node: (outboxes of the writers, inboxes of the learners)."""
-    out = NodeSegments(world, node, OUTBOX_SLOTS, transition_layout(fields, block_rows).nbytes if writer else 0)
+    out = NodeSegments(world, node, OUTBOX_SLOTS,
+                       transition_layout(fields, block_rows, stacks).nbytes if writer else 0)
     inbox = NodeSegments(world, node, INBOX_SLOTS, reply_layout(fields, max_batch).nbytes if learner else 0)
     return out, inbox
 
@@ -78,11 +86,12 @@ def stats_header(head: np.ndarray, n: int, storage: PrioritizedReplay, d: int = 
 
 def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block_rows: int, max_batch: int,
           clients: int, outboxes: NodeSegments, inboxes: NodeSegments, ckpt=None, on_checkpoint=None,
-          demos: PrioritizedReplay | None = None) -> dict:
+          demos: PrioritizedReplay | None = None, stacks: tuple[str, ...] = ()) -> dict:
     """Serve until `clients` STOP messages arrived. ckpt: this rank's comm.checkpoint.CheckpointClient (it forwards
     a signal and handles the lead's CHECKPOINT requests with on_checkpoint(req) -> parts). demos: the demo replay
-    (R2D3), sampled on request beside the agent replay and never written by actors. Returns counters."""
-    t_layout, r_layout, p_layout = (transition_layout(fields, block_rows), reply_layout(fields, max_batch),
+    (R2D3), sampled on request beside the agent replay and never written by actors. stacks: the stacked fields
+    (compact frames: storage is a replay.frames.FrameReplay). Returns counters."""
+    t_layout, r_layout, p_layout = (transition_layout(fields, block_rows, stacks), reply_layout(fields, max_batch),
                                     priority_layout(max_batch))
     t_buf, p_buf = t_layout.new(), p_layout.new()
     p_head, p_fields = p_layout.views(p_buf)
@@ -96,9 +105,13 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
     stopped = 0
     counts = {"inserted": 0, "sampled": 0, "demos_sampled": 0, "priority_updates": 0, "stale_dropped": 0}
 
-    def insert(block: np.ndarray, n: int) -> None:
-        _, f = t_layout.views(block)
-        storage.add({k: f[k][:n] for k in fields}, f["priority"][:n])
+    def insert(block: np.ndarray) -> None:
+        head, f = t_layout.views(block)
+        n = int(head[0])
+        rows = {k: v[:n] for k, v in f.items() if k not in ("priority", FRAMES)}
+        if stacks:
+            rows[FRAMES] = f[FRAMES][0, : int(head[1])]
+        storage.add(rows, f["priority"][:n])
         counts["inserted"] += n
 
     status = MPI.Status()
@@ -115,12 +128,12 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             ckpt.forward_signal()
         if tag == Tag.TRANSITIONS:
             comm.Recv(t_buf, source=src, tag=tag)
-            insert(t_buf, int(t_buf[:8].view(np.int64)[0]))
+            insert(t_buf)
         elif tag == Tag.TRANSITIONS_SHM:
             comm.Recv(doorbell[:2], source=src, tag=tag)
             fence()  # the slot contents the actor wrote before ringing
-            slot, n = int(doorbell[0]), int(doorbell[1])
-            insert(outboxes.slot(src, slot), n)
+            slot = int(doorbell[0])
+            insert(outboxes.slot(src, slot))
             outboxes.release(src, slot)
         elif tag == Tag.SAMPLE_REQUEST:
             comm.Recv(doorbell, source=src, tag=tag)
@@ -143,8 +156,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             for source, m, at, code in ((storage, n, lo, 1), (demo_source, d, lo + n, -1)):
                 if m:
                     slot, p = source.sample_slots(m)
-                    for k in fields:
-                        np.take(source.data[k], slot, axis=0, out=out[k][at : at + m])
+                    source.gather(slot, out, at)
                     out["slot"][at : at + m] = slot if code > 0 else -1 - slot
                     out["gen"][at : at + m], out["p"][at : at + m] = source.gen[slot], p
             stats_header(head, n, storage, d, demos)

@@ -4,8 +4,10 @@ Fields are declared once as name -> (shape, dtype); frames stay uint8. Sampling 
 stratified (one uniform per equal slice of the total priority); importance weights are
 w_i = (N P(i))^-beta normalized by the largest possible weight, (N P_min)^-beta.
 
-Every slot has a generation, bumped when the slot is written: a priority update carries the
-generation its slot had when sampled, and is dropped if the slot was overwritten since.
+Every slot has a generation, bumped when the slot is written or dropped: a priority update carries the
+generation its slot had when sampled, and is dropped if the slot was overwritten since. The rows stored are
+the `size` slots before `next` in the ring; `drop_oldest` forgets the oldest early (replay.frames does, when
+its frame pool is full).
 """
 
 import numpy as np
@@ -55,6 +57,36 @@ class PrioritizedReplay:
         weights = importance_weights(p, self.tree.min(), beta)
         return {k: v[idx] for k, v in self.data.items()}, idx, weights
 
+    def gather(self, slot: np.ndarray, out: dict[str, np.ndarray], at: int) -> None:
+        """Copy rows `slot` [m] of every field into out[name][at : at + m]."""
+        for k, v in self.data.items():
+            np.take(v, slot, axis=0, out=out[k][at : at + len(slot)])
+
+    def drop_oldest(self, k: int) -> np.ndarray:
+        """Forget the k oldest rows: never sampled again, and a late priority update for them is dropped.
+        Returns their slots."""
+        slots = (self.next - self.size + np.arange(k)) % self.capacity
+        self.tree.clear(slots)
+        self.gen[slots] += 1
+        self.size -= k
+        return slots
+
+    def rows_of(self, order: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the rows `order`, each field [len(order), ...] (what a checkpoint part holds)."""
+        return {k: v[order] for k, v in self.data.items()}
+
+    def loadable(self, names: set[str]) -> bool:
+        """Whether a checkpoint part's arrays `names` are this storage's rows (its fields and "priority")."""
+        return names == {*self.data, "priority"}
+
+    def load(self, arrays: dict[str, np.ndarray], priority: np.ndarray) -> None:
+        """Add rows saved by rows_of (and their priorities before the exponent), oldest first; only the newest
+        `capacity` stay."""
+        if len(priority) > self.capacity:
+            arrays, priority = {k: v[-self.capacity:] for k, v in arrays.items()}, priority[-self.capacity:]
+        if len(priority):
+            self.add(arrays, priority)
+
     def update_priorities(self, idx: np.ndarray, priority: np.ndarray, gen: np.ndarray | None = None) -> int:
         """priority [n] of |td| + eps, before the exponent. With gen [n] (the slots' generations when sampled),
         updates of slots overwritten since are dropped. Returns how many were applied."""
@@ -70,9 +102,7 @@ class PrioritizedReplay:
 
     def age_order(self) -> np.ndarray:
         """The stored slots, oldest first, int64 [size]."""
-        if self.size < self.capacity:
-            return np.arange(self.size)
-        return (self.next + np.arange(self.capacity)) % self.capacity
+        return (self.next - self.size + np.arange(self.size)) % self.capacity
 
     def raw_priorities(self, idx: np.ndarray) -> np.ndarray:
         """The priorities before the exponent (|td| + eps) of slots idx; all 1 when alpha is 0."""
