@@ -1,10 +1,11 @@
 """R2D2 against its limits: replay memory per stored step against one 84x84 frame; the learner against a bare loop.
 
 memory:  a replay shard's storage filled to capacity with real Pong sequences (random actions, the Atari preset:
-         80 steps, overlap 40, LSTM 512) built by the actors' SequenceBuilder, and an Ape-X shard filled with
-         n-step transitions from the same env; bytes per stored step from the resident-set growth of this
-         process (anonymous pages actually touched) and from the arrays' sizes, against one uint8 84x84 frame
-         (7,056 bytes).
+         80 steps, overlap 40, LSTM 512) built by the actors' SequenceBuilder, and an Ape-X shard (compact frames,
+         blocks of one env's 64 transitions as the writers send them) filled with n-step transitions from the same
+         env; bytes per stored step from the resident-set growth of this process (anonymous pages actually
+         touched) and from the arrays' sizes (the frame pool allocated for POOL_PER_ROW frames a row included),
+         against one uint8 84x84 frame (7,056 bytes).
 learner: the learner's updates/s in a real `mpiexec -n 3 drlmpi --algo r2d2` job whose shard was filled first
          (learning_starts) and whose replay ratio keeps the actor paused, against a bare torch loop on the same
          sequence batches (real CartPole sequences): the same network, loss (burn-in, rescaled double-Q n-step
@@ -30,6 +31,7 @@ from drlmpi.algos import r2d2  # noqa: E402
 from drlmpi.config import build  # noqa: E402
 from drlmpi.envs import make_vec  # noqa: E402
 from drlmpi.replay import NStepBuilder, PrioritizedReplay, SequenceBuilder, transition_fields  # noqa: E402
+from drlmpi.replay.frames import FRAMES, FrameReplay, pack, pool_frames, ref  # noqa: E402
 
 FRAME = 84 * 84
 
@@ -44,13 +46,25 @@ def rss_anon() -> int:
 
 
 def fill(storage: PrioritizedReplay, rows_of) -> None:
-    """Add rows from rows_of() until the ring holds `capacity` rows (each slot written once)."""
+    """Add rows from rows_of() until the ring holds `capacity` rows (each slot written once); a frame replay gets
+    them as a writer sends them, packed in blocks of 64 rows."""
+    frames = isinstance(storage, FrameReplay)
+    out = np.empty((64 * 8, 84, 84), np.uint8)
     while storage.size < storage.capacity:
         rows = rows_of()
         if rows is None:
             continue
-        n = min(len(rows["action"]), storage.capacity - storage.size)
-        storage.add({k: v[:n] for k, v in rows.items() if k in storage.data}, np.ones(n))
+        for lo in range(0, len(rows["action"]), 64 if frames else len(rows["action"])):
+            n = min(len(rows["action"]) - lo, 64, storage.capacity - storage.size) if frames else \
+                min(len(rows["action"]), storage.capacity - storage.size)
+            block = {k: v[lo : lo + n] for k, v in rows.items()}
+            if frames:
+                refs, f = pack([block[k] for k in storage.stacks], out)
+                block.update({ref(k): r for k, r in zip(storage.stacks, refs)})
+                block[FRAMES] = out[:f]
+            storage.add({k: v for k, v in block.items() if k in storage.data or k == FRAMES}, np.ones(n))
+            if storage.size == storage.capacity:
+                return
 
 
 def memory(capacity: int) -> None:
@@ -74,12 +88,19 @@ def memory(capacity: int) -> None:
     for name, fields, per_row, rows_of, cap in (
             ("R2D2 sequence step", seq.fields, cfg.seq_len, stepper(seq, state=state), capacity),
             ("Ape-X transition", transition_fields(env.observation_space), 1,
-             stepper(NStepBuilder(env.num_envs, 3, 0.99, batch=16)), capacity * 20)):
+             stepper(NStepBuilder(env.num_envs, 3, 0.99, batch=vb.FRAME_BATCH, env_major=True)), capacity * 20)):
         before = rss_anon()
-        storage = PrioritizedReplay(cap, fields, 0.6, rng)
+        if name.startswith("Ape-X"):  # what an Ape-X shard keeps: compact frames (replay.frames)
+            stacks = ("obs", "next_obs")
+            storage = FrameReplay(cap, fields, stacks, 0.6, rng, pool_frames(cap, 64, fields, stacks))
+        else:
+            storage = PrioritizedReplay(cap, fields, 0.6, rng)
         fill(storage, rows_of)
         grown = rss_anon() - before
         arrays = sum(v.nbytes for v in storage.data.values())
+        if isinstance(storage, FrameReplay):
+            pool = storage.pool
+            arrays += pool.frames.nbytes + pool.count.nbytes + pool.free.nbytes
         steps = cap * per_row
         print(f"  {name:20s} {cap} rows x {per_row} steps: {grown / steps:8.0f} B/step resident "
               f"({grown / steps / FRAME:.2f} frames), arrays {arrays / steps:8.0f} B/step "

@@ -51,7 +51,7 @@ def test_sbatch_signal_requeue_resume_finish(slurm, tmp_path):
     run_dir, out = tmp_path / "run", tmp_path / "job.out"
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RUN_DIR": str(run_dir),
            "DRLMPI": str(BIN / "drlmpi"), "PYTHONUNBUFFERED": "1"}
-    steps = 60_000
+    steps = 30_000
     sub = subprocess.run(["sbatch", "--parsable", "--ntasks=4", "--time=10", f"--output={out}",
                           str(ROOT / "slurm" / "apex.sbatch"), "CartPole-v1", str(steps)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)

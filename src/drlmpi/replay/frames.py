@@ -23,6 +23,7 @@ import numpy as np
 from drlmpi.replay.storage import PrioritizedReplay
 
 FRAMES = "unique_frames"  # the distinct frames of a block or a checkpoint part
+DEAL = 64  # rows of one env's block, dealt together when a checkpoint is re-sharded
 POOL_PER_ROW = 1.15  # pool frames per row of capacity: room for one env's 64-row blocks and their episode ends
 
 
@@ -126,6 +127,7 @@ class FrameReplay(PrioritizedReplay):
         (_, *frame), dtype = fields[stacks[0]]
         self.pool = FramePool(pool_frames, tuple(frame), dtype)
         self.dropped = 0  # rows dropped early because the pool was full
+        self.deal = DEAL  # rows a re-sharded checkpoint deals to one shard together (they share frames)
 
     def add(self, batch: dict[str, np.ndarray], priority: np.ndarray | None = None) -> np.ndarray:
         frames = batch[FRAMES]
