@@ -14,6 +14,7 @@ limit (L J L J L J L); a job's ratio is against the mean of the limits just befo
 median ratio is reported. Both sides use one torch thread (what an Ape-X rank gets here: 3 ranks, 2 cores).
 
 Usage: python benchmarks/apex.py [--env CartPole-v1] [--num-envs 4] [--batch 128] [--seconds 10] [--repeats 3]
+                                [--parts actor,learner]
 """
 
 import argparse
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each job's measured phase")
     ap.add_argument("--repeats", type=int, default=3, help="jobs per rank, each bracketed by limit runs")
+    ap.add_argument("--parts", default="actor,learner")
     a = ap.parse_args()
     torch.set_num_threads(1)
     frames = 4 if is_atari(a.env) else 1
@@ -160,11 +162,13 @@ def main() -> None:
             trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
             return float(np.median(trained))
 
-        actor = bracketed(limit_actor, run_actor, a.repeats)
-        learner = bracketed(limit_learner, run_learner, a.repeats)
+        actor = bracketed(limit_actor, run_actor, a.repeats) if "actor" in a.parts else None
+        learner = bracketed(limit_learner, run_learner, a.repeats) if "learner" in a.parts else None
     print(f"Ape-X ranks vs raw, {a.env}, {a.num_envs} envs per actor, batch {a.batch}, 1 torch thread, {machine()}")
-    show("actor", "frames/s", *actor)
-    show("learner", "updates/s", *learner)
+    if actor:
+        show("actor", "frames/s", *actor)
+    if learner:
+        show("learner", "updates/s", *learner)
 
 
 if __name__ == "__main__":
