@@ -31,7 +31,7 @@ from drlmpi.algos import r2d2  # noqa: E402
 from drlmpi.config import build  # noqa: E402
 from drlmpi.envs import make_vec  # noqa: E402
 from drlmpi.replay import NStepBuilder, PrioritizedReplay, SequenceBuilder, transition_fields  # noqa: E402
-from drlmpi.replay.frames import FRAMES, FrameReplay, pack, pool_frames, ref  # noqa: E402
+from drlmpi.replay.frames import ENV_BLOCK, FrameReplay, compact, pool_frames  # noqa: E402
 
 FRAME = 84 * 84
 
@@ -47,22 +47,17 @@ def rss_anon() -> int:
 
 def fill(storage: PrioritizedReplay, rows_of) -> None:
     """Add rows from rows_of() until the ring holds `capacity` rows (each slot written once); a frame replay gets
-    them as a writer sends them, packed in blocks of 64 rows."""
+    them as a writer sends them: blocks of one env's ENV_BLOCK rows, compacted."""
     frames = isinstance(storage, FrameReplay)
-    out = np.empty((64 * 8, 84, 84), np.uint8)
     while storage.size < storage.capacity:
         rows = rows_of()
         if rows is None:
             continue
-        for lo in range(0, len(rows["action"]), 64 if frames else len(rows["action"])):
-            n = min(len(rows["action"]) - lo, 64, storage.capacity - storage.size) if frames else \
-                min(len(rows["action"]), storage.capacity - storage.size)
+        step = ENV_BLOCK if frames else len(rows["action"])
+        for lo in range(0, len(rows["action"]), step):
+            n = min(step, len(rows["action"]) - lo, storage.capacity - storage.size)
             block = {k: v[lo : lo + n] for k, v in rows.items()}
-            if frames:
-                refs, f = pack([block[k] for k in storage.stacks], out)
-                block.update({ref(k): r for k, r in zip(storage.stacks, refs)})
-                block[FRAMES] = out[:f]
-            storage.add({k: v for k, v in block.items() if k in storage.data or k == FRAMES}, np.ones(n))
+            storage.add(compact(block, storage.stacks) if frames else block, np.ones(n))
             if storage.size == storage.capacity:
                 return
 
@@ -92,7 +87,7 @@ def memory(capacity: int) -> None:
         before = rss_anon()
         if name.startswith("Ape-X"):  # what an Ape-X shard keeps: compact frames (replay.frames)
             stacks = ("obs", "next_obs")
-            storage = FrameReplay(cap, fields, stacks, 0.6, rng, pool_frames(cap, 64, fields, stacks))
+            storage = FrameReplay(cap, fields, stacks, 0.6, rng, pool_frames(cap, ENV_BLOCK, fields, stacks))
         else:
             storage = PrioritizedReplay(cap, fields, 0.6, rng)
         fill(storage, rows_of)

@@ -43,6 +43,7 @@ from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q
 from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, actor, transition_fields
+from drlmpi.replay.frames import ENV_BLOCK
 from drlmpi.replay.plane import ReplayPlane, run_shard
 from drlmpi.replay.throttle import Throttle
 from drlmpi.rundir import RunLog
@@ -50,7 +51,7 @@ from drlmpi.runtime import Runtime, wait
 
 PRIORITY_EPS = 1e-6
 ACTOR_BATCH = 16  # vector steps an actor's n-step builder decides at once (numpy cost per step shrinks with it)
-FRAME_BATCH = 64  # the same for stacked frames: one env's 64 transitions share their frames (replay.frames)
+FRAME_BATCH = ENV_BLOCK  # the same for stacked frames: one env's transitions share their frames (replay.frames)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from drlmpi import checkpoint
 from drlmpi.envs import Step
 from drlmpi.replay import NStepBuilder, PrioritizedReplay, transition_fields
 from drlmpi.replay import frames as fr
-from drlmpi.replay.frames import FRAMES, FrameReplay, pack
+from drlmpi.replay.frames import FRAMES, FrameReplay
 from drlmpi.replay.plane import restore_shard, save_part
 from drlmpi.replay.shard import reply_layout
 
@@ -42,7 +42,7 @@ def frame_stream(E: int, steps: int, seed: int):
 
 def blocks(E=3, steps=400, rows=64, seed=0, batch=64):
     """Blocks of `rows` env-major n-step transitions, each with a unique `ret` (the row's id)."""
-    builder, pending, k = NStepBuilder(E, 3, 0.99, batch=batch, env_major=True), [], 0
+    builder, pending = NStepBuilder(E, 3, 0.99, batch=batch, env_major=True), []
     for obs, actions, step in frame_stream(E, steps, seed):
         out = builder.push(obs, actions, step)
         if out is not None:
@@ -50,16 +50,11 @@ def blocks(E=3, steps=400, rows=64, seed=0, batch=64):
     cat = {f: np.concatenate([p[f] for p in pending]) for f in FIELDS}
     cat["ret"] = np.arange(len(cat["ret"]), dtype=np.float32)
     for lo in range(0, len(cat["ret"]) - rows + 1, rows):
-        k += 1
         yield {f: v[lo : lo + rows] for f, v in cat.items()}
 
 
 def compact(block: dict) -> dict:
-    out = np.empty((len(block["obs"]) * 2 * C, H, W), np.uint8)
-    refs, f = pack([block[k] for k in STACKS], out)
-    rows = {k: v for k, v in block.items() if k not in STACKS}
-    rows.update({"obs_ref": refs[0], "next_obs_ref": refs[1], FRAMES: out[:f]})
-    return rows
+    return fr.compact(block, STACKS)
 
 
 def gathered(storage, slot: np.ndarray) -> dict:

@@ -23,7 +23,7 @@ import numpy as np
 from drlmpi.replay.storage import PrioritizedReplay
 
 FRAMES = "unique_frames"  # the distinct frames of a block or a checkpoint part
-DEAL = 64  # rows of one env's block, dealt together when a checkpoint is re-sharded
+ENV_BLOCK = 64  # one env's consecutive transitions an actor sends together; re-sharding deals them together too
 POOL_PER_ROW = 1.15  # pool frames per row of capacity: room for one env's 64-row blocks and their episode ends
 
 
@@ -54,7 +54,7 @@ def pack(stacks: list[np.ndarray], out: np.ndarray) -> tuple[list[np.ndarray], i
     per stack into out, F). Frames are grouped by a linear hash, and each is compared byte for byte with its
     group's first: a hash collision only leaves a frame stored twice."""
     n, c = stacks[0].shape[:2]
-    frame = stacks[0].shape[2:]
+    assert out.shape[1:] == stacks[0].shape[2:], f"frames {out.shape[1:]} for stacks {stacks[0].shape}"
     flat = np.concatenate([s.reshape(n * c, -1) for s in stacks])  # [K, H*W]
     k = len(flat)
     words = flat.view(np.uint64) if flat.shape[1] % 8 == 0 else flat.astype(np.uint64)
@@ -75,8 +75,18 @@ def pack(stacks: list[np.ndarray], out: np.ndarray) -> tuple[list[np.ndarray], i
     pos[unique] = np.arange(len(unique))
     np.take(flat, unique, axis=0, out=out[: len(unique)].reshape(len(unique), -1))
     refs = pos[rep].reshape(len(stacks), n, c)
-    assert out.shape[1:] == frame
     return list(refs), len(unique)
+
+
+def compact(rows: dict[str, np.ndarray], stacks: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Rows with full stacks -> the same rows as a block carries them: refs per stacked field and FRAMES."""
+    full = [rows[k] for k in stacks]
+    out = np.empty((sum(s.shape[0] * s.shape[1] for s in full), *full[0].shape[2:]), full[0].dtype)
+    refs, f = pack(full, out)
+    packed = {k: v for k, v in rows.items() if k not in stacks}
+    packed.update({ref(k): r for k, r in zip(stacks, refs)})
+    packed[FRAMES] = out[:f]
+    return packed
 
 
 class FramePool:
@@ -119,6 +129,8 @@ class FrameReplay(PrioritizedReplay):
     `add` takes the stored fields with block-local refs (`<name>_ref` [n, C] into batch[FRAMES] [F, H, W]).
     """
 
+    deal = ENV_BLOCK  # rows a re-sharded checkpoint deals to one shard together: they share their frames
+
     def __init__(self, capacity: int, fields: dict, stacks: tuple[str, ...], alpha: float, rng: np.random.Generator,
                  pool_frames: int, eps: float = 1e-6):
         super().__init__(capacity, row_fields(fields, stacks), alpha, rng, eps)
@@ -127,7 +139,6 @@ class FrameReplay(PrioritizedReplay):
         (_, *frame), dtype = fields[stacks[0]]
         self.pool = FramePool(pool_frames, tuple(frame), dtype)
         self.dropped = 0  # rows dropped early because the pool was full
-        self.deal = DEAL  # rows a re-sharded checkpoint deals to one shard together (they share frames)
 
     def add(self, batch: dict[str, np.ndarray], priority: np.ndarray | None = None) -> np.ndarray:
         frames = batch[FRAMES]
@@ -187,12 +198,7 @@ class FrameReplay(PrioritizedReplay):
         for lo in range(0, len(priority), chunk):
             part = {k: v[lo : lo + chunk] for k, v in arrays.items() if k != FRAMES}
             if frames is None:  # full stacks
-                stacks = [part.pop(k) for k in self.stacks]
-                out = np.empty((sum(s.shape[0] * s.shape[1] for s in stacks), *self.pool.frames.shape[1:]),
-                               self.pool.frames.dtype)
-                refs, f = pack(stacks, out)
-                part.update({ref(k): r for k, r in zip(self.stacks, refs)})
-                part[FRAMES] = out[:f]
+                part = compact(part, self.stacks)
             else:
                 used = np.unique(np.concatenate([part[ref(k)].ravel() for k in self.stacks]))
                 part.update({ref(k): np.searchsorted(used, part[ref(k)]) for k in self.stacks})

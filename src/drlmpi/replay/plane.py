@@ -153,8 +153,8 @@ def save_part(path: Path, storage: PrioritizedReplay, shard: int, shards: int) -
 def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: int, prefix: str = "") -> int:
     """Fill shard s of n_shards from a checkpoint's replay parts (their arrays named prefix + field); returns the
     rows restored. With as many shards as the checkpoint, shard s gets part s; otherwise rows are dealt round robin
-    over the new shards (row i of the parts' concatenation to shard (i // deal) mod n_shards, deal = 1, or the 64
-    rows of a compact-frames block that share their frames). A shard keeps its newest rows if they exceed its
+    over the new shards (row i of the parts' concatenation to shard (i // storage.deal) mod n_shards: 1, or the
+    64 rows of a compact-frames block, which share their frames). A shard keeps its newest rows if they exceed its
     capacity."""
     names = replay_parts(state)
     restored, offset, max_p = 0, 0, 1.0
@@ -168,9 +168,8 @@ def restore_shard(storage: PrioritizedReplay, state: State, s: int, n_shards: in
         if not storage.loadable(set(arrays)):
             raise CheckpointError(f"{state.part_path(name)}: replay fields {sorted(arrays)} do not match this run's "
                                   f"{sorted([*storage.data, 'priority'])}")
-        deal = getattr(storage, "deal", 1)  # rows dealt together (compact frames: a block's rows share frames)
         pick = slice(None) if len(names) == n_shards else \
-            np.flatnonzero((offset + np.arange(size)) // deal % n_shards == s)
+            np.flatnonzero((offset + np.arange(size)) // storage.deal % n_shards == s)
         rows = {f: v if f == FRAMES else v[pick] for f, v in arrays.items()}  # frames are the part's, not per row
         priority = rows.pop("priority")
         storage.load(rows, priority)

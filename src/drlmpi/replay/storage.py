@@ -16,6 +16,8 @@ from drlmpi._core import SumTree
 
 
 class PrioritizedReplay:
+    deal = 1  # rows a re-sharded checkpoint deals to one shard together (replay.plane.restore_shard)
+
     def __init__(self, capacity: int, fields: dict[str, tuple[tuple[int, ...], np.dtype]], alpha: float,
                  rng: np.random.Generator, eps: float = 1e-6):
         self.capacity, self.alpha, self.eps, self.rng = capacity, alpha, eps, rng
@@ -28,7 +30,7 @@ class PrioritizedReplay:
 
     def add(self, batch: dict[str, np.ndarray], priority: np.ndarray | None = None) -> np.ndarray:
         """Append n rows (fields [n, ...]); priority [n] of |td|+eps, default the largest seen. Returns slots."""
-        n = len(next(iter(batch.values())))
+        n = len(batch[next(iter(self.data))])
         idx = (self.next + np.arange(n)) % self.capacity
         head = min(n, self.capacity - self.next)  # rows up to the end of the ring, then the rest from slot 0
         for k, arr in self.data.items():
