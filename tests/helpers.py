@@ -76,13 +76,16 @@ def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | 
     assert code == REQUEUE_EXIT, out + err
     st = checkpoint.load(d)
     assert 0 < st.env_steps < 10_000_000 and len(st.rng) == 4
-    total = st.env_steps + 30_000  # several seconds: metric rows are added to the checkpointed history
+    total = st.env_steps + 30_000
     r = mpirun(3, ac_cmd(algo, d, total, "--resume", "auto"), timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming from {st.path}" in r.stdout
     end = checkpoint.load(d)
     assert total <= end.env_steps < total + 3 * unroll and end.counters["updates"] > st.counters["updates"]
-    assert len(end.metrics["time"]) > len(st.metrics["time"])
+    n = len(st.metrics["time"])  # the history is kept: the checkpoint's rows come first, then the resumed run's
+    assert (end.metrics["time"][:n] == st.metrics["time"]).all() and len(end.metrics["time"]) >= n
+    rows = (d / "metrics.csv").read_text().splitlines()[1:]
+    assert len(rows) > n and [float(r.split(",")[0]) for r in rows[:n]] == list(st.metrics["time"]), rows[:n + 1]
 
 
 def sigterm_once_logging(n: int, args: list[str], run_dir, after: float = 4.0, env: dict | None = None
