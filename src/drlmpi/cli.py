@@ -6,7 +6,8 @@
   drlmpi inspect PATH [--json]                   what a checkpoint holds (PATH: a file or a run directory)
   drlmpi report RUN_DIR [RUN_DIR ...] [--out D]  PNG figures and summary.md of runs (overlaid)
   drlmpi record --env E (--checkpoint PATH | --policy module:function) --episodes K --out FILE.h5 [--seed S]
-                                                demonstrations for R2D3 (docs/demonstrations.md)
+                [--epsilon P]                   demonstrations for R2D3, offline data for QT-Opt
+                                                (docs/demonstrations.md)
   drlmpi layout --algo A -n N [--ranks-per-host K]
                                                 print the rank layout N ranks would get
   drlmpi config --algo A                        list the algorithm's config keys, defaults and meaning
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--episodes", type=int, default=10)
     rec.add_argument("--out", required=True, metavar="FILE.h5")
     rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--epsilon", type=float, default=0.0,
+                     help="probability of a uniformly random action instead of the policy's (a broader dataset)")
     lay = sub.add_parser("layout", help="print the rank layout for N ranks")
     lay.add_argument("--algo", required=True)
     lay.add_argument("-n", type=int, required=True)
@@ -258,6 +261,8 @@ def record_demos(args) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 0 <= args.epsilon <= 1:
+        raise UserError(f"--epsilon must be in [0, 1], got {args.epsilon}")
     check_env_id(args.env)
     if args.policy:
         fn, source = demos.import_policy(args.policy), f"policy {args.policy}"
@@ -273,7 +278,9 @@ def record_demos(args) -> int:
 
         def make_policy(env):
             return module.load_policy(cfg, ckpt.weights, env)
-    d = demos.record(args.env, make_policy, args.episodes, args.seed, source)
+    if args.epsilon:
+        source += f" with epsilon {args.epsilon:g}"
+    d = demos.record(args.env, make_policy, args.episodes, args.seed, source, epsilon=args.epsilon)
     demos.save(args.out, d, source)
     print(f"wrote {args.out}: {d.episodes} episodes, {len(d.actions)} steps of {args.env} from {source}; "
           f"mean return {d.returns.mean():.2f} (min {d.returns.min():.2f}, max {d.returns.max():.2f})")

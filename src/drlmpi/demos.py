@@ -1,7 +1,8 @@
 """Demonstrations: record episodes of any policy to HDF5 (`drlmpi record`), and load them for R2D3.
 
 A policy is a checkpoint's greedy policy, or any importable function `module:function` taking obs [E, ...] (numpy)
-and returning actions [E] (integers). The file format is documented in docs/demonstrations.md: a drlmpi HDF5 file
+and returning actions [E] (integers), or [E, *shape] floats inside the bounds of a continuous (Box) action space.
+The file format is documented in docs/demonstrations.md: a drlmpi HDF5 file
 (checksummed user block, written atomically, as checkpoints) of kind "demonstrations" with the episodes' steps
 concatenated and per-episode offsets.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from drlmpi import __version__, checkpoint
-from drlmpi.envs import make_vec
+from drlmpi.envs import is_box, make_vec
 from drlmpi.errors import CheckpointError, UserError
 
 KIND = "demonstrations"
@@ -24,7 +25,7 @@ STEP_FIELDS = ("observations", "actions", "rewards", "terminations", "truncation
 class Demos:
     env: str
     observations: np.ndarray  # [N, ...] the observations acted on, episode after episode
-    actions: np.ndarray  # int64 [N]
+    actions: np.ndarray  # int64 [N], or float32 [N, *action_shape] for a box of actions
     rewards: np.ndarray  # float32 [N]
     terminations: np.ndarray  # bool [N]
     truncations: np.ndarray  # bool [N]
@@ -61,26 +62,28 @@ def import_policy(spec: str):
     return fn
 
 
-def record(env_id: str, make_policy, episodes: int, seed: int, source: str, num_envs: int = 8) -> Demos:
+def record(env_id: str, make_policy, episodes: int, seed: int, source: str, num_envs: int = 8,
+           epsilon: float = 0.0) -> Demos:
     """Run `episodes` full episodes of make_policy(env) (obs [E, ...] -> actions [E]; `policy.reset(done)` if
-    recurrent) on min(episodes, num_envs) envs with quotas fixed in advance, so short episodes are not favoured."""
+    recurrent) on min(episodes, num_envs) envs with quotas fixed in advance, so short episodes are not favoured;
+    with probability `epsilon` an env takes a uniformly random action instead (seeded by `seed`)."""
     env = make_vec(env_id, min(episodes, num_envs), seed=seed)
-    E, n_act = env.num_envs, int(env.action_space.n)
+    E, space = env.num_envs, env.action_space
     quota = np.full(E, episodes // E)
     quota[: episodes % E] += 1
     running = [{f: [] for f in STEP_FIELDS} for _ in range(E)]
     finished: list[tuple[dict, np.ndarray, float]] = []
     done_per_env = np.zeros(E, int)
+    rng = np.random.default_rng(seed)
     try:
         policy = make_policy(env)
         reset = getattr(policy, "reset", None)
         obs = env.reset()
         while (done_per_env < quota).any():
             actions = np.asarray(policy(obs))
-            if actions.shape != (E,) or not np.issubdtype(actions.dtype, np.integer) or \
-                    actions.min() < 0 or actions.max() >= n_act:
-                raise UserError(f"{source}: returned {actions.dtype} {actions.shape} for {E} observations; "
-                                f"expected {E} integer actions in [0, {n_act})")
+            check_actions(actions, E, space, source)
+            if epsilon > 0:
+                actions = random_where(rng.random(E) < epsilon, actions, space, rng)
             step = env.step(actions)
             if reset is not None:
                 reset(step.done)
@@ -101,9 +104,35 @@ def record(env_id: str, make_policy, episodes: int, seed: int, source: str, num_
         env.close()
     starts = np.cumsum([0] + [len(ep["actions"]) for ep, _, _ in finished[:-1]]).astype(np.int64)
     cat = {f: np.concatenate([ep[f] for ep, _, _ in finished]) for f in STEP_FIELDS}
-    return Demos(env_id, cat["observations"], cat["actions"].astype(np.int64), cat["rewards"].astype(np.float32),
+    dtype = np.float32 if is_box(space) else np.int64
+    return Demos(env_id, cat["observations"], cat["actions"].astype(dtype), cat["rewards"].astype(np.float32),
                  cat["terminations"].astype(bool), cat["truncations"].astype(bool),
                  np.stack([fo for _, fo, _ in finished]), starts, np.array([r for _, _, r in finished]))
+
+
+def random_where(mask: np.ndarray, actions: np.ndarray, space, rng: np.random.Generator) -> np.ndarray:
+    """actions with the rows where mask [E] is set replaced by uniformly random actions of `space`."""
+    out = actions.copy()
+    k = int(mask.sum())
+    if k:
+        out[mask] = rng.uniform(space.low, space.high, (k, *space.shape)) if is_box(space) else \
+            rng.integers(0, space.n, k)
+    return out
+
+
+def check_actions(actions: np.ndarray, n: int, space, source: str) -> None:
+    """UserError unless actions are n valid actions of `space`: integers in [0, A), or floats [n, *shape] inside a
+    Box's bounds."""
+    if is_box(space):
+        ok = actions.shape == (n, *space.shape) and np.issubdtype(actions.dtype, np.floating) and \
+            bool(np.all((actions >= space.low) & (actions <= space.high)))
+        want = f"{n} float actions of shape {space.shape} in [{space.low.min():g}, {space.high.max():g}]"
+    else:
+        ok = actions.shape == (n,) and np.issubdtype(actions.dtype, np.integer) and \
+            (n == 0 or (actions.min() >= 0 and actions.max() < space.n))
+        want = f"{n} integer actions in [0, {space.n})"
+    if not ok:
+        raise UserError(f"{source}: {actions.dtype} actions of shape {actions.shape}; expected {want}")
 
 
 def save(path: str | Path, demos: Demos, source: str) -> str:
@@ -145,8 +174,7 @@ def load(path: str | Path, env_id: str, obs_space, act_space) -> Demos:
             len(d.final_observations) != d.episodes or d.episode_starts[0] != 0 or \
             (np.diff(d.episode_starts) <= 0).any() or d.episode_starts[-1] >= n:
         raise UserError(f"demos: {path}: inconsistent episode arrays")
-    if d.actions.min() < 0 or d.actions.max() >= act_space.n:
-        raise UserError(f"demos: {path}: actions outside [0, {act_space.n})")
+    check_actions(d.actions, n, act_space, f"demos: {path}")
     ends = np.zeros(n, bool)
     ends[np.append(d.episode_starts[1:], n) - 1] = True
     if ((d.terminations | d.truncations) != ends).any():

@@ -10,3 +10,12 @@ def mountain_car(obs: np.ndarray) -> np.ndarray:
 
 def bad_shape(obs: np.ndarray) -> np.ndarray:
     return np.zeros(len(obs) + 1, np.int64)
+
+
+def pendulum(obs: np.ndarray) -> np.ndarray:
+    """Pendulum-v1: torque against the angular velocity, clipped to the bounds (float32 [E, 1])."""
+    return np.clip(-0.5 * obs[:, 2:3], -2.0, 2.0).astype(np.float32)
+
+
+def pendulum_too_strong(obs: np.ndarray) -> np.ndarray:
+    return np.full((len(obs), 1), 3.0, np.float32)

@@ -111,3 +111,24 @@ def test_bad_demos_and_policies_one_line_exit_2(mountain_car_demos, tmp_path, ca
     assert_user_error(drlmpi(capsys, *rec), "one of the arguments --checkpoint --policy is required")
     assert_user_error(drlmpi(capsys, *rec[:-2], "--out", tmp_path / "y.h5", "--checkpoint", damaged), "damaged")
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_continuous_actions_are_recorded_checked_and_randomized(tmp_path, capsys):
+    """A box of actions: float actions are stored as float32 [N, A] and load back; --epsilon replaces that fraction
+    of them by uniform actions inside the bounds; actions outside the bounds are refused in one line."""
+    out, noisy = tmp_path / "p.h5", tmp_path / "noisy.h5"
+    rec = ["record", "--env", "Pendulum-v1", "--policy", "scripted:pendulum", "--episodes", "2", "--seed", "3"]
+    assert drlmpi(capsys, *rec, "--out", out)[0] == 0
+    assert drlmpi(capsys, *rec, "--out", noisy, "--epsilon", "0.5")[0] == 0
+    obs_space, act_space = spaces("Pendulum-v1")
+    d, n = demos.load(out, "Pendulum-v1", obs_space, act_space), demos.load(noisy, "Pendulum-v1", obs_space, act_space)
+    assert d.actions.dtype == np.float32 and d.actions.shape == (400, 1) and d.episodes == 2
+    np.testing.assert_array_equal(d.actions, np.clip(-0.5 * d.observations[:, 2:3], -2, 2))  # what the policy said
+    policy = np.clip(-0.5 * n.observations[:, 2:3], -2, 2)
+    random = ~np.isclose(n.actions, policy, atol=1e-6)[:, 0]
+    assert 0.4 < random.mean() < 0.6 and (np.abs(n.actions) <= 2).all(), random.mean()
+    assert abs(n.actions[random]).mean() > 0.7  # uniform on [-2, 2]: mean |a| 1; the policy's are small
+    assert_user_error(drlmpi(capsys, *rec[:4], "scripted:pendulum_too_strong", *rec[5:], "--out", tmp_path / "x.h5"),
+                      "expected 2 float actions of shape (1,) in [-2, 2]")
+    assert_user_error(drlmpi(capsys, *rec, "--out", tmp_path / "x.h5", "--epsilon", "1.5"), "--epsilon must be in")
+    assert not (tmp_path / "x.h5").exists()

@@ -46,3 +46,27 @@ def test_lstm_core_resets_at_episode_starts_and_carries_state_across_calls():
     second, _, _ = net(obs[2:], mid, reset[2:])
     torch.testing.assert_close(torch.cat([first, second]), logits)
     assert not torch.allclose(logits[3:, 0], fresh[:, 0])  # without a reset the state carries over
+
+
+def test_state_action_q_shapes_scaling_and_cem_inside_the_bounds():
+    """Q(s, a) [B] for a box of actions, image or vector observations; actions enter scaled to [-1, 1]; CEM over
+    it returns actions inside the bounds that score at least the box's centre."""
+    from drlmpi.nets import StateActionQ
+    from drlmpi.ops.cem import cem
+
+    low, high = np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32)
+    torch.manual_seed(0)
+    q = StateActionQ((3,), low, high, (32, 32))
+    obs, act = torch.randn(5, 3), torch.tensor([[-2.0, 0.0], [2.0, 10.0], [0.0, 5.0], [1.0, 1.0], [0.0, 0.0]])
+    assert q(obs, act).shape == (5,)
+    first = q.mlp.net[0]
+    with torch.no_grad():  # the action columns see (a - centre) / half
+        h = first(torch.cat([obs, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0, 0], [0.5, -0.8], [0, -1]])], 1))
+        np.testing.assert_allclose(first(torch.cat([obs, (act - q.centre) / q.radius], 1)), h, atol=1e-6)
+    a, score = cem(q, obs, torch.as_tensor(low), torch.as_tensor(high), generator=torch.Generator().manual_seed(1))
+    assert ((a >= torch.as_tensor(low)) & (a <= torch.as_tensor(high))).all()
+    with torch.no_grad():
+        assert (q(obs, a) >= q(obs, torch.tensor([[0.0, 5.0]]).expand(5, 2)) - 1e-6).all()
+        np.testing.assert_allclose(q(obs, a), score, atol=1e-5)
+    img = StateActionQ((4, 84, 84), low, high, (16,))
+    assert img(torch.zeros(2, 4, 84, 84, dtype=torch.uint8), act[:2]).shape == (2,)

@@ -96,3 +96,29 @@ def test_double_q_target():
     q_target = torch.tensor([[10.0, 20.0], [30.0, 40.0]])
     y = double_q_target(q_online, q_target, torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0]))
     torch.testing.assert_close(y, torch.tensor([1.0 + 0.5 * 20.0, 2.0]))
+
+
+def test_nstep_builder_keeps_continuous_actions_and_their_fields():
+    """A box of actions: each transition carries the float32 [A] action of its first step; transition_fields
+    describes it."""
+    import gymnasium as gym
+
+    from drlmpi.replay import transition_fields
+
+    E, A, T = 3, 2, 12
+    builder = NStepBuilder(E, 3, 0.9, batch=4)
+    rows = []
+    for t in range(T):
+        obs = np.full((E, 1), t, np.float32) + np.arange(E)[:, None] * 100
+        step = Step(obs=obs + 1, reward=np.ones(E, np.float32), terminated=np.zeros(E, bool),
+                    truncated=np.zeros(E, bool), final_obs=obs + 1)
+        actions = (obs + 0.5 + np.arange(A)).astype(np.float64)  # a float64 policy output is stored as float32
+        if (r := builder.push(obs, actions, step)) is not None:
+            rows.append(r)
+    got = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    assert got["action"].dtype == np.float32 and got["action"].shape == (len(got["obs"]), A)
+    np.testing.assert_array_equal(got["action"], got["obs"] + 0.5 + np.arange(A))
+    box = gym.spaces.Box(-1, 1, (A,), np.float32)
+    f = transition_fields(gym.spaces.Box(-1, 1, (1,), np.float32), box)
+    assert f["action"] == ((A,), np.float32)
+    assert transition_fields(box, gym.spaces.Discrete(3))["action"] == ((), np.int64)

@@ -24,6 +24,11 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/")
 
 
+def is_box(space) -> bool:
+    """A continuous (gymnasium Box) space."""
+    return isinstance(space, gym.spaces.Box)
+
+
 def _register_ale() -> None:
     import ale_py
 

@@ -1,4 +1,5 @@
-"""Networks: MLP and Nature-CNN torsos, dueling Q heads, an LSTM core, a recurrent Q-network, actor-critic heads.
+"""Networks: MLP and Nature-CNN torsos, dueling Q heads, Q(s, a) for a box of actions, an LSTM core, a recurrent
+Q-network, actor-critic heads.
 
 Image observations (uint8 [C, 84, 84]) get the Nature CNN (inputs scaled by 1/255);
 vector observations [D] get an MLP.
@@ -73,6 +74,29 @@ class QNetwork(nn.Module):
             return self.q(h)
         adv = self.advantage(h)
         return self.value(h) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class StateActionQ(nn.Module):
+    """Q(s, a) for a box of actions (QT-Opt): obs [B, *obs_shape], action [B, A] (scaled from [low, high] to
+    [-1, 1]) -> Q [B]. Vector observations: an MLP on the concatenation; images: the Nature CNN's features
+    concatenated with the action, then the MLP."""
+
+    def __init__(self, obs_shape: tuple[int, ...], low: np.ndarray, high: np.ndarray, hidden: tuple[int, ...] = (256,
+                                                                                                                256)):
+        super().__init__()
+        self.obs_shape = tuple(obs_shape)
+        self.register_buffer("centre", torch.as_tensor((np.asarray(high) + np.asarray(low)) / 2, dtype=torch.float32))
+        self.register_buffer("radius", torch.as_tensor((np.asarray(high) - np.asarray(low)) / 2, dtype=torch.float32))
+        a_dim = int(np.prod(np.shape(low)))
+        self.cnn = NatureCNN(obs_shape[0]) if is_image(self.obs_shape) else None
+        d = self.cnn.out_dim if self.cnn else int(np.prod(obs_shape))
+        self.mlp = MLP(d + a_dim, hidden)
+        self.q = nn.Linear(self.mlp.out_dim, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        h = self.cnn(obs) if self.cnn else obs.reshape(obs.shape[0], -1).float()
+        a = (action.reshape(action.shape[0], -1) - self.centre) / self.radius
+        return self.q(self.mlp(torch.cat([h, a], dim=1))).squeeze(1)
 
 
 class LSTMCore(nn.Module):

@@ -22,6 +22,8 @@ then it is not an obs the env acted on), and carries each per-step extra given t
 
 import numpy as np
 
+from drlmpi.envs import is_box
+
 
 class NStepBuilder:
     def __init__(self, num_envs: int, n: int, gamma: float, batch: int = 1, env_major: bool = False):
@@ -30,7 +32,7 @@ class NStepBuilder:
         self.count = 0  # rows filled
         self.obs: np.ndarray | None = None  # [W, E, *obs_shape], allocated on the first push
         self.final_obs: np.ndarray | None = None  # [W, E, *obs_shape], rows valid where done
-        self.act = np.zeros((self.W, num_envs), np.int64)
+        self.act: np.ndarray | None = None  # [W, E, *action_shape]: int64 (discrete) or float32 (a box)
         self.rew = np.zeros((self.W, num_envs), np.float64)
         self.term = np.zeros((self.W, num_envs), bool)
         self.done = np.zeros((self.W, num_envs), bool)
@@ -38,7 +40,7 @@ class NStepBuilder:
         self.powers = gamma ** np.arange(n + 1)
 
     def push(self, obs: np.ndarray, actions: np.ndarray, step, **extras: np.ndarray) -> dict[str, np.ndarray] | None:
-        """Add one vector step (obs [E, ...] that acted, actions [E], env.Step, extras [E] each).
+        """Add one vector step (obs [E, ...] that acted, actions [E] or [E, A], env.Step, extras [E] each).
 
         Returns the transitions that became complete (obs, action, ret, next_obs, discount, env, final,
         and x, next_x per extra; each [B, ...]), or None.
@@ -47,6 +49,8 @@ class NStepBuilder:
         if self.obs is None:
             self.obs = np.zeros((self.W, *obs.shape), obs.dtype)
             self.final_obs = np.zeros((self.W, *obs.shape), obs.dtype)
+            actions = np.asarray(actions)
+            self.act = np.zeros((self.W, *actions.shape), np.float32 if actions.dtype.kind == "f" else np.int64)
         for name, v in extras.items():
             if name not in self.extras:
                 self.extras[name] = np.zeros((self.W, self.E), np.asarray(v).dtype)
@@ -102,7 +106,9 @@ class NStepBuilder:
         return out
 
 
-def transition_fields(obs_space) -> dict:
-    """The replay fields of an n-step transition: name -> (shape, dtype); frames keep their dtype (uint8)."""
+def transition_fields(obs_space, act_space=None) -> dict:
+    """The replay fields of an n-step transition: name -> (shape, dtype); frames keep their dtype (uint8); actions
+    are int64 (discrete, or no act_space) or float32 [A] (a gymnasium Box)."""
+    action = ((), np.int64) if act_space is None or not is_box(act_space) else (act_space.shape, np.float32)
     return {"obs": (obs_space.shape, obs_space.dtype), "next_obs": (obs_space.shape, obs_space.dtype),
-            "action": ((), np.int64), "ret": ((), np.float32), "discount": ((), np.float32)}
+            "action": action, "ret": ((), np.float32), "discount": ((), np.float32)}
