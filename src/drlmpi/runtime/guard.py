@@ -2,15 +2,19 @@
 
 MPI has no fault tolerance here (ULFM is not in MPICH), so an uncaught exception on
 any rank prints `rank R (role) failed:` with the traceback and calls
-`MPI.COMM_WORLD.Abort(1)`; mpiexec or srun then kills every other rank.
+`MPI.COMM_WORLD.Abort(1)`; mpiexec or srun then kills every other rank. The abort
+waits `FORWARD_S` after the traceback is written: Hydra kills its proxies on an abort
+without draining their stdio, and a traceback still in the pipe is lost with them.
 """
 
 import os
 import sys
 import threading
+import time
 import traceback
 
 _role = "?"
+FORWARD_S = 0.5  # time given to the launcher to forward the traceback before the abort
 
 
 def set_role(role: str) -> None:
@@ -26,7 +30,9 @@ def report_and_abort(exc: BaseException, code: int = 1) -> None:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     sys.stderr.write(f"rank {rank} ({_role}) failed:\n{text}")
     sys.stderr.flush()
+    sys.stdout.flush()
     if MPI.COMM_WORLD.size > 1:
+        time.sleep(FORWARD_S)
         MPI.COMM_WORLD.Abort(code)
     os._exit(code)
 
