@@ -143,6 +143,8 @@ def train(args) -> int:
         spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), outcome[1])
     rt = runtime.start(spec, outcome[1], cfg.seed, world, cfg.torch_threads)
     runtime.install_thread_hook()
+    if hasattr(module, "check_layout"):  # the same layout on every rank: all refuse it together, one line, exit 2
+        module.check_layout(rt.layout, cfg)
     if rt.rank == 0:
         print(f"drlmpi {outcome[1]} on {cfg.env}: {rt.size} rank(s), run dir {cfg.run_dir}", flush=True)
         if resumed is not None:

@@ -225,17 +225,18 @@ class Planes:
         return self.rows.net
 
 
-def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int], rows=transitions) -> Planes:
-    """Collective: the weights plane (one shard per rank in `writers`) and the replay plane of
-    rows(cfg, obs_space, act_space)."""
+def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int], rows=transitions, samplers: str = "learner",
+          n_params: int | None = None) -> Planes:
+    """Collective: the weights plane (one shard per rank in `writers`; n_params floats, default the network's) and
+    the replay plane of rows(cfg, obs_space, act_space), sampled by the ranks of role `samplers`."""
     obs_space, act_space = spaces(cfg.env)
     torch.manual_seed(cfg.seed)  # the same initial network on every rank
     kind = rows(cfg, obs_space, act_space)
-    n_params = sum(p.numel() for p in kind.net.parameters())
+    n_params = n_params or sum(p.numel() for p in kind.net.parameters())
     weights = WeightsPlane.create(rt.channels.weights, rt.node, n_params, writers)
     replay = ReplayPlane.create(rt.channels.replay, rt.node, rt.layout.ranks("replay"), kind.fields,
                                 cfg.block_rows, cfg.batch_size, writer=rt.role == "actor",
-                                learner=rt.role == "learner", stacks=kind.stacks)
+                                learner=rt.role == samplers, stacks=kind.stacks)
     return Planes(weights, replay, kind)
 
 
@@ -252,9 +253,10 @@ def run_actor(rt: Runtime, cfg: ReplayConfig, planes: Planes, epsilon, resumed: 
                     lifecycle.client(rt, lead_learner(rt)), resumed.env_steps if resumed else 0)
 
 
-def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes, resumed: State | None) -> None:
-    """The `replay` role: serves the actors and learners until each has said STOP."""
-    clients = len(rt.layout.ranks("actor")) + len(rt.layout.ranks("learner"))
+def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes, resumed: State | None, samplers: str = "learner"
+               ) -> None:
+    """The `replay` role: serves the actors and the samplers (ranks of that role) until each has said STOP."""
+    clients = len(rt.layout.ranks("actor")) + len(rt.layout.ranks(samplers))
     run_shard(planes.replay, cfg.buffer_size, cfg.alpha, rt.gen, clients, lifecycle.client(rt, lead_learner(rt)),
               cfg.run_dir, cfg.checkpoint_replay, resumed, planes.rows.demos)
 

@@ -1,5 +1,6 @@
 """Algorithms, one module each, exposing `Config`, `ROLES`, `run(rt, cfg) -> summary | None` and
-`load_policy(cfg, weights, env)`.
+`load_policy(cfg, weights, env)`; optionally `check_layout(layout, cfg)`, which raises UserError for a rank layout
+the algorithm cannot run (before any role starts).
 
 `--algo` takes a built-in name, or the dotted path of any importable module with the same
 attributes (your own algorithm on drlmpi's runtime), e.g. `--algo mylab.my_algo`.
@@ -12,7 +13,7 @@ from drlmpi.errors import UserError
 ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlmpi.algos.gorila",
          "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c",
          "impala": "drlmpi.algos.impala", "ga3c": "drlmpi.algos.ga3c", "seed": "drlmpi.algos.seed",
-         "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3"}
+         "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt"}
 REQUIRED = ("Config", "ROLES", "run")
 
 

@@ -119,7 +119,10 @@ class ActorStats:
             on_return(ret_sum / episodes)
 
     def row(self) -> dict:
-        """Metrics columns: policy_lag (mean over actors), actor_fps_min/mean/max, actor_paused (mean fraction)."""
+        """Metrics columns: policy_lag (mean over actors), actor_fps_min/mean/max, actor_paused (mean fraction);
+        NaN without actors."""
+        if not self.n_actors:
+            return dict.fromkeys(self.COLUMNS, float("nan"))
         return {"policy_lag": round(float(self.lag.mean()), 2), "actor_fps_min": round(float(self.fps.min()), 1),
                 "actor_fps_mean": round(float(self.fps.mean()), 1), "actor_fps_max": round(float(self.fps.max()), 1),
                 "actor_paused": round(float(self.paused.mean()), 4)}

@@ -258,7 +258,7 @@ class ReplaySampler:
         slot, counts, demos, heads = self._collect()
         per_shard = counts + demos
         batch_size = int(per_shard.sum())
-        if heads[:, 1].sum() == 0:
+        if (counts.sum() and heads[:, 1].sum() == 0) or (demos.sum() and heads[:, 5].sum() == 0):
             raise RuntimeError("replay: sampling from empty shards")
         assert (heads[:, 0] == counts).all() and (heads[:, 4] == demos).all(), \
             f"shards returned {heads[:, [0, 4]]}, asked {counts}, {demos}"

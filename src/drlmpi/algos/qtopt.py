@@ -1,0 +1,432 @@
+"""QT-Opt: distributed Q-learning over continuous actions with Bellman-updater ranks (Kalashnikov et al., 2018).
+
+Roles: `learner`s (trainers; the first leads), `replay` shards, `bellman` updaters, and `actor`s on the other
+ranks. Acting, target computation and training run asynchronously, and each scales with its own rank count
+(`--layout bellman=K,learner=L,replay=S`).
+  actor i   the replay actor loop (replay.actor): acts with the cross-entropy method (ops.cem) maximising its local
+            Q(s, .) over the action box, plus Gaussian noise (`act_noise` x the box's half-width) and, with
+            probability `epsilon`, a uniformly random action; sends 1-step transitions with initial priorities
+            |r + gamma CEM-max Q(s') - Q(s, a)| to the shards; pauses when the trainers lag the replay ratio.
+  replay    the shard role of the value-based family; `--set offline=F.h5` (episodes written by `drlmpi record`)
+            fills a second replay of every shard, sampled with probability `offline_ratio` per row (the R2D3 demo
+            replay): offline data mixed with online, or alone (`offline_ratio=1`, no actors: `-n 3`).
+  bellman k samples prioritized batches (asking for the next before labelling one), labels each transition with
+            y = r + gamma^n min(Q1', Q2')(s', CEM_{Q1'}(s')) on the lagged target networks it reads from its
+            node's weights window, sends |Q(s, a) - y| back as the new priorities, and hands the labelled batch
+            (obs, action, y, importance weight) to trainer k mod L through the trajectory plane (bounded: it
+            waits for a free slot when the trainer is behind). Stops on the lead trainer's STOP.
+  learner   regresses Q(s, a) on y (importance-weighted squared error), several trainers averaging gradients
+            with one allreduce per update; keeps the targets: Q1' Polyak-averaged (`tau`) every update, Q2' a
+            copy of Q1' every `target_lag` updates (the paper's lagged pair); the lead publishes
+            [online | Q1' | Q2' | progress] every `publish_every` updates, hears the actors, logs and checkpoints,
+            waits while ahead of the replay ratio, and says STOP to every bellman rank once the actors are done
+            (or `updates` are made, offline), a signal came, ...; training ends when no trainer has a batch left.
+Defaults are Pendulum-v1's (greedy return about -150 in 30K env steps on 4 ranks).
+
+Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
+  tag / pattern          channel       from -> to                 payload                               when
+  TRANSITIONS(_SHM)      replay        actor -> replay            transitions + priorities (or the      a block is
+                                                                  outbox slot and rows), Isend          full
+  SAMPLE_REQUEST         replay        bellman -> replay          int64 (rows, offset, inbox slot,      per batch
+                                                                  offline rows)
+  SAMPLE_REPLY(_BLOCK)   replay        replay -> bellman          int64 [8] (rows, size, total, min of  per request
+                                                                  both replays) [+ rows]
+  PRIORITIES             replay        bellman -> replay          slots (offline: -1 - slot), gens,     per batch
+                                                                  |Q(s, a) - y| + eps
+  STOP                   replay        actor, bellman -> replay   empty                                 at the end
+  TRAJECTORY_SHM         trajectories  bellman -> its trainer     int64 (outbox slot, 0); the labelled  per batch
+                                                                  batch in the slot (same host)
+  TRAJECTORY / _ACK      trajectories  bellman <-> its trainer    the labelled batch / empty (other     per batch
+                                                                  host)
+  STOP                   trajectories  lead trainer -> bellman    empty                                 stop
+  STOP                   trajectories  bellman -> its trainer     empty, after its last batch           its end
+  METRICS, STOP          reports       actor -> lead trainer      float64 [8] (comm.metrics); empty     0.5 s; end
+  Ibcast + Bcast         weights       lead -> other hosts'       version (= updates), float32          publish_every
+                                       leaders                    [online | Q1' | Q2' | progress]
+  Ibarrier + Allreduce   learners      trainer <-> trainers       gradients + (progress, had a batch)   every update
+  CHECKPOINT, _DONE,     control       lead <-> other ranks       request; RNG state (comm.checkpoint)  checkpoint_
+  SIGNAL                 (replay)                                 (replay: part files); signal number   every, end
+"""
+
+import copy
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from drlmpi import demos as demo_files
+from drlmpi import lifecycle, nets
+from drlmpi import value_based as vb
+from drlmpi.actor_critic import learners_step
+from drlmpi.checkpoint import State
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.checkpoint import CheckpointCollector
+from drlmpi.comm.metrics import ActorStats
+from drlmpi.comm.tags import Tag
+from drlmpi.comm.trajectories import TrajectoryPlane
+from drlmpi.config import opt, require_at_least, require_choice, to_dict
+from drlmpi.envs import Step, is_box, spaces
+from drlmpi.errors import UserError
+from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
+from drlmpi.ops.cem import cem
+from drlmpi.ops.qlearning import actor_priority
+from drlmpi.ops.schedules import linear
+from drlmpi.replay import NStepBuilder, transition_fields
+from drlmpi.rundir import RunLog
+from drlmpi.runtime import RoleSpec, Runtime, poll, wait_all
+from drlmpi.runtime.context import startup_timeout
+
+ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1), ("bellman", 1)), min_actors=0, serial_ok=False)
+__all__ = ["ROLES", "Config", "build_net", "check_layout", "load_policy", "run"]
+
+
+@dataclass
+class Config(vb.ReplayConfig):
+    env: str = opt("Pendulum-v1", "gymnasium id with a Box action space: `Pendulum-v1`, or `module:Env-v0`")
+    total_env_steps: int = opt(30_000, "environment steps (agent steps, all envs and actors) to train for")
+    num_envs: int = opt(4, "environments stepped together per actor")
+    buffer_size: int = opt(100_000, "replay capacity in transitions (split evenly over replay shards)")
+    lr: float = opt(1e-3, "learning rate at the start")
+    lr_final: float = opt(1e-4, "learning rate reached linearly at the end of training")
+    n_step: int = opt(1, "n of the n-step return (the paper's: 1)")
+    learning_starts: int = opt(1_000, "transitions stored before the first batch is labelled")
+    replay_ratio: float = opt(0.5, "updates per env step: trainers wait when ahead, actors when they lag "
+                                   "(0 lets both run free)")
+    hidden: tuple[int, ...] = opt((128, 128), "MLP hidden sizes of Q(s, a) (vector observations)")
+    tau: float = opt(0.005, "Polyak rate of the first target network Q1' per update")
+    target_lag: int = opt(250, "updates between copies of Q1' to the lagged second target Q2'")
+    cem_iterations: int = opt(2, "CEM iterations (acting and targets)")
+    cem_samples: int = opt(64, "CEM samples per iteration and state")
+    cem_elites: int = opt(6, "CEM elites refitted per iteration")
+    act_noise: float = opt(0.1, "std of the Gaussian noise on an actor's CEM action, times the box's half-width")
+    epsilon: float = opt(0.1, "probability that an actor takes a uniformly random action")
+    offline: str = opt("", "offline episodes (drlmpi record files), comma-separated, loaded into every shard's "
+                           "offline replay")
+    offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")
+    updates: int = opt(0, "trainer updates when there are no actors (offline Q-learning): then the bellman ranks "
+                          "stop, and the few batches in flight still train")
+    allreduce: str = opt("auto", "gradient allreduce between trainer ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
+    publish_every: int = opt(1, "updates between weight publications to the actors and bellman ranks")
+
+    def check(self):
+        super().check()
+        require_at_least(self, ("target_lag", "cem_iterations", "cem_samples", "cem_elites"))
+        require_at_least(self, ("updates",), least=0)
+        require_choice(self, "allreduce", BACKENDS)
+        if not 0 < self.tau <= 1:
+            raise UserError(f"config: tau must be in (0, 1], got {self.tau}")
+        if self.cem_elites > self.cem_samples:
+            raise UserError(f"config: cem_elites ({self.cem_elites}) must be <= cem_samples ({self.cem_samples})")
+        for name in ("epsilon", "offline_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"config: {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.act_noise < 0:
+            raise UserError(f"config: act_noise must be >= 0, got {self.act_noise}")
+        obs_space, act_space = spaces(self.env)
+        if not is_box(act_space) or len(act_space.shape) != 1:
+            raise UserError(f"config: qtopt needs a 1-D Box action space; {self.env} has {act_space}")
+        if self.offline_ratio > 0 and not self.offline_paths():
+            raise UserError("config: offline_ratio > 0 needs offline data: --set offline=FILE.h5 (drlmpi record)")
+        n = sum(len(demo_files.load(p, self.env, obs_space, act_space).actions) for p in self.offline_paths())
+        if self.offline_paths() and n < self.batch_size:
+            raise UserError(f"config: the offline data holds {n} steps, fewer than one batch ({self.batch_size})")
+
+    def offline_paths(self) -> list[str]:
+        return [p.strip() for p in self.offline.split(",") if p.strip()]
+
+
+def build_net(cfg: Config, obs_space, act_space) -> StateActionQ:
+    return StateActionQ(obs_space.shape, act_space.low, act_space.high, tuple(cfg.hidden))
+
+
+def greedy(net: StateActionQ, obs: torch.Tensor, cfg: Config, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CEM's (actions [B, A], scores [B]) maximising net(obs [B, ...], .) over the net's action box."""
+    low, high = net.centre - net.radius, net.centre + net.radius
+    return cem(net, obs, low, high, cfg.cem_iterations, cfg.cem_samples, cfg.cem_elites, generator=generator)
+
+
+def load_policy(cfg: Config, weights: dict, env):
+    """The greedy (CEM) policy obs [E, ...] -> actions float32 [E, A] of checkpoint weights; seeded, so the same
+    obs give the same actions (raises ValueError on a mismatch)."""
+    net = build_net(cfg, env.observation_space, env.action_space)
+    load_arrays(net, weights["online"])
+    net.requires_grad_(False).eval()
+    gen = torch.Generator().manual_seed(0)
+    return lambda obs: greedy(net, torch.as_tensor(obs, dtype=torch.float32), cfg, gen)[0].numpy()
+
+
+class CEMPolicy:
+    """An actor's policy: CEM on its local Q copy, Gaussian noise, epsilon-random actions; initial priorities from
+    the CEM scores computed when acting (the bootstrap) and Q of the action taken."""
+
+    def __init__(self, net: StateActionQ, cfg: Config):
+        self.net, self.cfg = net.requires_grad_(False), cfg
+        self.n = sum(p.numel() for p in net.parameters())
+        self.low, self.high = (net.centre - net.radius).numpy(), (net.centre + net.radius).numpy()
+
+    def load(self, flat: np.ndarray) -> None:
+        load_flat(self.net, flat[: self.n])  # the online slice of [online | Q1' | Q2' | progress]
+
+    def act(self, obs: np.ndarray, eps: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        o = torch.as_tensor(obs, dtype=torch.float32)
+        a, v = greedy(self.net, o, self.cfg)
+        a = a.numpy() + rng.normal(0.0, self.cfg.act_noise, a.shape).astype(np.float32) * self.net.radius.numpy()
+        explore = rng.random(len(obs)) < eps
+        a[explore] = rng.uniform(self.low, self.high, (int(explore.sum()), a.shape[1]))
+        a = np.clip(a, self.low, self.high).astype(np.float32)
+        q_taken = self.net(o, torch.as_tensor(a)).numpy()
+        return a, {"q_taken": q_taken, "v": v.numpy()}
+
+    def priorities(self, rows: dict) -> np.ndarray:
+        return actor_priority(rows, lambda o: greedy(self.net, torch.as_tensor(o, dtype=torch.float32), self.cfg)[1]
+                              .numpy()[:, None], vb.PRIORITY_EPS)
+
+
+def offline_transitions(cfg: Config, obs_space, act_space, shard: int, shards: int) -> dict[str, np.ndarray]:
+    """Every `shards`-th n-step transition (from the `shard`-th) of the offline episodes, built as actors build
+    theirs."""
+    builder = NStepBuilder(1, cfg.n_step, cfg.gamma)
+    out: list[dict[str, np.ndarray]] = []
+    for path in cfg.offline_paths():
+        d = demo_files.load(path, cfg.env, obs_space, act_space)
+        for k in range(d.episodes):
+            ep = d.episode(k)
+            obs, T = ep["observations"], len(ep["actions"])
+            for t in range(T):
+                nxt = obs[t + 1 : t + 2] if t + 1 < T else ep["final_observation"][None]
+                rows = builder.push(obs[t : t + 1], ep["actions"][t : t + 1].astype(np.float32),
+                                    Step(nxt, ep["rewards"][t : t + 1], ep["terminations"][t : t + 1],
+                                         ep["truncations"][t : t + 1], nxt))
+                if rows is not None:
+                    out.append(rows)
+    rows = builder.flush()  # (the builder cuts at episode ends; the last n steps have no n later steps)
+    if rows is not None:
+        out.append(rows)
+    fields = transition_fields(obs_space, act_space)
+    rows = {k: np.concatenate([r[k] for r in out]) for k in fields}
+    return {k: v[shard::shards] for k, v in rows.items()}
+
+
+def transitions(cfg: Config, obs_space, act_space) -> vb.Rows:
+    """1-step (n-step) transitions with float32 [A] actions, acted by CEM; the offline data for the shards."""
+    net = build_net(cfg, obs_space, act_space)
+    demos = (lambda s, n: offline_transitions(cfg, obs_space, act_space, s, n)) if cfg.offline_paths() else None
+    return vb.Rows(net, transition_fields(obs_space, act_space),
+                   lambda: NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=vb.ACTOR_BATCH),
+                   lambda net: CEMPolicy(net, cfg), steps_per_row=1, held=cfg.n_step + vb.ACTOR_BATCH, demos=demos)
+
+
+def labelled_fields(cfg: Config, obs_space, act_space) -> dict:
+    """A labelled batch on the trajectory plane: one row of B transitions."""
+    B = cfg.batch_size
+    return {"obs": ((B, *obs_space.shape), obs_space.dtype), "action": ((B, *act_space.shape), np.float32),
+            "target": ((B,), np.float32), "weight": ((B,), np.float32)}
+
+
+@dataclass
+class Planes:
+    value: vb.Planes  # weights [online | Q1' | Q2' | progress], replay
+    labelled: TrajectoryPlane  # bellman -> trainer batches
+
+    @property
+    def n(self) -> int:  # parameters of one Q-network
+        return sum(p.numel() for p in self.value.net.parameters())
+
+
+def setup(rt: Runtime, cfg: Config) -> Planes:
+    """Collective: the weights plane (the lead trainer's three networks and the progress), the replay plane
+    (sampled by the bellman ranks) and the labelled batches' trajectory plane."""
+    obs_space, act_space = spaces(cfg.env)
+    torch.manual_seed(cfg.seed)
+    n = sum(p.numel() for p in build_net(cfg, obs_space, act_space).parameters())
+    value = vb.setup(rt, cfg, rt.layout.ranks("learner")[:1], transitions, samplers="bellman", n_params=3 * n + 1)
+    labelled = TrajectoryPlane.create(rt.channels.trajectories, rt.node, labelled_fields(cfg, obs_space, act_space),
+                                      0, actor=rt.role == "bellman")
+    return Planes(value, labelled)
+
+
+def publish(planes: Planes, online, t1, t2, progress: float, updates: int) -> None:
+    planes.value.weights.bcast(np.concatenate([flat_params(online), flat_params(t1), flat_params(t2),
+                                               np.array([progress], np.float32)]), updates)
+
+
+def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    """The `bellman` role: label sampled transitions with clipped double-Q CEM targets until the lead's STOP."""
+    trainers, k = rt.layout.ranks("learner"), rt.layout.index(rt.rank)
+    online = planes.value.net.requires_grad_(False)
+    t1, t2 = copy.deepcopy(online), copy.deepcopy(online)
+    window, n = planes.value.weights.window, planes.n
+    flat = np.empty(window.n, np.float32)
+    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the trainers' first weights",
+         max_sleep=0.01)
+    version = -1
+    comm, lead = planes.labelled.comm, trainers[0]
+    ckpt = lifecycle.client(rt, lead)
+    stopped = False
+
+    def stop_heard() -> bool:
+        nonlocal stopped
+        ckpt.poll()
+        if not stopped and comm.Iprobe(lead, Tag.STOP):
+            comm.Recv(np.zeros(0, np.uint8), source=lead, tag=Tag.STOP)
+            stopped = True
+        return stopped
+
+    sampler = planes.value.replay.sampler(rt.gen)
+    writer = planes.labelled.writer(trainers[k % len(trainers)], k)
+    go = cfg.offline_ratio >= 1 or vb.wait_for_replay(sampler, cfg, stop_heard, lambda: None)
+    if go and not stopped:
+        sampler.request(cfg.batch_size, cfg.offline_ratio)
+    while go and not stop_heard():
+        if window.version > version:
+            version = window.read(flat)
+            for i, net in enumerate((online, t1, t2)):
+                load_flat(net, flat[i * n : (i + 1) * n])
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, float(flat[-1])))
+        sampler.request(cfg.batch_size, cfg.offline_ratio)  # the shards gather the next batch while we label
+        d = {key: torch.as_tensor(v) for key, v in batch.data.items()}
+        with torch.no_grad():
+            a_next, _ = greedy(t1, d["next_obs"], cfg)
+            y = d["ret"] + d["discount"] * torch.minimum(t1(d["next_obs"], a_next), t2(d["next_obs"], a_next))
+            td = online(d["obs"], d["action"]) - y
+        sampler.update_priorities(batch, td.abs().numpy().astype(np.float64) + vb.PRIORITY_EPS)
+        slot, u = writer.acquire(on_wait=ckpt.poll)
+        u["obs"][0], u["action"][0], u["target"][0], u["weight"][0] = batch.data["obs"], batch.data["action"], \
+            y.numpy(), batch.weights
+        writer.send(slot, version)
+    sampler.close()  # receives the batch still asked for, then STOP to every shard
+    writer.close(on_wait=ckpt.poll)  # the trainer took every batch; then STOP
+    if not stopped:  # the actors finished before replay reached learning_starts: the lead's STOP still comes
+        poll(lambda: True if stop_heard() else None, startup_timeout(rt.size), "the lead trainer's STOP")
+    ckpt.close()
+
+
+def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+    """The `learner` role (a trainer): gradient steps on labelled batches, the targets, the lead's duties."""
+    device = nets.device(cfg.device)
+    trainers = rt.role_comm
+    lead = trainers.rank == 0
+    actors, bellmans = rt.layout.ranks("actor"), rt.layout.ranks("bellman")
+    net = planes.value.net.to(device)
+    t1, t2 = copy.deepcopy(net).requires_grad_(False), copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    updates = 0
+    if resumed:
+        updates = lifecycle.restore_learner(resumed, {"online": net, "target1": t1, "target2": t2}, {"adam": opt})
+    allreduce = GradAllreduce(trainers, list(net.parameters()), cfg.allreduce, extra=3)  # progress, had, 0
+    reader = planes.labelled.reader([b for i, b in enumerate(bellmans) if i % trainers.size == trainers.rank], 1)
+    offline_only = not actors
+    progress = 0.0
+    if lead:
+        stats = ActorStats(rt.channels.reports, len(actors), steps=resumed.env_steps if resumed else 0)
+        gate = vb.throttle(cfg, len(actors), planes.value.rows)
+        log = RunLog(cfg.run_dir, "qtopt", to_dict(cfg), ["loss", "q_mean", "target_mean", "replay_size",
+                                                           "learners", "learner_waiting", *ActorStats.COLUMNS],
+                     world_size=rt.size, resumed=resumed)
+        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
+                                   resumed)
+        waiting = vb.Stopwatch()
+        stops = []  # the STOP sends to the bellman ranks, once stopping
+        publish(planes, net, t1, t2, progress, updates)
+    else:
+        ckpt = lifecycle.client(rt, rt.layout.ranks("learner")[0])
+    last = {"loss": float("nan"), "q_mean": float("nan"), "target_mean": float("nan")}
+    size = 0
+
+    def row():
+        return {**last, "replay_size": size, "learners": trainers.size, "learner_waiting": waiting.fraction(),
+                **stats.row()}
+
+    def state():  # the lead's, for a checkpoint
+        return lifecycle.snapshot("qtopt", cfg, log, {"env_steps": stats.steps, "updates": updates},
+                                  {"online": net, "target1": t1, "target2": t2}, {"adam": opt}, rt.gen, rt.who,
+                                  lifecycle.layout_dict(rt))
+
+    def done() -> bool:  # the lead: time to stop the bellman ranks
+        if life.final is not None:
+            return True  # a signal: the actors were asked for the final checkpoint (or there are none)
+        return updates >= cfg.updates if offline_only else stats.all_done
+
+    def hear():  # between batches and updates
+        if not lead:
+            ckpt.poll()
+            return
+        life.hear_actors(stats, updates, cfg.total_env_steps, row)  # a signal asks the actors (if any) to stop
+        if not stops and done():
+            stops.extend(planes.labelled.comm.Isend(np.zeros(0, np.uint8), dest=b, tag=Tag.STOP) for b in bellmans)
+
+    while True:
+        if lead:  # wait while ahead of the actors (replay ratio)
+            t0 = time.monotonic()
+            while not offline_only and not stops and gate.learners_wait(updates, stats.steps):
+                hear()
+                time.sleep(0.001)
+            waiting.add(time.monotonic() - t0)
+        batch = reader.receive(updates, on_idle=hear)
+        opt.zero_grad(set_to_none=True)
+        if batch is not None:
+            obs, act, y, w = (torch.as_tensor(batch[key][0], device=device) for key in
+                              ("obs", "action", "target", "weight"))
+            q = net(obs, act)
+            loss = (w * (q - y) ** 2).mean()
+            loss.backward()
+        if lead:
+            progress = min(1.0, updates / cfg.updates if offline_only else stats.steps / cfg.total_env_steps)
+        if learners_step(net, opt, allreduce, trainers.size, progress, batch is not None, 0.0, cfg) is None:
+            break  # no trainer has a batch: every bellman rank has stopped
+        updates += 1
+        with torch.no_grad():
+            for p1, p in zip(t1.parameters(), net.parameters(), strict=True):
+                p1.lerp_(p, cfg.tau)
+        if updates % cfg.target_lag == 0:
+            t2.load_state_dict(t1.state_dict())
+        if lead:
+            if batch is not None:
+                last = {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), "target_mean":
+                        float(y.mean())}
+            if updates % cfg.publish_every == 0:
+                publish(planes, net, t1, t2, progress, updates)
+            if life.due():
+                life.begin(stats.steps, state)
+        hear()
+    reader.close()
+    allreduce.close()
+    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    if not lead:
+        ckpt.close()
+        return summary
+    wait_all(stops, what="the STOPs to the bellman ranks")
+    life.last_reports(stats, rt.channels.reports, updates)
+    publish(planes, net, t1, t2, progress, updates)
+    life.begin(stats.steps, state, last=True)
+    return life.close(stats.steps, updates, row(), summary)
+
+
+def check_layout(layout, cfg: Config) -> None:
+    """UserError for a layout that cannot run (the CLI asks before any role starts)."""
+    if not layout.ranks("actor") and (cfg.offline_ratio < 1 or cfg.updates < 1):
+        raise UserError("qtopt without actor ranks learns from offline data only: it needs --set offline=F.h5, "
+                        "offline_ratio=1 and updates=N")
+    if not layout.ranks("bellman"):
+        raise UserError("qtopt needs at least one bellman rank (--layout bellman=K)")
+
+
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    """Set up the planes (collective), then run this rank's role."""
+    planes = setup(rt, cfg)
+    torch.manual_seed(rt.torch_seed())
+    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    summary = None
+    if rt.role == "actor":
+        vb.run_actor(rt, cfg, planes.value, lambda steps, share: cfg.epsilon, resumed)
+    elif rt.role == "replay":
+        vb.run_replay(rt, cfg, planes.value, resumed, samplers="bellman")
+    elif rt.role == "bellman":
+        run_bellman(rt, cfg, planes, resumed)
+    else:
+        summary = run_trainer(rt, cfg, planes, resumed)
+    planes.value.weights.close()
+    return summary
