@@ -1,6 +1,7 @@
 """QT-Opt end to end under mpiexec on Pendulum-v1: the four roles run, a SIGTERM checkpoints every rank (three
-networks, Adam, the replay), `--resume auto` with two bellman ranks trains on; offline data alone (no actors) trains
-its `updates`; a job without actors and offline data is refused in one line."""
+networks, Adam, the replay), `--resume auto` with two bellman ranks trains on, and its replay serves as offline
+data; recorded episodes alone (no actors) train their `updates`; a job without actors and offline data is refused
+in one line."""
 
 import json
 
@@ -45,6 +46,13 @@ def test_qtopt_sigterm_checkpoints_every_role_then_resumes_with_two_bellman_rank
     assert {"bellman-0", "bellman-1"} <= set(end.rng)
     e = run([DRLMPI, "eval", str(d), "--episodes", "2", "--json"], timeout=120)
     assert e.returncode == 0 and -2000 < json.loads(e.stdout)["mean_return"] <= 0, e.stdout + e.stderr
+
+    off = tmp_path / "from-replay"  # the run's replay as offline data for offline Q-learning
+    r = mpirun(3, qtopt(off, "--set", f"offline={d}", "--set", "offline_ratio=1", "--set", "updates=20"), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    stored = sum(int(checkpoint.load_part(end, p, "replay")[0]["size"]) for p in end.parts)
+    attrs, _ = checkpoint.load_part(checkpoint.load(off), "replay-0", "replay")
+    assert attrs["demo_size"] == stored and attrs["size"] == 0
 
 
 def test_qtopt_learns_from_offline_data_alone_and_refuses_a_job_with_nothing_to_learn_from(tmp_path):

@@ -7,9 +7,10 @@ ranks. Acting, target computation and training run asynchronously, and each scal
             Q(s, .) over the action box, plus Gaussian noise (`act_noise` x the box's half-width) and, with
             probability `epsilon`, a uniformly random action; sends 1-step transitions with initial priorities
             |r + gamma CEM-max Q(s') - Q(s, a)| to the shards; pauses when the trainers lag the replay ratio.
-  replay    the shard role of the value-based family; `--set offline=F.h5` (episodes written by `drlmpi record`)
-            fills a second replay of every shard, sampled with probability `offline_ratio` per row (the R2D3 demo
-            replay): offline data mixed with online, or alone (`offline_ratio=1`, no actors: `-n 3`).
+  replay    the shard role of the value-based family; `--set offline=F.h5` (episodes written by `drlmpi record`,
+            or a previous run's replay: its run directory or checkpoint) fills a second replay of every shard,
+            sampled with probability `offline_ratio` per row (the R2D3 demo replay): offline data mixed with
+            online, or alone (`offline_ratio=1`, no actors: `-n 3`).
   bellman k samples prioritized batches (asking for the next before labelling one), labels each transition with
             y = r + gamma^n min(Q1', Q2')(s', CEM_{Q1'}(s')) on the lagged target networks it reads from its
             node's weights window, sends |Q(s, a) - y| back as the new priorities, and hands the labelled batch
@@ -56,8 +57,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from drlmpi import checkpoint, lifecycle, nets
 from drlmpi import demos as demo_files
-from drlmpi import lifecycle, nets
 from drlmpi import value_based as vb
 from drlmpi.actor_critic import learners_step
 from drlmpi.checkpoint import State
@@ -68,7 +69,7 @@ from drlmpi.comm.tags import Tag
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.config import opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import Step, is_box, spaces
-from drlmpi.errors import UserError
+from drlmpi.errors import CheckpointError, UserError
 from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
 from drlmpi.ops.cem import cem
 from drlmpi.ops.qlearning import actor_priority
@@ -102,8 +103,8 @@ class Config(vb.ReplayConfig):
     cem_elites: int = opt(6, "CEM elites refitted per iteration")
     act_noise: float = opt(0.1, "std of the Gaussian noise on an actor's CEM action, times the box's half-width")
     epsilon: float = opt(0.1, "probability that an actor takes a uniformly random action")
-    offline: str = opt("", "offline episodes (drlmpi record files), comma-separated, loaded into every shard's "
-                           "offline replay")
+    offline: str = opt("", "offline data, comma-separated: episodes (drlmpi record files) or a previous run's "
+                           "replay (its run directory or ckpt-*.h5), loaded into every shard's offline replay")
     offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")
     updates: int = opt(0, "trainer updates when there are no actors (offline Q-learning): then the bellman ranks "
                           "stop, and the few batches in flight still train")
@@ -130,7 +131,7 @@ class Config(vb.ReplayConfig):
             raise UserError(f"config: qtopt needs a 1-D Box action space; {self.env} has {act_space}")
         if self.offline_ratio > 0 and not self.offline_paths():
             raise UserError("config: offline_ratio > 0 needs offline data: --set offline=FILE.h5 (drlmpi record)")
-        n = sum(len(demo_files.load(p, self.env, obs_space, act_space).actions) for p in self.offline_paths())
+        n = sum(offline_steps(p, self, obs_space, act_space) for p in self.offline_paths())
         if self.offline_paths() and n < self.batch_size:
             raise UserError(f"config: the offline data holds {n} steps, fewer than one batch ({self.batch_size})")
 
@@ -185,12 +186,48 @@ class CEMPolicy:
                               .numpy()[:, None], vb.PRIORITY_EPS)
 
 
+def offline_steps(path: str, cfg: Config, obs_space, act_space) -> int:
+    """Transitions (replay) or steps (demonstrations) an offline source holds; one-line UserError if it is damaged
+    or does not fit this run."""
+    rows = replay_rows(path, cfg, obs_space, act_space)
+    return len(rows["ret"]) if rows is not None else len(demo_files.load(path, cfg.env, obs_space, act_space).actions)
+
+
+def replay_rows(path: str, cfg: Config, obs_space, act_space) -> dict[str, np.ndarray] | None:
+    """A previous run's replay: the agent transitions of every replay part of a checkpoint (a ckpt-*.h5 file or a
+    run directory), as it stored them; None if `path` is neither (a demonstrations file)."""
+    from pathlib import Path
+
+    if not (Path(path).is_dir() or checkpoint.NAME.match(Path(path).name)):
+        return None
+    try:
+        st = checkpoint.load(path)
+        parts = [checkpoint.load_part(st, name, "replay")[1] for name in sorted(st.parts) if name.startswith("replay-")]
+    except CheckpointError as e:
+        raise UserError(f"offline: {e}") from None
+    fields = transition_fields(obs_space, act_space)
+    if st.env != cfg.env or not parts:
+        raise UserError(f"offline: {path} is a checkpoint of {st.env} with {len(parts)} replay parts; this run needs "
+                        f"{cfg.env} transitions")
+    for a in parts:
+        bad = [k for k, (shape, dtype) in fields.items() if k not in a or a[k].shape[1:] != shape or
+               a[k].dtype != dtype]
+        if bad:
+            raise UserError(f"offline: {path}: replay fields {bad} do not match this run's transitions")
+    return {k: np.concatenate([a[k] for a in parts]) for k in fields}
+
+
 def offline_transitions(cfg: Config, obs_space, act_space, shard: int, shards: int) -> dict[str, np.ndarray]:
-    """Every `shards`-th n-step transition (from the `shard`-th) of the offline episodes, built as actors build
-    theirs."""
-    builder = NStepBuilder(1, cfg.n_step, cfg.gamma)
+    """Every `shards`-th transition (from the `shard`-th) of the offline sources: a checkpoint's replay as stored,
+    or the n-step transitions of recorded episodes, built as actors build theirs."""
+    fields = transition_fields(obs_space, act_space)
     out: list[dict[str, np.ndarray]] = []
+    builder = NStepBuilder(1, cfg.n_step, cfg.gamma)
     for path in cfg.offline_paths():
+        rows = replay_rows(path, cfg, obs_space, act_space)
+        if rows is not None:
+            out.append(rows)
+            continue
         d = demo_files.load(path, cfg.env, obs_space, act_space)
         for k in range(d.episodes):
             ep = d.episode(k)
@@ -205,7 +242,6 @@ def offline_transitions(cfg: Config, obs_space, act_space, shard: int, shards: i
     rows = builder.flush()  # (the builder cuts at episode ends; the last n steps have no n later steps)
     if rows is not None:
         out.append(rows)
-    fields = transition_fields(obs_space, act_space)
     rows = {k: np.concatenate([r[k] for r in out]) for k in fields}
     return {k: v[shard::shards] for k, v in rows.items()}
 
