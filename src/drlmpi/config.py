@@ -39,6 +39,15 @@ class Common:
     layout: str = opt("", "role counts, e.g. learner=2,replay=4,ps=1; the other ranks are actors")
 
 
+@dataclass
+class AllreduceOption:
+    """Config mixin of algorithms with several learner ranks: how they average gradients (comm.allreduce; each
+    Config's check() validates it against BACKENDS)."""
+
+    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
+                                 "gloo, nccl")
+
+
 def field_docs(cls) -> dict[str, str]:
     return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
 

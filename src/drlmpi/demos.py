@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from drlmpi import __version__, checkpoint
-from drlmpi.envs import is_box, make_vec
+from drlmpi.envs import Step, is_box, make_vec
 from drlmpi.errors import CheckpointError, UserError
 
 KIND = "demonstrations"
@@ -44,6 +44,18 @@ class Demos:
         out = {f: getattr(self, f)[lo:hi] for f in STEP_FIELDS}
         out["final_observation"] = self.final_observations[k]
         return out
+
+    def steps(self):
+        """Every step, episode after episode, as a one-env vector step: (obs [1, ...], action [1, ...], envs.Step),
+        what an actor's builder is pushed."""
+        for k in range(self.episodes):
+            ep = self.episode(k)
+            obs, T = ep["observations"], len(ep["actions"])
+            for t in range(T):
+                nxt = obs[t + 1 : t + 2] if t + 1 < T else ep["final_observation"][None]
+                yield obs[t : t + 1], ep["actions"][t : t + 1], Step(nxt, ep["rewards"][t : t + 1],
+                                                                     ep["terminations"][t : t + 1],
+                                                                     ep["truncations"][t : t + 1], nxt)
 
 
 def import_policy(spec: str):

@@ -267,6 +267,35 @@ def restore_learner(state: State, nets: dict, optims: dict) -> int:
     return int(state.counters.get("updates", 0))
 
 
+def seed_rank(rt, state: State | None) -> None:
+    """This rank's generators (torch's and rt.gen) seeded from the run's seed and the rank, then restored from the
+    checkpoint if it holds this rank's: what every role does once its planes are set up."""
+    import torch
+
+    torch.manual_seed(rt.torch_seed())
+    restore_rng(state, rt.who, rt.gen)
+
+
+def close_learner(net, updates: int, *closing, ckpt=None) -> dict:
+    """A learner's end of training: close each of `closing` (its readers, its allreduce: every message received),
+    then, on a learner that does not lead, its checkpoint client `ckpt` (it answers the final checkpoint); returns
+    the learner's summary (summary_of)."""
+    for c in closing:
+        c.close()
+    if ckpt is not None:
+        ckpt.close()
+    return summary_of(net, updates)
+
+
+def summary_of(net, updates: int) -> dict:
+    """A learner's summary: its update count and the SHA-256 of its flat weights (equal learners, equal hashes)."""
+    import hashlib
+
+    from drlmpi.nets import flat_params
+
+    return {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+
+
 def restore_rng(state: State | None, who: str, gen: np.random.Generator) -> bool:
     """Set this rank's generators from the checkpoint, if it holds `who`'s; True if it did."""
     if state is not None and who in state.rng:

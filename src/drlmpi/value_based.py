@@ -36,7 +36,7 @@ from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import Common, opt, require_at_least, require_choice, to_dict
+from drlmpi.config import AllreduceOption, Common, opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
@@ -124,13 +124,11 @@ class ReplayConfig(ValueConfig):
 
 
 @dataclass
-class LearnerConfig(ReplayConfig):
+class LearnerConfig(AllreduceOption, ReplayConfig):
     """+ the fields of the replay learner (`run_learner`: Ape-X, R2D2): per-actor epsilons, the allreduce."""
 
     eps_base: float = opt(0.4, "epsilon of the per-actor schedule eps^(1 + alpha i / (N - 1))")
     eps_alpha: float = opt(7.0, "alpha of the per-actor epsilon schedule")
-    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
-                                 "gloo, nccl")
 
     def check(self):
         super().check()
@@ -271,8 +269,7 @@ def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resum
     the others are roles[rt.role](rt, cfg, planes, resumed). writers: the ranks publishing the weights.
     Every rank's generators are seeded, then restored from `resumed` if it holds this rank's."""
     planes = setup(rt, cfg, writers, rows)
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     summary = None  # a learner's summary (the lead's is printed)
     if rt.role == "actor":
         run_actor(rt, cfg, planes, epsilon, resumed)

@@ -13,7 +13,7 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import rng_state
 from drlmpi.envs import spaces
 from drlmpi.errors import CheckpointError
-from drlmpi.nets import ActorCritic, RecurrentQNetwork
+from drlmpi.nets import ActorCritic, RecurrentQNetwork, StateActionQ
 from drlmpi.ops.optim import FlatOptimizer
 from drlmpi.replay import PrioritizedReplay, transition_fields
 from drlmpi.replay.plane import restore_shard, save_part
@@ -147,6 +147,8 @@ def trained(module, cfg):
             (logits.pow(2).mean() + values.pow(2).mean()).backward()
         elif isinstance(net, RecurrentQNetwork):  # [T, B, ...], state -> (Q, state)
             net(torch.randn(3, 5, *obs_space.shape), net.initial_state(5))[0].pow(2).mean().backward()
+        elif isinstance(net, StateActionQ):  # (obs [B, ...], action [B, A]) -> Q [B]
+            net(torch.randn(5, *obs_space.shape), torch.rand(5, *act_space.shape)).pow(2).mean().backward()
         else:
             net(torch.randn(5, *obs_space.shape)).pow(2).mean().backward()
         opt.step()
@@ -158,14 +160,15 @@ def test_round_trip_covers_every_algorithm():
 
 
 # every registered algorithm; a new one is added here (checked above)
-ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3"]
+ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt"]
+ENV = {"qtopt": "Pendulum-v1"}  # continuous actions; the others run on CartPole-v1
 
 
 @pytest.mark.parametrize("algo", ROUND_TRIP)
 def test_round_trip(algo, tmp_path):
     """save -> load -> restore: identical networks, optimizer state, RNG streams (numpy and torch), counters."""
     module = algos.get(algo)
-    cfg = module.Config(env="CartPole-v1", run_dir=str(tmp_path))
+    cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path))
     torch.manual_seed(3)
     net, target, opt = trained(module, cfg)
     gen = np.random.default_rng(11)

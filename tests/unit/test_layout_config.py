@@ -138,3 +138,26 @@ def test_configs_that_could_never_train_are_refused(algo, sets, message):
     with pytest.raises(UserError) as e:
         config.build(algos.get(algo).Config, None, sets)
     assert message in str(e.value)
+
+
+def test_qtopt_bellman_ranks_are_a_role_of_their_own_and_bad_layouts_or_configs_are_refused():
+    from drlmpi.algos import qtopt
+
+    spec = qtopt.ROLES.with_overrides({"bellman": 2})
+    lay = build_layout(6, spec, "qtopt", None, (4,) * 6)
+    assert lay.roles == ("learner", "replay", "bellman", "bellman", "actor", "actor") and lay.threads == (1,) * 6
+    two_hosts = build_layout(6, spec, "qtopt", hosts_of(6, 3))  # a replay shard per host, bellman ranks beside
+    assert two_hosts.roles == ("learner", "replay", "bellman", "replay", "bellman", "actor")
+    assert build_layout(3, qtopt.ROLES, "qtopt").roles == ("learner", "replay", "bellman")  # offline: no actors
+    cfg = config.build(qtopt.Config)
+    with pytest.raises(UserError, match="^qtopt without actor ranks learns from offline data only"):
+        qtopt.check_layout(build_layout(3, qtopt.ROLES, "qtopt"), cfg)
+    with pytest.raises(UserError, match=r"needs at least one bellman rank"):
+        qtopt.check_layout(build_layout(3, qtopt.ROLES.with_overrides({"bellman": 0}), "qtopt"), cfg)
+    for sets, message in ((["env=CartPole-v1"], "qtopt needs a 1-D Box action space"),
+                          (["offline_ratio=0.5"], "offline_ratio > 0 needs offline data"),
+                          (["cem_elites=65"], "cem_elites (65) must be <= cem_samples (64)"),
+                          (["tau=0"], "tau must be in (0, 1]")):
+        with pytest.raises(UserError) as e:
+            config.build(qtopt.Config, None, sets)
+        assert message in str(e.value), sets

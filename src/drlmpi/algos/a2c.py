@@ -19,7 +19,6 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   SIGNAL                                                       signal number                          signal, end
 """
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -66,8 +65,7 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     workers = rt.role_comm
     lead = workers.rank == 0
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     net = build_net(cfg, env.observation_space, env.action_space)
     opt = make_optimizer(cfg, net.parameters())
@@ -125,11 +123,8 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
             ckpt.poll()
         if stop_sum:
             break
-    allreduce.close()
-    env.close()
-    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    summary = lifecycle.close_learner(net, updates, allreduce, env, ckpt=None if lead else ckpt)
     if not lead:
-        ckpt.close()
         return summary
     life.begin(steps, state, last=True)
     return life.close(steps, updates, row(), summary)

@@ -252,8 +252,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     ps_ranks = rt.layout.ranks("ps")
     plane = WeightsPlane.create(rt.channels.weights, rt.node, n, ps_ranks) if ps_ranks else None
     window, g = (plane.window, None) if plane else (NodeWeights(rt.node, n), NodeWeights(rt.node, n))
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     if rt.role == "ps":
         summary = run_ps(rt, cfg, net, plane, resumed)
     else:

@@ -52,7 +52,7 @@ from drlmpi.comm.inference import Assembler, InferencePlane, assign
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import SLOTS, TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import opt, require_at_least, require_choice
+from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
 from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import load_flat
@@ -65,15 +65,13 @@ __all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
 
 
 @dataclass
-class Config(CentralConfig):
+class Config(AllreduceOption, CentralConfig):
     total_env_steps: int = opt(1_000_000, "environment steps (all actors' envs) to train for")
     n_steps: int = opt(5, "unroll length T (GA3C's t_max)")
     batch_size: int = opt(4, "unrolls per training batch (each [n_steps, num_envs])")
     publish_every: int = opt(1, "learner updates between weight publications to the predictors")
     max_policy_lag: int = opt(0, "drop unrolls whose first step acted on weights more than this many updates old "
                                  "(0: keep all)")
-    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
-                                 "gloo, nccl")
 
     ATARI: ClassVar[dict] = {"lr": 3e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8, "n_steps": 5,
                              "batch_size": 8, "total_env_steps": 50_000_000}
@@ -160,8 +158,7 @@ def run_inference(rt: Runtime, cfg: Config, planes: Planes) -> None:
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     """Set up the planes (collective), then run this rank's role."""
     planes = setup(rt, cfg)
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     summary = None
     if rt.role == "actor":
         run_actor(rt, cfg, planes, resumed)

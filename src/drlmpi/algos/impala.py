@@ -31,7 +31,6 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   SIGNAL                                                       signal number                          signal, end
 """
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,7 +45,7 @@ from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import opt, require_at_least, require_choice, to_dict
+from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
@@ -61,7 +60,7 @@ __all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
 
 
 @dataclass
-class Config(ACConfig):
+class Config(AllreduceOption, ACConfig):
     total_env_steps: int = opt(2_000_000, "environment steps (all actors' envs) to train for")
     n_steps: int = opt(20, "unroll length T")
     batch_size: int = opt(4, "unrolls per learner batch (each [n_steps, num_envs])")
@@ -69,8 +68,6 @@ class Config(ACConfig):
     max_policy_lag: int = opt(0, "drop unrolls that acted on weights more than this many updates old (0: keep all)")
     clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
     clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
-    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
-                                 "gloo, nccl")
 
     ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "batch_size": 8,
                              "total_env_steps": 50_000_000}
@@ -213,11 +210,8 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
             if life.due():
                 life.begin(stats.steps, state)
         hear()
-    reader.close()
-    allreduce.close()
-    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    summary = lifecycle.close_learner(net, updates, reader, allreduce, ckpt=None if lead else ckpt)
     if not lead:
-        ckpt.close()
         return summary
     life.last_reports(stats, rt.channels.reports, updates)
     planes.weights.bcast(flat_params(net), updates)
@@ -228,8 +222,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     """Set up the planes (collective), then run this rank's role."""
     planes = setup(rt, cfg)
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     summary = None
     if rt.role == "actor":
         run_actor(rt, cfg, planes, resumed)

@@ -50,7 +50,6 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 """
 
 import copy
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -67,8 +66,8 @@ from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.trajectories import TrajectoryPlane
-from drlmpi.config import opt, require_at_least, require_choice, to_dict
-from drlmpi.envs import Step, is_box, spaces
+from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
+from drlmpi.envs import is_box, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
 from drlmpi.ops.cem import cem
@@ -84,7 +83,7 @@ __all__ = ["ROLES", "Config", "build_net", "check_layout", "load_policy", "run"]
 
 
 @dataclass
-class Config(vb.ReplayConfig):
+class Config(AllreduceOption, vb.ReplayConfig):
     env: str = opt("Pendulum-v1", "gymnasium id with a Box action space: `Pendulum-v1`, or `module:Env-v0`")
     total_env_steps: int = opt(30_000, "environment steps (agent steps, all envs and actors) to train for")
     num_envs: int = opt(4, "environments stepped together per actor")
@@ -108,8 +107,6 @@ class Config(vb.ReplayConfig):
     offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")
     updates: int = opt(0, "trainer updates when there are no actors (offline Q-learning): then the bellman ranks "
                           "stop, and the few batches in flight still train")
-    allreduce: str = opt("auto", "gradient allreduce between trainer ranks: auto (nccl on GPU, else mpi), mpi, "
-                                 "gloo, nccl")
     publish_every: int = opt(1, "updates between weight publications to the actors and bellman ranks")
 
     def check(self):
@@ -228,17 +225,10 @@ def offline_transitions(cfg: Config, obs_space, act_space, shard: int, shards: i
         if rows is not None:
             out.append(rows)
             continue
-        d = demo_files.load(path, cfg.env, obs_space, act_space)
-        for k in range(d.episodes):
-            ep = d.episode(k)
-            obs, T = ep["observations"], len(ep["actions"])
-            for t in range(T):
-                nxt = obs[t + 1 : t + 2] if t + 1 < T else ep["final_observation"][None]
-                rows = builder.push(obs[t : t + 1], ep["actions"][t : t + 1].astype(np.float32),
-                                    Step(nxt, ep["rewards"][t : t + 1], ep["terminations"][t : t + 1],
-                                         ep["truncations"][t : t + 1], nxt))
-                if rows is not None:
-                    out.append(rows)
+        for obs, action, step in demo_files.load(path, cfg.env, obs_space, act_space).steps():
+            rows = builder.push(obs, action.astype(np.float32), step)
+            if rows is not None:
+                out.append(rows)
     rows = builder.flush()  # (the builder cuts at episode ends; the last n steps have no n later steps)
     if rows is not None:
         out.append(rows)
@@ -428,11 +418,8 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
             if life.due():
                 life.begin(stats.steps, state)
         hear()
-    reader.close()
-    allreduce.close()
-    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    summary = lifecycle.close_learner(net, updates, reader, allreduce, ckpt=None if lead else ckpt)
     if not lead:
-        ckpt.close()
         return summary
     wait_all(stops, what="the STOPs to the bellman ranks")
     life.last_reports(stats, rt.channels.reports, updates)
@@ -453,8 +440,7 @@ def check_layout(layout, cfg: Config) -> None:
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     """Set up the planes (collective), then run this rank's role."""
     planes = setup(rt, cfg)
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     summary = None
     if rt.role == "actor":
         vb.run_actor(rt, cfg, planes.value, lambda steps, share: cfg.epsilon, resumed)

@@ -27,7 +27,7 @@ from drlmpi import value_based as vb
 from drlmpi.algos import r2d2
 from drlmpi.checkpoint import State
 from drlmpi.config import opt
-from drlmpi.envs import Step, spaces
+from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.replay import SequenceBuilder
 from drlmpi.runtime import RoleSpec, Runtime
@@ -69,17 +69,10 @@ def demo_sequences(cfg: Config, obs_space, act_space, shard: int, shards: int) -
     zero = np.zeros((1, 2, cfg.lstm), np.float32)
     out: list[dict[str, np.ndarray]] = []
     for path in cfg.demo_paths():
-        d = demo_files.load(path, cfg.env, obs_space, act_space)
-        for k in range(d.episodes):
-            ep = d.episode(k)
-            obs, T = ep["observations"], len(ep["actions"])
-            for t in range(T):
-                nxt = obs[t + 1 : t + 2] if t + 1 < T else ep["final_observation"][None]
-                step = Step(nxt, ep["rewards"][t : t + 1], ep["terminations"][t : t + 1],
-                            ep["truncations"][t : t + 1], nxt)
-                rows = builder.push(obs[t : t + 1], ep["actions"][t : t + 1], step, zero)
-                if rows is not None:
-                    out.append(rows)
+        for obs, action, step in demo_files.load(path, cfg.env, obs_space, act_space).steps():
+            rows = builder.push(obs, action, step, zero)
+            if rows is not None:
+                out.append(rows)
     rows = {k: np.concatenate([r[k] for r in out]) for k in builder.fields} if out else \
         {k: np.zeros((0, *shape), dtype) for k, (shape, dtype) in builder.fields.items()}
     return {k: v[shard::shards] for k, v in rows.items()}

@@ -29,7 +29,6 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   SIGNAL                                                       signal number                          signal, end
 """
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -53,9 +52,8 @@ from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.inference import Assembler, InferencePlane
 from drlmpi.comm.metrics import ActorReport, ActorStats
-from drlmpi.config import opt, require_at_least, require_choice, to_dict
+from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, spaces
-from drlmpi.nets import flat_params
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
@@ -65,14 +63,12 @@ __all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
 
 
 @dataclass
-class Config(CentralConfig):
+class Config(AllreduceOption, CentralConfig):
     total_env_steps: int = opt(2_000_000, "environment steps (all actors' envs) to train for")
     n_steps: int = opt(20, "unroll length T")
     batch_size: int = opt(4, "full unrolls per learner update (each [n_steps, num_envs])")
     clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
     clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
-    allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
-                                 "gloo, nccl")
 
     ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8,
                              "batch_size": 8, "total_env_steps": 50_000_000}
@@ -211,12 +207,8 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         if lead and life.due():
             life.begin(stats.steps, state)
         hear()
-    server.close()
-    asm.close()
-    allreduce.close()
-    summary = {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
+    summary = lifecycle.close_learner(net, updates, server, asm, allreduce, ckpt=None if lead else ckpt)
     if not lead:
-        ckpt.close()
         return summary
     life.last_reports(stats, rt.channels.reports, updates)
     life.begin(stats.steps, state, last=True)
@@ -226,8 +218,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     """Set up the inference plane (collective), then run this rank's role."""
     planes = setup(rt, cfg)
-    torch.manual_seed(rt.torch_seed())
-    lifecycle.restore_rng(resumed, rt.who, rt.gen)
+    lifecycle.seed_rank(rt, resumed)
     if rt.role == "actor":
         run_actor(rt, cfg, planes, resumed)
         return None
