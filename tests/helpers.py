@@ -62,6 +62,8 @@ def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
     rows = (d / "metrics.csv").read_text().splitlines()
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert float(last["entropy"]) > 0 and int(last["updates"]) > 0, last
+    assert len(st.metrics["time"]) == len(rows) - 1 and st.metrics["time"][-1] == float(last["time"]), \
+        "the final checkpoint's history ends with the run's last metrics row"
     e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120)
     assert e.returncode == 0 and json.loads(e.stdout)["algo"] == algo, e.stderr
 
@@ -83,7 +85,7 @@ def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | 
     end = checkpoint.load(d)
     assert total <= end.env_steps < total + 3 * unroll and end.counters["updates"] > st.counters["updates"]
     n = len(st.metrics["time"])  # the history is kept: the checkpoint's rows come first, then the resumed run's
-    assert (end.metrics["time"][:n] == st.metrics["time"]).all() and len(end.metrics["time"]) >= n
+    assert n > 0 and (end.metrics["time"][:n] == st.metrics["time"]).all() and len(end.metrics["time"]) > n
     rows = (d / "metrics.csv").read_text().splitlines()[1:]
     assert len(rows) > n and [float(r.split(",")[0]) for r in rows[:n]] == list(st.metrics["time"]), rows[:n + 1]
 

@@ -121,8 +121,10 @@ class RunLog:
         """The metric rows written so far: column -> float64 [rows] (NaN where a row lacks the column)."""
         return {c: np.array([r.get(c, np.nan) for r in self._rows], np.float64) for c in self.columns}
 
-    def close(self, env_steps: int, updates: int, metrics: dict | None = None) -> None:
-        self.write_row(env_steps, updates, metrics or {})
+    def close(self, env_steps: int, updates: int, metrics: dict | None = None, row: bool = True) -> None:
+        """Write the last metrics row (unless `row` is False: it was written already) and close the files."""
+        if row:
+            self.write_row(env_steps, updates, metrics or {})
         if self._tty:
             self.progress(env_steps, env_steps)
             sys.stderr.write("\n")

@@ -386,7 +386,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
         if life.due():
             life.begin(stats.steps, state)
     if lead:  # the final checkpoint: the shards must have its request before the sampler's STOP
-        life.begin(stats.steps, state, last=True)
+        life.begin(stats.steps, state, last=True, final_row=(updates, row()))
     sampler.close()  # receives the batch still asked for, then STOP to every shard
     allreduce.close()
     weights = flat_params(net)
@@ -395,7 +395,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
         ckpt.close()
         return summary
     planes.weights.bcast(weights, updates)
-    return life.close(stats.steps, updates, row(), summary)
+    return life.close(stats.steps, updates, summary=summary)
 
 
 def wait_for_replay(sampler, cfg: ValueConfig, done, tick) -> bool:

@@ -126,8 +126,8 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
     summary = lifecycle.close_learner(net, updates, allreduce, env, ckpt=None if lead else ckpt)
     if not lead:
         return summary
-    life.begin(steps, state, last=True)
-    return life.close(steps, updates, row(), summary)
+    life.begin(steps, state, last=True, final_row=(updates, row()))
+    return life.close(steps, updates, summary=summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -122,9 +122,10 @@ def run_serial(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
         log.tick(steps, updates, cfg.total_env_steps, metrics)
         if life.due():
             life.begin(steps, state, parts=replay_part)
-    life.begin(steps, state, last=True, parts=replay_part)
+    life.begin(steps, state, last=True, parts=replay_part,
+               final_row=(updates, {"loss": loss, "epsilon": eps, "replay_size": replay.size}))
     env.close()
-    return life.close(steps, updates, {"loss": loss, "epsilon": eps, "replay_size": replay.size})
+    return life.close(steps, updates)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:

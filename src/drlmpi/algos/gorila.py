@@ -217,8 +217,8 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
         return None
     versions = param_server.final_updates(rt, life, window)
     pull(net)
-    life.begin(stats.steps, state, last=True)
-    return {**life.close(stats.steps, updates, row()), "updates": min(versions)}
+    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
+    return {**life.close(stats.steps, updates), "updates": min(versions)}
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

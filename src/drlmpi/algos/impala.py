@@ -215,8 +215,8 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
         return summary
     life.last_reports(stats, rt.channels.reports, updates)
     planes.weights.bcast(flat_params(net), updates)
-    life.begin(stats.steps, state, last=True)
-    return life.close(stats.steps, updates, row(), summary)
+    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
+    return life.close(stats.steps, updates, summary=summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

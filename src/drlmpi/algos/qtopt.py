@@ -424,8 +424,8 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     wait_all(stops, what="the STOPs to the bellman ranks")
     life.last_reports(stats, rt.channels.reports, updates)
     publish(planes, net, t1, t2, progress, updates)
-    life.begin(stats.steps, state, last=True)
-    return life.close(stats.steps, updates, row(), summary)
+    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
+    return life.close(stats.steps, updates, summary=summary)
 
 
 def check_layout(layout, cfg: Config) -> None:
