@@ -107,7 +107,8 @@ class Config(AllreduceOption, vb.ReplayConfig):
     offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")
     updates: int = opt(0, "trainer updates when there are no actors (offline Q-learning): then the bellman ranks "
                           "stop, and the few batches in flight still train")
-    publish_every: int = opt(1, "updates between weight publications to the actors and bellman ranks")
+    publish_every: int = opt(10, "updates between weight publications to the actors and bellman ranks (Q1' moves by "
+                                 "tau per update: 10 updates change the targets by about 5%)")
 
     def check(self):
         super().check()
@@ -350,11 +351,12 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         stats = ActorStats(rt.channels.reports, len(actors), steps=resumed.env_steps if resumed else 0)
         gate = vb.throttle(cfg, len(actors), planes.value.rows)
         log = RunLog(cfg.run_dir, "qtopt", to_dict(cfg), ["loss", "q_mean", "target_mean", "replay_size",
-                                                           "learners", "learner_waiting", *ActorStats.COLUMNS],
+                                                           "learners", "learner_waiting", "label_waiting",
+                                                           *ActorStats.COLUMNS],
                      world_size=rt.size, resumed=resumed)
         life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
                                    resumed)
-        waiting = vb.Stopwatch()
+        waiting, starved = vb.Stopwatch(), vb.Stopwatch()  # the replay-ratio gate; waits for labelled batches
         stops = []  # the STOP sends to the bellman ranks, once stopping
         publish(planes, net, t1, t2, progress, updates)
     else:
@@ -364,6 +366,7 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
 
     def row():
         return {**last, "replay_size": size, "learners": trainers.size, "learner_waiting": waiting.fraction(),
+                "label_waiting": starved.fraction(),
                 **stats.row()}
 
     def state():  # the lead's, for a checkpoint
@@ -391,7 +394,10 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
                 hear()
                 time.sleep(0.001)
             waiting.add(time.monotonic() - t0)
+        t0 = time.monotonic()
         batch = reader.receive(updates, on_idle=hear)
+        if lead:
+            starved.add(time.monotonic() - t0)
         opt.zero_grad(set_to_none=True)
         if batch is not None:
             obs, act, y, w = (torch.as_tensor(batch[key][0], device=device) for key in
