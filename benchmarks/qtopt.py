@@ -11,7 +11,8 @@ bellman: labelled transitions/s of a real `mpiexec -n 3+K drlmpi --algo qtopt --
 trainer: the trainer's updates/s in such a job whose bellman ranks label faster than it trains (their CEM cut to
          1 x 6 x 6: labelling is then cheap, the trainer's work is unchanged), against a bare torch loop on the same
          labelled batches: the same network, weighted squared error, Adam, clipping and Polyak update. Bracketed as
-         benchmarks/apex.py does (L J L J ... L).
+         benchmarks/apex.py does (L J L J ... L). `busy` divides the job's rate by the fraction of time the trainer
+         was not waiting for a labelled batch (metrics column label_waiting) or at the replay-ratio gate.
 
 Usage: python benchmarks/qtopt.py [--parts cem,bellman,trainer] [--seconds 10] [--repeats 3]
 """
@@ -48,7 +49,8 @@ def cem_part() -> None:
         t_cem = best_of(lambda o=obs: qtopt.greedy(net, o, cfg), repeats=5, number=20 if b > 4 else 200)
         t_fwd = best_of(lambda o=obs, a=act: net(o, a), repeats=5, number=200)
         print(f"  B = {b:3d}: CEM {t_cem / b * 1e6:8.1f} us/state, one forward {t_fwd / b * 1e6:7.2f} us/state, "
-              f"ratio {t_cem / t_fwd:.0f}")
+              f"ratio {t_cem / t_fwd:.0f} (floor: {cfg.cem_iterations} x {cfg.cem_samples} = "
+              f"{cfg.cem_iterations * cfg.cem_samples} forwards of B pairs)")
 
 
 def job(run_dir: str, bellmans: int, seconds: float, rate: float, sets: list[str]) -> list[dict]:
@@ -74,10 +76,13 @@ def job(run_dir: str, bellmans: int, seconds: float, rate: float, sets: list[str
         return list(csv.DictReader(f))
 
 
-def steady_rate(rows: list[dict]) -> float:
-    """Median updates/s over the rows with updates, less the first and last (start-up, end)."""
-    trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
-    return float(np.median(trained))
+def steady_rate(rows: list[dict], busy: bool = False) -> float:
+    """Median updates/s over the rows with updates, less the first and last (start-up, end); with busy, per second
+    the trainer was not waiting for a labelled batch (or at the replay-ratio gate)."""
+    trained = [r for r in rows if int(r["updates"]) > 0][1:-1]
+    return float(np.median([float(r["updates_per_s"]) / (max(1e-3, 1 - float(r["label_waiting"]) -
+                                                              float(r["learner_waiting"])) if busy else 1.0)
+                            for r in trained]))
 
 
 def bellman_part(seconds: float) -> None:
@@ -130,13 +135,18 @@ def trainer_part(seconds: float, repeats: int) -> None:
     batches = labelled_batches(cfg, 16)
     cheap = ["cem_iterations=1", "cem_samples=6", "cem_elites=6"]
     with tempfile.TemporaryDirectory() as d:
-        def run(bare: float) -> float:
-            return steady_rate(job(os.path.join(d, f"t{len(os.listdir(d))}"), 1, seconds, bare, cheap))
+        busy = []
 
-        result = bracketed(lambda: bare_updates_per_s(cfg, batches, seconds / 2), run, repeats)
+        def run(bare: float) -> float:
+            rows = job(os.path.join(d, f"t{len(os.listdir(d))}"), 1, seconds, bare, cheap)
+            busy.append(steady_rate(rows, busy=True))
+            return steady_rate(rows)
+
+        limits, runs, ratios = bracketed(lambda: bare_updates_per_s(cfg, batches, seconds / 2), run, repeats)
     print(f"QT-Opt trainer vs a bare loop, {cfg.env}, batch {cfg.batch_size}, MLP {cfg.hidden}, 1 torch thread "
           f"(bellman CEM cut to 1 x 6 x 6 so that labelling outpaces training)")
-    show("trainer", "updates/s", *result)
+    show("trainer", "updates/s", limits, runs, ratios)
+    show("busy", "updates/s", limits, busy, [b / ((lo + hi) / 2) for b, lo, hi in zip(busy, limits, limits[1:])])
 
 
 def main() -> None:

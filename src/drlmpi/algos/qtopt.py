@@ -107,8 +107,8 @@ class Config(AllreduceOption, vb.ReplayConfig):
     offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")
     updates: int = opt(0, "trainer updates when there are no actors (offline Q-learning): then the bellman ranks "
                           "stop, and the few batches in flight still train")
-    publish_every: int = opt(10, "updates between weight publications to the actors and bellman ranks (Q1' moves by "
-                                 "tau per update: 10 updates change the targets by about 5%)")
+    publish_every: int = opt(10, "updates between weight publications to the actors and bellman ranks (Q1' moves "
+                                 "tau of the way to the online net per update: 5% in 10 updates)")
 
     def check(self):
         super().check()
@@ -304,7 +304,7 @@ def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
 
     sampler = planes.value.replay.sampler(rt.gen)
     writer = planes.labelled.writer(trainers[k % len(trainers)], k)
-    go = cfg.offline_ratio >= 1 or vb.wait_for_replay(sampler, cfg, stop_heard, lambda: None)
+    go = cfg.offline_ratio >= 1 or vb.wait_for_replay(sampler, cfg, stop_heard, lambda: None)  # False: STOP came
     if go and not stopped:
         sampler.request(cfg.batch_size, cfg.offline_ratio)
     while go and not stop_heard():
@@ -326,8 +326,6 @@ def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         writer.send(slot, version)
     sampler.close()  # receives the batch still asked for, then STOP to every shard
     writer.close(on_wait=ckpt.poll)  # the trainer took every batch; then STOP
-    if not stopped:  # the actors finished before replay reached learning_starts: the lead's STOP still comes
-        poll(lambda: True if stop_heard() else None, startup_timeout(rt.size), "the lead trainer's STOP")
     ckpt.close()
 
 

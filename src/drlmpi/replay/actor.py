@@ -1,4 +1,4 @@
-"""The replay actor role: one loop for every replay-based algorithm (Ape-X, GORILA, R2D2; R2D3, QT-Opt next).
+"""The replay actor role: one loop for every replay-based algorithm (Ape-X, GORILA, R2D2, R2D3, QT-Opt).
 
 An actor steps a vector of envs with a policy, reads new weights from its node window every
 `weight_sync_every` vector steps, turns steps into storage rows with a builder, gives each row an
