@@ -11,8 +11,9 @@ bellman: labelled transitions/s of a real `mpiexec -n 3+K drlmpi --algo qtopt --
 trainer: the trainer's updates/s in such a job whose bellman ranks label faster than it trains (their CEM cut to
          1 x 6 x 6: labelling is then cheap, the trainer's work is unchanged), against a bare torch loop on the same
          labelled batches: the same network, weighted squared error, Adam, clipping and Polyak update. Bracketed as
-         benchmarks/apex.py does (L J L J ... L). `busy` divides the job's rate by the fraction of time the trainer
-         was not waiting for a labelled batch (metrics column label_waiting) or at the replay-ratio gate.
+         benchmarks/apex.py does (L J L J ... L). Also the CPU seconds per update of the trainer rank (from
+         /proc, over the middle 60% of its training) against the bare loop's: the work each update costs, whatever
+         share of the cores the other ranks leave it.
 
 Usage: python benchmarks/qtopt.py [--parts cem,bellman,trainer] [--seconds 10] [--repeats 3]
 """
@@ -53,12 +54,33 @@ def cem_part() -> None:
               f"{cfg.cem_iterations * cfg.cem_samples} forwards of B pairs)")
 
 
-def job(run_dir: str, bellmans: int, seconds: float, rate: float, sets: list[str]) -> list[dict]:
-    """metrics.csv rows of `mpiexec -n 3+K drlmpi --algo qtopt` (learner, replay, K bellman, one actor) whose actor
-    fills learning_starts and then steps once per RATIO updates (almost idle), for about `seconds` of training at
-    `rate` updates/s."""
+def rank0_cpu_seconds(pids: dict) -> float | None:
+    """CPU seconds (user + system) of the job's rank 0 (the trainer), found once by its PMI_RANK; None if not yet up."""
+    if "pid" not in pids:
+        for d in os.listdir("/proc"):
+            try:
+                if d.isdigit() and b"PMI_RANK=0\0" in open(f"/proc/{d}/environ", "rb").read() and \
+                        b"drlmpi" in open(f"/proc/{d}/cmdline", "rb").read():
+                    pids["pid"] = int(d)
+                    break
+            except OSError:
+                continue
+        else:
+            return None
+    try:
+        fields = open(f"/proc/{pids['pid']}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def job(run_dir: str, bellmans: int, seconds: float, rate: float, sets: list[str]) -> tuple[list[dict], float]:
+    """(metrics.csv rows, the trainer's CPU seconds per update while training) of `mpiexec -n 3+K drlmpi --algo
+    qtopt` (learner, replay, K bellman, one actor) whose actor fills learning_starts and then steps once per RATIO
+    updates (almost idle), for about `seconds` of training at `rate` updates/s."""
     import csv
     import subprocess
+    import time
 
     cfg = build(qtopt.Config)
     fill, ratio = 2000, 10
@@ -69,20 +91,30 @@ def job(run_dir: str, bellmans: int, seconds: float, rate: float, sets: list[str
            "--set", "checkpoint_replay=false"]
     for s in sets:
         cmd += ["--set", s]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300 + 10 * seconds)
-    if r.returncode:
-        sys.exit(f"job failed:\n{r.stdout}\n{r.stderr}")
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return list(csv.DictReader(f))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples, pids = [], {}  # (trainer CPU seconds, updates in the last metrics row)
+    metrics = os.path.join(run_dir, "metrics.csv")
+    while p.poll() is None:
+        time.sleep(0.25)
+        cpu = rank0_cpu_seconds(pids)
+        if cpu is not None and os.path.exists(metrics):
+            lines = open(metrics).read().splitlines()
+            last = lines[-1].split(",") if lines else []
+            if len(last) > 4 and last[4].isdigit():
+                samples.append((cpu, int(last[4])))
+    out, err = p.communicate(timeout=300 + 10 * seconds)
+    if p.returncode:
+        sys.exit(f"job failed:\n{out}\n{err}")
+    trained = [(c, u) for c, u in samples if u > 0]
+    a, b = trained[len(trained) // 5], trained[-len(trained) // 5]  # the middle 60%: no start-up, no end
+    with open(metrics) as f:
+        return list(csv.DictReader(f)), (b[0] - a[0]) / max(1, b[1] - a[1])
 
 
-def steady_rate(rows: list[dict], busy: bool = False) -> float:
-    """Median updates/s over the rows with updates, less the first and last (start-up, end); with busy, per second
-    the trainer was not waiting for a labelled batch (or at the replay-ratio gate)."""
-    trained = [r for r in rows if int(r["updates"]) > 0][1:-1]
-    return float(np.median([float(r["updates_per_s"]) / (max(1e-3, 1 - float(r["label_waiting"]) -
-                                                              float(r["learner_waiting"])) if busy else 1.0)
-                            for r in trained]))
+def steady_rate(rows: list[dict]) -> float:
+    """Median updates/s over the rows with updates, less the first and last (start-up, end)."""
+    trained = [float(r["updates_per_s"]) for r in rows if int(r["updates"]) > 0][1:-1]
+    return float(np.median(trained))
 
 
 def bellman_part(seconds: float) -> None:
@@ -90,7 +122,7 @@ def bellman_part(seconds: float) -> None:
     print(f"Bellman ranks' labelled transitions/s (batch {cfg.batch_size}, CEM {cfg.cem_iterations} x "
           f"{cfg.cem_samples} x {cfg.cem_elites} on Q1', min(Q1', Q2')), {cfg.env}, actor paused")
     with tempfile.TemporaryDirectory() as d:
-        rates = {k: steady_rate(job(os.path.join(d, f"b{k}"), k, seconds, 60 * k, [])) * cfg.batch_size
+        rates = {k: steady_rate(job(os.path.join(d, f"b{k}"), k, seconds, 60 * k, [])[0]) * cfg.batch_size
                  for k in (1, 2)}
     for k, r in rates.items():
         print(f"  bellman={k}: {r:8.0f} labelled transitions/s ({r / rates[1]:.2f} x one rank)")
@@ -114,7 +146,8 @@ def labelled_batches(cfg, n: int) -> list[tuple[torch.Tensor, ...]]:
     return out
 
 
-def bare_updates_per_s(cfg, batches, seconds: float) -> float:
+def bare_loop_cpu(cfg, batches, seconds: float) -> tuple[float, float]:
+    """(updates/s, CPU seconds per update) of the bare loop: the trainer's limit."""
     obs_space, act_space = spaces(cfg.env)
     net = qtopt.build_net(cfg, obs_space, act_space)
     t1 = copy.deepcopy(net).requires_grad_(False)
@@ -127,26 +160,37 @@ def bare_updates_per_s(cfg, batches, seconds: float) -> float:
         obs, act, y, w = batches[n % len(batches)]
         return (w * (net(obs, act) - y) ** 2).mean()
 
-    return bare_loop(loss_of, net, opt, cfg.max_grad_norm, seconds)
+    import time
+
+    c0 = time.process_time()
+    rate = bare_loop(loss_of, net, opt, cfg.max_grad_norm, seconds)
+    return rate, (time.process_time() - c0) / (rate * seconds)
 
 
 def trainer_part(seconds: float, repeats: int) -> None:
     cfg = build(qtopt.Config)
     batches = labelled_batches(cfg, 16)
     cheap = ["cem_iterations=1", "cem_samples=6", "cem_elites=6"]
+    bare_cpu, job_cpu = [], []
     with tempfile.TemporaryDirectory() as d:
-        busy = []
+        def limit() -> float:
+            rate, cpu = bare_loop_cpu(cfg, batches, seconds / 2)
+            bare_cpu.append(cpu)
+            return rate
 
         def run(bare: float) -> float:
-            rows = job(os.path.join(d, f"t{len(os.listdir(d))}"), 1, seconds, bare, cheap)
-            busy.append(steady_rate(rows, busy=True))
+            rows, cpu = job(os.path.join(d, f"t{len(os.listdir(d))}"), 1, seconds, bare, cheap)
+            job_cpu.append(cpu)
             return steady_rate(rows)
 
-        limits, runs, ratios = bracketed(lambda: bare_updates_per_s(cfg, batches, seconds / 2), run, repeats)
+        limits, runs, ratios = bracketed(limit, run, repeats)
     print(f"QT-Opt trainer vs a bare loop, {cfg.env}, batch {cfg.batch_size}, MLP {cfg.hidden}, 1 torch thread "
-          f"(bellman CEM cut to 1 x 6 x 6 so that labelling outpaces training)")
+          f"(bellman CEM cut to 1 x 6 x 6 so that labelling is cheap)")
     show("trainer", "updates/s", limits, runs, ratios)
-    show("busy", "updates/s", limits, busy, [b / ((lo + hi) / 2) for b, lo, hi in zip(busy, limits, limits[1:])])
+    work = [((lo + hi) / 2) / c for c, lo, hi in zip(job_cpu, bare_cpu, bare_cpu[1:])]
+    print(f"  CPU per update: ratio {np.median(work):.2f} (bare loop's over the trainer's, median of {len(work)}: "
+          f"{', '.join(f'{w:.2f}' for w in work)})   trainer {', '.join(f'{c * 1e3:.3f}' for c in job_cpu)} ms   "
+          f"bare loop {', '.join(f'{c * 1e3:.3f}' for c in bare_cpu)} ms")
 
 
 def main() -> None:
