@@ -160,7 +160,7 @@ def test_round_trip_covers_every_algorithm():
 
 
 # every registered algorithm; a new one is added here (checked above)
-ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt"]
+ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt", "es"]
 ENV = {"qtopt": "Pendulum-v1"}  # continuous actions; the others run on CartPole-v1
 
 

@@ -13,7 +13,8 @@ from drlmpi.errors import UserError
 ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlmpi.algos.gorila",
          "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c",
          "impala": "drlmpi.algos.impala", "ga3c": "drlmpi.algos.ga3c", "seed": "drlmpi.algos.seed",
-         "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt"}
+         "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt",
+         "es": "drlmpi.algos.es"}
 REQUIRED = ("Config", "ROLES", "run")
 
 
