@@ -187,10 +187,8 @@ def trainer_part(seconds: float, repeats: int) -> None:
     print(f"QT-Opt trainer vs a bare loop, {cfg.env}, batch {cfg.batch_size}, MLP {cfg.hidden}, 1 torch thread "
           f"(bellman CEM cut to 1 x 6 x 6 so that labelling is cheap)")
     show("trainer", "updates/s", limits, runs, ratios)
-    work = [((lo + hi) / 2) / c for c, lo, hi in zip(job_cpu, bare_cpu, bare_cpu[1:])]
-    print(f"  CPU per update: ratio {np.median(work):.2f} (bare loop's over the trainer's, median of {len(work)}: "
-          f"{', '.join(f'{w:.2f}' for w in work)})   trainer {', '.join(f'{c * 1e3:.3f}' for c in job_cpu)} ms   "
-          f"bare loop {', '.join(f'{c * 1e3:.3f}' for c in bare_cpu)} ms")
+    work = [((lo + hi) / 2) / c for c, lo, hi in zip(job_cpu, bare_cpu, bare_cpu[1:])]  # the bare loop's over the job's
+    show("cpu", "ms/update", [c * 1e3 for c in bare_cpu], [c * 1e3 for c in job_cpu], work)
 
 
 def main() -> None:

@@ -94,7 +94,6 @@ class Lifecycle:
         self.pauses: list[float] = []  # seconds training paused per checkpoint (the state copy)
         self.written: list[Path] = []
         self.final: tuple[int, int] | None = None  # (id, flags) of the LAST checkpoint once asked for
-        self.row_written = False  # the last metrics row is in (begin's final_row)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._write, name="checkpoint-writer", daemon=True)
         self._thread.start()
@@ -117,12 +116,12 @@ class Lifecycle:
         """Copy the state (make_state() -> State; the pause), ask every other rank, write when complete.
         last: the final checkpoint (flag LAST; SIGNALLED too if a signal asked for the stop).
         parts(ckpt_id, env_steps) -> {name: {file, sha256}}: part files this rank writes itself (serial runs).
-        final_row: (updates, metrics) of the run's last metrics row, written before the final state is copied, so
-        the final checkpoint's history ends with it (close() then writes no other)."""
+        final_row: (updates, metrics) of the run's last metrics row (required with last), written before the final
+        state is copied, so the final checkpoint's history ends with it."""
         ckpt_id, flags = self.ask_last(env_steps, actors_only=True) if last else (self._new_id(), 0)
-        if last and final_row is not None:
+        if last:
+            assert final_row is not None, "the final checkpoint comes with the run's last metrics row"
             self.log.write_row(env_steps, *final_row)
-            self.row_written = True
         t0 = time.perf_counter()
         state = make_state()
         if parts:
@@ -199,11 +198,11 @@ class Lifecycle:
             signals.stopping = True
         return self.written[-1] if self.written else None
 
-    def close(self, env_steps: int, updates: int, metrics: dict | None = None, summary: dict | None = None) -> dict:
-        """The lead's end of a run: wait for the last checkpoint, write the last metric row (unless begin wrote it);
+    def close(self, env_steps: int, updates: int, summary: dict | None = None) -> dict:
+        """The lead's end of a run, after begin(last=True): wait for the last checkpoint and close the run log;
         returns the run's summary (what the CLI prints), with `summary`'s entries added."""
         path = self.finish()
-        self.log.close(env_steps, updates, metrics, row=not self.row_written)
+        self.log.close(env_steps)
         return {"env_steps": env_steps, "updates": updates, "recent_return": self.log.recent_return,
                 "checkpoint": str(path), "seconds": self.log.wall_time(),
                 "checkpoint_pause_s": max(self.pauses, default=0.0), "stopped_by_signal": self.stopped_by_signal(),

@@ -121,10 +121,8 @@ class RunLog:
         """The metric rows written so far: column -> float64 [rows] (NaN where a row lacks the column)."""
         return {c: np.array([r.get(c, np.nan) for r in self._rows], np.float64) for c in self.columns}
 
-    def close(self, env_steps: int, updates: int, metrics: dict | None = None, row: bool = True) -> None:
-        """Write the last metrics row (unless `row` is False: it was written already) and close the files."""
-        if row:
-            self.write_row(env_steps, updates, metrics or {})
+    def close(self, env_steps: int) -> None:
+        """Close the files (the last metrics row is written with the final checkpoint: Lifecycle.begin)."""
         if self._tty:
             self.progress(env_steps, env_steps)
             sys.stderr.write("\n")

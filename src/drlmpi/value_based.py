@@ -21,7 +21,6 @@
 """
 
 import copy
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -387,15 +386,12 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
             life.begin(stats.steps, state)
     if lead:  # the final checkpoint: the shards must have its request before the sampler's STOP
         life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    sampler.close()  # receives the batch still asked for, then STOP to every shard
-    allreduce.close()
-    weights = flat_params(net)
-    summary = {"updates": updates, "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest()}
+    # the sampler receives the batch still asked for, then says STOP to every shard
+    summary = lifecycle.close_learner(net, updates, sampler, allreduce, ckpt=None if lead else ckpt)
     if not lead:
-        ckpt.close()
         return summary
-    planes.weights.bcast(weights, updates)
-    return life.close(stats.steps, updates, summary=summary)
+    planes.weights.bcast(flat_params(net), updates)
+    return life.close(stats.steps, updates, summary)
 
 
 def wait_for_replay(sampler, cfg: ValueConfig, done, tick) -> bool:

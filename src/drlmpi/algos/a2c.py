@@ -127,7 +127,7 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
     if not lead:
         return summary
     life.begin(steps, state, last=True, final_row=(updates, row()))
-    return life.close(steps, updates, summary=summary)
+    return life.close(steps, updates, summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -227,7 +227,7 @@ def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeW
     life.begin(stats.steps, state, last=True, final_row=(window.version, row()))
     read()  # every worker has stopped: no update is in flight
     sha = hashlib.sha256(local.tobytes()).hexdigest()
-    return life.close(stats.steps, window.version, summary={"weights_sha256": sha})
+    return life.close(stats.steps, window.version, {"weights_sha256": sha})
 
 
 def run_ps(rt: Runtime, cfg: Config, net, plane: WeightsPlane, resumed: State | None) -> None:

@@ -41,7 +41,7 @@ from drlmpi.comm.mailbox import sync
 from drlmpi.config import Common, opt, require_at_least, to_dict
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import UserError
-from drlmpi.nets import MLP, flat_params, load_arrays, load_flat
+from drlmpi.nets import MLP, flat_params, load_arrays
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, barrier, wait
 
@@ -248,7 +248,6 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
         for w, i in zip(weight, idx, strict=True):
             g += w * table[i : i + P]
         g /= len(idx) * 2 * cfg.sigma  # an ascent direction of E[F]
-        load_flat(net, theta)
         for p, gp in zip(net.parameters(), torch.split(torch.as_tensor(-g + cfg.weight_decay * theta), [
                 p.numel() for p in net.parameters()]), strict=True):
             p.grad = gp.view_as(p).to(torch.float32)
@@ -271,11 +270,10 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
             ckpt.poll()
         if stop:
             break
-    env.close()
-    summary = lifecycle.close_learner(net, generations, ckpt=None if lead else ckpt)
+    summary = lifecycle.close_learner(net, generations, env, ckpt=None if lead else ckpt)
     if lead:
         life.begin(steps, state, last=True, final_row=(generations, row()))
-        summary = life.close(steps, generations, summary=summary)
+        summary = life.close(steps, generations, summary)
     win.Unlock_all()
     win.Free()
     return summary

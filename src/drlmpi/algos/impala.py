@@ -216,7 +216,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None,
     life.last_reports(stats, rt.channels.reports, updates)
     planes.weights.bcast(flat_params(net), updates)
     life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return life.close(stats.steps, updates, summary=summary)
+    return life.close(stats.steps, updates, summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -429,7 +429,7 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     life.last_reports(stats, rt.channels.reports, updates)
     publish(planes, net, t1, t2, progress, updates)
     life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return life.close(stats.steps, updates, summary=summary)
+    return life.close(stats.steps, updates, summary)
 
 
 def check_layout(layout, cfg: Config) -> None:

@@ -212,7 +212,7 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         return summary
     life.last_reports(stats, rt.channels.reports, updates)
     life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return life.close(stats.steps, updates, summary=summary)
+    return life.close(stats.steps, updates, summary)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
