@@ -18,11 +18,12 @@
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from drlmpi.config import Common, opt, require_at_least
+from drlmpi.config import Common, Hparam, opt, require_at_least
 from drlmpi.errors import UserError
 from drlmpi.nets import ActorCritic, load_arrays
 from drlmpi.ops import vtrace
@@ -43,6 +44,10 @@ class ACConfig(Common):
     max_grad_norm: float = opt(0.5, "gradient clipping by global norm")
     hidden: tuple[int, ...] = opt((64, 64), "MLP hidden sizes (vector observations)")
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
+
+    SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-5, 1e-2),  # what PBT may search (algos.pbt)
+                              "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m"),
+                              "entropy": Hparam(("entropy_cost",), 1e-4, 0.1)}
 
     def check(self):
         require_at_least(self, ("num_envs", "n_steps", "total_env_steps"))

@@ -153,6 +153,12 @@ def verify(path: str | Path, sha256: str | None = None) -> Path:
     return path
 
 
+def digest(path: str | Path) -> str:
+    """A verified file's SHA-256 (hex), as a manifest names it."""
+    with open(verify(path), "rb") as f:
+        return f.read(USERBLOCK)[len(MAGIC):].split(b" ", 1)[0].decode()
+
+
 def open_verified(path: str | Path, sha256: str | None = None):
     """h5py.File (read-only) of a verified drlmpi file."""
     import h5py

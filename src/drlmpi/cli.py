@@ -150,7 +150,7 @@ def train(args) -> int:
         if resumed is not None:
             print(f"resuming from {resumed.path} ({resumed.env_steps} env steps, "
                   f"{int(resumed.counters.get('updates', 0))} updates)", flush=True)
-        if rt.size > 1:
+        if rt.size > 1 and not getattr(module, "SPLITS_WORLD", False):  # (PBT prints its members' layout)
             print(rt.layout.table(), flush=True)
     try:
         summary = module.run(rt, cfg, resumed) if resumed is not None else module.run(rt, cfg)
@@ -170,7 +170,7 @@ def train(args) -> int:
     if rt.rank == 0 and rt.size > 1:
         by_role: dict[str, list] = {}
         for r, m in enumerate(mem):
-            by_role.setdefault(rt.layout.roles[r], []).append(m)
+            by_role.setdefault("rank" if getattr(module, "SPLITS_WORLD", False) else rt.layout.roles[r], []).append(m)
         print("peak memory per rank (MiB): " + ", ".join(
             f"{role} {max(m[0] for m in v):.0f}" + (
                 f" (max of {len(v)}, mean {sum(m[0] for m in v) / len(v):.0f})" if len(v) > 1 else "")
@@ -258,7 +258,7 @@ def make_report(args) -> int:
 
 
 def record_demos(args) -> int:
-    from drlmpi import algos, checkpoint, config, demos
+    from drlmpi import config, demos
     from drlmpi.envs import check_env_id
 
     if args.episodes < 1:
@@ -272,10 +272,11 @@ def record_demos(args) -> int:
         def make_policy(env):
             return fn
     else:
-        ckpt = checkpoint.load(args.checkpoint, parts=False)
+        from drlmpi.evaluate import policy_checkpoint
+
+        ckpt, module = policy_checkpoint(args.checkpoint)
         if ckpt.env != args.env:
             raise UserError(f"--checkpoint {ckpt.path} was trained on {ckpt.env}, not {args.env}")
-        module = algos.get(ckpt.algo)
         cfg, source = config.from_dict(module.Config, ckpt.config), f"checkpoint {ckpt.path}"
 
         def make_policy(env):

@@ -37,6 +37,9 @@ class Common:
     torch_threads: int = opt(0, "torch threads per rank; 0 shares this host's cores among its ranks")
     device: str = opt("auto", "learner device: auto (cuda if available), cpu, cuda")
     layout: str = opt("", "role counts, e.g. learner=2,replay=4,ps=1; the other ranks are actors")
+    pause_at_env_steps: int = opt(0, "end this run with a final checkpoint once this many env steps are done, while "
+                                     "schedules still span total_env_steps (resume to go on); 0: never. PBT sets it "
+                                     "to each member's next ready point")
 
 
 @dataclass
@@ -46,6 +49,27 @@ class AllreduceOption:
 
     allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
                                  "gloo, nccl")
+
+
+@dataclass(frozen=True)
+class Hparam:
+    """A hyperparameter population-based training may search (algos.pbt): config `keys` set together (the first
+    holds the value; each other keeps its default ratio to it, e.g. lr_final to lr), a prior `lo`..`hi` and a
+    scale: `log` (perturbed by multiplying, drawn log-uniformly), `linear` (multiplied, drawn uniformly) or `log1m`
+    (for discounts: 1 - value is multiplied and drawn log-uniformly)."""
+
+    keys: tuple[str, ...]
+    lo: float
+    hi: float
+    scale: str = "log"
+
+
+def search_space(cls) -> dict[str, Hparam]:
+    """The hyperparameters an algorithm's Config declares searchable: the `SEARCH` dicts of its classes, merged."""
+    out: dict[str, Hparam] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("SEARCH", {}))
+    return out
 
 
 def field_docs(cls) -> dict[str, str]:

@@ -33,12 +33,23 @@ def episode_returns(env, policy, episodes: int) -> list[float]:
     return [r for rs in returns for r in rs]
 
 
-def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
+def policy_checkpoint(path: str):
+    """(checkpoint, algorithm module) of the policy a checkpoint or run dir holds; a population's (PBT) is its best
+    member's (the module's `policy_state`)."""
     ckpt = checkpoint.load(path)
-    try:
-        module = algos.get(ckpt.algo)
-    except UserError:
-        raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
+    for _ in range(2):
+        try:
+            module = algos.get(ckpt.algo)
+        except UserError:
+            raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
+        if not hasattr(module, "policy_state"):
+            break
+        ckpt = module.policy_state(ckpt)
+    return ckpt, module
+
+
+def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
+    ckpt, module = policy_checkpoint(path)
     cfg = config.from_dict(module.Config, ckpt.config)
     env = make_vec(cfg.env, min(episodes, 8), seed=seed)
     try:

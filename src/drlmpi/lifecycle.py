@@ -30,6 +30,7 @@ from drlmpi.runtime import poll, probe, signals
 from drlmpi.runtime.wait import PEER_TIMEOUT
 
 STRUCTURAL = ("env", "hidden", "dueling")  # config keys a resumed run may not change (the networks' shapes)
+PAUSE = -1  # Lifecycle.signal() once the run reached cfg.pause_at_env_steps: a stop with no signal
 
 
 def optim_state(opt) -> dict:
@@ -103,6 +104,13 @@ class Lifecycle:
         return self.final is None and self.log.checkpoint_due()
 
     def signal(self) -> int:
+        """What asks the run to stop now: the signal (this rank's, or one a rank forwarded), else PAUSE once the run
+        log has passed cfg.pause_at_env_steps, else 0. Every role loop ends on it the same way."""
+        if (asked := self.asked()) or not getattr(self.cfg, "pause_at_env_steps", 0):
+            return asked
+        return PAUSE if self.log.steps >= self.cfg.pause_at_env_steps else 0
+
+    def asked(self) -> int:
         """The signal that asks the job to stop (this rank's, or one a rank forwarded), else 0."""
         if self.collector:
             self.collector.poll()
@@ -158,7 +166,7 @@ class Lifecycle:
         """Send the final checkpoint's request (LAST) to the actors, or to every rank not asked yet; returns its
         (id, flags). Ranks that stop by a STOP of their clients must have it before that STOP."""
         if self.final is None:
-            self.final = (self._new_id(), LAST | (SIGNALLED if self.signal() else 0))
+            self.final = (self._new_id(), LAST | (SIGNALLED if self.asked() else 0))
         if self.collector:
             only = [w for w in self.collector.targets if w.startswith("actor-")] if actors_only else None
             self.collector.request(self.final[0], env_steps, self.final[1], only=only)

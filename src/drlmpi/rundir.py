@@ -60,6 +60,7 @@ class RunLog:
         self._last_rate = (now, resumed.env_steps if resumed else 0,
                            int(resumed.counters.get("updates", 0)) if resumed else 0)  # time, env_steps, updates
         self.rates = (0.0, 0.0)  # frames/s, updates/s
+        self.steps = resumed.env_steps if resumed else 0  # env steps of the latest tick
 
     def episode(self, ret: float) -> None:
         self.returns.append(ret)
@@ -74,6 +75,7 @@ class RunLog:
         metrics: a dict of extra columns, or a function returning one (called only when a row is written).
         """
         now = time.monotonic()
+        self.steps = env_steps
         t0, s0, u0 = self._last_rate
         if now - t0 >= 1.0:
             self.rates = ((env_steps - s0) * self.frames_per_step / (now - t0), (updates - u0) / (now - t0))

@@ -35,7 +35,7 @@ from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import AllreduceOption, Common, opt, require_at_least, require_choice, to_dict
+from drlmpi.config import AllreduceOption, Common, Hparam, opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
@@ -72,6 +72,8 @@ class ValueConfig(Common):
     max_grad_norm: float = opt(10.0, "gradient clipping by global norm")
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
 
+    SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-6, 1e-2),  # what PBT may search (algos.pbt)
+                              "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m")}
     POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every",
                                            "total_env_steps", "keep_checkpoints")
 
@@ -94,6 +96,8 @@ class AnnealedEpsilon:
     eps_start: float = opt(1.0, "epsilon at the start")
     eps_end: float = opt(0.01, "final epsilon")
     eps_fraction: float = opt(0.2, "fraction of the steps over which epsilon decays linearly")
+
+    SEARCH: ClassVar[dict] = {"eps": Hparam(("eps_end",), 1e-3, 0.2)}
 
     def epsilon(self, frac: float) -> float:
         """Epsilon after a fraction `frac` of the steps."""
@@ -128,6 +132,8 @@ class LearnerConfig(AllreduceOption, ReplayConfig):
 
     eps_base: float = opt(0.4, "epsilon of the per-actor schedule eps^(1 + alpha i / (N - 1))")
     eps_alpha: float = opt(7.0, "alpha of the per-actor epsilon schedule")
+
+    SEARCH: ClassVar[dict] = {"eps": Hparam(("eps_base",), 0.05, 0.8)}
 
     def check(self):
         super().check()

@@ -1,6 +1,7 @@
 """Algorithms, one module each, exposing `Config`, `ROLES`, `run(rt, cfg) -> summary | None` and
 `load_policy(cfg, weights, env)`; optionally `check_layout(layout, cfg)`, which raises UserError for a rank layout
-the algorithm cannot run (before any role starts).
+the algorithm cannot run (before any role starts); `SPLITS_WORLD = True` where the algorithm splits the world into
+groups itself (PBT) and prints their layout.
 
 `--algo` takes a built-in name, or the dotted path of any importable module with the same
 attributes (your own algorithm on drlmpi's runtime), e.g. `--algo mylab.my_algo`.
@@ -14,7 +15,7 @@ ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlm
          "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c",
          "impala": "drlmpi.algos.impala", "ga3c": "drlmpi.algos.ga3c", "seed": "drlmpi.algos.seed",
          "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt",
-         "es": "drlmpi.algos.es"}
+         "es": "drlmpi.algos.es", "pbt": "drlmpi.algos.pbt"}
 REQUIRED = ("Config", "ROLES", "run")
 
 

@@ -28,6 +28,7 @@ Messages (each plane on its own channel, see runtime.Channels):
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from drlmpi import lifecycle
 from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.mailbox import sync
-from drlmpi.config import Common, opt, require_at_least, to_dict
+from drlmpi.config import Common, Hparam, opt, require_at_least, to_dict
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import MLP, flat_params, load_arrays
@@ -61,6 +62,8 @@ class Config(Common):
     hidden: tuple[int, ...] = opt((32, 32), "MLP hidden sizes of the policy")
     eval_every: int = opt(5, "generations between evaluations of the mean policy (worker 0, one episode)")
     max_episode_steps: int = opt(1000, "longest episode evaluated (0: the env's own limit only)")
+
+    SEARCH: ClassVar[dict] = {"lr": Hparam(("lr",), 1e-3, 0.1), "sigma": Hparam(("sigma",), 5e-3, 0.2)}  # algos.pbt
 
     def check(self):
         require_at_least(self, ("pairs", "noise_size", "eval_every", "total_env_steps", "keep_checkpoints"))

@@ -52,6 +52,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.trajectories import TrajectoryPlane
-from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
+from drlmpi.config import AllreduceOption, Hparam, opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
@@ -102,6 +103,7 @@ class Config(AllreduceOption, vb.ReplayConfig):
     cem_elites: int = opt(6, "CEM elites refitted per iteration")
     act_noise: float = opt(0.1, "std of the Gaussian noise on an actor's CEM action, times the box's half-width")
     epsilon: float = opt(0.1, "probability that an actor takes a uniformly random action")
+    SEARCH: ClassVar[dict] = {"eps": Hparam(("epsilon",), 0.01, 0.5)}  # with ReplayConfig's lr and gamma (algos.pbt)
     offline: str = opt("", "offline data, comma-separated: episodes (drlmpi record files) or a previous run's "
                            "replay (its run directory or ckpt-*.h5), loaded into every shard's offline replay")
     offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")

@@ -1,0 +1,423 @@
+"""Population-based training (Jaderberg et al. 2017) in one MPI job: every member any drlmpi algorithm on its own
+group of ranks; members copy better members' state and perturb their hyperparameters.
+
+  mpiexec -n 4  drlmpi --algo pbt --env CartPole-v1                                   (4 DQN members, 1 rank each)
+  mpiexec -n 16 drlmpi --algo pbt --set member=apex --set population=4 --env CartPole-v1   (4 Ape-X members of 4)
+
+The world splits into `population` groups of N / P consecutive ranks (a sub-communicator each); a member runs its
+algorithm's own layout on its group (`--layout` lays out every member). Generations are synchronous:
+
+  train    every member runs its algorithm until its next ready point: `pause_at_env_steps`, a multiple of
+           `ready_every` env steps of that member (its schedules still span total_env_steps), where it writes its
+           full-state checkpoint (member-<m>/checkpoints/) and its ranks load it back: the state it goes on from.
+  rank     world rank 0 gathers each member's score, the mean return of its latest `rank_episodes` episodes, and
+           writes the population checkpoint: the population's history and every member's hyperparameters, each
+           member's checkpoint as a verified part, and its own RNG (checkpoints/ckpt-*.h5 of algo "pbt").
+  exploit  each member of the bottom `quantile` copies one of the top quantile that scored higher: networks,
+           optimizer state and recent returns, from the top member's rank 0 to the bottom one's through buffer
+           messages (comm.states), then broadcast over the member's ranks. It keeps its counters, RNG and replay.
+  explore  it takes the top member's hyperparameters, each then perturbed x0.8 / x1.2 or, with probability
+           `resample_p`, drawn again from its prior (ops.pbt). The optimizer's lr follows a searched `lr`.
+
+With `exploit=false` the same members train side by side with their starting values: the baseline. The searchable
+hyperparameters are the `SEARCH` declarations of the member's Config (config.Hparam; `drlmpi config --algo X`
+lists the keys): at least lr and gamma, and eps or entropy where the algorithm has them.
+
+Run directory: member-<m>/ (each member's own run dir: config.json, metrics.csv, checkpoints), population.csv (a
+row per member and generation: env steps, score, hyperparameters, parent, copy ms), lineage.jsonl (every exploit
+with its explore), checkpoints/. `drlmpi eval RUN_DIR` evaluates the member that scored best at the end; `drlmpi
+report RUN_DIR` plots the population's scores and hyperparameters.
+
+Signals: each member stops at its next safe point with a final checkpoint (its algorithm's lifecycle), then the job
+writes the population checkpoint and exits 75; a member whose ranks got no signal trains on to its ready point
+first. `--resume auto` continues the interrupted generation (members resume from their checkpoints, onto any
+number of ranks that splits into the population), or, from a ready point, makes that point's decisions again with
+the restored RNG: the same ones.
+
+Messages (the world's control channel; each member's planes are its algorithm's own):
+  tag / call            from -> to                                 payload                                   when
+  barrier + gather      every rank -> world rank 0                 stop flag; member root: score, steps,     ready
+                                                                   updates, checkpoint path, copy ms
+  bcast                 world rank 0 -> every rank                 decision: stop, done, pairs, values       ready
+  STATE (uint8) x2      top member's rank 0 -> bottom member's     JSON header, then the body of arrays      exploit
+                        rank 0
+  barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (comm.states.bcast)   exploit
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from drlmpi import algos, checkpoint, config, runtime
+from drlmpi.checkpoint import State
+from drlmpi.comm import states
+from drlmpi.comm.checkpoint import rng_state, set_rng_state
+from drlmpi.comm.tags import Tag
+from drlmpi.config import Common, Hparam, opt, require_at_least
+from drlmpi.errors import CheckpointError, UserError
+from drlmpi.ops import pbt as ops
+from drlmpi.runtime import RoleSpec, Runtime, barrier, wait_all
+from drlmpi.runtime.context import usable_cores
+
+ROLES = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
+SPLITS_WORLD = True  # the CLI prints no world layout table: run() prints the members'
+STRUCTURAL = ("member", "population", "search")
+__all__ = ["ROLES", "Config", "check_layout", "load_policy", "policy_state", "run"]
+
+
+@dataclass
+class Config(Common):
+    member: str = opt("dqn", "the members' algorithm (any --algo name or module path)")
+    population: int = opt(4, "members: the world splits into this many groups of N / P ranks")
+    total_env_steps: int = opt(0, "environment steps per member; 0: the member algorithm's default")
+    ready_every: int = opt(10_000, "env steps of a member between exploit/explore rounds")
+    search: str = opt("lr", "searched hyperparameters, comma-separated: name, or name:lo:hi to set its prior "
+                            "(names: the member Config's SEARCH)")
+    init: str = opt("spread", "starting values: spread (evenly over each prior, ends included), random, or lists "
+                              "name=v0:v1:...,name2=... (one value per member)")
+    exploit: bool = opt(True, "exploit and explore at ready points (false: the same population as a baseline)")
+    quantile: float = opt(0.25, "share of members in the bottom (and top) group at a ready point")
+    resample_p: float = opt(0.25, "explore: probability that a value is drawn again from its prior")
+    perturb: tuple[float, ...] = opt((0.8, 1.2), "explore: the factors a value is multiplied by (one drawn)")
+    rank_episodes: int = opt(10, "a member's score: the mean return of its latest this-many episodes")
+    member_set: str = opt("", "the members' other config keys, as `key=value;key=value` (like --set)")
+    ready_timeout: float = opt(86_400.0, "seconds a member waits at a ready point for the others")
+
+    def check(self):
+        require_at_least(self, ("population", "ready_every", "rank_episodes", "keep_checkpoints"))
+        if self.member in ("pbt", __name__):
+            raise UserError("config: member cannot be pbt itself")
+        if not 0 < self.quantile <= 0.5:
+            raise UserError(f"config: quantile must be in (0, 0.5], got {self.quantile}")
+        if not 0 <= self.resample_p <= 1:
+            raise UserError(f"config: resample_p must be in [0, 1], got {self.resample_p}")
+        if not self.perturb or min(self.perturb) <= 0:
+            raise UserError(f"config: perturb needs factors > 0, got {self.perturb}")
+        base = member_config(self, 0, {}, 0)  # the member's own checks (and its default step count)
+        if not self.total_env_steps:
+            self.total_env_steps = base.total_env_steps
+        space_of(self)
+        initial_values(self, np.random.default_rng(0))  # refuses a bad `init` before any rank starts
+
+
+# ---- the population's configuration ----------------------------------------------------------------------
+
+
+def space_of(cfg: Config) -> dict[str, Hparam]:
+    """The searched hyperparameters: cfg.search's names with the member's priors (or the ranges given)."""
+    declared = config.search_space(algos.get(cfg.member).Config)
+    out = {}
+    for item in filter(None, (s.strip() for s in cfg.search.split(","))):
+        name, *rng = item.split(":")
+        if name not in declared:
+            raise UserError(f"config: search: {cfg.member} has no searchable '{name}' (it has: "
+                            f"{', '.join(declared) or 'none'})")
+        hp = declared[name]
+        if rng:
+            try:
+                lo, hi = map(float, rng)
+            except ValueError:
+                raise UserError(f"config: search: expected name:lo:hi, got '{item}'") from None
+            if not lo < hi or (hp.scale == "log" and lo <= 0) or (hp.scale == "log1m" and hi >= 1):
+                raise UserError(f"config: search: bad prior {lo:g}..{hi:g} for {name} ({hp.scale} scale)")
+            hp = Hparam(hp.keys, lo, hi, hp.scale)
+        out[name] = hp
+    return out
+
+
+def initial_values(cfg: Config, rng: np.random.Generator) -> list[dict[str, float]]:
+    """Each member's starting hyperparameters (cfg.init)."""
+    space = space_of(cfg)
+    if cfg.init in ("spread", "random"):
+        return ops.initial(space, cfg.population, rng, spread=cfg.init == "spread")
+    out: list[dict[str, float]] = [{} for _ in range(cfg.population)]
+    for item in filter(None, (s.strip() for s in cfg.init.split(","))):
+        name, sep, vals = item.partition("=")
+        try:
+            values = [float(v) for v in vals.split(":")]
+        except ValueError:
+            values = []
+        if not sep or name not in space or len(values) != cfg.population:
+            raise UserError(f"config: init: expected spread, random or name=v0:...:v{cfg.population - 1} for a "
+                            f"searched name, got '{item}'")
+        for m, v in enumerate(values):
+            out[m][name] = v
+    missing = [n for n in space if n not in out[0]]
+    if missing:
+        raise UserError(f"config: init gives no values for {', '.join(missing)}")
+    return out
+
+
+def member_seed(seed: int, m: int) -> int:
+    return int(np.random.SeedSequence([seed, m]).generate_state(1)[0] % 2**31)
+
+
+def member_config(cfg: Config, m: int, values: dict[str, float], pause_at: int, threads: int = 0):
+    """Member m's config: its algorithm's defaults, member_set, the population's run settings, `values` (a tied key
+    keeps its default ratio to the first, e.g. lr_final to lr) and its next ready point."""
+    module = algos.get(cfg.member)
+    sets = [s.strip() for s in cfg.member_set.split(";") if s.strip()]
+    flags = {"env": cfg.env, "seed": member_seed(cfg.seed, m), "run_dir": str(Path(cfg.run_dir) / f"member-{m}"),
+             "checkpoint_every": cfg.checkpoint_every, "keep_checkpoints": cfg.keep_checkpoints,
+             "checkpoint_replay": cfg.checkpoint_replay, "log_every": cfg.log_every, "device": cfg.device,
+             "torch_threads": cfg.torch_threads or threads, "pause_at_env_steps": pause_at}
+    if cfg.total_env_steps:
+        flags["total_env_steps"] = cfg.total_env_steps
+    if cfg.layout:
+        flags["layout"] = cfg.layout
+    try:
+        base = config.build(module.Config, None, sets, **flags)
+        space = config.search_space(module.Config)
+        for name, v in values.items():
+            first, *tied = space[name].keys
+            default = getattr(base, first)
+            sets = sets + [f"{first}={v!r}"] + [f"{k}={getattr(base, k) * v / default if default else 0.0!r}"
+                                                for k in tied]
+        return config.build(module.Config, None, sets, **flags)
+    except UserError as e:
+        raise UserError(f"pbt member {cfg.member}: {e}") from None
+
+
+def check_layout(layout, cfg: Config) -> None:
+    """Every member's group must hold its algorithm's layout: one line, exit 2, before any role starts."""
+    n, p = layout.size, cfg.population
+    if n % p:
+        raise UserError(f"pbt: {n} ranks do not split into {p} members (use a multiple of {p} ranks)")
+    module, k = algos.get(cfg.member), n // p
+    spec = module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
+    for m in range(p):
+        try:
+            member = runtime.build_layout(k, spec, cfg.member, layout.hosts[m * k:(m + 1) * k], (1,) * k)
+        except UserError as e:
+            raise UserError(f"pbt: member {m} on {k} rank(s): {e}") from None
+        if hasattr(module, "check_layout"):
+            module.check_layout(member, member_config(cfg, m, {}, 0))
+
+
+# ---- the population's records ----------------------------------------------------------------------------
+
+BASE_COLUMNS = ["generation", "member", "env_steps", "score", "parent", "copy_ms", "updates"]
+
+
+def columns(cfg: Config) -> list[str]:
+    return BASE_COLUMNS + [f"hp_{n}" for n in space_of(cfg)]
+
+
+def write_records(run_dir: Path, cols: list[str], rows: list[dict]) -> None:
+    """population.csv and lineage.jsonl from the rows (rewritten whole: they are small)."""
+    lines = [",".join(cols)] + [",".join(_fmt(r[c]) for c in cols) for r in rows]
+    (run_dir / "population.csv").write_text("\n".join(lines) + "\n")
+    at = {(int(r["generation"]), int(r["member"])): r for r in rows}
+    events = []
+    for r in rows:
+        g, m, parent = int(r["generation"]), int(r["member"]), int(r["parent"])
+        if parent < 0 or (g - 1, m) not in at or (g - 1, parent) not in at:
+            continue
+        before, top = at[(g - 1, m)], at[(g - 1, parent)]
+        hp = [c[3:] for c in cols if c.startswith("hp_")]
+        events.append({"generation": g, "env_steps": int(before["env_steps"]), "event": "exploit+explore",
+                       "member": m, "from": parent, "score": before["score"], "from_score": top["score"],
+                       "copy_ms": r["copy_ms"], "hparams_before": {n: before[f"hp_{n}"] for n in hp},
+                       "copied": {n: top[f"hp_{n}"] for n in hp}, "hparams": {n: r[f"hp_{n}"] for n in hp}})
+    (run_dir / "lineage.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"
+
+
+def rows_of(metrics: dict) -> list[dict]:
+    n = len(metrics.get("generation", ()))
+    return [{c: float(a[i]) for c, a in metrics.items()} for i in range(n)]
+
+
+def save_population(rt: Runtime, cfg: Config, ckpt_id: int, g: int, ready: bool, values, parents, reports, rows,
+                    roles, wall: float) -> Path:
+    """World rank 0: the population checkpoint (member checkpoints as parts, verified on load)."""
+    cdir = Path(cfg.run_dir) / "checkpoints"
+    steps = min(r["env_steps"] for r in reports)
+    counters = {"env_steps": steps, "generation": g, "ready": int(ready), "wall_time": wall,
+                "updates": sum(r["updates"] for r in reports),
+                **{f"parent.{m}": parents[m] for m in range(len(reports))},
+                **{f"copy_ms.{m}": r["copy_ms"] for m, r in enumerate(reports)},
+                **{f"hp.{m}.{n}": v for m, vs in enumerate(values) for n, v in vs.items()}}
+    parts = {f"member-{m}": {"file": os.path.relpath(r["checkpoint"], cdir),
+                             "sha256": checkpoint.digest(r["checkpoint"])} for m, r in enumerate(reports)}
+    cols = columns(cfg)
+    state = State(algo="pbt", env=cfg.env, config=config.to_dict(cfg), counters=counters,
+                  rng={"pbt": rng_state(rt.gen)},
+                  metrics={c: np.array([r[c] for r in rows], np.float64) for c in cols}, layout=roles, parts=parts,
+                  id=ckpt_id)
+    path = checkpoint.save(cdir / checkpoint.name_of(steps, ckpt_id), state)
+    checkpoint.prune(cdir, cfg.keep_checkpoints)
+    return path
+
+
+# ---- one rank's run --------------------------------------------------------------------------------------
+
+
+def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    """Every rank: split into members, train generation after generation, exploit and explore at ready points;
+    returns the population's summary on world rank 0."""
+    from drlmpi.runtime import set_role, signals
+
+    module, space = algos.get(cfg.member), space_of(cfg)
+    p, k = cfg.population, rt.size // cfg.population
+    m = rt.rank // k
+    comm = rt.world.Split(m, rt.rank)  # this member's ranks
+    root = comm.rank == 0  # the member's rank 0: it reports, and sends or receives states
+    lead0 = rt.rank == 0  # the population's controller
+    threads = max(1, usable_cores() // rt.node.size)  # the host's cores shared by every member's ranks there
+    spec = module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
+    mrt = runtime.start(spec, cfg.member, member_seed(cfg.seed, m), comm, cfg.torch_threads or threads)
+    set_role(f"{mrt.role} of member {m}")
+    roles = rt.world.allgather((mrt.role, mrt.layout.hosts[comm.rank]))  # control plane, once
+    if lead0:
+        print(f"pbt: {p} {cfg.member} member(s) of {k} rank(s); searching {', '.join(space) or 'nothing'}"
+              f"{'' if cfg.exploit else ' (exploit and explore off)'}\n" + (mrt.layout.table() if k > 1 else ""),
+              flush=True)
+    start = time.monotonic() - (resumed.counters.get("wall_time", 0.0) if resumed else 0.0)
+    generations = math.ceil(cfg.total_env_steps / cfg.ready_every)
+    cols, rows = columns(cfg), rows_of(resumed.metrics) if resumed else []
+    if resumed:
+        g, at_ready = int(resumed.counters["generation"]), bool(resumed.counters["ready"])
+        values = [{n: float(resumed.counters[f"hp.{j}.{n}"]) for n in space} for j in range(p)]
+        if lead0:
+            set_rng_state(rt.gen, resumed.rng["pbt"])
+        mine = checkpoint.load(resumed.part_path(f"member-{m}"), parts=root)
+        ckpt_id = resumed.id + 1
+    else:
+        g, at_ready, mine, ckpt_id = 0, False, None, 1
+        values = rt.world.bcast(initial_values(cfg, rt.gen) if lead0 else None, root=0)
+    parents, copy_ms = [-1] * p, 0.0  # the member each copied at the start of this generation, the ms it took
+    if resumed and not at_ready:
+        parents = [int(resumed.counters.get(f"parent.{j}", -1)) for j in range(p)]
+        copy_ms = float(resumed.counters.get(f"copy_ms.{m}", 0.0))
+    if lead0:
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        write_records(Path(cfg.run_dir), cols, rows)
+    reports: list[dict] = []
+    decision = {"stop": False, "done": False}
+    while True:
+        if at_ready:
+            at_ready = False  # resumed at a ready point: decide again, as the run did
+            scores = {int(r["member"]): r["score"] for r in rows if int(r["generation"]) == g}
+            reports = [{"score": scores[j]} for j in range(p)]
+        else:
+            pause_at = min(cfg.total_env_steps, (g + 1) * cfg.ready_every)
+            mcfg = member_config(cfg, m, values[m], pause_at, threads)
+            summary = module.run(mrt, mcfg, mine) if mine is not None else module.run(mrt, mcfg)
+            barrier(comm, cfg.ready_timeout)
+            path = next((s["checkpoint"] for s in comm.allgather(summary) if s and s.get("checkpoint")), None)
+            if path is None:
+                raise RuntimeError(f"member {m} ({cfg.member}) ended without a checkpoint")
+            mine = checkpoint.load(path, parts=root)
+            got = mine.returns[-cfg.rank_episodes:]
+            report = {"member": m, "score": float(np.mean(got)) if got else math.nan, "env_steps": mine.env_steps,
+                      "updates": int(mine.counters.get("updates", 0)), "checkpoint": path, "copy_ms": copy_ms,
+                      "reached": mine.env_steps >= pause_at or pause_at >= cfg.total_env_steps} if root else None
+            stop = bool(signals.stopping or signals.asked())
+            barrier(rt.world, cfg.ready_timeout)  # politely, until every member is at its ready point
+            gathered = rt.world.gather((stop, report), root=0)
+            if lead0:
+                reports = [r for _, r in gathered if r is not None]
+                stop = any(s for s, _ in gathered)
+                ready = all(r["reached"] for r in reports) and not stop
+                if ready:
+                    rows += [{"generation": g, "member": r["member"], "env_steps": r["env_steps"],
+                              "score": r["score"], "parent": parents[r["member"]], "copy_ms": r["copy_ms"],
+                              "updates": r["updates"], **{f"hp_{n}": v for n, v in values[r["member"]].items()}}
+                             for r in reports]
+                    write_records(Path(cfg.run_dir), cols, rows)
+                last = save_population(rt, cfg, ckpt_id, g, ready, values, parents, reports, rows, roles_dict(roles),
+                                       time.monotonic() - start)
+                ckpt_id += 1
+                best = max(range(p), key=lambda j: -math.inf if math.isnan(reports[j]["score"]) else
+                           reports[j]["score"])
+                print(f"pbt generation {g + 1}/{generations}: scores " +
+                      ", ".join(f"{r['score']:.1f}" for r in reports) + f"; best member {best}", flush=True)
+                decision = {"stop": stop, "done": stop or g + 1 >= generations or
+                            all(r["env_steps"] >= cfg.total_env_steps for r in reports)}
+            decision = rt.world.bcast(decision if lead0 else None, root=0)
+            if decision["done"]:
+                break
+        if lead0:
+            pairs = ops.exploit_pairs([r["score"] for r in reports], cfg.quantile, rt.gen) if cfg.exploit else []
+            new = [dict(v) for v in values]
+            for b, t in pairs:
+                new[b] = ops.explore(values[t], space, rt.gen, cfg.resample_p, cfg.perturb)
+            decision = {"pairs": pairs, "values": new}
+            for b, t in pairs:
+                print(f"pbt: member {b} ({reports[b]['score']:.1f}) copies member {t} ({reports[t]['score']:.1f}); "
+                      + ", ".join(f"{n} {values[t][n]:.4g} -> {new[b][n]:.4g}" for n in space), flush=True)
+        decision = rt.world.bcast(decision if lead0 else None, root=0)
+        copy_ms = exploit(rt, comm, m, k, mine, decision["pairs"], values, decision["values"], space)
+        parents = [-1] * p
+        for b, t in decision["pairs"]:
+            parents[b] = t
+        values = decision["values"]
+        g += 1
+    if decision["stop"]:
+        signals.stopping = True  # every rank: the job exits with the requeue code
+    comm.Free()
+    if not lead0:
+        return None
+    best = max(range(p), key=lambda j: -math.inf if math.isnan(reports[j]["score"]) else reports[j]["score"])
+    return {"env_steps": sum(r["env_steps"] for r in reports), "updates": sum(r["updates"] for r in reports),
+            "recent_return": reports[best]["score"], "checkpoint": str(last), "seconds": time.monotonic() - start,
+            "best_member": best, "generations": g + 1, "stopped_by_signal": decision["stop"]}
+
+
+def exploit(rt: Runtime, comm, m: int, k: int, mine: State, pairs, old, new, space) -> float:
+    """Every rank: top members' roots send their state to the bottom members' roots, which share it with their
+    ranks; returns the ms this member's copy took (0 if it copied none)."""
+    reqs, packed, took = [], None, 0.0
+    for b, t in pairs:
+        if m == t and comm.rank == 0:
+            packed = packed or states.pack(mine)
+            reqs += states.send(rt.channels.control, b * k, Tag.STATE, *packed)
+    for b, t in pairs:
+        if m != b:
+            continue
+        t0 = time.perf_counter()
+        header = body = None
+        if comm.rank == 0:
+            header, body = states.recv(rt.channels.control, t * k, Tag.STATE, f"member {t}'s state")
+        if comm.size > 1:
+            header, body = states.bcast(comm, 0, header, body)
+        states.unpack(header, body, mine)
+        if "lr" in space and old[t]["lr"] > 0:  # the copied optimizer's groups follow the new lr
+            for o in mine.optim.values():
+                for group in o["groups"]:
+                    if "lr" in group:
+                        group["lr"] *= new[b]["lr"] / old[t]["lr"]
+        took = 1e3 * (time.perf_counter() - t0)
+    wait_all(reqs, what="the bottom members' receipt of a state")
+    return took
+
+
+def roles_dict(roles) -> dict:
+    return {"roles": [r for r, _ in roles], "hosts": [h for _, h in roles]}
+
+
+# ---- evaluation ------------------------------------------------------------------------------------------
+
+
+def policy_state(state: State) -> State:
+    """The checkpoint `drlmpi eval` and `record` use for a population: its best-scoring member's at the end."""
+    rows = rows_of(state.metrics)
+    if not rows:
+        raise CheckpointError(f"{state.path}: no generation has finished yet: evaluate a member's run dir instead")
+    g = max(int(r["generation"]) for r in rows)
+    last = [r for r in rows if int(r["generation"]) == g]
+    best = max(last, key=lambda r: -math.inf if math.isnan(r["score"]) else r["score"])
+    return checkpoint.load(state.part_path(f"member-{int(best['member'])}"))
+
+
+def load_policy(cfg: Config, weights, env):
+    raise CheckpointError("a population checkpoint holds no policy of its own (drlmpi eval uses its best member)")
