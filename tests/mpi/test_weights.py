@@ -39,3 +39,9 @@ def test_a3c_workers_update_one_shared_vector_with_no_lock():
     r = mpirun(4, [sys.executable, script("a3c_hogwild.py")], timeout=120)
     assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr
     print(next(line for line in r.stdout.splitlines() if line.startswith("A3C Hogwild!")))
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_pbt_exploit_copies_a_members_state_exactly(n):
+    r = mpirun(n, [sys.executable, script("pbt_exploit.py")], timeout=120)
+    assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr

@@ -228,7 +228,7 @@ def write_records(run_dir: Path, cols: list[str], rows: list[dict]) -> None:
 
 
 def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:.6g}"
+    return str(int(v)) if float(v).is_integer() else repr(float(v))  # exact: lineage and CSV agree
 
 
 def rows_of(metrics: dict) -> list[dict]:
@@ -236,9 +236,10 @@ def rows_of(metrics: dict) -> list[dict]:
     return [{c: float(a[i]) for c, a in metrics.items()} for i in range(n)]
 
 
-def save_population(rt: Runtime, cfg: Config, ckpt_id: int, g: int, ready: bool, values, parents, reports, rows,
-                    roles, wall: float) -> Path:
-    """World rank 0: the population checkpoint (member checkpoints as parts, verified on load)."""
+def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int, ready: bool, values, parents,
+                    reports, rows, roles, wall: float) -> Path:
+    """World rank 0: the population checkpoint (member checkpoints as parts, verified on load). reports[m]: member m's
+    env_steps, updates, checkpoint path and copy_ms; rows: the history (columns(cfg)); roles: layout_dict-like."""
     cdir = Path(cfg.run_dir) / "checkpoints"
     steps = min(r["env_steps"] for r in reports)
     counters = {"env_steps": steps, "generation": g, "ready": int(ready), "wall_time": wall,
@@ -250,7 +251,7 @@ def save_population(rt: Runtime, cfg: Config, ckpt_id: int, g: int, ready: bool,
                              "sha256": checkpoint.digest(r["checkpoint"])} for m, r in enumerate(reports)}
     cols = columns(cfg)
     state = State(algo="pbt", env=cfg.env, config=config.to_dict(cfg), counters=counters,
-                  rng={"pbt": rng_state(rt.gen)},
+                  rng={"pbt": rng_state(gen)},
                   metrics={c: np.array([r[c] for r in rows], np.float64) for c in cols}, layout=roles, parts=parts,
                   id=ckpt_id)
     path = checkpoint.save(cdir / checkpoint.name_of(steps, ckpt_id), state)
@@ -289,7 +290,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
         values = [{n: float(resumed.counters[f"hp.{j}.{n}"]) for n in space} for j in range(p)]
         if lead0:
             set_rng_state(rt.gen, resumed.rng["pbt"])
-        mine = checkpoint.load(resumed.part_path(f"member-{m}"), parts=root)
+        mine = checkpoint.load(member_path(resumed, m), parts=root)
         ckpt_id = resumed.id + 1
     else:
         g, at_ready, mine, ckpt_id = 0, False, None, 1
@@ -334,8 +335,8 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
                               "updates": r["updates"], **{f"hp_{n}": v for n, v in values[r["member"]].items()}}
                              for r in reports]
                     write_records(Path(cfg.run_dir), cols, rows)
-                last = save_population(rt, cfg, ckpt_id, g, ready, values, parents, reports, rows, roles_dict(roles),
-                                       time.monotonic() - start)
+                last = save_population(rt.gen, cfg, ckpt_id, g, ready, values, parents, reports, rows,
+                                       roles_dict(roles), time.monotonic() - start)
                 ckpt_id += 1
                 best = max(range(p), key=lambda j: -math.inf if math.isnan(reports[j]["score"]) else
                            reports[j]["score"])
@@ -401,6 +402,11 @@ def exploit(rt: Runtime, comm, m: int, k: int, mine: State, pairs, old, new, spa
     return took
 
 
+def member_path(state: State, m: int) -> Path:
+    """Member m's checkpoint that a population checkpoint links."""
+    return Path(os.path.normpath(state.part_path(f"member-{m}")))
+
+
 def roles_dict(roles) -> dict:
     return {"roles": [r for r, _ in roles], "hosts": [h for _, h in roles]}
 
@@ -416,7 +422,7 @@ def policy_state(state: State) -> State:
     g = max(int(r["generation"]) for r in rows)
     last = [r for r in rows if int(r["generation"]) == g]
     best = max(last, key=lambda r: -math.inf if math.isnan(r["score"]) else r["score"])
-    return checkpoint.load(state.part_path(f"member-{int(best['member'])}"))
+    return checkpoint.load(member_path(state, int(best["member"])))
 
 
 def load_policy(cfg: Config, weights, env):

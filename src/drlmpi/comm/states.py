@@ -46,6 +46,10 @@ def pack(state) -> tuple[bytes, np.ndarray]:
 def unpack(header: bytes, body: np.ndarray, state) -> None:
     """Replace state's nets, optim and returns with the packed ones (arrays are views of `body`)."""
     h = json.loads(bytes(header))
+    entries = [e[2:] for e in h["nets"]] + [e[2:] for o in h["optim"].values() for e in o["state"]]
+    size = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for dtype, shape in entries)
+    if size != body.size:
+        raise ValueError(f"state body of {body.size} bytes, header describes {size}")
     at = 0
 
     def take(dtype: str, shape: list) -> np.ndarray:
@@ -65,8 +69,6 @@ def unpack(header: bytes, body: np.ndarray, state) -> None:
         for index, key, dtype, shape in o["state"]:
             st.setdefault(index, {})[key] = take(dtype, shape)
         optim[name] = {"groups": o["groups"], "state": st}
-    if at != body.size:
-        raise ValueError(f"state body of {body.size} bytes, header describes {at}")
     state.nets, state.optim, state.returns = nets, optim, h["returns"]
 
 
