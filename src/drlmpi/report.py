@@ -12,6 +12,11 @@ One figure per metric, every run overlaid in it (a seed sweep or a comparison of
 
 A figure is left out when no run has its metric (DQN has no actors: no policy lag). Matplotlib's Agg
 backend draws them: no display needed.
+
+A population's run dir (PBT: population.csv) stands for its members' run dirs in those figures, and adds
+
+  population[_<run>].png   each member's score at every ready point (x: exploits), against env steps
+  hparams[_<run>].png      each searched hyperparameter of each member against env steps
 """
 
 import csv
@@ -69,7 +74,17 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [read_run(d) for d in run_dirs]
+    populations = [Path(d) for d in run_dirs if (Path(d) / "population.csv").exists()]
+    expanded = []
+    for d in run_dirs:  # a population stands for its members
+        members = sorted(Path(d).glob("member-*"), key=lambda p: int(p.name.split("-")[1])) \
+            if Path(d) in populations else []
+        expanded += [str(m) for m in members if (m / "metrics.csv").exists()] or ([] if members else [d])
+    runs = [read_run(d) for d in expanded]
+    if populations:
+        for r in runs:
+            if r["dir"].name.startswith("member-"):
+                r["name"] = f"{r['dir'].parent.name}/{r['dir'].name}"
     names = [r["name"] for r in runs]
     if len(set(names)) < len(names):  # same leaf names: qualify with the parent
         for r in runs:
@@ -98,9 +113,51 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
+    for d in populations:
+        written += population_figures(d, out_dir, f"_{d.name}" if len(populations) > 1 else "", plt)
     summary = out_dir / "summary.md"
     summary.write_text(summary_md(runs, written))
     return [*written, summary]
+
+
+def population_figures(d: Path, out_dir: Path, suffix: str, plt) -> list[Path]:
+    """A PBT run's scores and hyperparameters per member against env steps, exploits marked."""
+    try:
+        with open(d / "population.csv", newline="") as f:
+            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    except (OSError, ValueError, csv.Error) as e:
+        raise UserError(f"{d / 'population.csv'}: unreadable ({e})") from None
+    if not rows:
+        return []
+    hps = [k for k in rows[0] if k.startswith("hp_")]
+    members = sorted({int(r["member"]) for r in rows})
+    written = []
+    for file, keys in ((f"population{suffix}", ["score"]), (f"hparams{suffix}", hps)):
+        if not keys:
+            continue
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 3.2 * len(keys)), squeeze=False)
+        for ax, key in zip(axes[:, 0], keys):
+            for m in members:
+                mine = [r for r in rows if int(r["member"]) == m]
+                x, y = [r["env_steps"] for r in mine], [r[key] for r in mine]
+                ax.plot(x, y, color=f"C{m % 10}", marker=".", label=f"member {m}")
+                ex = [(r["env_steps"], r[key]) for r in mine if r["parent"] >= 0]
+                if ex:
+                    ax.scatter(*zip(*ex), color=f"C{m % 10}", marker="x", s=40)
+            vals = [r[key] for r in rows if np.isfinite(r[key])]
+            if key != "score" and vals and min(vals) > 0 and max(vals) / min(vals) > 20:
+                ax.set_yscale("log")
+            ax.set(xlabel="member env steps", ylabel=key.removeprefix("hp_"))
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_title(f"{d.name}: " + ("score at each ready point (x: after an exploit)" if keys == ["score"]
+                                              else "hyperparameters (x: after an exploit)"))
+        axes[0, 0].legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{file}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def _last(a: np.ndarray) -> float:

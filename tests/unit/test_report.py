@@ -55,3 +55,23 @@ def test_bad_run_dirs_one_line_exit_2(tmp_path, capsys, content):
     assert cli.main(["report", str(d)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("drlmpi: error: "), err
+
+
+def test_population_run_reports_its_members_scores_and_hyperparameters(tmp_path):
+    from drlmpi.algos.pbt import write_records
+
+    d = tmp_path / "pbt-run"
+    for m in range(3):
+        fake_run(d / f"member-{m}", "dqn", m, ["time", "env_steps", "env_frames", "recent_return"])
+    cols = ["generation", "member", "env_steps", "score", "parent", "copy_ms", "updates", "hp_lr"]
+    rows = [{"generation": g, "member": m, "env_steps": 1000 * (g + 1), "score": 10.0 * g + m,
+             "parent": 2 if (g, m) == (1, 0) else -1, "copy_ms": 1.0, "updates": 5, "hp_lr": 10.0 ** (-6 + 2 * m)}
+            for g in range(3) for m in range(3)]
+    write_records(d, cols, rows)
+    assert len((d / "lineage.jsonl").read_text().splitlines()) == 1
+    out = tmp_path / "report"
+    assert cli.main(["report", str(d), "--out", str(out)]) == 0
+    pngs = sorted(p.stem for p in out.glob("*.png"))
+    assert pngs == ["hparams", "population", "return_vs_steps", "return_vs_time"], pngs
+    summary = (out / "summary.md").read_text()
+    assert all(f"| pbt-run/member-{m} | dqn |" in summary for m in range(3)), summary
