@@ -313,22 +313,23 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
             pause_at = min(cfg.total_env_steps, (g + 1) * cfg.ready_every)
             mcfg = member_config(cfg, m, values[m], pause_at, threads)
             summary = module.run(mrt, mcfg, mine) if mine is not None else module.run(mrt, mcfg)
-            barrier(comm, cfg.ready_timeout)
+            barrier(comm, cfg.ready_timeout, what=f"member {m}'s ranks at the end of its generation")
             path = next((s["checkpoint"] for s in comm.allgather(summary) if s and s.get("checkpoint")), None)
             if path is None:
                 raise RuntimeError(f"member {m} ({cfg.member}) ended without a checkpoint")
             mine = checkpoint.load(path, parts=root)
             got = mine.returns[-cfg.rank_episodes:]
+            stop = bool(signals.stopping or signals.asked())
             report = {"member": m, "score": float(np.mean(got)) if got else math.nan, "env_steps": mine.env_steps,
                       "updates": int(mine.counters.get("updates", 0)), "checkpoint": path, "copy_ms": copy_ms,
-                      "reached": mine.env_steps >= pause_at or pause_at >= cfg.total_env_steps} if root else None
-            stop = bool(signals.stopping or signals.asked())
-            barrier(rt.world, cfg.ready_timeout)  # politely, until every member is at its ready point
+                      "reached": mine.env_steps >= pause_at or (pause_at >= cfg.total_env_steps and not stop)
+                      } if root else None
+            barrier(rt.world, cfg.ready_timeout, what="every member at its ready point")  # politely
             gathered = rt.world.gather((stop, report), root=0)
             if lead0:
                 reports = [r for _, r in gathered if r is not None]
                 stop = any(s for s, _ in gathered)
-                ready = all(r["reached"] for r in reports) and not stop
+                ready = all(r["reached"] for r in reports)  # (also when a signal came after every member got there)
                 if ready:
                     rows += [{"generation": g, "member": r["member"], "env_steps": r["env_steps"],
                               "score": r["score"], "parent": parents[r["member"]], "copy_ms": r["copy_ms"],

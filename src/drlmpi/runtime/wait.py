@@ -73,6 +73,7 @@ def probe(comm: MPI.Comm, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
                 what or f"a message from {src} (tag {'any' if tag == MPI.ANY_TAG else tag})", max_sleep)
 
 
-def barrier(comm: MPI.Comm, timeout: float | None = None, max_sleep: float = MAX_SLEEP) -> None:
+def barrier(comm: MPI.Comm, timeout: float | None = None, max_sleep: float = MAX_SLEEP, what: str = "a barrier"
+            ) -> None:
     """`comm.Barrier()` without busy-spinning."""
-    wait(comm.Ibarrier(), timeout, "a barrier", max_sleep)
+    wait(comm.Ibarrier(), timeout, what, max_sleep)
