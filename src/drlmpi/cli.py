@@ -293,7 +293,12 @@ def record_demos(args) -> int:
 def layout(args) -> int:
     from drlmpi import algos, runtime
 
-    spec = algos.get(args.algo).ROLES
+    module = algos.get(args.algo)
+    if getattr(module, "SPLITS_WORLD", False):
+        print(f"{args.algo} splits the world into groups that each run a member algorithm's layout: see "
+              f"`drlmpi layout --algo MEMBER -n N/P`")
+        return 0
+    spec = module.ROLES
     if args.layout:
         spec = spec.with_overrides(runtime.parse_layout_arg(args.layout), args.algo)
     if args.n < 1 or args.ranks_per_host < 0:
@@ -308,13 +313,17 @@ def layout(args) -> int:
 def show_config(args) -> int:
     import dataclasses
 
-    from drlmpi import algos
+    from drlmpi import algos, config
 
     cls = algos.get(args.algo).Config
     atari = getattr(cls, "ATARI", {})
     for f in dataclasses.fields(cls):
         note = f" (Atari: {atari[f.name]!r})" if f.name in atari else ""
         print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}{note}")
+    space = config.search_space(cls)
+    if space:
+        print("searchable by pbt (--set search=...): " + "; ".join(
+            f"{n} ({', '.join(h.keys)}; {h.scale} {h.lo:g}..{h.hi:g})" for n, h in space.items()))
     return 0
 
 

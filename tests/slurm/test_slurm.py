@@ -79,9 +79,11 @@ def test_sbatch_signal_requeue_resume_finish(slurm, tmp_path):
     text = out.read_text()
     assert job_state(job) in ("COMPLETED", "GONE"), text
     assert "start 1 of job" in text and f"resuming from {first.path}" in text, text
-    assert f"done: {steps} env steps" in text and "4 rank(s)" in text, text
     end = checkpoint.load(run_dir)
-    assert end.env_steps == steps and end.counters["updates"] > first.counters["updates"]
+    # each of the 2 actors resumes at its half of the checkpoint's steps and steps its env vector whole: it may pass
+    # its share of the total by less than num_envs (4)
+    assert f"done: {end.env_steps} env steps" in text and "4 rank(s)" in text, text
+    assert steps <= end.env_steps < steps + 2 * 4 and end.counters["updates"] > first.counters["updates"]
     print(f"SLURM submit -> signal -> requeue -> resume -> finish: {time.monotonic() - t0:.1f} s")
 
 

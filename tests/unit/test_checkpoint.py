@@ -156,7 +156,7 @@ def trained(module, cfg):
 
 
 def test_round_trip_covers_every_algorithm():
-    assert sorted(algos.ALGOS) == sorted(ROUND_TRIP + ["pbt"])  # pbt's population checkpoint: tests/unit/test_pbt.py
+    assert sorted(algos.ALGOS) == sorted(ROUND_TRIP + ["pbt"])  # pbt: tests/unit/test_pbt_ops.py
 
 
 # every registered algorithm; a new one is added here (checked above)

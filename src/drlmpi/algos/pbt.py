@@ -36,9 +36,10 @@ the restored RNG: the same ones.
 
 Messages (the world's control channel; each member's planes are its algorithm's own):
   tag / call            from -> to                                 payload                                   when
-  barrier + gather      every rank -> world rank 0                 stop flag; member root: score, steps,     ready
+  (gather_json)         every rank -> world rank 0                 stop flag; member root: score, steps,     ready
                                                                    updates, checkpoint path, copy ms
-  bcast                 world rank 0 -> every rank                 decision: stop, done, pairs, values       ready
+  (bcast_json)          world rank 0 -> every rank                 decision: stop, done; pairs, values       ready
+  (allgather_json)      a member's ranks -> each other             its checkpoint path (from its lead)       ready
   STATE (uint8) x2      top member's rank 0 -> bottom member's     JSON header, then the body of arrays      exploit
                         rank 0
   barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (comm.states.bcast)   exploit
@@ -57,11 +58,12 @@ from drlmpi import algos, checkpoint, config, runtime
 from drlmpi.checkpoint import State
 from drlmpi.comm import states
 from drlmpi.comm.checkpoint import rng_state, set_rng_state
+from drlmpi.comm.control import allgather_json, bcast_json, gather_json
 from drlmpi.comm.tags import Tag
 from drlmpi.config import Common, Hparam, opt, require_at_least
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.ops import pbt as ops
-from drlmpi.runtime import RoleSpec, Runtime, barrier, wait_all
+from drlmpi.runtime import RoleSpec, Runtime, wait_all
 from drlmpi.runtime.context import usable_cores
 
 ROLES = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
@@ -75,9 +77,10 @@ class Config(Common):
     member: str = opt("dqn", "the members' algorithm (any --algo name or module path)")
     population: int = opt(4, "members: the world splits into this many groups of N / P ranks")
     total_env_steps: int = opt(0, "environment steps per member; 0: the member algorithm's default")
+    num_envs: int = opt(0, "environments stepped together per acting rank of a member; 0: the member's default")
     ready_every: int = opt(10_000, "env steps of a member between exploit/explore rounds")
     search: str = opt("lr", "searched hyperparameters, comma-separated: name, or name:lo:hi to set its prior "
-                            "(names: the member Config's SEARCH)")
+                            "(names: `drlmpi config --algo MEMBER` lists them)")
     init: str = opt("spread", "starting values: spread (evenly over each prior, ends included), random, or lists "
                               "name=v0:v1:...,name2=... (one value per member)")
     exploit: bool = opt(True, "exploit and explore at ready points (false: the same population as a baseline)")
@@ -168,6 +171,8 @@ def member_config(cfg: Config, m: int, values: dict[str, float], pause_at: int, 
              "torch_threads": cfg.torch_threads or threads, "pause_at_env_steps": pause_at}
     if cfg.total_env_steps:
         flags["total_env_steps"] = cfg.total_env_steps
+    if cfg.num_envs:
+        flags["num_envs"] = cfg.num_envs
     if cfg.layout:
         flags["layout"] = cfg.layout
     try:
@@ -277,7 +282,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     spec = module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
     mrt = runtime.start(spec, cfg.member, member_seed(cfg.seed, m), comm, cfg.torch_threads or threads)
     set_role(f"{mrt.role} of member {m}")
-    roles = rt.world.allgather((mrt.role, mrt.layout.hosts[comm.rank]))  # control plane, once
+    roles = allgather_json(rt.world, (mrt.role, mrt.layout.hosts[comm.rank]), "every member's start")
     if lead0:
         print(f"pbt: {p} {cfg.member} member(s) of {k} rank(s); searching {', '.join(space) or 'nothing'}"
               f"{'' if cfg.exploit else ' (exploit and explore off)'}\n" + (mrt.layout.table() if k > 1 else ""),
@@ -294,7 +299,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
         ckpt_id = resumed.id + 1
     else:
         g, at_ready, mine, ckpt_id = 0, False, None, 1
-        values = rt.world.bcast(initial_values(cfg, rt.gen) if lead0 else None, root=0)
+        values = bcast_json(rt.world, initial_values(cfg, rt.gen) if lead0 else None, what="the starting values")
     parents, copy_ms = [-1] * p, 0.0  # the member each copied at the start of this generation, the ms it took
     if resumed and not at_ready:
         parents = [int(resumed.counters.get(f"parent.{j}", -1)) for j in range(p)]
@@ -313,8 +318,9 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
             pause_at = min(cfg.total_env_steps, (g + 1) * cfg.ready_every)
             mcfg = member_config(cfg, m, values[m], pause_at, threads)
             summary = module.run(mrt, mcfg, mine) if mine is not None else module.run(mrt, mcfg)
-            barrier(comm, cfg.ready_timeout, what=f"member {m}'s ranks at the end of its generation")
-            path = next((s["checkpoint"] for s in comm.allgather(summary) if s and s.get("checkpoint")), None)
+            paths = allgather_json(comm, (summary or {}).get("checkpoint"),
+                                   f"member {m}'s ranks at the end of its generation", cfg.ready_timeout)
+            path = next((p for p in paths if p), None)  # the member's lead wrote it
             if path is None:
                 raise RuntimeError(f"member {m} ({cfg.member}) ended without a checkpoint")
             mine = checkpoint.load(path, parts=root)
@@ -324,8 +330,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
                       "updates": int(mine.counters.get("updates", 0)), "checkpoint": path, "copy_ms": copy_ms,
                       "reached": mine.env_steps >= pause_at or (pause_at >= cfg.total_env_steps and not stop)
                       } if root else None
-            barrier(rt.world, cfg.ready_timeout, what="every member at its ready point")  # politely
-            gathered = rt.world.gather((stop, report), root=0)
+            gathered = gather_json(rt.world, (stop, report), 0, "every member at its ready point", cfg.ready_timeout)
             if lead0:
                 reports = [r for _, r in gathered if r is not None]
                 stop = any(s for s, _ in gathered)
@@ -345,7 +350,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
                       ", ".join(f"{r['score']:.1f}" for r in reports) + f"; best member {best}", flush=True)
                 decision = {"stop": stop, "done": stop or g + 1 >= generations or
                             all(r["env_steps"] >= cfg.total_env_steps for r in reports)}
-            decision = rt.world.bcast(decision if lead0 else None, root=0)
+            decision = bcast_json(rt.world, decision if lead0 else None, what="the population's decision")
             if decision["done"]:
                 break
         if lead0:
@@ -357,7 +362,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
             for b, t in pairs:
                 print(f"pbt: member {b} ({reports[b]['score']:.1f}) copies member {t} ({reports[t]['score']:.1f}); "
                       + ", ".join(f"{n} {values[t][n]:.4g} -> {new[b][n]:.4g}" for n in space), flush=True)
-        decision = rt.world.bcast(decision if lead0 else None, root=0)
+        decision = bcast_json(rt.world, decision if lead0 else None, what="the exploit decisions")
         copy_ms = exploit(rt, comm, m, k, mine, decision["pairs"], values, decision["values"], space)
         parents = [-1] * p
         for b, t in decision["pairs"]:
