@@ -142,6 +142,7 @@ def train(args) -> int:
     if cfg.layout:
         spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), outcome[1])
     rt = runtime.start(spec, outcome[1], cfg.seed, world, cfg.torch_threads)
+    splits = getattr(module, "SPLITS_WORLD", False)  # the module lays out groups itself (PBT)
     runtime.install_thread_hook()
     if hasattr(module, "check_layout"):  # the same layout on every rank: all refuse it together, one line, exit 2
         module.check_layout(rt.layout, cfg)
@@ -150,7 +151,7 @@ def train(args) -> int:
         if resumed is not None:
             print(f"resuming from {resumed.path} ({resumed.env_steps} env steps, "
                   f"{int(resumed.counters.get('updates', 0))} updates)", flush=True)
-        if rt.size > 1 and not getattr(module, "SPLITS_WORLD", False):  # (PBT prints its members' layout)
+        if rt.size > 1 and not splits:  # (PBT prints its members' layout)
             print(rt.layout.table(), flush=True)
     try:
         summary = module.run(rt, cfg, resumed) if resumed is not None else module.run(rt, cfg)
@@ -170,7 +171,7 @@ def train(args) -> int:
     if rt.rank == 0 and rt.size > 1:
         by_role: dict[str, list] = {}
         for r, m in enumerate(mem):
-            by_role.setdefault("rank" if getattr(module, "SPLITS_WORLD", False) else rt.layout.roles[r], []).append(m)
+            by_role.setdefault("rank" if splits else rt.layout.roles[r], []).append(m)
         print("peak memory per rank (MiB): " + ", ".join(
             f"{role} {max(m[0] for m in v):.0f}" + (
                 f" (max of {len(v)}, mean {sum(m[0] for m in v) / len(v):.0f})" if len(v) > 1 else "")

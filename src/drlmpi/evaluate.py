@@ -36,15 +36,17 @@ def episode_returns(env, policy, episodes: int) -> list[float]:
 def policy_checkpoint(path: str):
     """(checkpoint, algorithm module) of the policy a checkpoint or run dir holds; a population's (PBT) is its best
     member's (the module's `policy_state`)."""
-    ckpt = checkpoint.load(path)
-    for _ in range(2):
+    def module_of(ckpt):
         try:
-            module = algos.get(ckpt.algo)
+            return algos.get(ckpt.algo)
         except UserError:
             raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}'") from None
-        if not hasattr(module, "policy_state"):
-            break
+
+    ckpt = checkpoint.load(path)
+    module = module_of(ckpt)
+    if hasattr(module, "policy_state"):
         ckpt = module.policy_state(ckpt)
+        module = module_of(ckpt)
     return ckpt, module
 
 

@@ -75,16 +75,14 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
     populations = [Path(d) for d in run_dirs if (Path(d) / "population.csv").exists()]
-    expanded = []
-    for d in run_dirs:  # a population stands for its members
-        members = sorted(Path(d).glob("member-*"), key=lambda p: int(p.name.split("-")[1])) \
-            if Path(d) in populations else []
-        expanded += [str(m) for m in members if (m / "metrics.csv").exists()] or ([] if members else [d])
-    runs = [read_run(d) for d in expanded]
-    if populations:
-        for r in runs:
-            if r["dir"].name.startswith("member-"):
-                r["name"] = f"{r['dir'].parent.name}/{r['dir'].name}"
+    runs = []
+    for d in run_dirs:
+        if Path(d) not in populations:
+            runs.append(read_run(d))
+            continue
+        for member in sorted(Path(d).glob("member-*/metrics.csv"), key=lambda f: int(f.parent.name.split("-")[1])):
+            runs.append(read_run(str(member.parent)))  # a population stands for its members
+            runs[-1]["name"] = f"{Path(d).name}/{member.parent.name}"
     names = [r["name"] for r in runs]
     if len(set(names)) < len(names):  # same leaf names: qualify with the parent
         for r in runs:

@@ -13,7 +13,7 @@ algorithm's own layout on its group (`--layout` lays out every member). Generati
   rank     world rank 0 gathers each member's score, the mean return of its latest `rank_episodes` episodes, and
            writes the population checkpoint: the population's history and every member's hyperparameters, each
            member's checkpoint as a verified part, and its own RNG (checkpoints/ckpt-*.h5 of algo "pbt").
-  exploit  each member of the bottom `quantile` copies one of the top quantile that scored higher: networks,
+  exploit  each member of the bottom `quantile` copies one of the top quantile (ties too): networks,
            optimizer state and recent returns, from the top member's rank 0 to the bottom one's through buffer
            messages (comm.states), then broadcast over the member's ranks. It keeps its counters, RNG and replay.
   explore  it takes the top member's hyperparameters, each then perturbed x0.8 / x1.2 or, with probability
@@ -69,7 +69,7 @@ from drlmpi.runtime.context import usable_cores
 ROLES = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
 SPLITS_WORLD = True  # the CLI prints no world layout table: run() prints the members'
 STRUCTURAL = ("member", "population", "search")
-__all__ = ["ROLES", "Config", "check_layout", "load_policy", "policy_state", "run"]
+__all__ = ["ROLES", "Config", "check_layout", "policy_state", "run"]
 
 
 @dataclass
@@ -188,13 +188,18 @@ def member_config(cfg: Config, m: int, values: dict[str, float], pause_at: int, 
         raise UserError(f"pbt member {cfg.member}: {e}") from None
 
 
+def member_spec(cfg: Config, module) -> RoleSpec:
+    """The member algorithm's roles, with `--layout`'s counts."""
+    return module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
+
+
 def check_layout(layout, cfg: Config) -> None:
     """Every member's group must hold its algorithm's layout: one line, exit 2, before any role starts."""
     n, p = layout.size, cfg.population
     if n % p:
         raise UserError(f"pbt: {n} ranks do not split into {p} members (use a multiple of {p} ranks)")
     module, k = algos.get(cfg.member), n // p
-    spec = module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
+    spec = member_spec(cfg, module)
     for m in range(p):
         try:
             member = runtime.build_layout(k, spec, cfg.member, layout.hosts[m * k:(m + 1) * k], (1,) * k)
@@ -279,8 +284,8 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     root = comm.rank == 0  # the member's rank 0: it reports, and sends or receives states
     lead0 = rt.rank == 0  # the population's controller
     threads = max(1, usable_cores() // rt.node.size)  # the host's cores shared by every member's ranks there
-    spec = module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
-    mrt = runtime.start(spec, cfg.member, member_seed(cfg.seed, m), comm, cfg.torch_threads or threads)
+    mrt = runtime.start(member_spec(cfg, module), cfg.member, member_seed(cfg.seed, m), comm,
+                        cfg.torch_threads or threads)
     set_role(f"{mrt.role} of member {m}")
     roles = allgather_json(rt.world, (mrt.role, mrt.layout.hosts[comm.rank]), "every member's start")
     if lead0:
@@ -307,8 +312,6 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     if lead0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
         write_records(Path(cfg.run_dir), cols, rows)
-    reports: list[dict] = []
-    decision = {"stop": False, "done": False}
     while True:
         if at_ready:
             at_ready = False  # resumed at a ready point: decide again, as the run did
@@ -344,10 +347,8 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
                 last = save_population(rt.gen, cfg, ckpt_id, g, ready, values, parents, reports, rows,
                                        roles_dict(roles), time.monotonic() - start)
                 ckpt_id += 1
-                best = max(range(p), key=lambda j: -math.inf if math.isnan(reports[j]["score"]) else
-                           reports[j]["score"])
-                print(f"pbt generation {g + 1}/{generations}: scores " +
-                      ", ".join(f"{r['score']:.1f}" for r in reports) + f"; best member {best}", flush=True)
+                print(f"pbt generation {g + 1}/{generations}: scores " + ", ".join(f"{r['score']:.1f}" for r in reports)
+                      + f"; best member {ops.best([r['score'] for r in reports])}", flush=True)
                 decision = {"stop": stop, "done": stop or g + 1 >= generations or
                             all(r["env_steps"] >= cfg.total_env_steps for r in reports)}
             decision = bcast_json(rt.world, decision if lead0 else None, what="the population's decision")
@@ -374,7 +375,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     comm.Free()
     if not lead0:
         return None
-    best = max(range(p), key=lambda j: -math.inf if math.isnan(reports[j]["score"]) else reports[j]["score"])
+    best = ops.best([r["score"] for r in reports])
     return {"env_steps": sum(r["env_steps"] for r in reports), "updates": sum(r["updates"] for r in reports),
             "recent_return": reports[best]["score"], "checkpoint": str(last), "seconds": time.monotonic() - start,
             "best_member": best, "generations": g + 1, "stopped_by_signal": decision["stop"]}
@@ -427,9 +428,5 @@ def policy_state(state: State) -> State:
         raise CheckpointError(f"{state.path}: no generation has finished yet: evaluate a member's run dir instead")
     g = max(int(r["generation"]) for r in rows)
     last = [r for r in rows if int(r["generation"]) == g]
-    best = max(last, key=lambda r: -math.inf if math.isnan(r["score"]) else r["score"])
-    return checkpoint.load(member_path(state, int(best["member"])))
-
-
-def load_policy(cfg: Config, weights, env):
-    raise CheckpointError("a population checkpoint holds no policy of its own (drlmpi eval uses its best member)")
+    top = last[ops.best([r["score"] for r in last])]
+    return checkpoint.load(member_path(state, int(top["member"])))

@@ -3,6 +3,7 @@
 Each call first meets the other ranks at a polite barrier (runtime.barrier), so the blocking collectives after it
 never spin while a rank is still busy (rank 0 writing a checkpoint, a member still training).
 
+  bcast_bytes(comm, parts, n, root, what) root's n uint8 arrays on every rank
   bcast_json(comm, obj, root, what)      root's obj on every rank
   gather_json(comm, obj, root, what)     [every rank's obj] on root, None elsewhere
   allgather_json(comm, obj, what)        [every rank's obj] on every rank
@@ -27,13 +28,20 @@ def _split(buf: np.ndarray, sizes: np.ndarray) -> list:
     return [json.loads(buf[e - n:e].tobytes()) for n, e in zip(sizes, ends)]
 
 
-def bcast_json(comm: MPI.Comm, obj, root: int = 0, what: str = "a control message", timeout: float = PEER_TIMEOUT):
+def bcast_bytes(comm: MPI.Comm, parts: list[np.ndarray] | None, n: int, root: int = 0, what: str = "a broadcast",
+                timeout: float = PEER_TIMEOUT) -> list[np.ndarray]:
+    """root's `parts` (n uint8 arrays; None elsewhere) on every rank: their sizes, then each (root keeps its own)."""
     barrier(comm, timeout, what=what)
-    data = _bytes(obj) if comm.rank == root else None
-    n = np.array([data.size if data is not None else 0], np.int64)
-    comm.Bcast(n, root)
-    buf = data.copy() if data is not None else np.empty(int(n[0]), np.uint8)
-    comm.Bcast([buf, MPI.BYTE], root)
+    sizes = np.array([a.size for a in parts] if comm.rank == root else [0] * n, np.int64)
+    comm.Bcast(sizes, root)
+    out = parts if comm.rank == root else [np.empty(int(s), np.uint8) for s in sizes]
+    for a in out:
+        comm.Bcast([a, MPI.BYTE], root)
+    return out
+
+
+def bcast_json(comm: MPI.Comm, obj, root: int = 0, what: str = "a control message", timeout: float = PEER_TIMEOUT):
+    (buf,) = bcast_bytes(comm, [_bytes(obj).copy()] if comm.rank == root else None, 1, root, what, timeout)
     return json.loads(buf.tobytes())
 
 

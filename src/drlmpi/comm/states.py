@@ -6,7 +6,7 @@ dtypes, shapes, the optimizers' param groups); the header travels as a uint8 mes
 
   send(comm, dest, tag, state)     Isend header and body; returns the requests (wait on them)
   recv(comm, source, tag, what)    polite probe and receive; returns (header, body)
-  bcast(comm, root, header, body)  the same pair from `root` to every rank of comm (after a polite barrier)
+  bcast(comm, root, header, body)  the same pair from `root` to every rank of comm (comm.control.bcast_bytes)
   unpack(header, body, state)      puts nets, optim and returns into `state` (no copy of the body's arrays)
 """
 
@@ -15,7 +15,8 @@ import json
 import numpy as np
 from mpi4py import MPI
 
-from drlmpi.runtime import barrier, probe, wait
+from drlmpi.comm.control import bcast_bytes
+from drlmpi.runtime import probe, wait
 from drlmpi.runtime.wait import PEER_TIMEOUT
 
 
@@ -91,14 +92,8 @@ def recv(comm: MPI.Comm, source: int, tag: int, what: str, timeout: float = PEER
 
 def bcast(comm: MPI.Comm, root: int, header: bytes | None, body: np.ndarray | None,
           timeout: float = PEER_TIMEOUT) -> tuple[bytes, np.ndarray]:
-    """Every rank of comm gets root's (header, body); collective. The polite barrier first: once every rank is
-    there, blocking broadcasts finish at once (a polite Ibcast of a large body is many times slower)."""
-    barrier(comm, timeout)
-    sizes = np.array([len(header), body.size] if comm.rank == root else [0, 0], np.int64)
-    comm.Bcast(sizes, root)
-    head = np.frombuffer(header, np.uint8).copy() if comm.rank == root else np.empty(sizes[0], np.uint8)
-    if comm.rank != root:
-        body = np.empty(sizes[1], np.uint8)
-    comm.Bcast([head, MPI.BYTE], root)
-    comm.Bcast([body, MPI.BYTE], root)
+    """Every rank of comm gets root's (header, body); collective (comm.control.bcast_bytes: a polite barrier, then
+    blocking broadcasts that finish at once; a polite Ibcast of a large body is many times slower)."""
+    parts = [np.frombuffer(header, np.uint8).copy(), body] if comm.rank == root else None
+    head, body = bcast_bytes(comm, parts, 2, root, "the member root's state", timeout)
     return head.tobytes(), body

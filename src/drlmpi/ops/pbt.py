@@ -58,6 +58,16 @@ def explore(values: dict[str, float], space: dict[str, Hparam], rng: np.random.G
     return out
 
 
+def score_key(score: float) -> float:
+    """A member's score for ranking: NaN (no episode yet) below every other."""
+    return -math.inf if math.isnan(score) else score
+
+
+def best(scores: list[float]) -> int:
+    """The index of the best score (the first of ties)."""
+    return max(range(len(scores)), key=lambda j: score_key(scores[j]))
+
+
 def exploit_pairs(scores: list[float], quantile: float, rng: np.random.Generator) -> list[tuple[int, int]]:
     """(bottom, top) pairs, truncation selection: each member of the bottom `quantile` (at least one of two or more,
     at most half) copies a member drawn uniformly from the top quantile, ties included (so a population that
@@ -66,7 +76,7 @@ def exploit_pairs(scores: list[float], quantile: float, rng: np.random.Generator
     if n < 2:
         return []
     k = min(n // 2, max(1, round(quantile * n)))
-    key = [(-math.inf if math.isnan(s) else s, m) for m, s in enumerate(scores)]
+    key = [(score_key(s), m) for m, s in enumerate(scores)]
     order = [m for _, m in sorted(key)]  # worst first; ties by member index
     bottom, top = order[:k], order[-k:]
     pairs = []
