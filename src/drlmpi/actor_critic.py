@@ -203,7 +203,7 @@ def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, s
     the previous step (reward, discount gamma or 0, and where a time limit cut an episode the final observation,
     which the server bootstraps with gamma V). Ends with STOP to the server and to the lead."""
     from drlmpi.envs import make_vec
-    from drlmpi.replay.actor import clips_rewards
+    from drlmpi.envs import clips_rewards
 
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     clip = clips_rewards(cfg)

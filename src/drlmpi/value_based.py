@@ -38,6 +38,7 @@ from drlmpi.comm.weights import WeightsPlane
 from drlmpi.config import AllreduceOption, Common, Hparam, opt, require_at_least, require_choice, to_dict
 from drlmpi.envs import is_atari, spaces
 from drlmpi.errors import UserError
+from drlmpi.learner import Learner, Parts
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
 from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
@@ -146,6 +147,12 @@ class LearnerConfig(AllreduceOption, ReplayConfig):
 
 def build_net(cfg: ValueConfig, obs_space, act_space) -> QNetwork:
     return QNetwork(obs_space.shape, int(act_space.n), tuple(cfg.hidden), cfg.dueling)
+
+
+def learner_parts(cfg: ValueConfig, net: torch.nn.Module) -> Parts:
+    """A double-DQN learner's declared state: the online network, its target copy, Adam."""
+    target = copy.deepcopy(net).requires_grad_(False)
+    return Parts({"online": net, "target": target}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
 
 
 def load_policy(cfg: ValueConfig, weights: dict, env):

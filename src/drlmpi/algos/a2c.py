@@ -35,7 +35,7 @@ from drlmpi.envs import make_vec
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params
 from drlmpi.ops.schedules import linear
-from drlmpi.replay.actor import clips_rewards
+from drlmpi.envs import clips_rewards
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, wait
 

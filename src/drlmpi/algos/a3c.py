@@ -56,7 +56,7 @@ from drlmpi.envs import make_vec, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.schedules import linear
-from drlmpi.replay.actor import clips_rewards
+from drlmpi.envs import clips_rewards
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, barrier, poll, probe, wait_all

@@ -49,7 +49,7 @@ from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
 from drlmpi.envs import is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
-from drlmpi.replay.actor import clips_rewards
+from drlmpi.envs import clips_rewards
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, poll

@@ -24,6 +24,16 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/")
 
 
+def frames_per_step(env_id: str) -> int:
+    """Emulator frames per agent step: 4 on Atari (frame skip), else 1."""
+    return 4 if is_atari(env_id) else 1
+
+
+def clips_rewards(cfg) -> bool:
+    """cfg.clip_rewards: on, off, or auto (Atari only)."""
+    return cfg.clip_rewards == "on" or (cfg.clip_rewards == "auto" and is_atari(cfg.env))
+
+
 def is_box(space) -> bool:
     """A continuous (gymnasium Box) space."""
     return isinstance(space, gym.spaces.Box)

@@ -28,7 +28,7 @@ import numpy as np
 from drlmpi.comm.checkpoint import CheckpointClient
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.weights import NodeWeights
-from drlmpi.envs import is_atari, make_vec
+from drlmpi.envs import clips_rewards, make_vec
 from drlmpi.replay.plane import ReplayPlane, share_of
 from drlmpi.replay.throttle import Throttle
 from drlmpi.runtime import Runtime, poll
@@ -37,11 +37,6 @@ from drlmpi.runtime.context import startup_timeout
 PAUSED_SLEEP = 0.01  # longest sleep between checks while paused: the throttle's slack covers the late wake-up, and
 # many paused actors on few cores must not spend the learner's CPU on wake-ups (61 actors at 1 ms: over a core)
 CKPT_EVERY = 16  # vector steps between looks for a checkpoint request (an Iprobe)
-
-
-def clips_rewards(cfg) -> bool:
-    """cfg.clip_rewards: on, off, or auto (Atari only)."""
-    return cfg.clip_rewards == "on" or (cfg.clip_rewards == "auto" and is_atari(cfg.env))
 
 
 def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy, builder, epsilon,

@@ -1,0 +1,155 @@
+"""The learner handle, written once for every algorithm: its declared state, the lead / non-lead split, one end.
+
+  Parts     a learner's declared state: networks {name: module} and optimizers {name: optimizer}. A checkpoint
+            saves exactly these (and the counters), a resume restores exactly these; nothing lives in a closure.
+  Learner   built on every learner rank from its Parts. The lead (the first learner, or the first worker) keeps
+            the run log, the checkpoints (lifecycle.Lifecycle) and, when the job has actors, their reports
+            (comm.metrics.ActorStats); every other learner keeps a checkpoint client. Its algorithm calls:
+              poll(row)        between messages and updates: the lead hears the actors, ticks the metrics row, stops
+                               the actors on a signal and moves checkpoints on; the others answer requests
+              checkpoint()     a periodic checkpoint when one is due (the lead; a no-op elsewhere)
+              finish(row, ...) the end, in one order for every algorithm (below)
+            and counts `updates` (and `steps`, where no actors report them) itself.
+
+The end (`finish`), for every algorithm: the lead asks every other rank for the final checkpoint (LAST), so the
+replay and parameter-server shards have the request before their clients' STOP; each of the learner's own planes
+is closed in the order given (every message received); a learner that does not lead answers the final request
+and returns its summary; the lead hears the actors' last reports, publishes its final weights, writes the run's
+last metrics row and the final checkpoint, and returns the run's summary (lifecycle.Lifecycle.close).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drlmpi import lifecycle
+from drlmpi.checkpoint import State
+from drlmpi.comm.checkpoint import CheckpointCollector
+from drlmpi.comm.metrics import ActorStats
+from drlmpi.config import to_dict
+from drlmpi.envs import frames_per_step
+from drlmpi.rundir import RunLog
+
+
+@dataclass
+class Parts:
+    """A learner's declared state. optims: torch optimizers, or any object with torch's `state_dict()` /
+    `load_state_dict()` shape (A3C's shared RMSProp window). refresh(): brings the networks up to date before a
+    copy (A3C reads the global weights from its window); restore=False: the algorithm restores the parts itself
+    (from parameter-server parts, A3C)."""
+
+    nets: dict
+    optims: dict = field(default_factory=dict)
+    refresh: Callable[[], None] | None = None
+    restore: bool = True
+
+    def load(self, state: State) -> int:
+        """Restore every declared network and optimizer from a checkpoint; its update count."""
+        return lifecycle.restore_learner(state, self.nets, self.optims)
+
+
+class Learner:
+    """One learner rank's run: see the module docstring."""
+
+    def __init__(self, rt, cfg, algo: str, parts: Parts, columns: list[str], resumed: State | None = None, *,
+                 lead_rank: int | None = None, actors: list[int] | None = None, counters=None, version=None,
+                 part_files=None):
+        """columns: the algorithm's metric columns (the actors' are added when there are actors); lead_rank: the
+        lead's world rank (default: the first learner); actors: the ranks whose reports the lead hears (default:
+        the `actor` ranks; [] for none); counters() -> {name: int}: counters saved beside env_steps and updates;
+        version() -> the weights version the actors act on (default: updates), for the policy lag; part_files:
+        lifecycle.Lifecycle.begin's `parts` (a serial run's own part files)."""
+        self.rt, self.cfg, self.algo, self.parts = rt, cfg, algo, parts
+        self.lead_rank = lead_rank if lead_rank is not None else (rt.layout.ranks("learner") or [0])[0]
+        self.lead = rt.rank == self.lead_rank
+        self.counters, self.part_files = counters or dict, part_files
+        self.version = version or (lambda: self.updates)
+        self.updates = parts.load(resumed) if resumed is not None and parts.restore else 0
+        self._steps = resumed.env_steps if resumed is not None else 0
+        actors = rt.layout.ranks("actor") if actors is None else actors
+        self.stats, self.log, self.life, self.ckpt = None, None, None, None
+        if not self.lead:
+            self.ckpt = lifecycle.client(rt, self.lead_rank)
+            return
+        fps = frames_per_step(cfg.env)
+        if actors:
+            self.stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=fps, steps=self._steps)
+            columns = [*columns, *ActorStats.COLUMNS]
+        self.log = RunLog(cfg.run_dir, algo, to_dict(cfg), columns, frames_per_step=fps,
+                          world_size=rt.size, resumed=resumed)
+        collector = CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)) if rt.size > 1 else None
+        self.life = lifecycle.Lifecycle(cfg, self.log, collector, resumed)
+
+    @property
+    def steps(self) -> int:
+        """Env steps so far: the actors' reports on a lead that hears actors, else what the algorithm counts."""
+        return self.stats.steps if self.stats is not None else self._steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self._steps = value
+
+    @property
+    def progress(self) -> float:
+        """The lead's fraction of total_env_steps done (0 elsewhere: the lead's rides on an allreduce)."""
+        return self.steps / self.cfg.total_env_steps if self.lead else 0.0
+
+    def signal(self) -> int:
+        """The lead: what asks the run to stop now (lifecycle.Lifecycle.signal); 0 on the other learners."""
+        return self.life.signal() if self.lead else 0
+
+    @property
+    def stopping(self) -> bool:
+        """The final checkpoint was asked for: by the lead (itself), or from the lead (the others)."""
+        return self.life.final is not None if self.lead else self.ckpt.last is not None
+
+    def poll(self, row=None) -> None:
+        """Between messages and updates (see the module docstring); row() -> the algorithm's metrics."""
+        if not self.lead:
+            self.ckpt.poll()
+            return
+        if self.stats is not None:
+            self.stats.drain(self.version(), self.log.episode)
+        self.log.tick(self.steps, self.updates, self.cfg.total_env_steps, lambda: self.row(row))
+        if self.stats is not None and self.life.signal():
+            self.life.stop_actors(self.steps)  # they stop and answer the final checkpoint; training ends
+        self.life.poll()
+
+    def row(self, row=None) -> dict:
+        """The metrics row: the algorithm's columns, then the actors'."""
+        out = dict(row() if row else {})
+        if self.stats is not None:
+            out.update(self.stats.row())
+        return out
+
+    def checkpoint(self) -> None:
+        """A periodic checkpoint, if one is due (the lead)."""
+        if self.lead and self.life.due():
+            self.life.begin(self.steps, self.snapshot, parts=self.part_files)
+
+    def snapshot(self) -> State:
+        """The lead's declared state copied into memory: the only pause of training for a checkpoint."""
+        if self.parts.refresh:
+            self.parts.refresh()
+        counters = {"env_steps": self.steps, "updates": self.updates, **self.counters()}
+        return lifecycle.snapshot(self.algo, self.cfg, self.log, counters, self.parts.nets, self.parts.optims,
+                                  self.rt.gen, self.rt.who, lifecycle.layout_dict(self.rt))
+
+    def finish(self, row=None, *closing, publish=None, net=None, summary=None) -> dict:
+        """The end of training (see the module docstring). closing: this learner's planes and peers, each
+        `.close()`d in order; publish(): the lead's final weights for the actors; net: the network whose hash the
+        summary carries (default "online"); summary: entries added to the lead's summary."""
+        if self.lead:
+            self.life.ask_last(self.steps)
+        for c in closing:
+            c.close()
+        own = lifecycle.summary_of(net if net is not None else self.parts.nets["online"], self.updates)
+        if not self.lead:
+            self.ckpt.close()
+            return own
+        if self.stats is not None:
+            self.life.last_reports(self.stats, self.rt.channels.reports, self.version())
+        if publish:
+            publish()
+        self.life.begin(self.steps, self.snapshot, last=True, parts=self.part_files,
+                        final_row=(self.updates, self.row(row)))
+        return self.life.close(self.steps, self.updates, {**own, **(summary or {})})
