@@ -137,7 +137,7 @@ def bare_updates_per_s(cfg: r2d2.Config, batches: list, seconds: float) -> float
     target = r2d2.build_net(cfg, *spaces(cfg.env)).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
     cpu = torch.device("cpu")
-    return bare_loop(lambda n: r2d2.loss(net, target, batches[n % len(batches)], cpu, cfg)[0], net, opt,
+    return bare_loop(lambda n: r2d2.learn(net, target, batches[n % len(batches)], cpu, cfg)[0], net, opt,
                      cfg.max_grad_norm, seconds)
 
 

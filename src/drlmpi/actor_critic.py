@@ -202,8 +202,7 @@ def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, s
     `steps`) or the lead's LAST checkpoint request; every request carries the new observations and the outcome of
     the previous step (reward, discount gamma or 0, and where a time limit cut an episode the final observation,
     which the server bootstraps with gamma V). Ends with STOP to the server and to the lead."""
-    from drlmpi.envs import make_vec
-    from drlmpi.envs import clips_rewards
+    from drlmpi.envs import clips_rewards, make_vec
 
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     clip = clips_rewards(cfg)

@@ -32,11 +32,9 @@ import torch
 from drlmpi import lifecycle, nets
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
-from drlmpi.comm.checkpoint import CheckpointCollector
-from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import AllreduceOption, Common, Hparam, opt, require_at_least, require_choice, to_dict
-from drlmpi.envs import is_atari, spaces
+from drlmpi.config import AllreduceOption, Common, Hparam, opt, require_at_least, require_choice
+from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
@@ -46,7 +44,6 @@ from drlmpi.replay import NStepBuilder, actor, transition_fields
 from drlmpi.replay.frames import ENV_BLOCK
 from drlmpi.replay.plane import ReplayPlane, run_shard
 from drlmpi.replay.throttle import Throttle
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import Runtime, wait
 
 PRIORITY_EPS = 1e-6
@@ -293,118 +290,117 @@ def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resum
     return summary
 
 
-def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State | None, algo: str, loss,
-                demo_ratio: float = 0.0) -> dict:
-    """The replay learner: once max(learning_starts, batch_size) rows are stored, trains on prioritized batches with
-    loss(net, target, batch, device) -> (loss, new priorities float64 [B]) (each row from the shards' demo replays
-    with probability demo_ratio, R2D3), asking for the next batch before
-    training on one; several learners average gradients with one allreduce per update (progress and the stop flag
-    ride on it); the lead hears the actors, publishes its weights every `publish_every` updates, logs and
-    checkpoints. The target network is copied every `target_update_every` updates."""
-    device = nets.device(cfg.device)
-    learners = rt.role_comm  # the learner ranks
-    lead = learners.rank == 0
-    n_actors = len(rt.layout.ranks("actor"))
-    net = planes.net.to(device)
-    target = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
-    updates = 0
-    if resumed:
-        updates = lifecycle.restore_learner(resumed, {"online": net, "target": target}, {"adam": opt})
-    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=2)  # + progress, stop
-    if lead:
-        planes.weights.bcast(flat_params(net), updates)  # version = updates
-    sampler = planes.replay.sampler(rt.gen)
-    gate = throttle(cfg, n_actors, planes.rows)
-    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1,
-                       steps=resumed.env_steps if resumed else 0)  # the lead's
-    waiting = Stopwatch()
-    if lead:
-        log = RunLog(cfg.run_dir, algo, to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
-                                                       *ActorStats.COLUMNS, "learner_waiting", "learners",
-                                                       *(["demo_fraction"] if demo_ratio else [])],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
-                                   resumed)
-    else:
-        ckpt = lifecycle.client(rt, lead_learner(rt))
-    frac, last_loss, size = 0.0, float("nan"), 0
-    demo_rows = np.zeros(2, np.int64)  # (demo rows, rows) of the lead's batches since the last row
+REPLAY_COLUMNS = ["loss", "replay_size", "replay_fill", "sample_rate", "learner_waiting", "learners"]
 
-    def row():  # the current loss and size
-        out = {"loss": last_loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
-               "sample_rate": round(log.rates[1] * cfg.batch_size * learners.size, 1), **stats.row(),
-               "learner_waiting": waiting.fraction(), "learners": learners.size}
-        if demo_ratio:
-            out["demo_fraction"] = round(demo_rows[0] / max(demo_rows[1], 1), 4)
-            demo_rows[:] = 0
+
+def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State | None, algo: str, learn,
+                demo_ratio: float = 0.0) -> dict:
+    """The replay learner (Ape-X, R2D2, R2D3): once max(learning_starts, batch_size) rows are stored, sample a
+    prioritized batch (each row from the shards' demo replays with probability demo_ratio), asking for the next one
+    before training on it -> learn(net, target, batch, device) -> (loss, new priorities float64 [B]) -> one
+    allreduce of the gradients of every learner (the lead's progress and stop flag ride on it) -> clipped Adam step
+    -> priorities back to the shards -> the lead publishes its weights every `publish_every` updates, logs and
+    checkpoints. The target network is copied every `target_update_every` updates."""
+    learners = rt.role_comm
+    parts = learner_parts(cfg, planes.net.to(nets.device(cfg.device)))
+    learner = Learner(rt, cfg, algo, parts, REPLAY_COLUMNS + (["demo_fraction"] if demo_ratio else []), resumed)
+    net = parts.nets["online"]
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=2)  # + progress, stop
+
+    def publish():
+        planes.weights.bcast(flat_params(net), learner.updates)  # version = updates
+
+    if learner.lead:
+        publish()
+    sampler = planes.replay.sampler(rt.gen)
+    loop = ReplayLoop(cfg, learner, sampler, allreduce, throttle(cfg, len(rt.layout.ranks("actor")), planes.rows),
+                      learn, demo_ratio, publish)
+    if loop.start(learners):
+        while loop.step():
+            pass
+    return learner.finish(loop.row, sampler, allreduce, publish=publish)
+
+
+class ReplayLoop:
+    """The replay learner's steps (run_learner): sample -> learn -> allreduce -> sgd -> priorities -> publish -> poll,
+    and the metrics they leave (`row`)."""
+
+    def __init__(self, cfg: LearnerConfig, learner: Learner, sampler, allreduce, gate: Throttle, learn,
+                 demo_ratio: float, publish):
+        self.cfg, self.learner, self.sampler, self.allreduce, self.gate = cfg, learner, sampler, allreduce, gate
+        self.learn, self.demo_ratio, self.publish = learn, demo_ratio, publish
+        self.frac, self.loss, self.size = 0.0, float("nan"), 0
+        self.demo_rows = np.zeros(2, np.int64)  # (demo rows, rows) of the lead's batches since the last row
+        self.waiting = Stopwatch()
+
+    def row(self) -> dict:
+        cfg, learners = self.cfg, self.allreduce.comm.size
+        out = {"loss": self.loss, "replay_size": self.size, "replay_fill": round(self.size / cfg.buffer_size, 4),
+               "sample_rate": round(self.learner.log.rates[1] * cfg.batch_size * learners, 1),
+               "learner_waiting": self.waiting.fraction(), "learners": learners}
+        if self.demo_ratio:
+            out["demo_fraction"] = round(self.demo_rows[0] / max(self.demo_rows[1], 1), 4)
+            self.demo_rows[:] = 0
         return out
 
-    def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot(algo, cfg, log, {"env_steps": stats.steps, "updates": updates},
-                                  {"online": net, "target": target}, {"adam": opt}, rt.gen, rt.who,
-                                  lifecycle.layout_dict(rt))
+    def start(self, learners) -> bool:
+        """The lead waits for the first batch's rows and says whether training starts at all (not when the actors
+        finished first); every learner then asks for its first batch."""
+        go = np.zeros(1, np.int64)
+        if self.learner.lead:
+            go[0] = wait_for_replay(self.sampler, self.cfg, lambda: self.learner.stats.all_done,
+                                    lambda: self.learner.poll(self.row))
+        wait(learners.Ibcast(go, root=0), what="the lead learner's start")
+        if go[0]:
+            self.sampler.request(self.cfg.batch_size, self.demo_ratio)
+        return bool(go[0])
 
-    def hear_actors():
-        stats.drain(updates, log.episode)
-        log.tick(stats.steps, updates, cfg.total_env_steps, row)
-        if life.signal():
-            life.stop_actors(stats.steps)  # they stop and answer the final checkpoint; training ends
-        life.poll()
+    def hold(self) -> bool:
+        """Poll; the lead waits while ahead of the actors (replay ratio) and returns True once they are all done."""
+        learner = self.learner
+        if not learner.lead:
+            learner.poll()
+            return False
+        t0 = time.monotonic()
+        while True:
+            learner.poll(self.row)
+            if learner.stats.all_done or not self.gate.learners_wait(learner.updates, learner.steps):
+                break
+            time.sleep(0.001)
+        self.waiting.add(time.monotonic() - t0)
+        return learner.stats.all_done
 
-    go = np.zeros(1, np.int64)  # the lead says whether training starts at all (0: the actors finished first)
-    if lead:
-        go[0] = wait_for_replay(sampler, cfg, lambda: stats.all_done, hear_actors)
-    wait(learners.Ibcast(go, root=0), what="the lead learner's start")
-    if go[0]:
-        sampler.request(cfg.batch_size, demo_ratio)
-    while go[0]:
-        stop = False
-        if lead:  # wait while ahead of the actors (replay ratio), unless they are done
-            t0 = time.monotonic()
-            while True:
-                hear_actors()
-                stop = stats.all_done
-                if stop or not gate.learners_wait(updates, stats.steps):
-                    break
-                time.sleep(0.001)
-            waiting.add(time.monotonic() - t0)
-        else:
-            ckpt.poll()
-        batch = sampler.receive(linear(cfg.beta_start, 1.0, frac))
-        sampler.request(cfg.batch_size, demo_ratio)  # the shards gather the next batch while this one trains
-        loss_t, priorities = loss(net, target, batch, device)
+    def step(self) -> bool:
+        """One update; False once the lead said stop (no update then)."""
+        cfg, learner, sampler = self.cfg, self.learner, self.sampler
+        net, target = learner.parts.nets["online"], learner.parts.nets["target"]
+        opt = learner.parts.optims["adam"]
+        stop = self.hold()
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, self.frac))
+        sampler.request(cfg.batch_size, self.demo_ratio)  # the shards gather the next batch while this one trains
+        loss, priorities = self.learn(net, target, batch, nets.device(cfg.device))
         opt.zero_grad(set_to_none=True)
-        loss_t.backward()
-        progress, stop_sum = allreduce(np.array([stats.steps / cfg.total_env_steps, stop]) if lead else None)
+        loss.backward()
+        progress, stop_sum = self.allreduce(np.array([learner.progress, stop]) if learner.lead else None)
         if stop_sum:
-            break
-        frac = float(progress)
+            return False
+        self.frac = float(progress)
         for g in opt.param_groups:
-            g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
+            g["lr"] = linear(cfg.lr, cfg.lr_final, self.frac)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         opt.step()
         sampler.update_priorities(batch, priorities)
-        updates += 1
-        size = batch.size
-        demo_rows += (int(batch.demo.sum()), len(batch.demo))
-        if updates % cfg.target_update_every == 0:
+        learner.updates += 1
+        self.size = batch.size
+        self.demo_rows += (int(batch.demo.sum()), len(batch.demo))
+        if learner.updates % cfg.target_update_every == 0:
             target.load_state_dict(net.state_dict())
-        if not lead:
-            continue
-        last_loss = float(loss_t.detach())
-        if updates % cfg.publish_every == 0:
-            planes.weights.bcast(flat_params(net), updates)
-        if life.due():
-            life.begin(stats.steps, state)
-    if lead:  # the final checkpoint: the shards must have its request before the sampler's STOP
-        life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    # the sampler receives the batch still asked for, then says STOP to every shard
-    summary = lifecycle.close_learner(net, updates, sampler, allreduce, ckpt=None if lead else ckpt)
-    if not lead:
-        return summary
-    planes.weights.bcast(flat_params(net), updates)
-    return life.close(stats.steps, updates, summary)
+        if learner.lead:
+            self.loss = float(loss.detach())
+            if learner.updates % cfg.publish_every == 0:
+                self.publish()
+        learner.checkpoint()
+        return True
 
 
 def wait_for_replay(sampler, cfg: ValueConfig, done, tick) -> bool:

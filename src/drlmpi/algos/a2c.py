@@ -31,11 +31,10 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.config import opt, to_dict
-from drlmpi.envs import make_vec
+from drlmpi.envs import clips_rewards, make_vec
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params
 from drlmpi.ops.schedules import linear
-from drlmpi.envs import clips_rewards
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, wait
 

@@ -52,11 +52,10 @@ from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.ps import isend_gradient, isend_stop
 from drlmpi.comm.weights import NodeWeights, WeightsPlane
 from drlmpi.config import opt, require_at_least, to_dict
-from drlmpi.envs import make_vec, spaces
+from drlmpi.envs import clips_rewards, make_vec, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.schedules import linear
-from drlmpi.envs import clips_rewards
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, barrier, poll, probe, wait_all

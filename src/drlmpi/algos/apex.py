@@ -60,14 +60,16 @@ class Config(vb.LearnerConfig):
         "target_update_every": 2500, "weight_sync_every": 100, "max_grad_norm": 40.0}
 
 
-def loss(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
-    """Prioritized n-step double-DQN on a batch of transitions: (loss, new priorities |td| + eps [B])."""
-    loss_t, td = vb.td_loss(net, target, batch.data, batch.weights, device)
-    return loss_t, vb.new_priorities(td)
+def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
+    """Ape-X's loss on a prioritized batch of n-step transitions [B] (replay.client.Batch): the importance-weighted
+    Huber loss of the double-DQN TD errors, and the batch's new priorities |td| + eps [B]. The shared replay loop
+    (value_based.run_learner) does the rest of the step: allreduce, clipped Adam, priorities, publish."""
+    loss, td = vb.td_loss(net, target, batch.data, batch.weights, device)
+    return loss, vb.new_priorities(td)
 
 
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
-    return vb.run_learner(rt, cfg, planes, resumed, "apex", loss)
+    return vb.run_learner(rt, cfg, planes, resumed, "apex", learn)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

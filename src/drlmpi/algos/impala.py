@@ -46,10 +46,9 @@ from drlmpi.comm.metrics import ActorReport, ActorStats
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
 from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
-from drlmpi.envs import is_atari, make_vec, spaces
+from drlmpi.envs import clips_rewards, is_atari, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import flat_params, load_flat
-from drlmpi.envs import clips_rewards
 from drlmpi.replay.plane import share_of
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, poll

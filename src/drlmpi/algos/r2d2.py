@@ -6,7 +6,7 @@ Roles as Ape-X's: `learner`s (the first leads), `replay` shards, `actor`s on the
             sequences of `seq_len` steps, consecutive ones sharing `seq_overlap` steps, stored with the state they
             started from (replay.sequence), with initial priorities from its own network's TD errors.
   replay    the Ape-X shard role: a row is a sequence; sampling is globally correct over shards as for transitions.
-  learner   vb.run_learner with this file's loss: from each sequence's stored state, `burn_in` steps only warm the
+  learner   vb.run_learner with this file's `learn`: from each sequence's stored state, `burn_in` steps only warm the
             state (no gradient through them; none for a sequence that starts its episode, as its zero state is
             exact), then n-step double Q-learning with a target network on the rest, in value-rescaled space
             (h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x; rewards are not clipped). New priorities are
@@ -128,7 +128,7 @@ def priorities(td: torch.Tensor, mask: torch.Tensor, cfg: Config) -> np.ndarray:
     return sequence_priority(td.detach(), mask, cfg.eta).cpu().numpy().astype(np.float64) + vb.PRIORITY_EPS
 
 
-def loss(net, target, batch, device, cfg: Config) -> tuple[torch.Tensor, np.ndarray]:
+def learn(net, target, batch, device, cfg: Config) -> tuple[torch.Tensor, np.ndarray]:
     """Importance-weighted squared TD error, averaged over each sequence's learned steps: (loss, priorities [B])."""
     td, mask = sequence_td(net, target, batch.data, cfg, device)
     per_sequence = (mask * td**2).sum(0) / mask.sum(0).clamp(min=1)
@@ -197,7 +197,7 @@ def sequences(cfg: Config, obs_space, act_space) -> vb.Rows:
 
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
     return vb.run_learner(rt, cfg, planes, resumed, "r2d2",
-                          lambda net, target, batch, device: loss(net, target, batch, device, cfg))
+                          lambda net, target, batch, device: learn(net, target, batch, device, cfg))
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

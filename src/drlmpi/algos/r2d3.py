@@ -87,7 +87,7 @@ def sequences(cfg: Config, obs_space, act_space) -> vb.Rows:
 
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
     return vb.run_learner(rt, cfg, planes, resumed, "r2d3",
-                          lambda net, target, batch, device: r2d2.loss(net, target, batch, device, cfg),
+                          lambda net, target, batch, device: r2d2.learn(net, target, batch, device, cfg),
                           demo_ratio=cfg.demo_ratio)
 
 
