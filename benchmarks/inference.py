@@ -31,7 +31,7 @@ KINDS = {"mlp": ((4,), np.float32, 2), "cnn": ((4, 84, 84), np.uint8, 6)}  # obs
 def setup(kind: str, b: int):
     import torch
 
-    from drlmpi.actor_critic import CentralConfig
+    from drlmpi.central import CentralConfig
     from drlmpi.nets import ActorCritic
 
     shape, dtype, actions = KINDS[kind]
@@ -62,8 +62,8 @@ def serve(kind: str, b: int, seconds: float) -> None:
     from gymnasium.spaces import Box, Discrete
     from mpi4py import MPI
 
-    from drlmpi.actor_critic import answer_batch, central_fields
     from drlmpi.algos.seed import UnrollPool
+    from drlmpi.central import answer_batch, central_fields
     from drlmpi.comm.inference import Assembler, InferencePlane
 
     torch.set_num_threads(1)

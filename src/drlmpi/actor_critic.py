@@ -1,4 +1,4 @@
-"""What the actor-critic algorithms (A2C, A3C, IMPALA) share, written once.
+"""What the actor-critic algorithms (A2C, A3C, IMPALA, GA3C, SEED) share, written once.
 
   ACConfig        the fields and checks of every actor-critic worker: envs, unroll length, discount, losses
   build_net, load_policy
@@ -6,15 +6,13 @@
                   (most probable action) policy of a checkpoint
   collect         one on-policy unroll [n_steps, E] with the current weights
   nstep_loss      the n-step advantage actor-critic loss of an unroll (A2C, A3C)
-  unroll_loss     the loss of a learner's batch of unrolls [T + 1, N]: V-trace (IMPALA, SEED) or uncorrected
-                  n-step returns (GA3C); with the recurrent state at each unroll's start when the net has a core
-  learners_step   the update of one or several learners after backward: allreduce (with the lead's progress and
-                  counts), the mean over the learners that had a batch, clipping, the lr schedule, the step
-  CentralConfig   central inference (GA3C, SEED): batch size, timeout, LSTM core
-  run_remote_actor
-                  an actor with no model: steps its envs with the actions a server answers (comm.inference)
-  answer_batch    a server's step: one forward over the waiting actors' observations, sampled actions answered,
-                  then every step filed into its actor's unroll (comm.inference.Assembler)
+  forward_unrolls a learner's forward over a batch of unrolls [T + 1, N], with the recurrent state at each
+                  unroll's start when the net has a core (each algorithm's `learn` takes it from there)
+  learner_parts   an unroll learner's declared state: the network and RMSProp (IMPALA, GA3C, SEED)
+  loss_row        the metrics of an update's losses
+  run_unroll_learner
+                  the learner of unrolls from the trajectory plane (IMPALA, GA3C), around its algorithm's `learn`
+Central inference (GA3C, SEED) is in drlmpi.central.
 """
 
 from dataclasses import dataclass
@@ -23,12 +21,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from drlmpi import nets
+from drlmpi.comm.allreduce import GradAllreduce, learners_step
 from drlmpi.config import Common, Hparam, opt, require_at_least
 from drlmpi.errors import UserError
-from drlmpi.nets import ActorCritic, load_arrays
+from drlmpi.learner import Learner, Parts
+from drlmpi.nets import ActorCritic, flat_params, load_arrays
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss, sample_actions
-from drlmpi.ops.schedules import linear
 
 
 @dataclass
@@ -126,151 +126,72 @@ def nstep_loss(net, u: dict, last_obs: np.ndarray, cfg: ACConfig) -> Losses:
 
 
 
-def unroll_loss(net, batch: dict, cfg: ACConfig, device, clip: tuple[float | None, float | None] | None):
-    """Actor-critic loss of a batch {field: [T + 1, N, ...]} (row T: the bootstrap observation; `h0`, `c0` [1, N, H]:
-    the recurrent state entering row 0, whose reset is already applied). clip: V-trace's (rho-bar, pg rho-bar) with
-    the behaviour `logits`, or None for no correction (log rhos 0: the bootstrapped n-step returns)."""
-    T = cfg.n_steps
+def forward_unrolls(net, batch: dict, T: int, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A learner's forward over a batch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation;
+    `h0`, `c0` [1, N, H]: the recurrent state entering row 0, whose reset is already applied): (the batch as
+    tensors, logits [T + 1, N, A], values [T + 1, N])."""
     b = {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
     state, reset = (), None
     if "h0" in b:
         state = (b["h0"][0], b["c0"][0])
         reset = torch.zeros(b["discount"].shape, dtype=torch.bool, device=device)
         reset[1:] = b["discount"][:T] == 0  # step t + 1 starts an episode where step t ended one
-    logits, values, _ = net(b["obs"], state, reset)  # [T + 1, N, A], [T + 1, N]
-    actions = b["action"][:T]
-    args = (b["discount"][:T], b["reward"][:T], values[:T].detach(), values[T].detach())
-    if clip is None:
-        vt = vtrace.from_importance_weights(torch.zeros_like(args[1]), *args)
-    else:
-        vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), actions, *args, *clip)
-    return actor_critic_loss(logits[:T], values[:T], actions, vt.vs, vt.pg_advantages, cfg.baseline_cost,
-                             cfg.entropy_cost)
+    logits, values, _ = net(b["obs"], state, reset)
+    return b, logits, values
 
 
-def learners_step(net, opt, allreduce, n_learners: int, progress: float, had: bool, extra: float, cfg: ACConfig
-                  ) -> float | None:
-    """After backward (if this learner `had` a batch): one allreduce of the gradients and (the lead's progress in
-    [0, 1], had, extra), the gradient mean over the learners that had a batch, clipping by `max_grad_norm`, the lr
-    at that progress, the optimizer step. Returns the sum of `extra` over the learners, or None (no step) when no
-    learner had a batch."""
-    frac, contributed, extra_sum = allreduce(np.array([progress, had, extra]))
-    if not contributed:
-        return None
-    if contributed < n_learners:
-        for p in net.parameters():
-            p.grad.mul_(n_learners / contributed)
-    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-    for g in opt.param_groups:
-        g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
-    opt.step()
-    return float(extra_sum)
+def learner_parts(cfg: ACConfig, net: torch.nn.Module) -> Parts:
+    """An unroll learner's declared state (IMPALA, GA3C, SEED): the network and its RMSProp."""
+    return Parts({"online": net}, {"rmsprop": torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)})
 
 
-@dataclass
-class CentralConfig(ACConfig):
-    num_envs: int = opt(16, "environments stepped together per actor (one round trip per step for all of them)")
-    inference_batch: int = opt(64, "a server answers as soon as it holds this many requests (of all its actors)")
-    inference_timeout_ms: float = opt(2.0, "... or this long after the first one of the batch arrived")
-    lstm: int = opt(0, "LSTM core size (0: none); the state of every actor's envs is kept on its server")
-
-    def check(self):
-        super().check()
-        require_at_least(self, ("inference_batch",))
-        if self.inference_timeout_ms < 0:
-            raise UserError(f"config: inference_timeout_ms must be >= 0, got {self.inference_timeout_ms}")
-        require_at_least(self, ("lstm",), least=0)
+LOSS_COLUMNS = ["loss", "pg_loss", "baseline_loss", "entropy"]
 
 
-def central_fields(cfg: CentralConfig, obs_space, act_space) -> tuple[dict, dict, dict, tuple[str, ...]]:
-    """(request, reply, unroll fields, the unroll's one-row fields) of central inference, each [E, ...]."""
-    E, o = cfg.num_envs, ((cfg.num_envs, *obs_space.shape), obs_space.dtype)
-    request = {"obs": o, "final_obs": o, "reward": ((E,), np.float32), "discount": ((E,), np.float32),
-               "cut": ((E,), np.uint8)}
-    reply = {"action": ((E,), np.int64)}
-    unroll = {"obs": o, "action": ((E,), np.int64), "reward": ((E,), np.float32), "discount": ((E,), np.float32),
-              "logits": ((E, act_space.n), np.float32)}
-    once = ()
-    if cfg.lstm:
-        unroll |= {"h0": ((E, cfg.lstm), np.float32), "c0": ((E, cfg.lstm), np.float32)}
-        once = ("h0", "c0")
-    return request, reply, unroll, once
+def loss_row(losses: Losses | None) -> dict:
+    """The metrics of an update's losses (NaN before the first)."""
+    names = ("total", "pg", "baseline", "entropy")
+    return {c: float(getattr(losses, k).detach()) if losses else float("nan") for c, k in zip(LOSS_COLUMNS, names)}
 
 
-def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, steps: int) -> None:
-    """Step `num_envs` envs with the actions the server answers until this actor's `share` of env steps (from
-    `steps`) or the lead's LAST checkpoint request; every request carries the new observations and the outcome of
-    the previous step (reward, discount gamma or 0, and where a time limit cut an episode the final observation,
-    which the server bootstraps with gamma V). Ends with STOP to the server and to the lead."""
-    from drlmpi.envs import clips_rewards, make_vec
+def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list[int]) -> dict:
+    """The learner of unrolls (IMPALA, GA3C): batches of `batch_size` unrolls from its share of `sources` (the ranks
+    that send them) -> learn(net, batch, cfg, device) -> Losses -> backward -> one allreduce of every learner's
+    gradients (comm.allreduce.learners_step: the mean over the learners that had a batch, clipping, the lr, the
+    step) -> the lead publishes every `publish_every` updates, logs and checkpoints; until no learner has a batch
+    (every source has stopped). `max_policy_lag` drops stale unrolls (counted)."""
+    learners = rt.role_comm
+    device = nets.device(cfg.device)
+    parts = learner_parts(cfg, planes.net.to(device))
+    net, opt = parts.nets["online"], parts.optims["rmsprop"]
+    learner = Learner(rt, cfg, algo, parts, [*LOSS_COLUMNS, "dropped_unrolls", "learners"], resumed)
+    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, had, dropped
 
-    env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
-    clip = clips_rewards(cfg)
-    req = client.request
-    req["obs"][:] = env.reset()
-    req["reward"][:] = req["discount"][:] = req["cut"][:] = 0
-    client.send()
+    def publish():
+        planes.weights.bcast(flat_params(net), learner.updates)
+
+    if learner.lead:
+        publish()
+    reader = planes.trajectories.reader([a for k, a in enumerate(sources) if k % learners.size == learners.rank],
+                                        cfg.batch_size, cfg.max_policy_lag)
+    last = {"losses": None, "dropped": 0}
+
+    def row():
+        return {**loss_row(last["losses"]), "dropped_unrolls": last["dropped"], "learners": learners.size}
+
     while True:
-        version = client.receive(on_wait=ckpt.poll)
-        ckpt.poll()
-        if steps >= share or ckpt.last:
-            break
-        step = env.step(client.reply["action"])
-        req["obs"][:] = step.obs
-        req["reward"][:] = np.clip(step.reward, -1, 1) if clip else step.reward
-        req["discount"][:] = cfg.gamma * ~step.done
-        cut = step.truncated & ~step.terminated
-        req["cut"][:] = cut
-        if cut.any():
-            req["final_obs"][cut] = step.final_obs[cut]
-        client.send()
-        steps += cfg.num_envs
-        report.step(cfg.num_envs, [ret for ret, _ in step.episodes], version)
-        report.maybe_isend()
-    client.close()
-    report.close()
-    ckpt.close()
-    env.close()
-
-
-def answer_batch(net, server, js: list[int], asm, version: int, states: list, cfg: CentralConfig, device) -> None:
-    """Answer the waiting actors js (comm.inference.InferenceServer) with actions sampled from one forward of net
-    over their observations [len(js) * E, ...] (and the final observations of episodes a time limit cut, for their
-    bootstrap value), then file each actor's step into its unroll (asm). states[j]: actor j's recurrent state
-    ((h, c) [E, H] each, or ()), carried here from step to step."""
-    E = cfg.num_envs
-    reqs = [server.request(j) for j in js]
-    cuts = [np.flatnonzero(r["cut"]) if server.k[j] else np.zeros(0, np.int64) for j, r in zip(js, reqs)]
-    n = len(js) * E
-    x = np.concatenate([r["obs"] for r in reqs] + [r["final_obs"][c] for r, c in zip(reqs, cuts)])
-    state, start = (), None
-    if cfg.lstm:
-        first = np.concatenate([np.full(E, server.k[j] == 0) | (r["discount"] == 0) for j, r in zip(js, reqs)])
-        keep = torch.as_tensor(~first, dtype=torch.float32).unsqueeze(1)
-        entering = [torch.cat([states[j][i] for j in js]) * keep for i in range(2)]  # reset where episodes begin
-        start = entering
-        state = tuple(torch.cat([s] + [states[j][i][c] for j, c in zip(js, cuts)])
-                      for i, s in enumerate(entering))
-    with torch.no_grad():
-        logits, values, new = net(torch.as_tensor(x, device=device)[None], state)
-    actions = sample_actions(logits[0, :n]).cpu().numpy()
-    for a, j in enumerate(js):
-        server.reply(j)["action"][:] = actions[a * E : (a + 1) * E]
-    server.answer(js, version)  # the actors step on while the server files the steps
-    logits, bootstrap = logits[0, :n].cpu().numpy(), values[0, n:].cpu().numpy()
-    off = 0
-    for a, (j, r, c) in enumerate(zip(js, reqs, cuts)):
-        rows = slice(a * E, (a + 1) * E)
-        reward = r["reward"]
-        if len(c):
-            reward = reward.copy()
-            reward[c] += cfg.gamma * bootstrap[off : off + len(c)]
-            off += len(c)
-        now = {"obs": r["obs"], "action": actions[rows], "logits": logits[rows]}
-        first = server.k[j] == 0
-        st = None
-        if cfg.lstm and asm.begins(j, first):
-            st = {"h0": start[0][rows].cpu().numpy(), "c0": start[1][rows].cpu().numpy()}
-        asm.add(j, first, {"reward": reward, "discount": r["discount"]}, now, st, version)
-        if cfg.lstm:
-            states[j] = (new[0][rows], new[1][rows])
+        batch = reader.receive(learner.updates, on_idle=lambda: learner.poll(row))
+        opt.zero_grad(set_to_none=True)
+        if batch is not None:
+            last["losses"] = learn(net, batch, cfg, device)
+            last["losses"].total.backward()
+        dropped = learners_step(net, opt, allreduce, learner.progress, batch is not None, reader.dropped, cfg)
+        if dropped is None:
+            break  # no learner has a batch: every source has stopped
+        learner.updates += 1
+        last["dropped"] = int(dropped)
+        if learner.lead and learner.updates % cfg.publish_every == 0:
+            publish()
+        learner.checkpoint()
+        learner.poll(row)
+    return learner.finish(row, reader, allreduce, publish=publish)

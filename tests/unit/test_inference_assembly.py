@@ -9,7 +9,8 @@ import torch
 from gymnasium.spaces import Box, Discrete
 from mpi4py import MPI
 
-from drlmpi.actor_critic import CentralConfig, answer_batch, central_fields, unroll_loss
+from drlmpi.algos import impala
+from drlmpi.central import CentralConfig, answer_batch, central_fields
 from drlmpi.comm.inference import Assembler, InferencePlane, assign
 from drlmpi.comm.tags import Tag
 from drlmpi.nets import ActorCritic
@@ -83,8 +84,7 @@ def test_trajectory_assembled_in_order_with_its_recurrent_state(lstm):
         with torch.no_grad():
             logits, _, _ = net(b["obs"], state, reset)
         torch.testing.assert_close(logits[:T], b["logits"][:T])
-        loss = unroll_loss(net, u, cfg, torch.device("cpu"),
-                           clip=(1.0, 1.0))
+        loss = impala.learn(net, u, impala.Config(num_envs=E, n_steps=T, gamma=0.9), torch.device("cpu"))
         assert torch.isfinite(loss.total)
     stop = client.comm.Isend(np.zeros(0, np.uint8), dest=0, tag=Tag.STOP)  # client.close() without its wait (one
     assert server.gather() is None  # process: its own server must take it first); the only actor said STOP

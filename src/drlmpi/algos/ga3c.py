@@ -10,8 +10,9 @@ Roles: a `learner` (the paper's trainers), `inference` ranks (its predictors, sp
             each actor's `n_steps` unroll in place in a slot of its trajectory outbox; a full unroll goes to the
             learner. It reloads the model from its host's window whenever the learner has published a newer one.
             With an LSTM core (`lstm` > 0) it keeps every env's state and stores it at each unroll's start.
-  learner   IMPALA's learner (algos.impala.run_learner) without the V-trace correction: batches of `batch_size`
-            unrolls train the n-step advantage actor-critic loss as the acting policy's own, which is GA3C's
+  learner   the unroll learner IMPALA's runs too (actor_critic.run_unroll_learner) with this file's `learn`, which has
+            no V-trace: batches of `batch_size` unrolls train the n-step advantage actor-critic loss as the acting
+            policy's own, which is GA3C's
             known weakness: the policy lag (the learner's version minus the version that acted, in the metrics)
             biases the gradient. Publishes the weights every `publish_every` updates.
 Each predictor writes its rates to `<run_dir>/inference-<i>.json` at the end (batches/s, predictions/s, mean
@@ -44,8 +45,8 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle
-from drlmpi.actor_critic import CentralConfig, answer_batch, build_net, central_fields, load_policy, run_remote_actor
-from drlmpi.algos.impala import run_learner
+from drlmpi.actor_critic import build_net, forward_unrolls, load_policy, run_unroll_learner
+from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS
 from drlmpi.comm.inference import Assembler, InferencePlane, assign
@@ -56,6 +57,8 @@ from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
 from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.nets import load_flat
+from drlmpi.ops import vtrace
+from drlmpi.ops.actor_critic import Losses, actor_critic_loss
 from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
@@ -82,6 +85,19 @@ class Config(AllreduceOption, CentralConfig):
         if self.max_policy_lag < 0:
             raise UserError(f"config: max_policy_lag must be >= 0, got {self.max_policy_lag}")
         require_choice(self, "allreduce", BACKENDS)
+
+
+def learn(net, batch: dict, cfg: Config, device) -> Losses:
+    """GA3C's loss on a batch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation), as if the
+    predictors had acted with the learner's own policy (no correction for the policy lag, as in the paper): the
+    n-step advantage actor-critic loss on bootstrapped returns. The caller steps (learners_step)."""
+    T = cfg.n_steps
+    b, logits, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
+    reward = b["reward"][:T]
+    returns = vtrace.from_importance_weights(torch.zeros_like(reward), b["discount"][:T], reward,
+                                             values[:T].detach(), values[T].detach())  # log rhos 0: n-step returns
+    return actor_critic_loss(logits[:T], values[:T], b["action"][:T], returns.vs, returns.pg_advantages,
+                             cfg.baseline_cost, cfg.entropy_cost)
 
 
 @dataclass
@@ -165,6 +181,6 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
     elif rt.role == "inference":
         run_inference(rt, cfg, planes)
     else:
-        summary = run_learner(rt, cfg, planes, resumed, algo="ga3c", sources=rt.layout.ranks("inference"), clip=None)
+        summary = run_unroll_learner(rt, cfg, planes, resumed, "ga3c", learn, rt.layout.ranks("inference"))
     planes.weights.close()
     return summary

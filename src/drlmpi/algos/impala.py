@@ -37,20 +37,20 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import ACConfig, build_net, collect, learners_step, load_policy, unroll_loss
+from drlmpi import lifecycle
+from drlmpi.actor_critic import ACConfig, build_net, collect, forward_unrolls, load_policy, run_unroll_learner
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
-from drlmpi.comm.checkpoint import CheckpointCollector
-from drlmpi.comm.metrics import ActorReport, ActorStats
+from drlmpi.comm.allreduce import BACKENDS
+from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
-from drlmpi.envs import clips_rewards, is_atari, make_vec, spaces
+from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
+from drlmpi.envs import clips_rewards, make_vec, spaces
 from drlmpi.errors import UserError
-from drlmpi.nets import flat_params, load_flat
+from drlmpi.nets import load_flat
+from drlmpi.ops import vtrace
+from drlmpi.ops.actor_critic import Losses, actor_critic_loss
 from drlmpi.replay.plane import share_of
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
 
@@ -83,6 +83,19 @@ class Config(AllreduceOption, ACConfig):
 def vtrace_clip(cfg) -> tuple[float | None, float | None]:
     """V-trace's (rho-bar, pg rho-bar) from the config (<= 0: no clipping)."""
     return tuple(t if t > 0 else None for t in (cfg.clip_rho_threshold, cfg.clip_pg_rho_threshold))
+
+
+def learn(net, batch: dict, cfg: Config, device) -> Losses:
+    """IMPALA's loss on a batch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation) acted by
+    behaviour `logits` [T, N, A]: V-trace targets vs and policy-gradient advantages from the target policy's (the
+    learner's) logits, then the policy gradient, baseline and entropy losses. The caller steps (learners_step)."""
+    T = cfg.n_steps
+    b, logits, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
+    action = b["action"][:T]
+    vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), action, b["discount"][:T], b["reward"][:T],
+                            values[:T].detach(), values[T].detach(), *vtrace_clip(cfg))
+    return actor_critic_loss(logits[:T], values[:T], action, vt.vs, vt.pg_advantages, cfg.baseline_cost,
+                             cfg.entropy_cost)
 
 
 @dataclass
@@ -145,77 +158,10 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
     env.close()
 
 
-def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None, algo: str = "impala",
-                sources: list[int] | None = None, clip: tuple | None | str = "config") -> dict:
-    """sources: the ranks that send unrolls (default the actors); clip: V-trace's thresholds (default the config's),
-    None for no correction (GA3C)."""
-    clip = vtrace_clip(cfg) if clip == "config" else clip
-    device = nets.device(cfg.device)
-    learners = rt.role_comm
-    lead = learners.rank == 0
-    actors = rt.layout.ranks("actor")
-    net = planes.net.to(device)
-    opt = torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
-    updates = lifecycle.restore_learner(resumed, {"online": net}, {"rmsprop": opt}) if resumed else 0
-    allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, has, dropped
-    if lead:
-        planes.weights.bcast(flat_params(net), updates)
-    sources = actors if sources is None else sources
-    reader = planes.trajectories.reader([a for k, a in enumerate(sources) if k % learners.size == learners.rank],
-                                        cfg.batch_size, cfg.max_policy_lag)
-    if lead:
-        stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=4 if is_atari(cfg.env) else 1,
-                           steps=resumed.env_steps if resumed else 0)
-        log = RunLog(cfg.run_dir, algo, to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy",
-                                                            "dropped_unrolls", "learners", *ActorStats.COLUMNS],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
-                                   resumed)
-    else:
-        ckpt = lifecycle.client(rt, rt.layout.ranks("learner")[0])
-    losses, dropped = None, 0
-
-    def row():
-        lv = {k: float(getattr(losses, k).detach()) if losses else float("nan")
-              for k in ("total", "pg", "baseline", "entropy")}
-        return {"loss": lv["total"], "pg_loss": lv["pg"], "baseline_loss": lv["baseline"], "entropy": lv["entropy"],
-                "dropped_unrolls": dropped, "learners": learners.size, **stats.row()}
-
-    def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot(algo, cfg, log, {"env_steps": stats.steps, "updates": updates},
-                                  {"online": net}, {"rmsprop": opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
-
-    def hear():  # between messages and updates: the lead hears the actors and handles signals; others poll
-        if lead:
-            life.hear_actors(stats, updates, cfg.total_env_steps, row)
-        else:
-            ckpt.poll()
-
-    while True:
-        batch = reader.receive(updates, on_idle=hear)
-        opt.zero_grad(set_to_none=True)
-        if batch is not None:
-            losses = unroll_loss(net, batch, cfg, device, clip)
-            losses.total.backward()
-        dropped_sum = learners_step(net, opt, allreduce, learners.size, stats.steps / cfg.total_env_steps if lead
-                                    else 0.0, batch is not None, reader.dropped, cfg)
-        if dropped_sum is None:
-            break  # no learner has a batch: every actor has stopped
-        updates += 1
-        dropped = int(dropped_sum)
-        if lead:
-            if updates % cfg.publish_every == 0:
-                planes.weights.bcast(flat_params(net), updates)
-            if life.due():
-                life.begin(stats.steps, state)
-        hear()
-    summary = lifecycle.close_learner(net, updates, reader, allreduce, ckpt=None if lead else ckpt)
-    if not lead:
-        return summary
-    life.last_reports(stats, rt.channels.reports, updates)
-    planes.weights.bcast(flat_params(net), updates)
-    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return life.close(stats.steps, updates, summary)
+def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+    """The `learner` role: actor_critic.run_unroll_learner around `learn`, on the unrolls of its share of the
+    actors."""
+    return run_unroll_learner(rt, cfg, planes, resumed, "impala", learn, rt.layout.ranks("actor"))
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -60,9 +60,8 @@ import torch
 from drlmpi import checkpoint, lifecycle, nets
 from drlmpi import demos as demo_files
 from drlmpi import value_based as vb
-from drlmpi.actor_critic import learners_step
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce, learners_step
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.tags import Tag
@@ -407,7 +406,7 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
             loss.backward()
         if lead:
             progress = min(1.0, updates / cfg.updates if offline_only else stats.steps / cfg.total_env_steps)
-        if learners_step(net, opt, allreduce, trainers.size, progress, batch is not None, 0.0, cfg) is None:
+        if learners_step(net, opt, allreduce, progress, batch is not None, 0.0, cfg) is None:
             break  # no trainer has a batch: every bellman rank has stopped
         updates += 1
         with torch.no_grad():

@@ -36,26 +36,18 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import (
-    CentralConfig,
-    answer_batch,
-    build_net,
-    central_fields,
-    learners_step,
-    load_policy,
-    run_remote_actor,
-    unroll_loss,
-)
-from drlmpi.algos.impala import vtrace_clip
+from drlmpi.actor_critic import LOSS_COLUMNS, build_net, learner_parts, load_policy, loss_row
+from drlmpi.algos import impala
+from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
-from drlmpi.comm.checkpoint import CheckpointCollector
+from drlmpi.comm.allreduce import BACKENDS, GradAllreduce, learners_step
 from drlmpi.comm.inference import Assembler, InferencePlane
-from drlmpi.comm.metrics import ActorReport, ActorStats
-from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice, to_dict
-from drlmpi.envs import is_atari, spaces
+from drlmpi.comm.metrics import ActorReport
+from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
+from drlmpi.envs import spaces
+from drlmpi.learner import Learner
+from drlmpi.ops.actor_critic import Losses
 from drlmpi.replay.plane import share_of
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime
 
 ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
@@ -138,81 +130,64 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
                      share_of(resumed.env_steps if resumed else 0, i, len(actors)))
 
 
+def learn(net, batch: dict, cfg: Config, device) -> Losses:
+    """SEED's loss is IMPALA's (algos.impala.learn: V-trace, rho-bar = c-bar = 1 by default) on the unrolls
+    {field: [T + 1, N, ...]} this learner assembled itself; behaviour `logits` are its own at acting time."""
+    return impala.learn(net, batch, cfg, device)
+
+
+def serve(server, pool: UnrollPool, asm: Assembler, net, states: list, learner: Learner, cfg: Config, device,
+          row) -> bool:
+    """Act for this learner's actors until a batch of unrolls is full: True; False once every one has stopped."""
+    while len(pool.ready) < cfg.batch_size:
+        js = server.gather(on_idle=lambda: learner.poll(row))
+        if js is None:
+            return False
+        answer_batch(net, server, js, asm, learner.updates, states, cfg, device)
+    return True
+
+
 def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+    """The `learner` role: serve the actors until a batch is full -> learn -> allreduce and step
+    (comm.allreduce.learners_step) -> the lead logs and checkpoints; until no learner has a batch."""
     device = nets.device(cfg.device)
     learners = rt.role_comm
-    lead = learners.rank == 0
-    actors = rt.layout.ranks("actor")
-    mine = [a for k, a in enumerate(actors) if k % learners.size == learners.rank]
-    net = planes.net.to(device)
-    opt = torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)
-    updates = lifecycle.restore_learner(resumed, {"online": net}, {"rmsprop": opt}) if resumed else 0
+    mine = [a for k, a in enumerate(rt.layout.ranks("actor")) if k % learners.size == learners.rank]
+    parts = learner_parts(cfg, planes.net.to(device))
+    net, opt = parts.nets["online"], parts.optims["rmsprop"]
+    learner = Learner(rt, cfg, "seed", parts, [*LOSS_COLUMNS, "learner_lag", "inference_batch_mean", "learners"],
+                      resumed)
     allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, has, lag
     server = planes.inference.server(mine, cfg.inference_batch, cfg.inference_timeout_ms / 1000)
     _, _, fields, once = planes.fields
     pool = UnrollPool(fields, cfg.n_steps, once, 2 * len(mine) + cfg.batch_size, cfg.batch_size)
     asm = Assembler(len(mine), cfg.n_steps, pool.acquire, pool.emit, pool.discard)
     states = [net.initial_state(cfg.num_envs, device) for _ in mine]
-    clip = vtrace_clip(cfg)
-    if lead:
-        stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=4 if is_atari(cfg.env) else 1,
-                           steps=resumed.env_steps if resumed else 0)
-        log = RunLog(cfg.run_dir, "seed", to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy",
-                                                          "learner_lag", "inference_batch_mean", "learners",
-                                                          *ActorStats.COLUMNS],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
-                                   resumed)
-    else:
-        ckpt = lifecycle.client(rt, rt.layout.ranks("learner")[0])
-    losses, lag = None, 0.0
+    last = {"losses": None, "lag": 0.0}
 
     def row():
-        lv = {k: float(getattr(losses, k).detach()) if losses else float("nan")
-              for k in ("total", "pg", "baseline", "entropy")}
-        return {"loss": lv["total"], "pg_loss": lv["pg"], "baseline_loss": lv["baseline"], "entropy": lv["entropy"],
-                "learner_lag": lag, "inference_batch_mean": server.requests * cfg.num_envs / max(1, server.batches),
-                "learners": learners.size, **stats.row()}
-
-    def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot("seed", cfg, log, {"env_steps": stats.steps, "updates": updates},
-                                  {"online": net}, {"rmsprop": opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
-
-    def hear():  # between requests and updates: the lead hears the actors and handles signals; others poll
-        if lead:
-            life.hear_actors(stats, updates, cfg.total_env_steps, row)
-        else:
-            ckpt.poll()
+        return {**loss_row(last["losses"]), "learner_lag": last["lag"],
+                "inference_batch_mean": server.requests * cfg.num_envs / max(1, server.batches),
+                "learners": learners.size}
 
     serving = True
     while True:
-        while serving and len(pool.ready) < cfg.batch_size:  # act for the actors until a batch is full
-            js = server.gather(on_idle=hear)
-            if js is None:  # every actor of this learner has stopped
-                serving = False
-                break
-            answer_batch(net, server, js, asm, updates, states, cfg, device)
-        has = len(pool.ready) >= cfg.batch_size
+        serving = serving and serve(server, pool, asm, net, states, learner, cfg, device, row)
+        has, lag = len(pool.ready) >= cfg.batch_size, 0.0
         opt.zero_grad(set_to_none=True)
         if has:
             batch, versions = pool.take()
-            losses = unroll_loss(net, batch, cfg, device, clip)
-            losses.total.backward()
-        lag_sum = learners_step(net, opt, allreduce, learners.size, stats.steps / cfg.total_env_steps if lead
-                                else 0.0, has, (updates - versions).mean() if has else 0.0, cfg)
+            last["losses"] = learn(net, batch, cfg, device)
+            last["losses"].total.backward()
+            lag = float((learner.updates - versions).mean())
+        lag_sum = learners_step(net, opt, allreduce, learner.progress, has, lag, cfg)
         if lag_sum is None:
             break  # no learner has a batch: every actor has stopped
-        updates += 1
-        lag = lag_sum / learners.size  # the learners' mean (one that had no batch counts 0)
-        if lead and life.due():
-            life.begin(stats.steps, state)
-        hear()
-    summary = lifecycle.close_learner(net, updates, server, asm, allreduce, ckpt=None if lead else ckpt)
-    if not lead:
-        return summary
-    life.last_reports(stats, rt.channels.reports, updates)
-    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return life.close(stats.steps, updates, summary)
+        learner.updates += 1
+        last["lag"] = lag_sum / learners.size  # the learners' mean (one that had no batch counts 0)
+        learner.checkpoint()
+        learner.poll(row)
+    return learner.finish(row, server, asm, allreduce)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from drlmpi.ops.schedules import linear
 from drlmpi.runtime import wait
 
 BACKENDS = ("auto", "mpi", "gloo", "nccl")
@@ -120,3 +121,23 @@ class GradAllreduce:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def learners_step(net, opt, allreduce: "GradAllreduce", progress: float, had: bool, extra: float, cfg
+                  ) -> float | None:
+    """After backward (if this learner `had` a batch): one allreduce of the gradients and (the lead's progress in
+    [0, 1], had, extra), the gradient mean over the learners that had a batch, clipping by cfg.max_grad_norm, the
+    lr (cfg.lr to cfg.lr_final) at that progress, the optimizer step. Returns the sum of `extra` over the
+    learners, or None (no step) when no learner had a batch."""
+    frac, contributed, extra_sum = allreduce(np.array([progress, had, extra]))
+    if not contributed:
+        return None
+    n_learners = allreduce.comm.size
+    if contributed < n_learners:
+        for p in net.parameters():
+            p.grad.mul_(n_learners / contributed)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+    for g in opt.param_groups:
+        g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
+    opt.step()
+    return float(extra_sum)
