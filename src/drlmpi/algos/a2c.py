@@ -26,16 +26,16 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import ACConfig, build_net, collect, load_policy, nstep_loss
+from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, collect, load_policy, loss_row, nstep_loss
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
-from drlmpi.comm.checkpoint import CheckpointCollector
-from drlmpi.config import opt, to_dict
+from drlmpi.config import opt
 from drlmpi.envs import clips_rewards, make_vec
 from drlmpi.errors import UserError
+from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params
+from drlmpi.ops.actor_critic import Losses
 from drlmpi.ops.schedules import linear
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, wait
 
 ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
@@ -55,79 +55,65 @@ class Config(ACConfig):
             raise UserError(f"config: optimizer must be rmsprop or adam, got {self.optimizer!r}")
 
 
-def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
+    """A worker's declared state: the network and its optimizer (RMSProp, alpha 0.99, eps 1e-5; or Adam)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
-    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.99, eps=1e-5)
+        return Parts({"online": net}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
+    return Parts({"online": net}, {"rmsprop": torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)})
+
+
+def learn(net, opt, allreduce: GradAllreduce, unroll: dict, last_obs: np.ndarray, cfg: Config, frac: float,
+          control: np.ndarray) -> tuple[Losses, np.ndarray]:
+    """One A2C update: the n-step advantage actor-critic loss of this worker's unroll [n_steps, num_envs] (returns
+    bootstrapped from V(last_obs [E, ...])) -> backward -> one allreduce: the gradient mean over every worker and
+    the sum of `control` -> clipped step at the lr of progress `frac`. Returns (losses, the control sums)."""
+    losses = nstep_loss(net, unroll, last_obs, cfg)
+    opt.zero_grad(set_to_none=True)
+    losses.total.backward()
+    sums = allreduce(control)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+    for g in opt.param_groups:
+        g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
+    opt.step()
+    return losses, sums
 
 
 def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    """The `actor` role (a worker): collect -> learn, until total_env_steps (the lead decides the stop)."""
     workers = rt.role_comm
-    lead = workers.rank == 0
-    lifecycle.seed_rank(rt, resumed)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
-    net = build_net(cfg, env.observation_space, env.action_space)
-    opt = make_optimizer(cfg, net.parameters())
-    updates, steps = 0, 0
-    if resumed:
-        updates = lifecycle.restore_learner(resumed, {"online": net}, {cfg.optimizer: opt})
-        steps = resumed.env_steps
+    parts = learner_parts(cfg, build_net(cfg, env.observation_space, env.action_space))
+    net, opt = parts.nets["online"], parts.optims[cfg.optimizer]
+    learner = Learner(rt, cfg, "a2c", parts, [*LOSS_COLUMNS, "workers"], resumed, lead_rank=0, actors=[])
     allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=3)  # stop, returns, episodes
     weights = flat_params(net)  # every worker starts from the lead's weights
     wait(workers.Ibcast(weights, root=0), what="the lead worker's first weights")
     nets.load_flat(net, weights)
-    clip = clips_rewards(cfg)
-    per_update = workers.size * cfg.num_envs * cfg.n_steps
-    if lead:
-        log = RunLog(cfg.run_dir, "a2c", to_dict(cfg), ["loss", "pg_loss", "baseline_loss", "entropy", "workers"],
-                     frames_per_step=4 if env.atari else 1, world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank))
-                                   if rt.size > 1 else None, resumed)
-    else:
-        ckpt = lifecycle.client(rt, 0)
-
-    def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot("a2c", cfg, log, {"env_steps": steps, "updates": updates}, {"online": net},
-                                  {cfg.optimizer: opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
+    clip, per_update = clips_rewards(cfg), workers.size * cfg.num_envs * cfg.n_steps
+    obs, episodes, last = env.reset(), [], {"losses": None}
 
     def row():  # the metrics of the last update
-        return {"loss": float(losses.total.detach()), "pg_loss": float(losses.pg.detach()),
-                "baseline_loss": float(losses.baseline.detach()), "entropy": float(losses.entropy.detach()),
-                "workers": workers.size}
+        return {**loss_row(last["losses"]), "workers": workers.size}
 
-    obs, episodes, losses = env.reset(), [], None
     while True:
-        frac = steps / cfg.total_env_steps
-        u, obs = collect(net, env, obs, cfg, clip, episodes)
-        losses = nstep_loss(net, u, obs, cfg)
-        opt.zero_grad(set_to_none=True)
-        losses.total.backward()
-        stop = lead and (steps + per_update >= cfg.total_env_steps or bool(life.signal()))
-        stop_sum, ret_sum, n_eps = allreduce(np.array([stop, sum(episodes), len(episodes)]))
+        unroll, obs = collect(net, env, obs, cfg, clip, episodes)
+        stop = learner.lead and (learner.steps + per_update >= cfg.total_env_steps or bool(learner.signal()))
+        last["losses"], (stop_sum, ret_sum, n_eps) = learn(
+            net, opt, allreduce, unroll, obs, cfg, learner.steps / cfg.total_env_steps,
+            np.array([stop, sum(episodes), len(episodes)]))
         episodes.clear()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        for g in opt.param_groups:
-            g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
-        opt.step()
-        updates += 1
-        steps += per_update
-        if lead:
-            if n_eps:
-                log.episode(ret_sum / n_eps)
-            log.tick(steps, updates, cfg.total_env_steps, row)
-            if not stop_sum and life.due():
-                life.begin(steps, state)
-            life.poll()
-        else:
-            ckpt.poll()
+        learner.updates += 1
+        learner.steps += per_update
+        if learner.lead and n_eps:
+            learner.log.episode(ret_sum / n_eps)
+        if not stop_sum:
+            learner.checkpoint()
+        learner.poll(row)
         if stop_sum:
             break
-    summary = lifecycle.close_learner(net, updates, allreduce, env, ckpt=None if lead else ckpt)
-    if not lead:
-        return summary
-    life.begin(steps, state, last=True, final_row=(updates, row()))
-    return life.close(steps, updates, summary)
+    return learner.finish(row, allreduce, env)
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    lifecycle.seed_rank(rt, resumed)
     return run_worker(rt, cfg, resumed)
