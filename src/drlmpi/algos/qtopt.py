@@ -62,19 +62,17 @@ from drlmpi import demos as demo_files
 from drlmpi import value_based as vb
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS, GradAllreduce, learners_step
-from drlmpi.comm.checkpoint import CheckpointCollector
-from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.trajectories import TrajectoryPlane
-from drlmpi.config import AllreduceOption, Hparam, opt, require_at_least, require_choice, to_dict
+from drlmpi.config import AllreduceOption, Hparam, opt, require_at_least, require_choice
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import CheckpointError, UserError
+from drlmpi.learner import Learner, Parts
 from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
 from drlmpi.ops.cem import cem
 from drlmpi.ops.qlearning import actor_priority
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, transition_fields
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait_all
 from drlmpi.runtime.context import startup_timeout
 
@@ -276,11 +274,6 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     return Planes(value, labelled)
 
 
-def publish(planes: Planes, online, t1, t2, progress: float, updates: int) -> None:
-    planes.value.weights.bcast(np.concatenate([flat_params(online), flat_params(t1), flat_params(t2),
-                                               np.array([progress], np.float32)]), updates)
-
-
 def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
     """The `bellman` role: label sampled transitions with clipped double-Q CEM targets until the lead's STOP."""
     trainers, k = rt.layout.ranks("learner"), rt.layout.index(rt.rank)
@@ -330,107 +323,124 @@ def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     ckpt.close()
 
 
+def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
+    """A trainer's declared state: Q, the Polyak-averaged target Q1', the lagged target Q2', Adam."""
+    t1, t2 = copy.deepcopy(net).requires_grad_(False), copy.deepcopy(net).requires_grad_(False)
+    return Parts({"online": net, "target1": t1, "target2": t2}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr)})
+
+
+def learn(net, batch: dict, device) -> tuple[torch.Tensor, dict]:
+    """The trainer's loss on a labelled batch (one row of obs [B, ...], action [B, A], target y [B], importance
+    weight [B]): the importance-weighted squared error of Q(s, a) against y, and its metrics."""
+    obs, act, y, w = (torch.as_tensor(batch[key][0], device=device) for key in ("obs", "action", "target", "weight"))
+    q = net(obs, act)
+    loss = (w * (q - y) ** 2).mean()
+    return loss, {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), "target_mean": float(y.mean())}
+
+
+def update_targets(parts: Parts, cfg: Config, updates: int) -> None:
+    """After an update: Q1' moves `tau` of the way to Q; Q2' is a copy of Q1' every `target_lag` updates."""
+    net, t1, t2 = (parts.nets[k] for k in ("online", "target1", "target2"))
+    with torch.no_grad():
+        for p1, p in zip(t1.parameters(), net.parameters(), strict=True):
+            p1.lerp_(p, cfg.tau)
+    if updates % cfg.target_lag == 0:
+        t2.load_state_dict(t1.state_dict())
+
+
+class LeadTrainer:
+    """The lead trainer's duties beside training: the replay-ratio gate, the wait for labelled batches (both timed for
+    the metrics), and the STOP to every bellman rank once the actors are done (or `updates` made, offline, or a
+    signal)."""
+
+    def __init__(self, rt: Runtime, cfg: Config, planes: Planes, learner: Learner):
+        self.cfg, self.planes, self.learner = cfg, planes, learner
+        self.offline_only, self.bellmans = not rt.layout.ranks("actor"), rt.layout.ranks("bellman")
+        self.gate = vb.throttle(cfg, len(rt.layout.ranks("actor")), planes.value.rows)
+        self.waiting, self.starved = vb.Stopwatch(), vb.Stopwatch()
+        self.stops: list = []  # the STOP sends to the bellman ranks, once stopping
+
+    def row(self) -> dict:
+        return {"learner_waiting": self.waiting.fraction(), "label_waiting": self.starved.fraction()}
+
+    def progress(self) -> float:
+        learner = self.learner
+        return min(1.0, learner.updates / self.cfg.updates if self.offline_only else learner.progress)
+
+    def done(self) -> bool:
+        """Time to stop the bellman ranks: a signal asked the actors for the final checkpoint, or the work is done."""
+        if self.learner.stopping:
+            return True
+        return self.learner.updates >= self.cfg.updates if self.offline_only else self.learner.stats.all_done
+
+    def hear(self, row) -> None:
+        self.learner.poll(row)
+        if not self.stops and self.done():
+            self.stops = [self.planes.labelled.comm.Isend(np.zeros(0, np.uint8), dest=b, tag=Tag.STOP)
+                          for b in self.bellmans]
+
+    def hold(self, row) -> None:
+        """Wait while ahead of the actors (replay ratio)."""
+        t0 = time.monotonic()
+        while not self.offline_only and not self.stops and self.gate.learners_wait(self.learner.updates,
+                                                                                     self.learner.steps):
+            self.hear(row)
+            time.sleep(0.001)
+        self.waiting.add(time.monotonic() - t0)
+
+    def close(self) -> None:
+        wait_all(self.stops, what="the STOPs to the bellman ranks")
+
+
 def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
-    """The `learner` role (a trainer): gradient steps on labelled batches, the targets, the lead's duties."""
+    """The `learner` role (a trainer): labelled batch -> learn -> allreduce and step (comm.allreduce.learners_step) ->
+    targets -> the lead publishes [online | Q1' | Q2' | progress], logs, checkpoints and stops the bellman ranks;
+    until no trainer has a batch left."""
     device = nets.device(cfg.device)
     trainers = rt.role_comm
-    lead = trainers.rank == 0
-    actors, bellmans = rt.layout.ranks("actor"), rt.layout.ranks("bellman")
-    net = planes.value.net.to(device)
-    t1, t2 = copy.deepcopy(net).requires_grad_(False), copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    updates = 0
-    if resumed:
-        updates = lifecycle.restore_learner(resumed, {"online": net, "target1": t1, "target2": t2}, {"adam": opt})
+    parts = learner_parts(cfg, planes.value.net.to(device))
+    net, opt = parts.nets["online"], parts.optims["adam"]
+    learner = Learner(rt, cfg, "qtopt", parts, ["loss", "q_mean", "target_mean", "learners", "learner_waiting",
+                                                "label_waiting"], resumed)
     allreduce = GradAllreduce(trainers, list(net.parameters()), cfg.allreduce, extra=3)  # progress, had, 0
+    bellmans = rt.layout.ranks("bellman")
     reader = planes.labelled.reader([b for i, b in enumerate(bellmans) if i % trainers.size == trainers.rank], 1)
-    offline_only = not actors
-    progress = 0.0
-    if lead:
-        stats = ActorStats(rt.channels.reports, len(actors), steps=resumed.env_steps if resumed else 0)
-        gate = vb.throttle(cfg, len(actors), planes.value.rows)
-        log = RunLog(cfg.run_dir, "qtopt", to_dict(cfg), ["loss", "q_mean", "target_mean", "replay_size",
-                                                           "learners", "learner_waiting", "label_waiting",
-                                                           *ActorStats.COLUMNS],
-                     world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)),
-                                   resumed)
-        waiting, starved = vb.Stopwatch(), vb.Stopwatch()  # the replay-ratio gate; waits for labelled batches
-        stops = []  # the STOP sends to the bellman ranks, once stopping
-        publish(planes, net, t1, t2, progress, updates)
-    else:
-        ckpt = lifecycle.client(rt, rt.layout.ranks("learner")[0])
+    lead = LeadTrainer(rt, cfg, planes, learner) if learner.lead else None
     last = {"loss": float("nan"), "q_mean": float("nan"), "target_mean": float("nan")}
-    size = 0
 
     def row():
-        return {**last, "replay_size": size, "learners": trainers.size, "learner_waiting": waiting.fraction(),
-                "label_waiting": starved.fraction(),
-                **stats.row()}
+        return {**last, "learners": trainers.size, **(lead.row() if lead else {})}
 
-    def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot("qtopt", cfg, log, {"env_steps": stats.steps, "updates": updates},
-                                  {"online": net, "target1": t1, "target2": t2}, {"adam": opt}, rt.gen, rt.who,
-                                  lifecycle.layout_dict(rt))
+    def publish():
+        planes.value.weights.bcast(np.concatenate([flat_params(net), flat_params(parts.nets["target1"]),
+                                                   flat_params(parts.nets["target2"]),
+                                                   np.array([lead.progress()], np.float32)]), learner.updates)
 
-    def done() -> bool:  # the lead: time to stop the bellman ranks
-        if life.final is not None:
-            return True  # a signal: the actors were asked for the final checkpoint (or there are none)
-        return updates >= cfg.updates if offline_only else stats.all_done
-
-    def hear():  # between batches and updates
-        if not lead:
-            ckpt.poll()
-            return
-        life.hear_actors(stats, updates, cfg.total_env_steps, row)  # a signal asks the actors (if any) to stop
-        if not stops and done():
-            stops.extend(planes.labelled.comm.Isend(np.zeros(0, np.uint8), dest=b, tag=Tag.STOP) for b in bellmans)
-
+    if lead:
+        publish()
+    hear = lead.hear if lead else learner.poll
     while True:
-        if lead:  # wait while ahead of the actors (replay ratio)
-            t0 = time.monotonic()
-            while not offline_only and not stops and gate.learners_wait(updates, stats.steps):
-                hear()
-                time.sleep(0.001)
-            waiting.add(time.monotonic() - t0)
-        t0 = time.monotonic()
-        batch = reader.receive(updates, on_idle=hear)
         if lead:
-            starved.add(time.monotonic() - t0)
+            lead.hold(row)
+        t0 = time.monotonic()
+        batch = reader.receive(learner.updates, on_idle=lambda: hear(row))
+        if lead:
+            lead.starved.add(time.monotonic() - t0)
         opt.zero_grad(set_to_none=True)
         if batch is not None:
-            obs, act, y, w = (torch.as_tensor(batch[key][0], device=device) for key in
-                              ("obs", "action", "target", "weight"))
-            q = net(obs, act)
-            loss = (w * (q - y) ** 2).mean()
+            loss, metrics = learn(net, batch, device)
             loss.backward()
-        if lead:
-            progress = min(1.0, updates / cfg.updates if offline_only else stats.steps / cfg.total_env_steps)
-        if learners_step(net, opt, allreduce, progress, batch is not None, 0.0, cfg) is None:
+        if learners_step(net, opt, allreduce, lead.progress() if lead else 0.0, batch is not None, 0.0, cfg) is None:
             break  # no trainer has a batch: every bellman rank has stopped
-        updates += 1
-        with torch.no_grad():
-            for p1, p in zip(t1.parameters(), net.parameters(), strict=True):
-                p1.lerp_(p, cfg.tau)
-        if updates % cfg.target_lag == 0:
-            t2.load_state_dict(t1.state_dict())
-        if lead:
-            if batch is not None:
-                last = {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), "target_mean":
-                        float(y.mean())}
-            if updates % cfg.publish_every == 0:
-                publish(planes, net, t1, t2, progress, updates)
-            if life.due():
-                life.begin(stats.steps, state)
-        hear()
-    summary = lifecycle.close_learner(net, updates, reader, allreduce, ckpt=None if lead else ckpt)
-    if not lead:
-        return summary
-    wait_all(stops, what="the STOPs to the bellman ranks")
-    life.last_reports(stats, rt.channels.reports, updates)
-    publish(planes, net, t1, t2, progress, updates)
-    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return life.close(stats.steps, updates, summary)
+        learner.updates += 1
+        update_targets(parts, cfg, learner.updates)
+        if lead and batch is not None:
+            last = metrics
+        if lead and learner.updates % cfg.publish_every == 0:
+            publish()
+        learner.checkpoint()
+        hear(row)
+    return learner.finish(row, reader, allreduce, *([lead] if lead else []), publish=publish)
 
 
 def check_layout(layout, cfg: Config) -> None:
