@@ -194,4 +194,4 @@ def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list
             publish()
         learner.checkpoint()
         learner.poll(row)
-    return learner.finish(row, reader, allreduce, publish=publish)
+    return learner.finish(row, reader, allreduce, final=publish)

@@ -134,10 +134,11 @@ class Learner:
         return lifecycle.snapshot(self.algo, self.cfg, self.log, counters, self.parts.nets, self.parts.optims,
                                   self.rt.gen, self.rt.who, lifecycle.layout_dict(self.rt))
 
-    def finish(self, row=None, *closing, publish=None, net=None, summary=None) -> dict:
+    def finish(self, row=None, *closing, final=None, net=None) -> dict:
         """The end of training (see the module docstring). closing: this learner's planes and peers, each
-        `.close()`d in order; publish(): the lead's final weights for the actors; net: the network whose hash the
-        summary carries (default "online"); summary: entries added to the lead's summary."""
+        `.close()`d in order; final() -> None or entries for the summary: the lead's last work before the final copy
+        (publish its final weights; GORILA: hear the parameter server's last updates); net: the network whose hash
+        the summary carries (default "online")."""
         if self.lead:
             self.life.ask_last(self.steps)
         for c in closing:
@@ -148,8 +149,7 @@ class Learner:
             return own
         if self.stats is not None:
             self.life.last_reports(self.stats, self.rt.channels.reports, self.version())
-        if publish:
-            publish()
+        extra = final() if final else None
         self.life.begin(self.steps, self.snapshot, last=True, parts=self.part_files,
                         final_row=(self.updates, self.row(row)))
-        return self.life.close(self.steps, self.updates, {**own, **(summary or {})})
+        return self.life.close(self.steps, self.updates, {**own, **(extra or {})})

@@ -318,7 +318,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
     if loop.start(learners):
         while loop.step():
             pass
-    return learner.finish(loop.row, sampler, allreduce, publish=publish)
+    return learner.finish(loop.row, sampler, allreduce, final=publish)
 
 
 class ReplayLoop:

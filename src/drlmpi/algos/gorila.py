@@ -44,20 +44,17 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from drlmpi import lifecycle, nets, param_server
+from drlmpi import nets, param_server
 from drlmpi import value_based as vb
 from drlmpi.checkpoint import State
-from drlmpi.comm.checkpoint import CheckpointCollector
-from drlmpi.comm.metrics import ActorStats
 from drlmpi.comm.ps import isend_gradient, isend_stop
 from drlmpi.comm.tags import Tag
-from drlmpi.config import opt, to_dict
-from drlmpi.envs import is_atari
+from drlmpi.config import opt
 from drlmpi.errors import CheckpointError, UserError
+from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.optim import OPTIMIZERS
 from drlmpi.ops.schedules import linear
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait, wait_all
 from drlmpi.runtime.context import startup_timeout
 
@@ -101,124 +98,138 @@ def run_ps(rt: Runtime, cfg: Config, planes, resumed: State | None) -> None:
                         cfg.optimizer, lr, cfg.publish_every, cfg.run_dir, start, **opt_kwargs)
 
 
-def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict | None:
-    device = nets.device(cfg.device)
-    control_ch, window = rt.channels.control, planes.weights.window
-    learners, ps_ranks, n_actors = rt.layout.ranks("learner"), rt.layout.ranks("ps"), len(rt.layout.ranks("actor"))
-    lead = rt.rank == learners[0]
-    net = planes.net.to(device)
-    target = copy.deepcopy(net).requires_grad_(False)
+def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
+    """GORILA's loss on a prioritized batch of n-step transitions [B]: the importance-weighted Huber loss of the
+    double-DQN TD errors on the learner's local copy of the parameters, and the new priorities |td| + eps [B]."""
+    loss, td = vb.td_loss(net, target, batch.data, batch.weights, device)
+    return loss, vb.new_priorities(td)
+
+
+class GradientSends:
+    """A learner's gradients to the ps shards, each its slice, without waiting for them (double-buffered)."""
+
+    def __init__(self, rt: Runtime, window):
+        self.comm, self.ps, self.bounds = rt.channels.params, rt.layout.ranks("ps"), window.bounds
+        self.bufs, self.reqs, self.k = [np.zeros(window.n, np.float32) for _ in range(2)], [[], []], 0
+
+    def send(self, net) -> None:
+        turn, self.k = self.k % 2, self.k + 1
+        wait_all(self.reqs[turn], what="previous gradient sends")
+        self.bufs[turn][:] = torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy()
+        self.reqs[turn] = isend_gradient(self.comm, self.bufs[turn], self.ps, self.bounds)
+
+    def close(self) -> None:
+        """Every gradient sent, then STOP to every ps shard."""
+        wait_all(self.reqs[0] + self.reqs[1], what="gradient sends")
+        isend_stop(self.comm, self.ps)
+
+
+class LeadWord:
+    """The lead's word to the other learners, (env steps, stop), as Tag.CONTROL messages on the control channel,
+    one in flight per learner; `say` on the lead, `hear` on the others, `value` everywhere."""
+
+    def __init__(self, rt: Runtime, steps: int):
+        self.comm, self.learners = rt.channels.control, rt.layout.ranks("learner")
+        self.value = np.array([steps, 0], np.float64)  # env steps, stop
+        self.bufs = [np.zeros(2, np.float64) for _ in self.learners]
+        self.reqs = [MPI.REQUEST_NULL] * len(self.learners)
+
+    def _isend(self, j: int) -> None:
+        self.bufs[j][:] = self.value
+        self.reqs[j] = self.comm.Isend(self.bufs[j], dest=self.learners[j], tag=Tag.CONTROL)
+
+    def say(self, steps: int, stop: bool) -> None:
+        self.value[:] = steps, stop
+        for j in range(1, len(self.learners)):
+            if self.reqs[j].Test():
+                self._isend(j)
+
+    def hear(self) -> None:
+        while self.comm.Iprobe(self.learners[0], Tag.CONTROL):
+            self.comm.Recv(self.value, source=self.learners[0], tag=Tag.CONTROL)
+
+    def close(self) -> None:
+        """The lead: the last word is stop, said once to each (one sender's messages with one tag arrive in order)."""
+        for j in range(1, len(self.learners)):
+            wait(self.reqs[j], what="control message")
+            if not self.bufs[j][1]:  # that learner has not been told to stop yet
+                self._isend(j)
+        wait_all(self.reqs, what="control messages")
+
+
+def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
+    """The `learner` role: refresh the local parameters from the ps every `sync_every` updates -> sample -> learn ->
+    clipped gradient slices to the ps shards, not waiting -> priorities; asynchronous, as in the paper. The lead
+    hears the actors, logs, checkpoints and tells the other learners the env steps and when to stop."""
+    device, window = nets.device(cfg.device), planes.weights.window
+    parts = Parts({"online": planes.net.to(device), "target": copy.deepcopy(planes.net).requires_grad_(False)})
+    net, target = parts.nets["online"], parts.nets["target"]
     flat = np.empty(window.n, np.float32)
 
-    def pull(into) -> int:  # the parameter server's vector, into a network
-        v = window.read(flat)
+    def pull(into) -> None:  # the parameter server's vector, into a network
+        window.read(flat)
         load_flat(into, flat)
-        return v
 
     poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
-    pull(net)
     pull(target)
-    updates = 0
-    if resumed:  # the parameters come from the parameter server's parts; the target network from the lead's
-        updates = lifecycle.restore_learner(resumed, {"target": target}, {})
-    sampler = planes.replay.sampler(rt.gen)
-    gate = vb.throttle(cfg, n_actors, planes.rows)
-    grads = [np.zeros(window.n, np.float32) for _ in range(2)]  # double-buffered gradient sends
-    grad_reqs: list[list] = [[], []]
-    stats = ActorStats(rt.channels.reports, n_actors, frames_per_step=4 if is_atari(cfg.env) else 1,
-                       steps=resumed.env_steps if resumed else 0)
-    control = np.array([stats.steps, 0], np.float64)  # env steps, stop: the lead's word (Tag.CONTROL)
-    control_bufs = [np.zeros(2, np.float64) for _ in learners]  # lead: one message in flight per learner
-    control_reqs = [MPI.REQUEST_NULL] * len(learners)
-    waiting = vb.Stopwatch()
-
-    def isend_control(j: int) -> None:
-        control_bufs[j][:] = control
-        control_reqs[j] = control_ch.Isend(control_bufs[j], dest=learners[j], tag=Tag.CONTROL)
-
-    if lead:
-        log = RunLog(cfg.run_dir, "gorila", to_dict(cfg), ["loss", "replay_size", "replay_fill", "sample_rate",
-                                                            "ps_updates", *ActorStats.COLUMNS, "learner_waiting"],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(control_ch, lifecycle.targets(rt, rt.rank)), resumed)
-    else:
-        ckpt = lifecycle.client(rt, learners[0])
-    loss, size = float("nan"), 0
-
-    def state():  # the lead's, for a checkpoint (the parameters themselves are in the ps parts)
-        return lifecycle.snapshot("gorila", cfg, log, {"env_steps": stats.steps, "updates": updates,
-                                                       "ps_updates": window.version},
-                                  {"online": net, "target": target}, {}, rt.gen, rt.who, lifecycle.layout_dict(rt))
-
-    def listen():  # lead: hear the actors and tell the other learners; others: hear the lead
-        if lead:
-            stats.drain(window.version, log.episode)
-            if life.signal():
-                life.stop_actors(stats.steps)  # they stop and answer the final checkpoint; training ends
-            life.poll()
-            control[:] = stats.steps, stats.all_done
-            for j in range(1, len(learners)):
-                if control_reqs[j].Test():
-                    isend_control(j)
-            log.tick(stats.steps, updates, cfg.total_env_steps, row)
-        else:
-            ckpt.poll()
-            while control_ch.Iprobe(learners[0], Tag.CONTROL):
-                control_ch.Recv(control, source=learners[0], tag=Tag.CONTROL)
+    learner = Learner(rt, cfg, "gorila", parts, ["loss", "replay_size", "replay_fill", "sample_rate", "ps_updates",
+                                                 "learner_waiting"], resumed,
+                      counters=lambda: {"ps_updates": window.version}, version=lambda: window.version)
+    pull(net)  # the parameters are the parameter server's (its parts); the target network the lead's
+    sampler, gate = planes.replay.sampler(rt.gen), vb.throttle(cfg, len(rt.layout.ranks("actor")), planes.rows)
+    grads, word, waiting = GradientSends(rt, window), LeadWord(rt, learner.steps), vb.Stopwatch()
+    last = {"loss": float("nan"), "size": 0}
 
     def row():
-        return {"loss": loss, "replay_size": size, "replay_fill": round(size / cfg.buffer_size, 4),
-                "sample_rate": round(log.rates[1] * cfg.batch_size * len(learners), 1), "ps_updates": window.version,
-                **stats.row(), "learner_waiting": waiting.fraction()}
+        return {"loss": last["loss"], "replay_size": last["size"], "replay_fill": round(last["size"] / cfg.buffer_size,
+                4), "sample_rate": round(learner.log.rates[1] * cfg.batch_size * len(word.learners), 1),
+                "ps_updates": window.version, "learner_waiting": waiting.fraction()}
 
-    vb.wait_for_replay(sampler, cfg, lambda: bool(control[1]), listen)
+    def listen():  # the lead hears the actors and tells the other learners; the others hear the lead
+        learner.poll(row)
+        if learner.lead:
+            word.say(learner.steps, learner.stats.all_done)
+        else:
+            word.hear()
+
+    vb.wait_for_replay(sampler, cfg, lambda: bool(word.value[1]), listen)
     sampler.request(cfg.batch_size)  # close() receives it if training never starts
     while True:
         listen()
-        if control[1]:
+        if word.value[1]:
             break
-        if gate.learners_wait(window.version, control[0]):  # the learners are ahead of the actors
-            t0 = time.monotonic()
-            time.sleep(0.001)
-            waiting.add(time.monotonic() - t0)
+        if gate.learners_wait(window.version, word.value[0]):  # the learners are ahead of the actors
+            waiting.add(sleep(0.001))
             continue
-        if updates % cfg.sync_every == 0:
+        if learner.updates % cfg.sync_every == 0:
             pull(net)
-        batch = sampler.receive(linear(cfg.beta_start, 1.0, control[0] / cfg.total_env_steps))
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, word.value[0] / cfg.total_env_steps))
         sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
-        loss_t, td = vb.td_loss(net, target, batch.data, batch.weights, device)
+        loss, priorities = learn(net, target, batch, device)
         net.zero_grad(set_to_none=True)
-        loss_t.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        turn = updates % 2
-        wait_all(grad_reqs[turn], what="previous gradient sends")
-        grads[turn][:] = torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy()
-        grad_reqs[turn] = isend_gradient(rt.channels.params, grads[turn], ps_ranks, window.bounds)  # async
-        sampler.update_priorities(batch, vb.new_priorities(td))
-        updates += 1
-        loss, size = float(loss_t.detach()), batch.size
-        if updates % cfg.target_update_every == 0:
+        grads.send(net)
+        sampler.update_priorities(batch, priorities)
+        learner.updates += 1
+        last.update(loss=float(loss.detach()), size=batch.size)
+        if learner.updates % cfg.target_update_every == 0:
             pull(target)
-        if lead and life.due():
-            life.begin(stats.steps, state)
-    if lead:  # the final checkpoint's request: the shards must have it before the STOPs of the sampler and below
-        life.ask_last(stats.steps)
-    sampler.close()  # receives the batch still asked for, then STOP to every replay shard
-    wait_all(grad_reqs[0] + grad_reqs[1], what="gradient sends")
-    isend_stop(rt.channels.params, ps_ranks)
-    if lead:  # the last word is stop, said once (messages from one sender with one tag arrive in order)
-        for j in range(1, len(learners)):
-            wait(control_reqs[j], what="control message")
-            if not control_bufs[j][1]:  # that learner has not been told to stop yet
-                isend_control(j)
-        wait_all(control_reqs, what="control messages")
-    if not lead:
-        ckpt.close()
-        return None
-    versions = param_server.final_updates(rt, life, window)
-    pull(net)
-    life.begin(stats.steps, state, last=True, final_row=(updates, row()))
-    return {**life.close(stats.steps, updates), "updates": min(versions)}
+        learner.checkpoint()
+
+    def final() -> dict:  # the ps shards' final vector, which every gradient has reached
+        versions = param_server.final_updates(rt, learner.life, window)
+        pull(net)
+        return {"updates": min(versions)}
+
+    return learner.finish(row, sampler, grads, *([word] if learner.lead else []), final=final)
+
+
+def sleep(seconds: float) -> float:
+    """Sleep; the seconds it took."""
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    return time.monotonic() - t0
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:

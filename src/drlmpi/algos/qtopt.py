@@ -440,7 +440,7 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
             publish()
         learner.checkpoint()
         hear(row)
-    return learner.finish(row, reader, allreduce, *([lead] if lead else []), publish=publish)
+    return learner.finish(row, reader, allreduce, *([lead] if lead else []), final=publish)
 
 
 def check_layout(layout, cfg: Config) -> None:
