@@ -143,13 +143,16 @@ class Learner:
             self.life.ask_last(self.steps)
         for c in closing:
             c.close()
-        own = lifecycle.summary_of(net if net is not None else self.parts.nets["online"], self.updates)
         if not self.lead:
             self.ckpt.close()
-            return own
+            return self.summary(net)
         if self.stats is not None:
             self.life.last_reports(self.stats, self.rt.channels.reports, self.version())
         extra = final() if final else None
         self.life.begin(self.steps, self.snapshot, last=True, parts=self.part_files,
                         final_row=(self.updates, self.row(row)))
-        return self.life.close(self.steps, self.updates, {**own, **(extra or {})})
+        return self.life.close(self.steps, self.updates, {**self.summary(net), **(extra or {})})
+
+    def summary(self, net=None) -> dict:
+        """This learner's update count and weights hash (lifecycle.summary_of; equal learners, equal hashes)."""
+        return lifecycle.summary_of(net if net is not None else self.parts.nets["online"], self.updates)

@@ -37,7 +37,6 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                          to ps)
 """
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,18 +46,17 @@ import torch
 from drlmpi import lifecycle, param_server
 from drlmpi.actor_critic import ACConfig, build_net, collect, load_policy, nstep_loss
 from drlmpi.checkpoint import State
-from drlmpi.comm.checkpoint import CheckpointCollector
-from drlmpi.comm.metrics import ActorReport, ActorStats
-from drlmpi.comm.ps import isend_gradient, isend_stop
+from drlmpi.comm.metrics import ActorReport
+from drlmpi.comm.ps import GradientSender
 from drlmpi.comm.weights import NodeWeights, WeightsPlane
-from drlmpi.config import opt, require_at_least, to_dict
+from drlmpi.config import opt, require_at_least
 from drlmpi.envs import clips_rewards, make_vec, spaces
 from drlmpi.errors import CheckpointError, UserError
+from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.schedules import linear
 from drlmpi.replay.plane import share_of
-from drlmpi.rundir import RunLog
-from drlmpi.runtime import RoleSpec, Runtime, barrier, poll, probe, wait_all
+from drlmpi.runtime import RoleSpec, Runtime, barrier, poll
 from drlmpi.runtime.context import startup_timeout
 
 ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True, ps_across_hosts=True)
@@ -91,10 +89,70 @@ def shared_rmsprop_step(window: NodeWeights, g: NodeWeights, grad: np.ndarray, l
     return window.hogwild_add(grad / (np.sqrt(sq) + eps), scale=-lr)
 
 
+class SharedRMSProp:
+    """The paper's shared RMSProp on one host: its statistic g [n] lives in a shared window and every worker steps it
+    and the weights lock-free (shared_rmsprop_step). state_dict / load_state_dict have torch's optimizer shape, so
+    checkpoints hold it as `shared_rmsprop` (groups; state "0": square_avg [n])."""
+
+    def __init__(self, window: NodeWeights, g: NodeWeights, cfg: Config):
+        self.window, self.g, self.cfg = window, g, cfg
+
+    def step(self, grad: np.ndarray, lr: float) -> int:
+        return shared_rmsprop_step(self.window, self.g, grad, lr, self.cfg.rmsprop_alpha, self.cfg.rmsprop_eps)
+
+    def state_dict(self) -> dict:
+        cfg = self.cfg
+        return {"param_groups": [{"lr": cfg.lr, "alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps}],
+                "state": {0: {"square_avg": torch.from_numpy(self.g.weights)}}}
+
+    def load_state_dict(self, saved: dict) -> None:
+        sq = np.asarray(saved["state"][0]["square_avg"], np.float32)
+        if sq.shape != self.g.weights.shape:
+            raise ValueError(f"shared RMSProp statistic of shape {sq.shape}, not {self.g.weights.shape}")
+        self.g.weights[:] = sq
+
+
 def flat_grad(net, max_norm: float) -> np.ndarray:
     """The parameters' gradients, clipped by global norm, as one float32 vector [n]."""
     torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm)
     return torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
+
+
+class Hogwild:
+    """The update on one host: read the global weights with no lock, apply each gradient in place (SharedRMSProp)."""
+
+    def __init__(self, window: NodeWeights, g: NodeWeights, cfg: Config):
+        self.window, self.cfg, self.opt = window, cfg, SharedRMSProp(window, g, cfg)
+        self.optims = {"shared_rmsprop": self.opt}
+
+    def read(self, into: np.ndarray) -> int:
+        np.copyto(into, self.window.weights)  # no lock (Hogwild!)
+        return self.window.version
+
+    def apply(self, net, frac: float) -> int:
+        return self.opt.step(flat_grad(net, self.cfg.max_grad_norm), linear(self.cfg.lr, self.cfg.lr_final, frac))
+
+    def close(self) -> None:
+        pass
+
+
+class ToParameterServer:
+    """The update across hosts: read the ps's latest weights (seqlock), send each gradient to the ps without
+    waiting; its RMSProp state is in the ps parts."""
+
+    def __init__(self, rt: Runtime, window: NodeWeights, cfg: Config):
+        self.window, self.cfg, self.optims = window, cfg, {}
+        self.sender = GradientSender(rt.channels.params, rt.layout.ranks("ps"), window.bounds)
+
+    def read(self, into: np.ndarray) -> int:
+        return self.window.read(into)
+
+    def apply(self, net, frac: float) -> int:
+        self.sender.send(flat_grad(net, self.cfg.max_grad_norm))
+        return self.window.version
+
+    def close(self) -> None:
+        self.sender.close()
 
 
 def resume_point(resumed: State, net) -> tuple[np.ndarray, np.ndarray, int]:
@@ -114,119 +172,85 @@ def resume_point(resumed: State, net) -> tuple[np.ndarray, np.ndarray, int]:
     return flat_params(net), sq, updates
 
 
-def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeWeights | None,
-               resumed: State | None) -> dict | None:
-    """A worker; g is the shared RMSProp statistic's window on one host, None when a ps applies the updates."""
-    workers, ps_ranks = (rt.layout.ranks("actor") or [rt.rank]), rt.layout.ranks("ps")
-    n_workers, i, n = len(workers), workers.index(rt.rank), window.n
-    lead = i == 0
-    start_updates = 0
-    if g is not None:  # one host: the lead publishes the first weights, everyone then adds to them
-        if lead:
-            w0 = flat_params(net)
-            if resumed:
-                w0, g.weights[:], start_updates = resume_point(resumed, net)
-            window.publish(w0, start_updates)
-        barrier(rt.node)  # the first weights are in the window
-    else:
+def start_weights(rt: Runtime, net, window: NodeWeights, g: NodeWeights | None, lead: bool, resumed) -> None:
+    """One host: the lead publishes the first weights (and g, resumed), everyone then adds to them; across hosts:
+    wait for the ps's first weights."""
+    if g is None:
         poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
-    local = np.empty(n, np.float32)
-    grads = [np.zeros(n, np.float32) for _ in range(2)] if ps_ranks else []  # to the ps, double-buffered
-    grad_reqs: list[list] = [[], []]
-    clip = clips_rewards(cfg)
-    share = share_of(cfg.total_env_steps, i, n_workers)
-    steps = share_of(resumed.env_steps if resumed else 0, i, n_workers)
-    report = ActorReport(rt.channels.reports, workers[0], i)
+        return
     if lead:
-        stats = ActorStats(rt.channels.reports, n_workers, frames_per_step=4 if env.atari else 1,
-                           steps=resumed.env_steps if resumed else 0)
-        log = RunLog(cfg.run_dir, "a3c", to_dict(cfg), ["loss", "entropy", "workers", *ActorStats.COLUMNS],
-                     frames_per_step=stats.frames_per_step, world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank))
-                                   if rt.size > 1 else None, resumed)
-    else:
-        ckpt = lifecycle.client(rt, workers[0])
+        w0, updates = flat_params(net), 0
+        if resumed:
+            w0, g.weights[:], updates = resume_point(resumed, net)
+        window.publish(w0, updates)
+    barrier(rt.node)  # the first weights are in the window
 
-    def read() -> int:  # the global weights into local; their version
-        if g is None:
-            return window.read(local)  # the ps's, consistent (seqlock)
-        np.copyto(local, window.weights)  # no lock (Hogwild!)
-        return window.version
 
-    def state():  # the lead's: the global weights as they are now (and g on one host; the ps parts hold its own)
-        read()
+def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeWeights | None,
+               resumed: State | None) -> dict:
+    """A worker: read the global weights -> an unroll -> the n-step actor-critic gradient -> applied lock-free to
+    the shared weights (one host: g is the shared RMSProp statistic's window) or sent to the ps (g None) ->
+    report; until its share of total_env_steps. The first worker leads: it hears the others, logs, checkpoints."""
+    workers = rt.layout.ranks("actor") or [rt.rank]
+    i, local = workers.index(rt.rank), np.empty(window.n, np.float32)
+    start_weights(rt, net, window, g, i == 0, resumed)
+    update = Hogwild(window, g, cfg) if g is not None else ToParameterServer(rt, window, cfg)
+
+    def refresh():  # the declared network holds the global weights as they are now
+        update.read(local)
         load_flat(net, local)
-        st = lifecycle.snapshot("a3c", cfg, log, {"env_steps": stats.steps, "updates": window.version},
-                                {"online": net}, {}, rt.gen, rt.who, lifecycle.layout_dict(rt))
-        if g is not None:
-            st.optim["shared_rmsprop"] = {
-                "groups": [{"lr": cfg.lr, "alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps}],
-                "state": {"0": {"square_avg": g.weights.copy()}}}
-        return st
+
+    parts = Parts({"online": net}, update.optims, refresh, restore=False)  # (start_weights restored the window)
+    learner = Learner(rt, cfg, "a3c", parts, ["loss", "entropy", "workers"], resumed, lead_rank=workers[0],
+                      actors=workers, version=lambda: window.version)
+    learner.updates = window.version
+    share, steps = (share_of(n, i, len(workers)) for n in (cfg.total_env_steps, learner.steps))
+    report, clip = ActorReport(rt.channels.reports, workers[0], i), clips_rewards(cfg)
+    obs, episodes, last = env.reset(), [], {"loss": float("nan"), "entropy": float("nan")}
 
     def row():
-        return {"loss": loss, "entropy": entropy, "workers": n_workers, **stats.row()}
+        return {**last, "workers": len(workers)}
 
-    obs, episodes, loss, entropy, version, k = env.reset(), [], float("nan"), float("nan"), start_updates, 0
-    while steps < share:
-        acted = read()
+    while steps < share and not learner.stopping:
+        acted = update.read(local)
         load_flat(net, local)
-        u, obs = collect(net, env, obs, cfg, clip, episodes)
-        losses = nstep_loss(net, u, obs, cfg)
+        unroll, obs = collect(net, env, obs, cfg, clip, episodes)
+        losses = nstep_loss(net, unroll, obs, cfg)
         net.zero_grad(set_to_none=True)
         losses.total.backward()
-        if g is not None:
-            lr = linear(cfg.lr, cfg.lr_final, steps / share)
-            version = shared_rmsprop_step(window, g, flat_grad(net, cfg.max_grad_norm), lr, cfg.rmsprop_alpha,
-                                          cfg.rmsprop_eps)
-        else:  # to the ps, without waiting for it to apply the gradient
-            turn, k = k % 2, k + 1
-            wait_all(grad_reqs[turn], what="the previous gradient send to the ps")
-            grads[turn][:] = flat_grad(net, cfg.max_grad_norm)
-            grad_reqs[turn] = isend_gradient(rt.channels.params, grads[turn], ps_ranks, window.bounds)
-            version = window.version
+        learner.updates = update.apply(net, steps / share)
         steps += cfg.num_envs * cfg.n_steps
         report.step(cfg.num_envs * cfg.n_steps, episodes, acted)
         episodes.clear()
-        if lead:
-            loss, entropy = float(losses.total.detach()), float(losses.entropy.detach())
+        if learner.lead:
+            last = {"loss": float(losses.total.detach()), "entropy": float(losses.entropy.detach())}
             if report.due():  # the lead's own report, accounted here
-                stats.take(report.pack(), version, log.episode)
-            stats.drain(version, log.episode)
-            log.tick(stats.steps, version, cfg.total_env_steps, row)
-            if life.signal():
-                life.stop_actors(stats.steps)
-            if life.due():
-                life.begin(stats.steps, state)
-            life.poll()
-            if life.final is not None:
-                break
+                learner.stats.take(report.pack(), learner.updates, learner.log.episode)
         else:
             report.maybe_isend()
-            ckpt.poll()
-            if ckpt.last:
-                break
+        learner.poll(row)
+        learner.checkpoint()
     env.close()
-    if ps_ranks:
-        wait_all(grad_reqs[0] + grad_reqs[1], what="gradient sends to the ps")
-        isend_stop(rt.channels.params, ps_ranks)
-    if not lead:
+    return finish(rt, learner, update, report, parts, row)
+
+
+def finish(rt: Runtime, learner: Learner, update, report: ActorReport, parts: Parts, row) -> dict:
+    """The end: the other workers send their last reports and STOP; the lead, once every worker has stopped
+    (so no update is in flight), takes the final checkpoint of the global weights (and g, or the ps parts)."""
+    if not learner.lead:
         report.close()
-        ckpt.close()
-        return None
-    stats.take(report.pack(), window.version, log.episode)
-    stats.done += 1  # the lead's own share
-    while not stats.all_done:  # hear every worker's last reports and STOP
-        probe(rt.channels.reports, what="the other workers' last reports")
-        stats.drain(window.version, log.episode)
-        life.poll()
-    if ps_ranks:  # the ps shards answer the final checkpoint with the vector every gradient has reached
-        life.ask_last(stats.steps)
-        param_server.final_updates(rt, life, window)
-    life.begin(stats.steps, state, last=True, final_row=(window.version, row()))
-    read()  # every worker has stopped: no update is in flight
-    sha = hashlib.sha256(local.tobytes()).hexdigest()
-    return life.close(stats.steps, window.version, {"weights_sha256": sha})
+        return learner.finish(row, update)
+    learner.stats.take(report.pack(), learner.updates, learner.log.episode)
+    learner.stats.done += 1  # the lead's own share
+    learner.life.last_reports(learner.stats, rt.channels.reports, learner.updates)
+
+    def final() -> None:  # the ps shards answer the final checkpoint with the vector every gradient has reached
+        if rt.layout.ranks("ps"):
+            param_server.final_updates(rt, learner.life, update.window)
+        learner.updates = update.window.version
+        parts.refresh()
+
+    return learner.finish(row, update, final=final)
 
 
 def run_ps(rt: Runtime, cfg: Config, net, plane: WeightsPlane, resumed: State | None) -> None:

@@ -47,7 +47,7 @@ from mpi4py import MPI
 from drlmpi import nets, param_server
 from drlmpi import value_based as vb
 from drlmpi.checkpoint import State
-from drlmpi.comm.ps import isend_gradient, isend_stop
+from drlmpi.comm.ps import GradientSender
 from drlmpi.comm.tags import Tag
 from drlmpi.config import opt
 from drlmpi.errors import CheckpointError, UserError
@@ -105,25 +105,6 @@ def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
     return loss, vb.new_priorities(td)
 
 
-class GradientSends:
-    """A learner's gradients to the ps shards, each its slice, without waiting for them (double-buffered)."""
-
-    def __init__(self, rt: Runtime, window):
-        self.comm, self.ps, self.bounds = rt.channels.params, rt.layout.ranks("ps"), window.bounds
-        self.bufs, self.reqs, self.k = [np.zeros(window.n, np.float32) for _ in range(2)], [[], []], 0
-
-    def send(self, net) -> None:
-        turn, self.k = self.k % 2, self.k + 1
-        wait_all(self.reqs[turn], what="previous gradient sends")
-        self.bufs[turn][:] = torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy()
-        self.reqs[turn] = isend_gradient(self.comm, self.bufs[turn], self.ps, self.bounds)
-
-    def close(self) -> None:
-        """Every gradient sent, then STOP to every ps shard."""
-        wait_all(self.reqs[0] + self.reqs[1], what="gradient sends")
-        isend_stop(self.comm, self.ps)
-
-
 class LeadWord:
     """The lead's word to the other learners, (env steps, stop), as Tag.CONTROL messages on the control channel,
     one in flight per learner; `say` on the lead, `hear` on the others, `value` everywhere."""
@@ -177,7 +158,8 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
                       counters=lambda: {"ps_updates": window.version}, version=lambda: window.version)
     pull(net)  # the parameters are the parameter server's (its parts); the target network the lead's
     sampler, gate = planes.replay.sampler(rt.gen), vb.throttle(cfg, len(rt.layout.ranks("actor")), planes.rows)
-    grads, word, waiting = GradientSends(rt, window), LeadWord(rt, learner.steps), vb.Stopwatch()
+    grads = GradientSender(rt.channels.params, rt.layout.ranks("ps"), window.bounds)
+    word, waiting = LeadWord(rt, learner.steps), vb.Stopwatch()
     last = {"loss": float("nan"), "size": 0}
 
     def row():
@@ -209,7 +191,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
         net.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        grads.send(net)
+        grads.send(torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy())
         sampler.update_priorities(batch, priorities)
         learner.updates += 1
         last.update(loss=float(loss.detach()), size=batch.size)

@@ -29,6 +29,27 @@ def isend_stop(comm: MPI.Intracomm, ps_ranks: list[int]) -> None:
     wait_all([comm.Isend(empty, dest=r, tag=Tag.STOP) for r in ps_ranks], what="ps stop")
 
 
+class GradientSender:
+    """A client's gradients to every ps shard, each its slice, without waiting for them to be applied (two buffers:
+    a send waits only for the one before the previous)."""
+
+    def __init__(self, comm: MPI.Intracomm, ps_ranks: list[int], bounds: np.ndarray):
+        self.comm, self.ps, self.bounds = comm, ps_ranks, bounds
+        self.bufs, self.reqs, self.k = [np.zeros(int(bounds[-1]), np.float32) for _ in range(2)], [[], []], 0
+
+    def send(self, grad: np.ndarray) -> None:
+        """Isend each shard its slice of grad (float32 [n], copied)."""
+        turn, self.k = self.k % 2, self.k + 1
+        wait_all(self.reqs[turn], what="previous gradient sends")
+        self.bufs[turn][:] = grad
+        self.reqs[turn] = isend_gradient(self.comm, self.bufs[turn], self.ps, self.bounds)
+
+    def close(self) -> None:
+        """Every gradient sent, then STOP to every shard."""
+        wait_all(self.reqs[0] + self.reqs[1], what="gradient sends")
+        isend_stop(self.comm, self.ps)
+
+
 def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learners: int, optimizer: str,
                 lr, publish_every: int = 1, ckpt=None, save=None, start: dict | None = None,
                 **opt_kwargs) -> tuple[np.ndarray, int]:
