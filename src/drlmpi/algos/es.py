@@ -37,13 +37,12 @@ from torch import nn
 
 from drlmpi import lifecycle
 from drlmpi.checkpoint import State
-from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.mailbox import sync
-from drlmpi.config import Common, Hparam, opt, require_at_least, to_dict
+from drlmpi.config import Common, Hparam, opt, require_at_least
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import UserError
+from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
-from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec, Runtime, barrier, wait
 
 ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
@@ -172,115 +171,120 @@ def noise_table(node: MPI.Intracomm, size: int, seed: int) -> tuple[MPI.Win, np.
     return win, table
 
 
-def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
+    """A worker's declared state: the policy (its observation normaliser in buffers) and Adam on theta."""
+    return Parts({"online": net}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr)})
+
+
+def learn(net, opt, table: np.ndarray, everyone: np.ndarray, cfg: Config) -> np.ndarray:
+    """ES's update from every worker's pairs [W * pairs, FIELDS] (noise index, F+, F-, ...), the same on every
+    worker: centered-rank fitness shaping, the gradient estimate sum_i (r+_i - r-_i) eps_i / (2 n sigma), an Adam
+    step on theta with weight decay. Returns the new theta [P]."""
+    theta = flat_params(net)
+    shaped = centered_ranks(everyone[:, 1:3])
+    idx = everyone[:, 0].astype(np.int64)
+    g = np.zeros(len(theta), np.float64)
+    for w, i in zip(shaped[:, 0] - shaped[:, 1], idx, strict=True):
+        g += w * table[i : i + len(theta)]
+    g /= len(idx) * 2 * cfg.sigma  # an ascent direction of E[F]
+    sizes = [p.numel() for p in net.parameters()]
+    for p, gp in zip(net.parameters(), torch.split(torch.as_tensor(-g + cfg.weight_decay * theta), sizes), strict=True):
+        p.grad = gp.view_as(p).to(torch.float32)
+    opt.step()
+    return flat_params(net)
+
+
+class ObsStats:
+    """The observation normaliser's statistics over every worker since the start: (count, sum, sum of squares)
+    [1 + 2d]; `gen` holds this worker's of the current generation. Restored from the network's buffers and the
+    checkpoint's obs_count."""
+
+    def __init__(self, net, d: int, resumed: State | None):
+        self.net, self.d = net, d
+        self.gen, self.totals = np.zeros(1 + 2 * d), np.zeros(1 + 2 * d)
+        if resumed:
+            n0 = float(resumed.counters.get("obs_count", 0))
+            mean, std = net.obs_mean.numpy().astype(np.float64), net.obs_std.numpy().astype(np.float64)
+            self.totals[:] = np.concatenate([[n0], n0 * mean, n0 * (std**2 + mean**2)])
+
+    def update(self) -> None:
+        """Add the generation's (allreduced) statistics; the network normalises with the new mean and std."""
+        d, t = self.d, self.totals
+        t += self.gen
+        mean = t[1 : 1 + d] / t[0]
+        std = np.sqrt(np.maximum(t[1 + d :] / t[0] - mean**2, 1e-4))
+        self.net.obs_mean.copy_(torch.as_tensor(mean))  # (the policy reads these buffers through numpy views)
+        self.net.obs_std.copy_(torch.as_tensor(std))
+
+
+def evaluate_pairs(rt: Runtime, cfg: Config, env, policy, table: np.ndarray, theta: np.ndarray, obs: ObsStats,
+                   mine: np.ndarray) -> None:
+    """This worker's `pairs` antithetic pairs: mine[k, :4] = (noise index, F+, F-, env steps)."""
+    P = len(theta)
+    obs.gen[:] = 0
+    for k in range(cfg.pairs):
+        i = int(rt.gen.integers(0, cfg.noise_size - P))
+        eps = table[i : i + P]
+        seed = int(rt.gen.integers(2**31))  # both members of a pair see the same episode start
+        fp, sp = episode(env, policy, theta + cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
+        fm, sm = episode(env, policy, theta - cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
+        mine[k, :4] = i, fp, fm, sp + sm
+
+
+def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
+    """The `actor` role (a worker): evaluate pairs -> exchange (i, F+, F-, steps) and observation statistics ->
+    learn, every generation, until total_env_steps (the lead decides the stop)."""
     import gymnasium as gym
 
     workers = rt.role_comm
-    lead = workers.rank == 0
-    lifecycle.seed_rank(rt, resumed)
     obs_space, act_space = spaces(cfg.env)
     torch.manual_seed(cfg.seed)  # the same initial theta on every worker
-    net = build_net(cfg, obs_space, act_space).requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)  # gradients are set from the ES estimate
-    generations, steps = 0, 0
-    if resumed:
-        generations = lifecycle.restore_learner(resumed, {"online": net}, {"adam": opt})
-        steps = resumed.env_steps
+    parts = learner_parts(cfg, build_net(cfg, obs_space, act_space).requires_grad_(False))
+    net, opt = parts.nets["online"], parts.optims["adam"]
+    learner = Learner(rt, cfg, "es", parts, ["eval_return", "fitness_mean", "fitness_max", "workers",
+                                             "bytes_per_generation", "exchange_fraction"], resumed, lead_rank=0,
+                      actors=[], counters=lambda: {"obs_count": float(obs.totals[0])})
+    obs = ObsStats(net, obs_space.shape[0], resumed)  # (from the restored network's normaliser)
     win, table = noise_table(rt.node, cfg.noise_size, cfg.seed)
-    theta = flat_params(net)
-    P, d = len(theta), obs_space.shape[0]
-    policy = NumpyPolicy(net)
-    env = gym.make(cfg.env)
-    stats = np.zeros(1 + 2 * d)  # this generation's observation count, sum, sum of squares (this worker)
-    totals = np.zeros(1 + 2 * d)  # every worker's, since the start (restored from the net's normaliser)
-    if resumed:
-        n0 = float(resumed.counters.get("obs_count", 0))
-        mean, std = net.obs_mean.numpy().astype(np.float64), net.obs_std.numpy().astype(np.float64)
-        totals[:] = np.concatenate([[n0], n0 * mean, n0 * (std**2 + mean**2)])
-    mine = np.zeros((cfg.pairs, FIELDS))
-    everyone = np.zeros((workers.size * cfg.pairs, FIELDS))
-    bytes_per_generation = workers.size * (mine.nbytes + stats.nbytes)  # what all workers send, P-independent
-    eval_return = float("nan")
-    if lead:
-        log = RunLog(cfg.run_dir, "es", to_dict(cfg), ["eval_return", "fitness_mean", "fitness_max", "workers",
-                                                        "bytes_per_generation", "exchange_fraction"],
-                     world_size=rt.size, resumed=resumed)
-        life = lifecycle.Lifecycle(cfg, log, CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank))
-                                   if rt.size > 1 else None, resumed)
-    else:
-        ckpt = lifecycle.client(rt, 0)
-
-    def state():  # the lead's, for a checkpoint
-        return lifecycle.snapshot("es", cfg, log, {"env_steps": steps, "updates": generations,
-                                                   "obs_count": float(totals[0])},
-                                  {"online": net}, {"adam": opt}, rt.gen, rt.who, lifecycle.layout_dict(rt))
+    theta, policy, env = flat_params(net), NumpyPolicy(net), gym.make(cfg.env)
+    mine, everyone = np.zeros((cfg.pairs, FIELDS)), np.zeros((workers.size * cfg.pairs, FIELDS))
+    last = {"eval_return": float("nan"), "exchange": 0.0, "since": time.perf_counter()}  # seconds in the exchange
 
     def row():
-        nonlocal exchange, since
         f, now = everyone[:, 1:3], time.perf_counter()
-        out = {"eval_return": eval_return, "fitness_mean": float(f.mean()), "fitness_max": float(f.max()),
-               "workers": workers.size, "bytes_per_generation": bytes_per_generation,
-               "exchange_fraction": round(exchange / max(now - since, 1e-9), 4)}
-        exchange, since = 0.0, now
+        out = {"eval_return": last["eval_return"], "fitness_mean": float(f.mean()), "fitness_max": float(f.max()),
+               "workers": workers.size, "bytes_per_generation": workers.size * (mine.nbytes + obs.gen.nbytes),
+               "exchange_fraction": round(last["exchange"] / max(now - last["since"], 1e-9), 4)}
+        last.update(exchange=0.0, since=now)
         return out
 
-    exchange, since = 0.0, time.perf_counter()  # seconds in the exchange (waiting for the slowest included)
-
     while True:
-        stats[:] = 0
-        for k in range(cfg.pairs):
-            i = int(rt.gen.integers(0, cfg.noise_size - P))
-            eps = table[i : i + P]
-            seed = int(rt.gen.integers(2**31))  # both members of a pair see the same episode start
-            fp, sp = episode(env, policy, theta + cfg.sigma * eps, seed, cfg.max_episode_steps, stats)
-            fm, sm = episode(env, policy, theta - cfg.sigma * eps, seed, cfg.max_episode_steps, stats)
-            mine[k, :4] = i, fp, fm, sp + sm
-        mine[:, 4] = lead and (steps + mine[:, 3].sum() * workers.size >= cfg.total_env_steps or bool(life.signal()))
+        evaluate_pairs(rt, cfg, env, policy, table, theta, obs, mine)
+        mine[:, 4] = learner.lead and (learner.steps + mine[:, 3].sum() * workers.size >= cfg.total_env_steps or
+                                       bool(learner.signal()))
         t0 = time.perf_counter()
         wait(workers.Iallgather(mine, everyone), what="the other workers' fitness")
-        wait(workers.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM), what="the other workers' observation statistics")
-        exchange += time.perf_counter() - t0
+        wait(workers.Iallreduce(MPI.IN_PLACE, obs.gen, op=MPI.SUM), what="the other workers' observation statistics")
+        last["exchange"] += time.perf_counter() - t0
         stop = bool(everyone[0, 4])
-        steps += int(everyone[:, 3].sum())
-        generations += 1
-        # the same update on every worker, from the same numbers
-        shaped = centered_ranks(everyone[:, 1:3])
-        idx = everyone[:, 0].astype(np.int64)
-        weight = shaped[:, 0] - shaped[:, 1]
-        g = np.zeros(P, np.float64)
-        for w, i in zip(weight, idx, strict=True):
-            g += w * table[i : i + P]
-        g /= len(idx) * 2 * cfg.sigma  # an ascent direction of E[F]
-        for p, gp in zip(net.parameters(), torch.split(torch.as_tensor(-g + cfg.weight_decay * theta), [
-                p.numel() for p in net.parameters()]), strict=True):
-            p.grad = gp.view_as(p).to(torch.float32)
-        opt.step()
-        theta = flat_params(net)
-        totals += stats
-        mean = totals[1 : 1 + d] / totals[0]
-        std = np.sqrt(np.maximum(totals[1 + d :] / totals[0] - mean**2, 1e-4))
-        net.obs_mean.copy_(torch.as_tensor(mean))  # (policy reads these buffers through numpy views)
-        net.obs_std.copy_(torch.as_tensor(std))
-        if lead and generations % cfg.eval_every == 0:
-            eval_return, _ = episode(env, policy, theta, int(rt.gen.integers(2**31)), 0, None)
-            log.episode(eval_return)
-        if lead:
-            log.tick(steps, generations, cfg.total_env_steps, row)
-            if not stop and life.due():
-                life.begin(steps, state)
-            life.poll()
-        else:
-            ckpt.poll()
+        learner.steps += int(everyone[:, 3].sum())
+        learner.updates += 1
+        theta = learn(net, opt, table, everyone, cfg)
+        obs.update()
+        if learner.lead and learner.updates % cfg.eval_every == 0:
+            last["eval_return"], _ = episode(env, policy, theta, int(rt.gen.integers(2**31)), 0, None)
+            learner.log.episode(last["eval_return"])
+        if not stop:
+            learner.checkpoint()
+        learner.poll(row)
         if stop:
             break
-    summary = lifecycle.close_learner(net, generations, env, ckpt=None if lead else ckpt)
-    if lead:
-        life.begin(steps, state, last=True, final_row=(generations, row()))
-        summary = life.close(steps, generations, summary)
+    summary = learner.finish(row, env)
     win.Unlock_all()
     win.Free()
     return summary
 
 
 def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+    lifecycle.seed_rank(rt, resumed)
     return run_worker(rt, cfg, resumed)
