@@ -34,17 +34,27 @@ from drlmpi.rundir import RunLog
 class Parts:
     """A learner's declared state. optims: torch optimizers, or any object with torch's `state_dict()` /
     `load_state_dict()` shape (A3C's shared RMSProp window). refresh(): brings the networks up to date before a
-    copy (A3C reads the global weights from its window); restore=False: the algorithm restores the parts itself
-    (from parameter-server parts, A3C)."""
+    copy (A3C reads the global weights from its window); restore(state) -> updates: how a checkpoint restores them,
+    where that is not simply network by network and optimizer by optimizer (A3C: also from parameter-server
+    parts)."""
 
     nets: dict
     optims: dict = field(default_factory=dict)
     refresh: Callable[[], None] | None = None
-    restore: bool = True
+    restore: Callable[[State], int] | None = None
 
     def load(self, state: State) -> int:
-        """Restore every declared network and optimizer from a checkpoint; its update count."""
+        """Restore every declared network and optimizer from a checkpoint; its update count. CheckpointError when
+        the checkpoint lacks one or holds another shape."""
+        if self.restore is not None:
+            return self.restore(state)
         return lifecycle.restore_learner(state, self.nets, self.optims)
+
+    def snapshot(self, algo: str, cfg, log, counters: dict, gen, who: str, layout: dict) -> State:
+        """Every declared network and optimizer copied into a checkpoint's State (lifecycle.snapshot)."""
+        if self.refresh:
+            self.refresh()
+        return lifecycle.snapshot(algo, cfg, log, counters, self.nets, self.optims, gen, who, layout)
 
 
 class Learner:
@@ -52,18 +62,19 @@ class Learner:
 
     def __init__(self, rt, cfg, algo: str, parts: Parts, columns: list[str], resumed: State | None = None, *,
                  lead_rank: int | None = None, actors: list[int] | None = None, counters=None, version=None,
-                 part_files=None):
+                 part_files=None, restore: bool = True):
         """columns: the algorithm's metric columns (the actors' are added when there are actors); lead_rank: the
         lead's world rank (default: the first learner); actors: the ranks whose reports the lead hears (default:
         the `actor` ranks; [] for none); counters() -> {name: int}: counters saved beside env_steps and updates;
         version() -> the weights version the actors act on (default: updates), for the policy lag; part_files:
-        lifecycle.Lifecycle.begin's `parts` (a serial run's own part files)."""
+        lifecycle.Lifecycle.begin's `parts` (a serial run's own part files); restore=False: the algorithm calls
+        parts.load itself (A3C's lead, into the shared window)."""
         self.rt, self.cfg, self.algo, self.parts = rt, cfg, algo, parts
         self.lead_rank = lead_rank if lead_rank is not None else (rt.layout.ranks("learner") or [0])[0]
         self.lead = rt.rank == self.lead_rank
         self.counters, self.part_files = counters or dict, part_files
         self.version = version or (lambda: self.updates)
-        self.updates = parts.load(resumed) if resumed is not None and parts.restore else 0
+        self.updates = parts.load(resumed) if resumed is not None and restore else 0
         self._steps = resumed.env_steps if resumed is not None else 0
         actors = rt.layout.ranks("actor") if actors is None else actors
         self.stats, self.log, self.life, self.ckpt = None, None, None, None
@@ -128,11 +139,9 @@ class Learner:
 
     def snapshot(self) -> State:
         """The lead's declared state copied into memory: the only pause of training for a checkpoint."""
-        if self.parts.refresh:
-            self.parts.refresh()
         counters = {"env_steps": self.steps, "updates": self.updates, **self.counters()}
-        return lifecycle.snapshot(self.algo, self.cfg, self.log, counters, self.parts.nets, self.parts.optims,
-                                  self.rt.gen, self.rt.who, lifecycle.layout_dict(self.rt))
+        return self.parts.snapshot(self.algo, self.cfg, self.log, counters, self.rt.gen, self.rt.who,
+                                   lifecycle.layout_dict(self.rt))
 
     def finish(self, row=None, *closing, final=None, net=None) -> dict:
         """The end of training (see the module docstring). closing: this learner's planes and peers, each

@@ -94,7 +94,8 @@ class SharedRMSProp:
     and the weights lock-free (shared_rmsprop_step). state_dict / load_state_dict have torch's optimizer shape, so
     checkpoints hold it as `shared_rmsprop` (groups; state "0": square_avg [n])."""
 
-    def __init__(self, window: NodeWeights, g: NodeWeights, cfg: Config):
+    def __init__(self, window: NodeWeights | None, g, cfg: Config):
+        """window: the shared weights (None: not stepped, as in tests); g: the statistic's window (its `weights`)."""
         self.window, self.g, self.cfg = window, g, cfg
 
     def step(self, grad: np.ndarray, lr: float) -> int:
@@ -118,12 +119,27 @@ def flat_grad(net, max_norm: float) -> np.ndarray:
     return torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
 
 
+def learner_parts(cfg: Config, net: torch.nn.Module, window: NodeWeights | None = None, g=None) -> Parts:
+    """A worker's declared state: the network (the global weights, read into it before a copy) and, on one host,
+    the shared RMSProp whose statistic lives in the window g; across hosts (g None) the ps parts hold the
+    optimizer. A checkpoint of either kind restores both (resume_point)."""
+    optims = {"shared_rmsprop": SharedRMSProp(window, g, cfg)} if g is not None else {}
+
+    def restore(state: State) -> int:
+        w, sq, updates = resume_point(state, net)
+        load_flat(net, w)
+        if g is not None:
+            g.weights[:] = sq
+        return updates
+
+    return Parts({"online": net}, optims, restore=restore)
+
+
 class Hogwild:
     """The update on one host: read the global weights with no lock, apply each gradient in place (SharedRMSProp)."""
 
-    def __init__(self, window: NodeWeights, g: NodeWeights, cfg: Config):
-        self.window, self.cfg, self.opt = window, cfg, SharedRMSProp(window, g, cfg)
-        self.optims = {"shared_rmsprop": self.opt}
+    def __init__(self, window: NodeWeights, opt: SharedRMSProp, cfg: Config):
+        self.window, self.cfg, self.opt = window, cfg, opt
 
     def read(self, into: np.ndarray) -> int:
         np.copyto(into, self.window.weights)  # no lock (Hogwild!)
@@ -141,7 +157,7 @@ class ToParameterServer:
     waiting; its RMSProp state is in the ps parts."""
 
     def __init__(self, rt: Runtime, window: NodeWeights, cfg: Config):
-        self.window, self.cfg, self.optims = window, cfg, {}
+        self.window, self.cfg = window, cfg
         self.sender = GradientSender(rt.channels.params, rt.layout.ranks("ps"), window.bounds)
 
     def read(self, into: np.ndarray) -> int:
@@ -172,17 +188,15 @@ def resume_point(resumed: State, net) -> tuple[np.ndarray, np.ndarray, int]:
     return flat_params(net), sq, updates
 
 
-def start_weights(rt: Runtime, net, window: NodeWeights, g: NodeWeights | None, lead: bool, resumed) -> None:
-    """One host: the lead publishes the first weights (and g, resumed), everyone then adds to them; across hosts:
-    wait for the ps's first weights."""
-    if g is None:
+def start_weights(rt: Runtime, parts: Parts, window: NodeWeights, one_host: bool, lead: bool, resumed) -> None:
+    """One host: the lead publishes the first weights (restored, with g, when resumed), everyone then adds to them;
+    across hosts: wait for the ps's first weights."""
+    if not one_host:
         poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
         return
     if lead:
-        w0, updates = flat_params(net), 0
-        if resumed:
-            w0, g.weights[:], updates = resume_point(resumed, net)
-        window.publish(w0, updates)
+        updates = parts.load(resumed) if resumed else 0
+        window.publish(flat_params(parts.nets["online"]), updates)
     barrier(rt.node)  # the first weights are in the window
 
 
@@ -193,16 +207,18 @@ def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeW
     report; until its share of total_env_steps. The first worker leads: it hears the others, logs, checkpoints."""
     workers = rt.layout.ranks("actor") or [rt.rank]
     i, local = workers.index(rt.rank), np.empty(window.n, np.float32)
-    start_weights(rt, net, window, g, i == 0, resumed)
-    update = Hogwild(window, g, cfg) if g is not None else ToParameterServer(rt, window, cfg)
+    parts = learner_parts(cfg, net, window, g)
+    start_weights(rt, parts, window, g is not None, i == 0, resumed)
+    update = Hogwild(window, parts.optims["shared_rmsprop"], cfg) if g is not None else ToParameterServer(rt, window,
+                                                                                                           cfg)
 
     def refresh():  # the declared network holds the global weights as they are now
         update.read(local)
         load_flat(net, local)
 
-    parts = Parts({"online": net}, update.optims, refresh, restore=False)  # (start_weights restored the window)
+    parts.refresh = refresh
     learner = Learner(rt, cfg, "a3c", parts, ["loss", "entropy", "workers"], resumed, lead_rank=workers[0],
-                      actors=workers, version=lambda: window.version)
+                      actors=workers, version=lambda: window.version, restore=False)  # (start_weights restored)
     learner.updates = window.version
     share, steps = (share_of(n, i, len(workers)) for n in (cfg.total_env_steps, learner.steps))
     report, clip = ActorReport(rt.channels.reports, workers[0], i), clips_rewards(cfg)

@@ -105,6 +105,12 @@ def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
     return loss, vb.new_priorities(td)
 
 
+def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
+    """A learner's declared state: its copy of the parameters (the parameters themselves and their optimizer are
+    the ps shards', in their parts) and the target network."""
+    return Parts({"online": net, "target": copy.deepcopy(net).requires_grad_(False)})
+
+
 class LeadWord:
     """The lead's word to the other learners, (env steps, stop), as Tag.CONTROL messages on the control channel,
     one in flight per learner; `say` on the lead, `hear` on the others, `value` everywhere."""
@@ -143,7 +149,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     clipped gradient slices to the ps shards, not waiting -> priorities; asynchronous, as in the paper. The lead
     hears the actors, logs, checkpoints and tells the other learners the env steps and when to stop."""
     device, window = nets.device(cfg.device), planes.weights.window
-    parts = Parts({"online": planes.net.to(device), "target": copy.deepcopy(planes.net).requires_grad_(False)})
+    parts = learner_parts(cfg, planes.net.to(device))
     net, target = parts.nets["online"], parts.nets["target"]
     flat = np.empty(window.n, np.float32)
 
