@@ -142,15 +142,6 @@ class Lifecycle:
             self.collector.request(ckpt_id, env_steps, flags)  # (the targets that have no LAST yet)
         self.poll()
 
-    def hear_actors(self, stats, updates: int, total: int, row) -> None:
-        """A lead between messages and updates: drain the actors' reports (comm.metrics.ActorStats), log a row,
-        stop the actors on a signal, and move checkpoints on."""
-        stats.drain(updates, self.log.episode)
-        self.log.tick(stats.steps, updates, total, row)
-        if self.signal():
-            self.stop_actors(stats.steps)  # they stop, answer the final checkpoint, and say STOP
-        self.poll()
-
     def last_reports(self, stats, comm, updates: int) -> None:
         """A lead at the end: wait politely for every actor's last reports and STOP on the reports channel `comm`."""
         while not stats.all_done:
@@ -288,17 +279,6 @@ def seed_rank(rt, state: State | None) -> None:
 
     torch.manual_seed(rt.torch_seed())
     restore_rng(state, rt.who, rt.gen)
-
-
-def close_learner(net, updates: int, *closing, ckpt=None) -> dict:
-    """A learner's end of training: close each of `closing` (its readers, its allreduce: every message received),
-    then, on a learner that does not lead, its checkpoint client `ckpt` (it answers the final checkpoint); returns
-    the learner's summary (summary_of)."""
-    for c in closing:
-        c.close()
-    if ckpt is not None:
-        ckpt.close()
-    return summary_of(net, updates)
 
 
 def summary_of(net, updates: int) -> dict:

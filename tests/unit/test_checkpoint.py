@@ -1,7 +1,8 @@
 """HDF5 checkpoints: the file format (checksum, atomic writes, pruning, clear errors), and the round-trip
 contract every algorithm meets: save, load, identical networks, optimizer state, RNG streams and counters."""
 
-import copy
+from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -13,7 +14,7 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import rng_state
 from drlmpi.envs import spaces
 from drlmpi.errors import CheckpointError
-from drlmpi.nets import ActorCritic, RecurrentQNetwork, StateActionQ
+from drlmpi.learner import Parts
 from drlmpi.ops.optim import FlatOptimizer
 from drlmpi.replay import PrioritizedReplay, transition_fields
 from drlmpi.replay.plane import restore_shard, save_part
@@ -134,70 +135,128 @@ class _Log:  # what lifecycle.snapshot reads of a RunLog
         return {"time": np.array([1.0, 2.0])}
 
 
-def trained(module, cfg):
-    """The algorithm's networks and Adam after a few steps on random batches, so every state is non-trivial."""
-    obs_space, act_space = spaces(cfg.env)
-    net = module.build_net(cfg, obs_space, act_space)
-    target = copy.deepcopy(net)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-5)
-    for _ in range(3):
-        opt.zero_grad()
-        if isinstance(net, ActorCritic):  # time-major [T, B, ...] -> (logits, values, state)
-            logits, values, _ = net(torch.randn(2, 5, *obs_space.shape))
-            (logits.pow(2).mean() + values.pow(2).mean()).backward()
-        elif isinstance(net, RecurrentQNetwork):  # [T, B, ...], state -> (Q, state)
-            net(torch.randn(3, 5, *obs_space.shape), net.initial_state(5))[0].pow(2).mean().backward()
-        elif isinstance(net, StateActionQ):  # (obs [B, ...], action [B, A]) -> Q [B]
-            net(torch.randn(5, *obs_space.shape), torch.rand(5, *act_space.shape)).pow(2).mean().backward()
-        else:
-            net(torch.randn(5, *obs_space.shape)).pow(2).mean().backward()
-        opt.step()
-    return net, target, opt
+# every registered algorithm; a new one is added here (checked below)
+ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt", "es"]
+ENV = {"qtopt": "Pendulum-v1"}  # continuous actions; the others run on CartPole-v1
+
+
+def declared(module, cfg, seed: int) -> Parts:
+    """The algorithm's real declared learner state (module.learner_parts, what its learner role builds and nothing
+    else), every tensor in it moved off its initial value: each network's parameters and buffers, each optimizer's
+    moments after a step on random gradients (or its state perturbed directly, A3C's shared RMSProp)."""
+    torch.manual_seed(seed)
+    net = module.build_net(cfg, *spaces(cfg.env))
+    if module is algos.get("a3c"):  # one host: the statistic g lives in a window; here, in memory
+        n = sum(p.numel() for p in net.parameters())
+        parts = module.learner_parts(cfg, net, None, SimpleNamespace(weights=np.zeros(n, np.float32)))
+    else:
+        parts = module.learner_parts(cfg, net)
+    for opt in parts.optims.values():
+        params = [p for g in getattr(opt, "param_groups", ()) for p in g["params"]]
+        for _ in range(2 if params else 0):  # (a torch optimizer's state exists after its first step)
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt.step()
+        for st in opt.state_dict()["state"].values():
+            for v in st.values():
+                if torch.is_tensor(v) and v.is_floating_point():
+                    v.add_(torch.rand_like(v))  # (torch's state_dict holds the state tensors themselves)
+    with torch.no_grad():
+        for m in parts.nets.values():
+            for t in [*m.parameters(), *m.buffers()]:
+                if t.is_floating_point():
+                    t.add_(torch.randn_like(t))
+    return parts
+
+
+def assert_same(parts: Parts, other: Parts) -> None:
+    """Every tensor of every declared network and optimizer equal, and the optimizers' hyperparameters."""
+    assert parts.nets.keys() == other.nets.keys() and parts.optims.keys() == other.optims.keys()
+    for name, m in parts.nets.items():
+        mine, theirs = m.state_dict(), other.nets[name].state_dict()
+        assert mine.keys() == theirs.keys()
+        for k, v in mine.items():
+            assert torch.equal(v, theirs[k]), f"network {name}: {k} not restored"
+    for name, opt in parts.optims.items():
+        mine, theirs = opt.state_dict(), other.optims[name].state_dict()
+        strip = [{k: v for k, v in g.items() if k != "params"} for g in mine["param_groups"]]
+        assert strip == [{k: v for k, v in g.items() if k != "params"} for g in theirs["param_groups"]], name
+        assert mine["state"].keys() == theirs["state"].keys(), f"optimizer {name}: state not restored"
+        for i, st in mine["state"].items():
+            for k, v in st.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(theirs["state"][i][k])), (name, i, k)
 
 
 def test_round_trip_covers_every_algorithm():
     assert sorted(algos.ALGOS) == sorted(ROUND_TRIP + ["pbt"])  # pbt: tests/unit/test_pbt_ops.py
 
 
-# every registered algorithm; a new one is added here (checked above)
-ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt", "es"]
-ENV = {"qtopt": "Pendulum-v1"}  # continuous actions; the others run on CartPole-v1
-
-
 @pytest.mark.parametrize("algo", ROUND_TRIP)
 def test_round_trip(algo, tmp_path):
-    """save -> load -> restore: identical networks, optimizer state, RNG streams (numpy and torch), counters."""
+    """The learner's declared state, saved as its learner saves it (Parts.snapshot), loaded and restored as its
+    learner restores it (Parts.load) into another instance: every network, optimizer, RNG stream and counter
+    identical, and the checkpoint holds exactly the declared parts."""
     module = algos.get(algo)
     cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path))
-    torch.manual_seed(3)
-    net, target, opt = trained(module, cfg)
+    parts = declared(module, cfg, 3)
     gen = np.random.default_rng(11)
     gen.random(7)
     torch.rand(3)
-    s = lifecycle.snapshot(algo, cfg, _Log(), {"env_steps": 1234, "updates": 56}, {"online": net, "target": target},
-                           {"adam": opt}, gen, "learner-0", {"roles": ["learner"]})
+    s = parts.snapshot(algo, cfg, _Log(), {"env_steps": 1234, "updates": 56}, gen, "learner-0", {"roles": ["learner"]})
     path = checkpoint.save(tmp_path / checkpoint.name_of(1234, 1), s)
     expected_np, expected_torch = gen.random(5), torch.rand(4)  # the streams' continuations
 
     loaded = checkpoint.load(path)
-    net2, target2, opt2 = trained(module, cfg)  # other values, same shapes
-    updates = lifecycle.restore_learner(loaded, {"online": net2, "target": target2}, {"adam": opt2})
+    assert set(loaded.nets) == set(parts.nets) and set(loaded.optim) == set(parts.optims)
+    other = declared(module, cfg, 4)  # other values, same shapes
+    with pytest.raises(AssertionError):
+        assert_same(parts, other)  # (so the comparison below can fail)
+    assert other.load(loaded) == 56
+    assert_same(parts, other)
     gen2 = np.random.default_rng(99)
     assert lifecycle.restore_rng(loaded, "learner-0", gen2)
     np.testing.assert_array_equal(gen2.random(5), expected_np)
     torch.testing.assert_close(torch.rand(4), expected_torch, rtol=0, atol=0)
-    assert updates == 56 and loaded.env_steps == 1234 and loaded.counters["wall_time"] == 12.5
-    for a, b in ((net, net2), (target, target2)):
-        for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
-            assert k == k2 and torch.equal(v, v2)
-    s1, s2 = opt.state_dict(), opt2.state_dict()
-    for i in s1["state"]:
-        for k in s1["state"][i]:
-            assert torch.equal(s1["state"][i][k], s2["state"][i][k]), (i, k)
-    assert [g["lr"] for g in s1["param_groups"]] == [g["lr"] for g in s2["param_groups"]]
+    assert loaded.env_steps == 1234 and loaded.counters["wall_time"] == 12.5
     from drlmpi import config
 
     assert config.from_dict(module.Config, loaded.config) == cfg
+
+
+@pytest.mark.parametrize("algo", ["dqn", "qtopt", "a3c"])
+def test_restore_refuses_a_checkpoint_missing_a_declared_part(algo, tmp_path):
+    module = algos.get(algo)
+    cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path))
+    parts = declared(module, cfg, 3)
+    s = parts.snapshot(algo, cfg, _Log(), {"env_steps": 1, "updates": 1}, np.random.default_rng(0), "learner-0", {})
+    if s.optim:
+        s.optim.pop(next(iter(s.optim)))
+    else:
+        s.nets.pop(next(iter(s.nets)))
+    loaded = checkpoint.load(checkpoint.save(tmp_path / checkpoint.name_of(1, 1), s))
+    with pytest.raises(CheckpointError):
+        declared(module, cfg, 4).load(loaded)
+
+
+def test_learner_state_is_built_only_in_learner_parts():
+    """Every network copy and optimizer a learner keeps is declared: outside the `learner_parts` functions no
+    algorithm makes one (so nothing a checkpoint must hold can live in a closure or a loop's local)."""
+    import ast
+
+    allowed = {("qtopt.py", "run_bellman")}  # the bellman rank's read-only copies, refreshed from the weights window
+    offenders = []
+    for f in [*(SRC / "algos").glob("*.py"), SRC / "value_based.py", SRC / "actor_critic.py"]:
+        for fn in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(fn, ast.FunctionDef) or fn.name == "learner_parts" or (f.name, fn.name) in allowed:
+                continue
+            calls = [(n.lineno, ast.unparse(n.func)) for n in ast.walk(fn) if isinstance(n, ast.Call)]
+            offenders += [f"{f.name}:{line} {fn.name}: {src}" for line, src in calls
+                          if src in BUILDS or src.startswith("torch.optim.")]
+    assert not offenders, offenders
+
+
+SRC = Path(algos.__file__).resolve().parents[1]
+BUILDS = {"copy.deepcopy", "deepcopy", "SharedRMSProp", "FlatOptimizer"}
 
 
 def test_ps_optimizer_round_trip(tmp_path):

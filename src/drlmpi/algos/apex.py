@@ -49,7 +49,7 @@ from drlmpi.checkpoint import State
 from drlmpi.runtime import RoleSpec, Runtime
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
-build_net, load_policy = vb.build_net, vb.load_policy  # what drlmpi eval and the benchmarks use
+build_net, learner_parts, load_policy = vb.build_net, vb.learner_parts, vb.load_policy  # (eval, benchmarks, tests)
 
 
 @dataclass

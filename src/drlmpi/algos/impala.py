@@ -38,7 +38,15 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle
-from drlmpi.actor_critic import ACConfig, build_net, collect, forward_unrolls, load_policy, run_unroll_learner
+from drlmpi.actor_critic import (
+    ACConfig,
+    build_net,
+    collect,
+    forward_unrolls,
+    learner_parts,
+    load_policy,
+    run_unroll_learner,
+)
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import BACKENDS
 from drlmpi.comm.metrics import ActorReport
@@ -55,7 +63,7 @@ from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
 
 ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+__all__ = ["ROLES", "Config", "build_net", "learner_parts", "load_policy", "run"]
 
 
 @dataclass

@@ -46,6 +46,7 @@ from drlmpi.replay.sequence import unstack
 from drlmpi.runtime import RoleSpec, Runtime
 
 ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
+learner_parts = vb.learner_parts  # the replay learner's declared state (online, target, Adam)
 STRUCTURAL = ("lstm", "seq_len")  # beside lifecycle.STRUCTURAL: the network's and the stored sequences' shapes
 
 

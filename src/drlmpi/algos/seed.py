@@ -51,7 +51,7 @@ from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime
 
 ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+__all__ = ["ROLES", "Config", "build_net", "learner_parts", "load_policy", "run"]
 
 
 @dataclass
