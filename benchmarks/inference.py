@@ -77,7 +77,7 @@ def serve(kind: str, b: int, seconds: float) -> None:
         pool = UnrollPool(unroll, cfg.n_steps, once, 4, 1)
         asm = Assembler(1, cfg.n_steps, pool.acquire, pool.emit, pool.discard)
         states = [()]
-        while (js := server.gather()) is not None:
+        while (js := server.collect()) is not None:
             answer_batch(net, server, js, asm, 0, states, cfg, torch.device("cpu"))
             if pool.ready:
                 pool.take()
@@ -89,7 +89,7 @@ def serve(kind: str, b: int, seconds: float) -> None:
         client.request["reward"][:] = client.request["discount"][:] = client.request["cut"][:] = 0
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds or n < 20:
-            client.send()
+            client.post()
             client.receive()
             n += 1
         rtt = (time.perf_counter() - t0) / n

@@ -70,7 +70,7 @@ def main() -> None:
             while time.perf_counter() < deadline:
                 slot, _ = w.acquire()
                 np.copyto(w._buf(slot), src)
-                w.send(slot, 0)
+                w.post(slot, 0)
             w.close()
         else:
             r = plane.reader([1], B)

@@ -64,7 +64,7 @@ def rank_main(params: int, versions: int, busy: str) -> None:
         if world.rank == 0:
             for v in range(1, versions + 1):
                 if mode == "push":
-                    push.bcast(vec, v + 1000 * len(results))
+                    push.publish(vec, v + 1000 * len(results))
                 elif mode == "put":
                     rma.Lock(1, MPI.LOCK_EXCLUSIVE)
                     rma.Put(vec, 1)

@@ -168,7 +168,7 @@ def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list
     allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=3)  # progress, had, dropped
 
     def publish():
-        planes.weights.bcast(flat_params(net), learner.updates)
+        planes.weights.publish(flat_params(net), learner.updates)
 
     if learner.lead:
         publish()

@@ -61,7 +61,7 @@ def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, s
     req = client.request
     req["obs"][:] = env.reset()
     req["reward"][:] = req["discount"][:] = req["cut"][:] = 0
-    client.send()
+    client.post()
     while True:
         version = client.receive(on_wait=ckpt.poll)
         ckpt.poll()
@@ -75,10 +75,10 @@ def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, s
         req["cut"][:] = cut
         if cut.any():
             req["final_obs"][cut] = step.final_obs[cut]
-        client.send()
+        client.post()
         steps += cfg.num_envs
         report.step(cfg.num_envs, [ret for ret, _ in step.episodes], version)
-        report.maybe_isend()
+        report.maybe_post()
     client.close()
     report.close()
     ckpt.close()

@@ -105,88 +105,112 @@ def prepare_train(args):
     return module, cfg, resumed
 
 
-def train(args) -> int:
-    from mpi4py import MPI
+def agree(world, args) -> tuple[dict, object]:
+    """Rank 0 checks everything it can before MPI work starts; every rank gets its outcome (JSON, control plane):
+    {"kind": "ok", "algo", "config", "resume": path or ""}, {"kind": "finished", "message"} or a UserError raised
+    on every rank. Returns (outcome, the resumed checkpoint.State rank 0 verified, or None)."""
+    from drlmpi import config, runtime
+    from drlmpi.comm.control import bcast_json
 
-    from drlmpi import algos, checkpoint, config, runtime
-    from drlmpi.runtime import signals
-
-    world = MPI.COMM_WORLD
-    signals.install()
-    outcome = None
+    outcome, resumed = None, None
     if world.rank == 0:
         try:
             module, cfg, resumed = prepare_train(args)
             if resumed is not None and resumed.env_steps >= cfg.total_env_steps:
-                outcome = ("finished", f"{resumed.path} has {resumed.env_steps} of total_env_steps "
-                                       f"{cfg.total_env_steps}: nothing to do (raise --total-env-steps to go on)")
+                outcome = {"kind": "finished", "message": f"{resumed.path} has {resumed.env_steps} of total_env_steps "
+                           f"{cfg.total_env_steps}: nothing to do (raise --total-env-steps to go on)"}
             else:
-                outcome = ("ok", args.algo, config.to_dict(cfg), str(resumed.path) if resumed else "")
+                outcome = {"kind": "ok", "algo": args.algo, "config": config.to_dict(cfg),
+                           "resume": str(resumed.path) if resumed else ""}
         except UserError as e:
-            outcome = ("error", str(e))
+            outcome = {"kind": "error", "message": str(e)}
     runtime.barrier(world)  # politely wait for rank 0's checks
-    outcome = world.bcast(outcome, root=0)  # control plane: the config, once
-    if outcome[0] == "error":
-        raise UserError(outcome[1])
-    if outcome[0] == "finished":
-        if world.rank == 0:
-            print(f"drlmpi: {outcome[1]}", flush=True)
-        return 0
-    module = algos.get(outcome[1])
-    cfg = config.from_dict(module.Config, outcome[2])
-    if outcome[3] and world.rank != 0:
-        resumed = checkpoint.load(outcome[3], parts=False)  # rank 0 verified the parts
-    elif not outcome[3]:
-        resumed = None
+    outcome = bcast_json(world, outcome, what="rank 0's checks of the job")
+    if outcome["kind"] == "error":
+        raise UserError(outcome["message"])
+    return outcome, resumed
+
+
+def start_job(world, outcome: dict, resumed):
+    """The algorithm, config, resumed state and runtime every rank agreed on; prints the job's first lines."""
+    from drlmpi import algos, checkpoint, config, runtime
+
+    algo = outcome["algo"]
+    module = algos.get(algo)
+    cfg = config.from_dict(module.Config, outcome["config"])
+    if outcome["resume"] and resumed is None:  # (rank 0 loaded it and verified its parts)
+        resumed = checkpoint.load(outcome["resume"], parts=False)
     spec = module.ROLES
     if cfg.layout:
-        spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), outcome[1])
-    rt = runtime.start(spec, outcome[1], cfg.seed, world, cfg.torch_threads)
-    splits = getattr(module, "SPLITS_WORLD", False)  # the module lays out groups itself (PBT)
+        spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), algo)
+    rt = runtime.start(spec, algo, cfg.seed, world, cfg.torch_threads)
     runtime.install_thread_hook()
     if hasattr(module, "check_layout"):  # the same layout on every rank: all refuse it together, one line, exit 2
         module.check_layout(rt.layout, cfg)
     if rt.rank == 0:
-        print(f"drlmpi {outcome[1]} on {cfg.env}: {rt.size} rank(s), run dir {cfg.run_dir}", flush=True)
+        print(f"drlmpi {algo} on {cfg.env}: {rt.size} rank(s), run dir {cfg.run_dir}", flush=True)
         if resumed is not None:
             print(f"resuming from {resumed.path} ({resumed.env_steps} env steps, "
                   f"{int(resumed.counters.get('updates', 0))} updates)", flush=True)
-        if rt.size > 1 and not splits:  # (PBT prints its members' layout)
+        if rt.size > 1 and not getattr(module, "SPLITS_WORLD", False):  # (PBT prints its members' layout)
             print(rt.layout.table(), flush=True)
+    return module, cfg, resumed, rt
+
+
+def train(args) -> int:
+    from mpi4py import MPI
+
+    from drlmpi import runtime
+    from drlmpi.comm.control import gather_json
+    from drlmpi.runtime import signals
+
+    world = MPI.COMM_WORLD
+    signals.install()
+    outcome, resumed = agree(world, args)
+    if outcome["kind"] == "finished":
+        if world.rank == 0:
+            print(f"drlmpi: {outcome['message']}", flush=True)
+        return 0
+    module, cfg, resumed, rt = start_job(world, outcome, resumed)
     try:
         summary = module.run(rt, cfg, resumed) if resumed is not None else module.run(rt, cfg)
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
     if signals.stopping:
         signals.settle()  # before any rank can exit 75 and have the scheduler TERM the others
-    runtime.barrier(world)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
     # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first)
-    mem = world.gather((peak, *memory_parts(), summary), root=0)
+    mem = gather_json(world, [peak, *memory_parts(), summary], what="every rank's end")
     if rt.rank == 0:
-        summary = next((m[-1] for m in mem if m[-1]), None)
-    if rt.rank == 0 and summary:
-        print(f"done: {summary['env_steps']} env steps, {summary['updates']} updates in {summary['seconds']:.1f} s; "
-              f"recent return {summary['recent_return']:.1f}; checkpoint {summary['checkpoint']}", flush=True)
-    if rt.rank == 0 and rt.size > 1:
-        by_role: dict[str, list] = {}
-        for r, m in enumerate(mem):
-            by_role.setdefault("rank" if splits else rt.layout.roles[r], []).append(m)
-        print("peak memory per rank (MiB): " + ", ".join(
-            f"{role} {max(m[0] for m in v):.0f}" + (
-                f" (max of {len(v)}, mean {sum(m[0] for m in v) / len(v):.0f})" if len(v) > 1 else "")
-            for role, v in by_role.items()), flush=True)
-        print("memory at the end, mean per rank (MiB, proportional set size = private anon + share of files + share "
-              "of shared memory): " + ", ".join(
-                  f"{role} {sum(m[1] for m in v) / len(v):.0f} = {sum(m[2] for m in v) / len(v):.0f} + "
-                  f"{sum(m[3] for m in v) / len(v):.0f} + {sum(m[4] for m in v) / len(v):.0f}"
-                  for role, v in by_role.items()) + f"; job total {sum(m[1] for m in mem):.0f}", flush=True)
+        print_end(rt, mem, getattr(module, "SPLITS_WORLD", False))
     if signals.stopping:
         if rt.rank == 0:
             print(f"stopped by a signal with a complete checkpoint: exit {signals.REQUEUE_EXIT}; continue with "
                   f"--resume auto --run-dir {cfg.run_dir}", flush=True)
         return signals.REQUEUE_EXIT
     return 0
+
+
+def print_end(rt, mem: list, splits: bool) -> None:
+    """Rank 0: the lead's summary and every role's memory (mem: each rank's [peak, PSS, anon, file, shmem, summary])."""
+    summary = next((m[-1] for m in mem if m[-1]), None)
+    if summary:
+        print(f"done: {summary['env_steps']} env steps, {summary['updates']} updates in {summary['seconds']:.1f} s; "
+              f"recent return {summary['recent_return']:.1f}; checkpoint {summary['checkpoint']}", flush=True)
+    if rt.size == 1:
+        return
+    by_role: dict[str, list] = {}
+    for r, m in enumerate(mem):
+        by_role.setdefault("rank" if splits else rt.layout.roles[r], []).append(m)
+    print("peak memory per rank (MiB): " + ", ".join(
+        f"{role} {max(m[0] for m in v):.0f}" + (
+            f" (max of {len(v)}, mean {sum(m[0] for m in v) / len(v):.0f})" if len(v) > 1 else "")
+        for role, v in by_role.items()), flush=True)
+    print("memory at the end, mean per rank (MiB, proportional set size = private anon + share of files + share "
+          "of shared memory): " + ", ".join(
+              f"{role} {sum(m[1] for m in v) / len(v):.0f} = {sum(m[2] for m in v) / len(v):.0f} + "
+              f"{sum(m[3] for m in v) / len(v):.0f} + {sum(m[4] for m in v) / len(v):.0f}"
+              for role, v in by_role.items()) + f"; job total {sum(m[1] for m in mem):.0f}", flush=True)
 
 
 def memory_parts() -> tuple[float, float, float, float]:

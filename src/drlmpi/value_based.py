@@ -308,7 +308,7 @@ def run_learner(rt: Runtime, cfg: LearnerConfig, planes: Planes, resumed: State 
     allreduce = GradAllreduce(learners, list(net.parameters()), cfg.allreduce, extra=2)  # + progress, stop
 
     def publish():
-        planes.weights.bcast(flat_params(net), learner.updates)  # version = updates
+        planes.weights.publish(flat_params(net), learner.updates)  # version = updates
 
     if learner.lead:
         publish()
@@ -327,14 +327,14 @@ class ReplayLoop:
 
     def __init__(self, cfg: LearnerConfig, learner: Learner, sampler, allreduce, gate: Throttle, learn,
                  demo_ratio: float, publish):
-        self.cfg, self.learner, self.sampler, self.allreduce, self.gate = cfg, learner, sampler, allreduce, gate
+        self.cfg, self.learner, self.sampler, self.grads, self.gate = cfg, learner, sampler, allreduce, gate
         self.learn, self.demo_ratio, self.publish = learn, demo_ratio, publish
         self.frac, self.loss, self.size = 0.0, float("nan"), 0
         self.demo_rows = np.zeros(2, np.int64)  # (demo rows, rows) of the lead's batches since the last row
         self.waiting = Stopwatch()
 
     def row(self) -> dict:
-        cfg, learners = self.cfg, self.allreduce.comm.size
+        cfg, learners = self.cfg, self.grads.comm.size
         out = {"loss": self.loss, "replay_size": self.size, "replay_fill": round(self.size / cfg.buffer_size, 4),
                "sample_rate": round(self.learner.log.rates[1] * cfg.batch_size * learners, 1),
                "learner_waiting": self.waiting.fraction(), "learners": learners}
@@ -381,7 +381,7 @@ class ReplayLoop:
         loss, priorities = self.learn(net, target, batch, nets.device(cfg.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        progress, stop_sum = self.allreduce(np.array([learner.progress, stop]) if learner.lead else None)
+        progress, stop_sum = self.grads(np.array([learner.progress, stop]) if learner.lead else None)
         if stop_sum:
             return False
         self.frac = float(progress)

@@ -59,7 +59,7 @@ def compact(block: dict) -> dict:
 
 def gathered(storage, slot: np.ndarray) -> dict:
     _, out = reply_layout(FIELDS, len(slot)).views(reply_layout(FIELDS, len(slot)).new())
-    storage.gather(slot, out, 0)
+    storage.fetch(slot, out, 0)
     return {k: out[k].copy() for k in FIELDS}
 
 

@@ -59,8 +59,8 @@ def test_trajectory_assembled_in_order_with_its_recurrent_state(lstm):
         req["cut"][:] = done & (rng.random(E) < 0.5)
         req["final_obs"][:] = rng.normal(size=(E, OBS))
         sent.append({n: v.copy() for n, v in req.items()})
-        client.send()
-        js = server.gather()
+        client.post()
+        js = server.collect()
         assert js == [0]
         answer_batch(net, server, js, asm, version=100 + k, states=states, cfg=cfg, device=torch.device("cpu"))
         assert client.receive() == 100 + k
@@ -87,7 +87,7 @@ def test_trajectory_assembled_in_order_with_its_recurrent_state(lstm):
         loss = impala.learn(net, u, impala.Config(num_envs=E, n_steps=T, gamma=0.9), torch.device("cpu"))
         assert torch.isfinite(loss.total)
     stop = client.comm.Isend(np.zeros(0, np.uint8), dest=0, tag=Tag.STOP)  # client.close() without its wait (one
-    assert server.gather() is None  # process: its own server must take it first); the only actor said STOP
+    assert server.collect() is None  # process: its own server must take it first); the only actor said STOP
     stop.Wait()
     server.close()
 

@@ -164,7 +164,7 @@ class ToParameterServer:
         return self.window.read(into)
 
     def apply(self, net, frac: float) -> int:
-        self.sender.send(flat_grad(net, self.cfg.max_grad_norm))
+        self.sender.post(flat_grad(net, self.cfg.max_grad_norm))
         return self.window.version
 
     def close(self) -> None:
@@ -243,7 +243,7 @@ def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeW
             if report.due():  # the lead's own report, accounted here
                 learner.stats.take(report.pack(), learner.updates, learner.log.episode)
         else:
-            report.maybe_isend()
+            report.maybe_post()
         learner.poll(row)
         learner.checkpoint()
     env.close()

@@ -148,10 +148,10 @@ def run_inference(rt: Runtime, cfg: Config, planes: Planes) -> None:
     writer = planes.trajectories.writer(lead, i)
     server = planes.inference.server(mine, cfg.inference_batch, cfg.inference_timeout_ms / 1000)
     asm = Assembler(len(mine), cfg.n_steps, acquire=lambda j: writer.acquire(on_wait=ckpt.poll),
-                    emit=lambda j, slot, v: writer.send(slot, v), discard=lambda j, slot: writer.discard(slot))
+                    emit=lambda j, slot, v: writer.post(slot, v), discard=lambda j, slot: writer.discard(slot))
     states = [net.initial_state(cfg.num_envs) for _ in mine]
     t0 = time.monotonic()
-    while (js := server.gather(on_idle=ckpt.poll)) is not None:
+    while (js := server.collect(on_idle=ckpt.poll)) is not None:
         ckpt.poll()  # also when requests never let gather idle
         if window.version > version:
             version = window.read(flat)

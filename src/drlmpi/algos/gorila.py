@@ -197,7 +197,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
         net.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        grads.send(torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy())
+        grads.post(torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy())
         sampler.update_priorities(batch, priorities)
         learner.updates += 1
         last.update(loss=float(loss.detach()), size=batch.size)

@@ -155,11 +155,11 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
         slot, u = writer.acquire(on_wait=ckpt.poll)
         _, obs = collect(net, env, obs, cfg, clip, episodes, out=u)
         u["obs"][cfg.n_steps] = obs  # the bootstrap observation
-        writer.send(slot, version)
+        writer.post(slot, version)
         steps += cfg.num_envs * cfg.n_steps
         report.step(cfg.num_envs * cfg.n_steps, episodes, version)
         episodes.clear()
-        report.maybe_isend()
+        report.maybe_post()
     writer.close(on_wait=ckpt.poll)  # the learner took every unroll; then STOP
     report.close()
     ckpt.close()

@@ -42,7 +42,7 @@ Messages (the world's control channel; each member's planes are its algorithm's 
   (allgather_json)      a member's ranks -> each other             its checkpoint path (from its lead)       ready
   STATE (uint8) x2      top member's rank 0 -> bottom member's     JSON header, then the body of arrays      exploit
                         rank 0
-  barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (comm.states.bcast)   exploit
+  barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (states.bcast_state)      exploit
 """
 
 import json
@@ -388,16 +388,16 @@ def exploit(rt: Runtime, comm, m: int, k: int, mine: State, pairs, old, new, spa
     for b, t in pairs:
         if m == t and comm.rank == 0:
             packed = packed or states.pack(mine)
-            reqs += states.send(rt.channels.control, b * k, Tag.STATE, *packed)
+            reqs += states.send_state(rt.channels.control, b * k, Tag.STATE, *packed)
     for b, t in pairs:
         if m != b:
             continue
         t0 = time.perf_counter()
         header = body = None
         if comm.rank == 0:
-            header, body = states.recv(rt.channels.control, t * k, Tag.STATE, f"member {t}'s state")
+            header, body = states.recv_state(rt.channels.control, t * k, Tag.STATE, f"member {t}'s state")
         if comm.size > 1:
-            header, body = states.bcast(comm, 0, header, body)
+            header, body = states.bcast_state(comm, 0, header, body)
         states.unpack(header, body, mine)
         if "lr" in space and old[t]["lr"] > 0:  # the copied optimizer's groups follow the new lr
             for o in mine.optim.values():

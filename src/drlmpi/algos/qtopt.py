@@ -317,7 +317,7 @@ def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         slot, u = writer.acquire(on_wait=ckpt.poll)
         u["obs"][0], u["action"][0], u["target"][0], u["weight"][0] = batch.data["obs"], batch.data["action"], \
             y.numpy(), batch.weights
-        writer.send(slot, version)
+        writer.post(slot, version)
     sampler.close()  # receives the batch still asked for, then STOP to every shard
     writer.close(on_wait=ckpt.poll)  # the trainer took every batch; then STOP
     ckpt.close()
@@ -412,7 +412,7 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
         return {**last, "learners": trainers.size, **(lead.row() if lead else {})}
 
     def publish():
-        planes.value.weights.bcast(np.concatenate([flat_params(net), flat_params(parts.nets["target1"]),
+        planes.value.weights.publish(np.concatenate([flat_params(net), flat_params(parts.nets["target1"]),
                                                    flat_params(parts.nets["target2"]),
                                                    np.array([lead.progress()], np.float32)]), learner.updates)
 

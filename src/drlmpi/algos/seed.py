@@ -140,7 +140,7 @@ def serve(server, pool: UnrollPool, asm: Assembler, net, states: list, learner: 
           row) -> bool:
     """Act for this learner's actors until a batch of unrolls is full: True; False once every one has stopped."""
     while len(pool.ready) < cfg.batch_size:
-        js = server.gather(on_idle=lambda: learner.poll(row))
+        js = server.collect(on_idle=lambda: learner.poll(row))
         if js is None:
             return False
         answer_batch(net, server, js, asm, learner.updates, states, cfg, device)

@@ -85,7 +85,7 @@ class InferencePlane:
 
 
 class InferenceClient:
-    """An actor's side: fill `request` ([E, ...] views) in place, `send`, then `receive` the `reply` views."""
+    """An actor's side: fill `request` ([E, ...] views) in place, `post`, then `receive` the `reply` views."""
 
     def __init__(self, plane: InferencePlane, server: int, index: int):
         self.plane, self.comm, self.server, self.index = plane, plane.comm, server, index
@@ -97,7 +97,7 @@ class InferenceClient:
         self._bell, self._answer = np.zeros(2, np.int64), np.zeros(2, np.int64)
         self._send = self._recv = MPI.REQUEST_NULL
 
-    def send(self) -> None:
+    def post(self) -> None:
         """Hand the filled request to the server (the reply's receive is posted first)."""
         assert self._recv == MPI.REQUEST_NULL, "one request outstanding: receive its reply first"
         self._req_head[:] = self.index, self.k
@@ -133,7 +133,7 @@ class InferenceClient:
 
 
 class InferenceServer:
-    """A server's side: `gather` a batch of waiting actors, read their `request(j)`, fill `reply(j)`, `answer`."""
+    """A server's side: `collect` a batch of waiting actors, read their `request(j)`, fill `reply(j)`, `answer`."""
 
     def __init__(self, plane: InferencePlane, actors: list[int], batch: int, timeout: float):
         self.plane, self.comm, self.actors, self.B, self.timeout = plane, plane.comm, list(actors), batch, timeout
@@ -180,7 +180,7 @@ class InferenceServer:
         else:
             raise RuntimeError(f"inference channel: unexpected tag {tag} from rank {src}")
 
-    def gather(self, on_idle=None, idle_timeout: float = PEER_TIMEOUT) -> list[int] | None:
+    def collect(self, on_idle=None, idle_timeout: float = PEER_TIMEOUT) -> list[int] | None:
         """Wait for the next batch: the positions j (in `actors`) of the waiting actors, in arrival order, or None
         once every actor has said STOP. Returns at `batch` requests, when every live actor waits, or `timeout` s
         after the batch's first request; on_idle() runs between looks."""

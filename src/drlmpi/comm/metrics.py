@@ -49,9 +49,9 @@ class ActorReport:
     def due(self) -> bool:
         return time.monotonic() - self.last > self.every
 
-    def maybe_isend(self) -> None:
+    def maybe_post(self) -> None:
         if self.due() and self.req.Test():
-            self.isend()
+            self.post()
 
     def pack(self) -> np.ndarray:
         """What was counted since the last report, as the METRICS message (float64 [8]); the counts restart."""
@@ -62,14 +62,14 @@ class ActorReport:
         self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = self.paused = 0
         return self.msg
 
-    def isend(self) -> None:
+    def post(self) -> None:
         """Isend what was counted since the last report (Tag.METRICS)."""
         wait(self.req, what="the previous metrics send")
         self.req = self.comm.Isend(self.pack(), dest=self.dest, tag=Tag.METRICS)
 
     def close(self) -> None:
         """Send what is left, then STOP."""
-        self.isend()
+        self.post()
         wait(self.req, what="the last metrics send")
         wait(self.comm.Isend(np.zeros(0, np.uint8), dest=self.dest, tag=Tag.STOP), what="the stop to the lead")
 

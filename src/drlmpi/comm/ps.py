@@ -37,7 +37,7 @@ class GradientSender:
         self.comm, self.ps, self.bounds = comm, ps_ranks, bounds
         self.bufs, self.reqs, self.k = [np.zeros(int(bounds[-1]), np.float32) for _ in range(2)], [[], []], 0
 
-    def send(self, grad: np.ndarray) -> None:
+    def post(self, grad: np.ndarray) -> None:
         """Isend each shard its slice of grad (float32 [n], copied)."""
         turn, self.k = self.k % 2, self.k + 1
         wait_all(self.reqs[turn], what="previous gradient sends")
@@ -68,7 +68,7 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
     if start is not None:
         apply.load(start["opt"])
         version = int(start["version"])
-    push.bcast(w, version)
+    push.publish(w, version)
     stopped = 0
     status = MPI.Status()
 
@@ -91,8 +91,8 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
         apply(w, grad, lr_at(version))
         version += 1
         if version % publish_every == 0:
-            push.bcast(w, version)
-    push.bcast(w, version)
+            push.publish(w, version)
+    push.publish(w, version)
     if ckpt is not None:
         ckpt.close(on_checkpoint)  # the final checkpoint holds every learner's gradients
     return w, version

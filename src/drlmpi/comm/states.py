@@ -4,9 +4,9 @@ What population-based training copies from a top member to a bottom one (algos.p
 `pack` lays every array's bytes end to end in one uint8 body and describes them in a JSON header (names,
 dtypes, shapes, the optimizers' param groups); the header travels as a uint8 message, then the body.
 
-  send(comm, dest, tag, state)     Isend header and body; returns the requests (wait on them)
-  recv(comm, source, tag, what)    polite probe and receive; returns (header, body)
-  bcast(comm, root, header, body)  the same pair from `root` to every rank of comm (comm.control.bcast_bytes)
+  send_state(comm, dest, tag, state)Isend header and body; returns the requests (wait on them)
+  recv_state(comm, source, tag, what)polite probe and receive; returns (header, body)
+  bcast_state(comm, root, header, body)the same pair from `root` to every rank of comm (comm.control.bcast_bytes)
   unpack(header, body, state)      puts nets, optim and returns into `state` (no copy of the body's arrays)
 """
 
@@ -73,14 +73,14 @@ def unpack(header: bytes, body: np.ndarray, state) -> None:
     state.nets, state.optim, state.returns = nets, optim, h["returns"]
 
 
-def send(comm: MPI.Comm, dest: int, tag: int, header: bytes, body: np.ndarray) -> list[MPI.Request]:
+def send_state(comm: MPI.Comm, dest: int, tag: int, header: bytes, body: np.ndarray) -> list[MPI.Request]:
     head = np.frombuffer(header, np.uint8)
     return [comm.Isend([head, MPI.BYTE], dest, tag), comm.Isend([body, MPI.BYTE], dest, tag)]
 
 
-def recv(comm: MPI.Comm, source: int, tag: int, what: str, timeout: float = PEER_TIMEOUT
+def recv_state(comm: MPI.Comm, source: int, tag: int, what: str, timeout: float = PEER_TIMEOUT
          ) -> tuple[bytes, np.ndarray]:
-    """The header and body `send` sent from `source` (MPI keeps their order)."""
+    """The header and body `send_state` sent from `source` (MPI keeps their order)."""
     out = []
     for _ in range(2):
         status = probe(comm, source, tag, timeout, what=what)
@@ -90,7 +90,7 @@ def recv(comm: MPI.Comm, source: int, tag: int, what: str, timeout: float = PEER
     return out[0].tobytes(), out[1]
 
 
-def bcast(comm: MPI.Comm, root: int, header: bytes | None, body: np.ndarray | None,
+def bcast_state(comm: MPI.Comm, root: int, header: bytes | None, body: np.ndarray | None,
           timeout: float = PEER_TIMEOUT) -> tuple[bytes, np.ndarray]:
     """Every rank of comm gets root's (header, body); collective (comm.control.bcast_bytes: a polite barrier, then
     blocking broadcasts that finish at once; a polite Ibcast of a large body is many times slower)."""

@@ -64,7 +64,7 @@ class TrajectoryPlane:
 
 
 class UnrollWriter:
-    """An actor's side: `acquire` a free unroll (views to fill in place), then `send` it."""
+    """An actor's side: `acquire` a free unroll (views to fill in place), then `post` it."""
 
     def __init__(self, plane: TrajectoryPlane, learner: int, index: int):
         self.plane, self.learner, self.index = plane, learner, index
@@ -97,7 +97,7 @@ class UnrollWriter:
             wait(self.reqs[slot], what="the unroll send")
         return slot, self._views[slot][1]
 
-    def send(self, slot: int, version: int) -> None:
+    def post(self, slot: int, version: int) -> None:
         """Hand the filled unroll in `slot` to the learner."""
         buf, head = self._buf(slot), self._views[slot][0]
         head[0], head[1] = self.index, version

@@ -173,7 +173,7 @@ class WeightsPush:
             self.thread = threading.Thread(target=self._relay, name="weights-relay", daemon=True)
             self.thread.start()
 
-    def bcast(self, vec: np.ndarray, version: int) -> None:
+    def publish(self, vec: np.ndarray, version: int) -> None:
         """Writer only: publish locally, then broadcast to the other nodes (returns when the root's send is done)."""
         from drlmpi.runtime import wait
 
@@ -222,9 +222,9 @@ class WeightsPlane:
         pushes = [WeightsPush(comm, node, window, w, s) for s, w in enumerate(writers)]
         return WeightsPlane(window, pushes, writers, comm.rank)
 
-    def bcast(self, vec: np.ndarray, version: int) -> None:
+    def publish(self, vec: np.ndarray, version: int) -> None:
         """Writer: publish its shard (vec: the slice or the whole vector) here and broadcast it to other hosts."""
-        self.pushes[self.writers.index(self.rank)].bcast(vec, version)
+        self.pushes[self.writers.index(self.rank)].publish(vec, version)
 
     def close(self) -> None:
         for p in self.pushes:

@@ -74,7 +74,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
                 break
         if learners_lag():
             writer.flush()  # the learners may be waiting for these to start,
-            report.isend()  # and the lead for our steps to allow more updates
+            report.post()  # and the lead for our steps to allow more updates
             t0 = time.monotonic()
             poll(lambda: True if ckpt.poll() or ckpt.last or not learners_lag() else None, 600,
                  "the learners to catch up", max_sleep=PAUSED_SLEEP)
@@ -97,7 +97,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
         if rows is not None:
             writer.add(rows, policy.priorities(rows))
         obs = step.obs
-        report.maybe_isend()
+        report.maybe_post()
     rows = builder.flush()
     if rows is not None:
         writer.add(rows, policy.priorities(rows))

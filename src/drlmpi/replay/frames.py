@@ -162,7 +162,7 @@ class FrameReplay(PrioritizedReplay):
         self.pool.release(np.concatenate([self.data[ref(s)][slots].ravel() for s in self.stacks]))
         return slots
 
-    def gather(self, slot: np.ndarray, out: dict[str, np.ndarray], at: int) -> None:
+    def fetch(self, slot: np.ndarray, out: dict[str, np.ndarray], at: int) -> None:
         """Copy rows `slot` [m] into out[name][at : at + m], the stacked fields rebuilt [m, C, H, W]."""
         m = len(slot)
         for k, v in self.data.items():

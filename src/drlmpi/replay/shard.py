@@ -156,7 +156,7 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             for source, m, at, code in ((storage, n, lo, 1), (demo_source, d, lo + n, -1)):
                 if m:
                     slot, p = source.sample_slots(m)
-                    source.gather(slot, out, at)
+                    source.fetch(slot, out, at)
                     out["slot"][at : at + m] = slot if code > 0 else -1 - slot
                     out["gen"][at : at + m], out["p"][at : at + m] = source.gen[slot], p
             stats_header(head, n, storage, d, demos)

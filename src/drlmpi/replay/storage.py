@@ -59,7 +59,7 @@ class PrioritizedReplay:
         weights = importance_weights(p, self.tree.min(), beta)
         return {k: v[idx] for k, v in self.data.items()}, idx, weights
 
-    def gather(self, slot: np.ndarray, out: dict[str, np.ndarray], at: int) -> None:
+    def fetch(self, slot: np.ndarray, out: dict[str, np.ndarray], at: int) -> None:
         """Copy rows `slot` [m] of every field into out[name][at : at + m]."""
         for k, v in self.data.items():
             np.take(v, slot, axis=0, out=out[k][at : at + len(slot)])

@@ -92,7 +92,9 @@ def host_names(world: MPI.Intracomm, node: MPI.Intracomm) -> tuple[str, ...]:
     name = socket.gethostname()
     if pretend_ranks_per_node():
         name += f"#{world.rank // pretend_ranks_per_node()}"
-    return tuple(world.allgather(name))
+    from drlmpi.comm.control import allgather_json
+
+    return tuple(allgather_json(world, name, what="every rank's host name"))
 
 
 def usable_cores() -> int:
@@ -117,7 +119,9 @@ def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = No
     """Build the layout (raises UserError when it cannot), communicators, seeds; set torch threads."""
     world = world or MPI.COMM_WORLD
     node = node_comm(world)
-    cores = tuple(world.allgather(usable_cores()))  # control plane, once
+    from drlmpi.comm.control import allgather_json
+
+    cores = tuple(allgather_json(world, usable_cores(), what="every rank's cores"))  # control plane, once
     layout = build_layout(world.size, spec, algo, host_names(world, node), cores, torch_threads)
     check_thread_level(layout)
     role = layout.roles[world.rank]

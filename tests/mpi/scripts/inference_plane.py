@@ -30,7 +30,7 @@ LONE = 0.2
 
 def serve(server, version):
     t0 = time.monotonic()
-    js = server.gather()
+    js = server.collect()
     waited = time.monotonic() - t0
     for j in js:
         server.reply(j)["action"][:] = server.request(j)["obs"] + 1
@@ -41,7 +41,7 @@ def serve(server, version):
 def ask(client, version):
     client.request["obs"][:] = world.rank * 10 + client.k
     expect = client.request["obs"] + 1
-    client.send()
+    client.post()
     t0 = time.monotonic()
     got = client.receive(timeout=30)
     if got != version or not np.array_equal(client.reply["action"], expect):
@@ -62,7 +62,7 @@ if world.rank == 0:
     got, waited = serve(server, 3)
     if got != actors[1:] or waited > 2.0:
         failures.append(f"finished: answered {got} after {waited:.3f} s (actor 1 stopped: never wait for it)")
-    if server.gather() is not None:
+    if server.collect() is not None:
         failures.append("finished: gather after every STOP must say None")
     server.close()
     print(f"inference server: lone request answered after {lone:.3f} s of a {LONE} s timeout, a batch of the live "

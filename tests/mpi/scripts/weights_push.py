@@ -48,7 +48,7 @@ push = WeightsPush(world, node, w, writer=1)
 runtime.barrier(world)
 if world.rank == 1:
     for v in range(1, V + 1):
-        push.bcast(np.full(N, v, np.float32), v)
+        push.publish(np.full(N, v, np.float32), v)
         time.sleep(0.01)
 follow(w, V, out, "single writer")
 runtime.barrier(world)
@@ -64,7 +64,7 @@ for s, r in enumerate(writers):
     if world.rank == r:
         lo, hi = w2.bounds[s], w2.bounds[s + 1]
         for v in range(1, V + 1):
-            pushes[s].bcast(np.full(hi - lo, v, np.float32), v)
+            pushes[s].publish(np.full(hi - lo, v, np.float32), v)
 follow(w2, V, out, "two shards")
 runtime.barrier(world)
 for p in pushes:
