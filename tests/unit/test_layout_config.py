@@ -2,7 +2,7 @@
 
 import pytest
 
-from drlmpi import config
+from drlmpi import algos, config
 from drlmpi.algos import dqn
 from drlmpi.errors import UserError
 from drlmpi.runtime import RoleSpec, build_layout, parse_layout_arg
@@ -47,8 +47,9 @@ def test_config_precedence_and_types(tmp_path):
     assert config.from_dict(dqn.Config, config.to_dict(cfg)) == cfg
 
 
-def test_every_config_field_has_a_docstring():
-    docs = config.field_docs(dqn.Config)
+@pytest.mark.parametrize("algo", sorted(algos.ALGOS))
+def test_every_config_field_has_a_docstring(algo):
+    docs = config.field_docs(algos.get(algo).Config)
     assert all(docs.values()), [k for k, v in docs.items() if not v]
 
 
