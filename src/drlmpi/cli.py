@@ -140,12 +140,13 @@ def start_job(world, outcome: dict, resumed):
     cfg = config.from_dict(module.Config, outcome["config"])
     if outcome["resume"] and resumed is None:  # (rank 0 loaded it and verified its parts)
         resumed = checkpoint.load(outcome["resume"], parts=False)
-    spec = module.ROLES
+    spec = module.LAYOUT
     if cfg.layout:
         spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), algo)
     rt = runtime.start(spec, algo, cfg.seed, world, cfg.torch_threads)
     runtime.install_thread_hook()
-    if hasattr(module, "check_layout"):  # the same layout on every rank: all refuse it together, one line, exit 2
+    algos.check_roles(module, rt.layout, algo)  # the same layout on every rank: all refuse it together, one line
+    if hasattr(module, "check_layout"):
         module.check_layout(rt.layout, cfg)
     if rt.rank == 0:
         print(f"drlmpi {algo} on {cfg.env}: {rt.size} rank(s), run dir {cfg.run_dir}", flush=True)
@@ -160,7 +161,7 @@ def start_job(world, outcome: dict, resumed):
 def train(args) -> int:
     from mpi4py import MPI
 
-    from drlmpi import runtime
+    from drlmpi import algos, runtime
     from drlmpi.comm.control import gather_json
     from drlmpi.runtime import signals
 
@@ -173,7 +174,7 @@ def train(args) -> int:
         return 0
     module, cfg, resumed, rt = start_job(world, outcome, resumed)
     try:
-        summary = module.run(rt, cfg, resumed) if resumed is not None else module.run(rt, cfg)
+        summary = algos.run(module, rt, cfg, resumed)
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
     if signals.stopping:
@@ -323,7 +324,7 @@ def layout(args) -> int:
         print(f"{args.algo} splits the world into groups that each run a member algorithm's layout: see "
               f"`drlmpi layout --algo MEMBER -n N/P`")
         return 0
-    spec = module.ROLES
+    spec = module.LAYOUT
     if args.layout:
         spec = spec.with_overrides(runtime.parse_layout_arg(args.layout), args.algo)
     if args.n < 1 or args.ranks_per_host < 0:
@@ -331,7 +332,9 @@ def layout(args) -> int:
     k = args.ranks_per_host or args.n
     hosts = tuple(f"host{r // k}" for r in range(args.n))
     cores = (runtime.context.usable_cores(),) * args.n
-    print(runtime.build_layout(args.n, spec, args.algo, hosts, cores).table())
+    lay = runtime.build_layout(args.n, spec, args.algo, hosts, cores)
+    algos.check_roles(module, lay, args.algo)
+    print(lay.table())
     return 0
 
 

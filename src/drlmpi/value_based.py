@@ -14,8 +14,8 @@
                    what a job stores in replay and how its actors build it: n-step transitions (Ape-X, GORILA),
                    or an algorithm's own (R2D2's sequences)
   Planes, setup    the weights and replay planes of a distributed job (collective)
-  run_actor, run_replay, run_roles, wait_for_replay
-                   the actor and replay-shard roles, the dispatch, and a learner's wait for its first batch
+  run_actor, run_replay, wait_for_replay
+                   the actor and replay-shard roles, and a learner's wait for its first batch
   run_learner      the replay learner (Ape-X, R2D2): prioritized batches -> loss -> allreduced sgd -> priorities,
                    weights published to the actors, the lead's checkpoints and logs
 """
@@ -231,6 +231,9 @@ class Planes:
     def net(self) -> torch.nn.Module:
         return self.rows.net
 
+    def close(self) -> None:
+        self.weights.close()
+
 
 def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int], rows=transitions, samplers: str = "learner",
           n_params: int | None = None) -> Planes:
@@ -270,24 +273,6 @@ def run_replay(rt: Runtime, cfg: ReplayConfig, planes: Planes, resumed: State | 
 
 def lead_learner(rt: Runtime) -> int:
     return rt.layout.ranks("learner")[0]
-
-
-def run_roles(rt: Runtime, cfg: ReplayConfig, writers: list[int], epsilon, resumed: State | None,
-              rows=transitions, **roles) -> dict | None:
-    """Set up the planes (collective), then run this rank's role: `actor` and `replay` are shared,
-    the others are roles[rt.role](rt, cfg, planes, resumed). writers: the ranks publishing the weights.
-    Every rank's generators are seeded, then restored from `resumed` if it holds this rank's."""
-    planes = setup(rt, cfg, writers, rows)
-    lifecycle.seed_rank(rt, resumed)
-    summary = None  # a learner's summary (the lead's is printed)
-    if rt.role == "actor":
-        run_actor(rt, cfg, planes, epsilon, resumed)
-    elif rt.role == "replay":
-        run_replay(rt, cfg, planes, resumed)
-    else:
-        summary = roles[rt.role](rt, cfg, planes, resumed)
-    planes.weights.close()
-    return summary
 
 
 REPLAY_COLUMNS = ["loss", "replay_size", "replay_fill", "sample_rate", "learner_waiting", "learners"]

@@ -38,4 +38,4 @@ def test_algo_module_errors(tmp_path):
     r = run([DRLMPI, "--algo", "no_such_pkg.algo", "--env", "CartPole-v1"], timeout=60, env=ENV, cwd=tmp_path)
     assert r.returncode == 2 and "cannot import module" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run([DRLMPI, "--algo", "toy_algo_pkg.__init__", "--env", "CartPole-v1"], timeout=60, env=ENV, cwd=tmp_path)
-    assert r.returncode == 2 and "module lacks Config, ROLES, run" in r.stderr, r.stderr
+    assert r.returncode == 2 and "module lacks Config, LAYOUT, ROLES" in r.stderr, r.stderr

@@ -34,6 +34,8 @@ def assert_user_error(r, *fragments):
     (BASE + ["--total-env-steps", "many"], ["invalid int value"]),
     (["eval", "/nonexistent/ckpt.h5"], ["checkpoint not found"]),
     (["layout", "--algo", "dqn", "-n", "3"], ["dqn runs on exactly 1 rank; got 3"]),
+    (["layout", "--algo", "apex", "-n", "5", "--layout", "ps=1"], ["apex has no ps role"]),
+    (["layout", "--algo", "impala", "-n", "5", "--layout", "inference=1"], ["impala has no inference role"]),
 ])
 def test_bad_input_one_line_exit_2(args, fragments, tmp_path):
     assert_user_error(run([DRLMPI, *args], timeout=60, cwd=tmp_path), *fragments)

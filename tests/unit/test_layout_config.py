@@ -24,9 +24,9 @@ def test_layout_too_few_ranks_names_the_minimum():
 
 def test_layout_serial_and_single_process():
     assert build_layout(1, APEX_LIKE, "x").roles == ("serial",)
-    assert build_layout(1, dqn.ROLES, "dqn").roles == ("serial",)
+    assert build_layout(1, dqn.LAYOUT, "dqn").roles == ("serial",)
     with pytest.raises(UserError, match="exactly 1 rank"):
-        build_layout(2, dqn.ROLES, "dqn")
+        build_layout(2, dqn.LAYOUT, "dqn")
 
 
 def test_layout_overrides():
@@ -73,44 +73,44 @@ def hosts_of(n: int, per_host: int) -> tuple[str, ...]:
 def test_placement_on_pretend_hosts_one_replay_shard_per_host_learners_on_host_0():
     from drlmpi.algos import apex, gorila
 
-    lay = build_layout(16, apex.ROLES, "apex", hosts_of(16, 4), (2,) * 16)
+    lay = build_layout(16, apex.LAYOUT, "apex", hosts_of(16, 4), (2,) * 16)
     host = lay.host_ids()
     assert [host[r] for r in lay.ranks("replay")] == [0, 1, 2, 3]  # one shard per host, by default
     assert [host[r] for r in lay.ranks("learner")] == [0]
     assert len(lay.ranks("actor")) == 11 and lay.threads == (1,) * 16  # 2 cores, 4 ranks a host: 1 each
-    spec = apex.ROLES.with_overrides({"replay": 1, "learner": 2})  # --layout overrides the default spread
+    spec = apex.LAYOUT.with_overrides({"replay": 1, "learner": 2})  # --layout overrides the default spread
     lay = build_layout(16, spec, "apex", hosts_of(16, 4))
     assert lay.ranks("replay") == [2] and lay.ranks("learner") == [0, 1]
-    lay = build_layout(9, gorila.ROLES, "gorila", hosts_of(9, 3))  # ps next to the learner, replay spread
+    lay = build_layout(9, gorila.LAYOUT, "gorila", hosts_of(9, 3))  # ps next to the learner, replay spread
     assert lay.roles[:3] == ("learner", "ps", "replay") and [host for host in lay.ranks("replay")] == [2, 3, 6]
 
 
 def test_replay_default_spread_leaves_the_actors_they_need():
     from drlmpi.algos import apex
 
-    lay = build_layout(4, apex.ROLES, "apex", hosts_of(4, 1))  # 4 hosts of 1 rank: only 2 ranks to spare
+    lay = build_layout(4, apex.LAYOUT, "apex", hosts_of(4, 1))  # 4 hosts of 1 rank: only 2 ranks to spare
     assert lay.roles == ("learner", "replay", "replay", "actor")
 
 
 def test_a3c_gets_a_ps_rank_only_across_hosts():
     from drlmpi.algos import a3c
 
-    assert build_layout(4, a3c.ROLES, "a3c").roles == ("actor",) * 4  # one host: Hogwild! in its window
-    assert build_layout(4, a3c.ROLES, "a3c", hosts_of(4, 2)).roles == ("ps", "actor", "actor", "actor")
-    spec = a3c.ROLES.with_overrides({"ps": 2})
+    assert build_layout(4, a3c.LAYOUT, "a3c").roles == ("actor",) * 4  # one host: Hogwild! in its window
+    assert build_layout(4, a3c.LAYOUT, "a3c", hosts_of(4, 2)).roles == ("ps", "actor", "actor", "actor")
+    spec = a3c.LAYOUT.with_overrides({"ps": 2})
     assert build_layout(4, spec, "a3c").roles == ("ps", "ps", "actor", "actor")  # asked for, also on one host
     with pytest.raises(UserError, match=r"^a3c over 2 hosts needs a ps rank .*\(--layout ps=0 leaves none\)$"):
-        build_layout(4, a3c.ROLES.with_overrides({"ps": 0}), "a3c", hosts_of(4, 2))
-    assert build_layout(2, a3c.ROLES, "a3c", hosts_of(2, 1)).roles == ("ps", "actor")
+        build_layout(4, a3c.LAYOUT.with_overrides({"ps": 0}), "a3c", hosts_of(4, 2))
+    assert build_layout(2, a3c.LAYOUT, "a3c", hosts_of(2, 1)).roles == ("ps", "actor")
 
 
 def test_learner_threads_take_the_cores_left_by_the_other_ranks_of_its_host():
     from drlmpi.algos import apex
 
-    lay = build_layout(8, apex.ROLES, "apex", hosts_of(8, 4), (16,) * 8)
+    lay = build_layout(8, apex.LAYOUT, "apex", hosts_of(8, 4), (16,) * 8)
     assert lay.threads == (13, 1, 1, 1, 1, 1, 1, 1)  # host 0: learner, replay, 2 actors on 16 cores
     assert "threads" in lay.table() and " 13  h0" in lay.table()
-    assert build_layout(8, apex.ROLES, "apex", hosts_of(8, 4), (16,) * 8, torch_threads=3).threads == (3,) * 8
+    assert build_layout(8, apex.LAYOUT, "apex", hosts_of(8, 4), (16,) * 8, torch_threads=3).threads == (3,) * 8
 
 
 def test_throttle_band_and_start():
@@ -144,17 +144,17 @@ def test_configs_that_could_never_train_are_refused(algo, sets, message):
 def test_qtopt_bellman_ranks_are_a_role_of_their_own_and_bad_layouts_or_configs_are_refused():
     from drlmpi.algos import qtopt
 
-    spec = qtopt.ROLES.with_overrides({"bellman": 2})
+    spec = qtopt.LAYOUT.with_overrides({"bellman": 2})
     lay = build_layout(6, spec, "qtopt", None, (4,) * 6)
     assert lay.roles == ("learner", "replay", "bellman", "bellman", "actor", "actor") and lay.threads == (1,) * 6
     two_hosts = build_layout(6, spec, "qtopt", hosts_of(6, 3))  # a replay shard per host, bellman ranks beside
     assert two_hosts.roles == ("learner", "replay", "bellman", "replay", "bellman", "actor")
-    assert build_layout(3, qtopt.ROLES, "qtopt").roles == ("learner", "replay", "bellman")  # offline: no actors
+    assert build_layout(3, qtopt.LAYOUT, "qtopt").roles == ("learner", "replay", "bellman")  # offline: no actors
     cfg = config.build(qtopt.Config)
     with pytest.raises(UserError, match="^qtopt without actor ranks learns from offline data only"):
-        qtopt.check_layout(build_layout(3, qtopt.ROLES, "qtopt"), cfg)
+        qtopt.check_layout(build_layout(3, qtopt.LAYOUT, "qtopt"), cfg)
     with pytest.raises(UserError, match=r"needs at least one bellman rank"):
-        qtopt.check_layout(build_layout(3, qtopt.ROLES.with_overrides({"bellman": 0}), "qtopt"), cfg)
+        qtopt.check_layout(build_layout(3, qtopt.LAYOUT.with_overrides({"bellman": 0}), "qtopt"), cfg)
     for sets, message in ((["env=CartPole-v1"], "qtopt needs a 1-D Box action space"),
                           (["offline_ratio=0.5"], "offline_ratio > 0 needs offline data"),
                           (["cem_elites=65"], "cem_elites (65) must be <= cem_samples (64)"),

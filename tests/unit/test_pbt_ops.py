@@ -133,11 +133,11 @@ def test_layout_must_split_into_members():
     from drlmpi.runtime import build_layout
 
     cfg = config.build(pbt.Config, None, ["member=apex", "population=4"])
-    pbt.check_layout(build_layout(16, pbt.ROLES, "pbt"), cfg)
+    pbt.check_layout(build_layout(16, pbt.LAYOUT, "pbt"), cfg)
     with pytest.raises(UserError, match="6 ranks do not split into 4 members"):
-        pbt.check_layout(build_layout(6, pbt.ROLES, "pbt"), cfg)
+        pbt.check_layout(build_layout(6, pbt.LAYOUT, "pbt"), cfg)
     with pytest.raises(UserError, match="member 0 on 2 rank"):
-        pbt.check_layout(build_layout(8, pbt.ROLES, "pbt"), cfg)
+        pbt.check_layout(build_layout(8, pbt.LAYOUT, "pbt"), cfg)
 
 
 def test_population_checkpoint_round_trip_and_damaged_member(tmp_path):

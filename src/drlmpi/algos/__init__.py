@@ -1,7 +1,9 @@
-"""Algorithms, one module each, exposing `Config`, `ROLES`, `run(rt, cfg) -> summary | None` and
-`load_policy(cfg, weights, env)`; optionally `check_layout(layout, cfg)`, which raises UserError for a rank layout
-the algorithm cannot run (before any role starts); `SPLITS_WORLD = True` where the algorithm splits the world into
-groups itself (PBT) and prints their layout.
+"""Algorithms, one module each, exposing `Config`, `LAYOUT` (the runtime.RoleSpec of its rank layout), `ROLES`
+({role: function(rt, cfg, planes, resumed) -> summary | None}, one function per role of its layout) and
+`load_policy(cfg, weights, env)`; optionally `setup(rt, cfg) -> planes` (collective: the planes its roles share, with
+a `close()`), `check_layout(layout, cfg)`, which raises UserError for a rank layout the algorithm cannot run (before
+any role starts), and `SPLITS_WORLD = True` where the algorithm splits the world into groups itself (PBT) and prints
+their layout. `run` (below) is written once for every algorithm.
 
 `--algo` takes a built-in name, or the dotted path of any importable module with the same
 attributes (your own algorithm on drlmpi's runtime), e.g. `--algo mylab.my_algo`.
@@ -16,7 +18,7 @@ ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlm
          "impala": "drlmpi.algos.impala", "ga3c": "drlmpi.algos.ga3c", "seed": "drlmpi.algos.seed",
          "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt",
          "es": "drlmpi.algos.es", "pbt": "drlmpi.algos.pbt"}
-REQUIRED = ("Config", "ROLES", "run")
+REQUIRED = ("Config", "LAYOUT", "ROLES")
 
 
 def get(name: str):
@@ -32,3 +34,25 @@ def get(name: str):
     if missing:
         raise UserError(f"--algo {name}: module lacks {', '.join(missing)}")
     return module
+
+
+def check_roles(module, layout, algo: str) -> None:
+    """UserError (one line) for a layout with a role the algorithm has no function for."""
+    missing = sorted(set(layout.roles) - set(module.ROLES))
+    if missing:
+        raise UserError(f"{algo} has no {', '.join(missing)} role (its roles: {', '.join(sorted(module.ROLES))}); "
+                        "see `drlmpi layout --algo ...`")
+
+
+def run(module, rt, cfg, resumed=None):
+    """One rank's job, for every algorithm: set up the planes its roles share (collective), seed this rank's
+    generators (restored from the checkpoint when it holds this rank's), run this rank's role, close the planes.
+    Returns the role's summary (a learner's) or None."""
+    from drlmpi import lifecycle
+
+    planes = module.setup(rt, cfg) if hasattr(module, "setup") else None
+    lifecycle.seed_rank(rt, resumed)
+    summary = module.ROLES[rt.role](rt, cfg, planes, resumed)
+    if hasattr(planes, "close"):
+        planes.close()
+    return summary

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from drlmpi import lifecycle, nets
+from drlmpi import nets
 from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, collect, load_policy, loss_row, nstep_loss
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
@@ -38,8 +38,8 @@ from drlmpi.ops.actor_critic import Losses
 from drlmpi.ops.schedules import linear
 from drlmpi.runtime import RoleSpec, Runtime, wait
 
-ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
-__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -78,7 +78,7 @@ def learn(net, opt, allreduce: GradAllreduce, unroll: dict, last_obs: np.ndarray
     return losses, sums
 
 
-def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict:
     """The `actor` role (a worker): collect -> learn, until total_env_steps (the lead decides the stop)."""
     workers = rt.role_comm
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
@@ -114,6 +114,4 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict |
     return learner.finish(row, allreduce, env)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    lifecycle.seed_rank(rt, resumed)
-    return run_worker(rt, cfg, resumed)
+ROLES = {"actor": run_worker, "serial": run_worker}  # (one rank: a worker alone)

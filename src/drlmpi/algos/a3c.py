@@ -59,8 +59,8 @@ from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime, barrier, poll
 from drlmpi.runtime.context import startup_timeout
 
-ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True, ps_across_hosts=True)
-__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True, ps_across_hosts=True)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -200,12 +200,37 @@ def start_weights(rt: Runtime, parts: Parts, window: NodeWeights, one_host: bool
     barrier(rt.node)  # the first weights are in the window
 
 
-def run_worker(rt: Runtime, cfg: Config, net, env, window: NodeWeights, g: NodeWeights | None,
-               resumed: State | None) -> dict:
+@dataclass
+class Planes:
+    net: torch.nn.Module  # the initial network, the same on every rank
+    window: NodeWeights  # the global weights: this host's window (one host), or the ps's plane's
+    g: NodeWeights | None  # one host: the shared RMSProp statistic's window; None across hosts
+    plane: WeightsPlane | None  # across hosts: the ps's weights plane
+
+    def close(self) -> None:
+        if self.plane:
+            self.plane.close()
+
+
+def setup(rt: Runtime, cfg: Config) -> Planes:
+    """Collective: the weights, a window and g on one host, or the ps's plane across hosts."""
+    torch.manual_seed(cfg.seed)  # the same initial network everywhere
+    net = build_net(cfg, *spaces(cfg.env))
+    n = sum(p.numel() for p in net.parameters())
+    ps_ranks = rt.layout.ranks("ps")
+    if ps_ranks:
+        plane = WeightsPlane.create(rt.channels.weights, rt.node, n, ps_ranks)
+        return Planes(net, plane.window, None, plane)
+    return Planes(net, NodeWeights(rt.node, n), NodeWeights(rt.node, n), None)
+
+
+def run_worker(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
     """A worker: read the global weights -> an unroll -> the n-step actor-critic gradient -> applied lock-free to
     the shared weights (one host: g is the shared RMSProp statistic's window) or sent to the ps (g None) ->
     report; until its share of total_env_steps. The first worker leads: it hears the others, logs, checkpoints."""
     workers = rt.layout.ranks("actor") or [rt.rank]
+    net, window, g = planes.net, planes.window, planes.g
+    env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     i, local = workers.index(rt.rank), np.empty(window.n, np.float32)
     parts = learner_parts(cfg, net, window, g)
     start_weights(rt, parts, window, g is not None, i == 0, resumed)
@@ -269,33 +294,16 @@ def finish(rt: Runtime, learner: Learner, update, report: ActorReport, parts: Pa
     return learner.finish(row, update, final=final)
 
 
-def run_ps(rt: Runtime, cfg: Config, net, plane: WeightsPlane, resumed: State | None) -> None:
+def run_ps(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
     """A ps rank: RMSProp on its slice of every worker's gradient (param_server.run_ps)."""
-    init, start = flat_params(net), None
+    init, start = flat_params(planes.net), None
     if resumed:
-        init, sq, updates = resume_point(resumed, net)
+        init, sq, updates = resume_point(resumed, planes.net)
         start = {"opt": {"acc": sq, "t": updates}, "version": updates}
     expected = cfg.total_env_steps / (cfg.num_envs * cfg.n_steps)  # updates the whole run should make
-    param_server.run_ps(rt, plane, init, rt.layout.ranks("actor")[0], len(rt.layout.ranks("actor")), "rmsprop",
+    param_server.run_ps(rt, planes.plane, init, rt.layout.ranks("actor")[0], len(rt.layout.ranks("actor")), "rmsprop",
                         lambda u: linear(cfg.lr, cfg.lr_final, u / expected), cfg.publish_every, cfg.run_dir, start,
                         alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the weights (collective: a window and g on one host, or the ps's plane), then run this rank's role."""
-    torch.manual_seed(cfg.seed)  # the same initial network everywhere
-    env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31))) if rt.role != "ps" else None
-    obs_space, act_space = (env.observation_space, env.action_space) if env else spaces(cfg.env)
-    net = build_net(cfg, obs_space, act_space)
-    n = sum(p.numel() for p in net.parameters())
-    ps_ranks = rt.layout.ranks("ps")
-    plane = WeightsPlane.create(rt.channels.weights, rt.node, n, ps_ranks) if ps_ranks else None
-    window, g = (plane.window, None) if plane else (NodeWeights(rt.node, n), NodeWeights(rt.node, n))
-    lifecycle.seed_rank(rt, resumed)
-    if rt.role == "ps":
-        summary = run_ps(rt, cfg, net, plane, resumed)
-    else:
-        summary = run_worker(rt, cfg, net, env, window, g, resumed)
-    if plane:
-        plane.close()
-    return summary
+ROLES = {"actor": run_worker, "serial": run_worker, "ps": run_ps}  # (one rank: a worker alone)

@@ -48,7 +48,7 @@ from drlmpi import value_based as vb
 from drlmpi.checkpoint import State
 from drlmpi.runtime import RoleSpec, Runtime
 
-ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
+LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 build_net, learner_parts, load_policy = vb.build_net, vb.learner_parts, vb.load_policy  # (eval, benchmarks, tests)
 
 
@@ -68,12 +68,20 @@ def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
     return loss, vb.new_priorities(td)
 
 
-def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
+def setup(rt: Runtime, cfg: Config) -> vb.Planes:
+    """Collective: the lead learner's weights plane and the replay plane of n-step transitions."""
+    return vb.setup(rt, cfg, rt.layout.ranks("learner")[:1])
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+    """The replay actor loop (replay.actor) at actor i's fixed epsilon."""
+    eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))
+    vb.run_actor(rt, cfg, planes, lambda steps, share: eps, resumed)
+
+
+def run_learner(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> dict:
+    """The replay learner (value_based.run_learner) with `learn`."""
     return vb.run_learner(rt, cfg, planes, resumed, "apex", learn)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role."""
-    eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))  # if this rank acts
-    return vb.run_roles(rt, cfg, rt.layout.ranks("learner")[:1], lambda steps, share: eps, resumed,
-                        learner=run_learner)
+ROLES = {"actor": run_actor, "replay": vb.run_replay, "learner": run_learner}

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from drlmpi import checkpoint, lifecycle, nets
+from drlmpi import checkpoint, nets
 from drlmpi.checkpoint import State
 from drlmpi.config import opt
 from drlmpi.envs import clips_rewards, make_vec
@@ -37,8 +37,8 @@ from drlmpi.value_based import (
     td_loss,
 )
 
-ROLES = RoleSpec(single_process=True)
-__all__ = ["ROLES", "Config", "build_net", "learner_parts", "load_policy", "run"]
+LAYOUT = RoleSpec(single_process=True)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -91,7 +91,7 @@ def act(net, env, obs, eps: float, rng: np.random.Generator, device, clip: bool)
     return actions, step
 
 
-def run_serial(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
+def run_serial(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict:
     """Act and learn on this rank until total_env_steps (or a signal); returns the final summary."""
     device = nets.device(cfg.device)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
@@ -131,6 +131,4 @@ def run_serial(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
     return learner.finish(lambda: m)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
-    lifecycle.seed_rank(rt, resumed)
-    return run_serial(rt, cfg, resumed)
+ROLES = {"serial": run_serial}

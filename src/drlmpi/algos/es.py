@@ -35,7 +35,6 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from drlmpi import lifecycle
 from drlmpi.checkpoint import State
 from drlmpi.comm.mailbox import sync
 from drlmpi.config import Common, Hparam, opt, require_at_least
@@ -45,8 +44,8 @@ from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
 from drlmpi.runtime import RoleSpec, Runtime, barrier, wait
 
-ROLES = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
-__all__ = ["ROLES", "Config", "build_net", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 FIELDS = 5  # per pair in the Allgather: noise index, F+, F-, env steps, the lead's stop flag
 
 
@@ -231,7 +230,7 @@ def evaluate_pairs(rt: Runtime, cfg: Config, env, policy, table: np.ndarray, the
         mine[k, :4] = i, fp, fm, sp + sm
 
 
-def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
+def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict:
     """The `actor` role (a worker): evaluate pairs -> exchange (i, F+, F-, steps) and observation statistics ->
     learn, every generation, until total_env_steps (the lead decides the stop)."""
     import gymnasium as gym
@@ -285,6 +284,4 @@ def run_worker(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict:
     return summary
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    lifecycle.seed_rank(rt, resumed)
-    return run_worker(rt, cfg, resumed)
+ROLES = {"actor": run_worker, "serial": run_worker}  # (one rank: a worker alone)

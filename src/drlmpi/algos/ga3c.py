@@ -63,8 +63,8 @@ from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
 
-ROLES = RoleSpec(fixed=(("learner", 1), ("inference", 1)), min_actors=1, serial_ok=False)
-__all__ = ["ROLES", "Config", "build_net", "learner_parts", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(("learner", 1), ("inference", 1)), min_actors=1, serial_ok=False)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -108,6 +108,9 @@ class Planes:
     server_of: dict[int, int]  # actor rank -> its predictor's rank
     net: torch.nn.Module  # the initial network, the same on every rank
 
+    def close(self) -> None:
+        self.weights.close()
+
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the weights, inference and trajectory planes."""
@@ -135,7 +138,9 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
                      share_of(resumed.env_steps if resumed else 0, i, len(actors)))
 
 
-def run_inference(rt: Runtime, cfg: Config, planes: Planes) -> None:
+def run_inference(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    """A predictor: batches its actors' observations through its copy of the model (reloaded whenever the learner
+    published a newer one), answers them, and assembles their unrolls for the learner."""
     mine = [a for a, s in planes.server_of.items() if s == rt.rank]
     i, lead = rt.layout.index(rt.rank), rt.layout.ranks("learner")[0]
     net, window = planes.net.requires_grad_(False), planes.weights.window
@@ -171,16 +176,9 @@ def run_inference(rt: Runtime, cfg: Config, planes: Planes) -> None:
         Path(cfg.run_dir, f"inference-{i}.json").write_text(json.dumps(rates, indent=1))
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role."""
-    planes = setup(rt, cfg)
-    lifecycle.seed_rank(rt, resumed)
-    summary = None
-    if rt.role == "actor":
-        run_actor(rt, cfg, planes, resumed)
-    elif rt.role == "inference":
-        run_inference(rt, cfg, planes)
-    else:
-        summary = run_unroll_learner(rt, cfg, planes, resumed, "ga3c", learn, rt.layout.ranks("inference"))
-    planes.weights.close()
-    return summary
+def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
+    """The unroll learner (actor_critic.run_unroll_learner) with `learn`, on the predictors' unrolls."""
+    return run_unroll_learner(rt, cfg, planes, resumed, "ga3c", learn, rt.layout.ranks("inference"))
+
+
+ROLES = {"actor": run_actor, "inference": run_inference, "learner": run_learner}

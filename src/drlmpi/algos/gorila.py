@@ -58,7 +58,7 @@ from drlmpi.ops.schedules import linear
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait, wait_all
 from drlmpi.runtime.context import startup_timeout
 
-ROLES = RoleSpec(fixed=(("learner", 1), ("ps", 1), ("replay", 1)), min_actors=1, serial_ok=False)
+LAYOUT = RoleSpec(fixed=(("learner", 1), ("ps", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 build_net, load_policy = vb.build_net, vb.load_policy  # what drlmpi eval and the benchmarks use
 
 
@@ -81,23 +81,6 @@ class Config(vb.AnnealedEpsilon, vb.ReplayConfig):
             raise UserError(f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
-def run_ps(rt: Runtime, cfg: Config, planes, resumed: State | None) -> None:
-    expected = cfg.replay_ratio * cfg.total_env_steps  # updates the whole run should make
-
-    def lr(updates: int) -> float:
-        return linear(cfg.lr, cfg.lr_final, updates / expected) if expected > 0 else cfg.lr
-
-    init, start = flat_params(planes.net), None
-    if resumed:
-        start = param_server.restore(resumed, len(init))
-        if start is None:
-            raise CheckpointError(f"{resumed.path}: no parameter-server parts")
-        init = start["w"]
-    opt_kwargs = {"eps": 1e-5} if cfg.optimizer != "adagrad" else {}
-    param_server.run_ps(rt, planes.weights, init, vb.lead_learner(rt), len(rt.layout.ranks("learner")),
-                        cfg.optimizer, lr, cfg.publish_every, cfg.run_dir, start, **opt_kwargs)
-
-
 def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
     """GORILA's loss on a prioritized batch of n-step transitions [B]: the importance-weighted Huber loss of the
     double-DQN TD errors on the learner's local copy of the parameters, and the new priorities |td| + eps [B]."""
@@ -109,6 +92,16 @@ def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
     """A learner's declared state: its copy of the parameters (the parameters themselves and their optimizer are
     the ps shards', in their parts) and the target network."""
     return Parts({"online": net, "target": copy.deepcopy(net).requires_grad_(False)})
+
+
+def setup(rt: Runtime, cfg: Config) -> vb.Planes:
+    """Collective: the ps shards' weights plane and the replay plane of n-step transitions."""
+    return vb.setup(rt, cfg, rt.layout.ranks("ps"))
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+    """The replay actor loop (replay.actor), epsilon annealed over the actor's share of the steps as in DQN."""
+    vb.run_actor(rt, cfg, planes, lambda steps, share: cfg.epsilon(steps / share), resumed)
 
 
 class LeadWord:
@@ -142,6 +135,13 @@ class LeadWord:
             if not self.bufs[j][1]:  # that learner has not been told to stop yet
                 self._isend(j)
         wait_all(self.reqs, what="control messages")
+
+
+def sleep(seconds: float) -> float:
+    """Sleep; the seconds it took."""
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    return time.monotonic() - t0
 
 
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
@@ -213,14 +213,22 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     return learner.finish(row, sampler, grads, *([word] if learner.lead else []), final=final)
 
 
-def sleep(seconds: float) -> float:
-    """Sleep; the seconds it took."""
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    return time.monotonic() - t0
+def run_ps(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+    """A `ps` shard: its optimizer on its slice of every learner's gradient (param_server.run_ps)."""
+    expected = cfg.replay_ratio * cfg.total_env_steps  # updates the whole run should make
+
+    def lr(updates: int) -> float:
+        return linear(cfg.lr, cfg.lr_final, updates / expected) if expected > 0 else cfg.lr
+
+    init, start = flat_params(planes.net), None
+    if resumed:
+        start = param_server.restore(resumed, len(init))
+        if start is None:
+            raise CheckpointError(f"{resumed.path}: no parameter-server parts")
+        init = start["w"]
+    opt_kwargs = {"eps": 1e-5} if cfg.optimizer != "adagrad" else {}
+    param_server.run_ps(rt, planes.weights, init, vb.lead_learner(rt), len(rt.layout.ranks("learner")),
+                        cfg.optimizer, lr, cfg.publish_every, cfg.run_dir, start, **opt_kwargs)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role; the ps shards publish the weights."""
-    return vb.run_roles(rt, cfg, rt.layout.ranks("ps"), lambda steps, share: cfg.epsilon(steps / share), resumed,
-                        learner=run_learner, ps=run_ps)
+ROLES = {"actor": run_actor, "replay": vb.run_replay, "learner": run_learner, "ps": run_ps}

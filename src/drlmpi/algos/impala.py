@@ -62,8 +62,8 @@ from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
 
-ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["ROLES", "Config", "build_net", "learner_parts", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -111,6 +111,9 @@ class Planes:
     weights: WeightsPlane  # the lead learner's weights, version = update count
     trajectories: TrajectoryPlane
     net: torch.nn.Module  # the initial network, the same on every rank
+
+    def close(self) -> None:
+        self.weights.close()
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
@@ -172,14 +175,4 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     return run_unroll_learner(rt, cfg, planes, resumed, "impala", learn, rt.layout.ranks("actor"))
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role."""
-    planes = setup(rt, cfg)
-    lifecycle.seed_rank(rt, resumed)
-    summary = None
-    if rt.role == "actor":
-        run_actor(rt, cfg, planes, resumed)
-    else:
-        summary = run_learner(rt, cfg, planes, resumed)
-    planes.weights.close()
-    return summary
+ROLES = {"actor": run_actor, "learner": run_learner}

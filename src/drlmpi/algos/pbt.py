@@ -66,10 +66,10 @@ from drlmpi.ops import pbt as ops
 from drlmpi.runtime import RoleSpec, Runtime, wait_all
 from drlmpi.runtime.context import usable_cores
 
-ROLES = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
-SPLITS_WORLD = True  # the CLI prints no world layout table: run() prints the members'
+LAYOUT = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
+SPLITS_WORLD = True  # the CLI prints no world layout table: run_population prints the members'
 STRUCTURAL = ("member", "population", "search")
-__all__ = ["ROLES", "Config", "check_layout", "policy_state", "run"]
+__all__ = ["LAYOUT", "ROLES", "Config", "check_layout", "policy_state"]
 
 
 @dataclass
@@ -190,7 +190,9 @@ def member_config(cfg: Config, m: int, values: dict[str, float], pause_at: int, 
 
 def member_spec(cfg: Config, module) -> RoleSpec:
     """The member algorithm's roles, with `--layout`'s counts."""
-    return module.ROLES.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member) if cfg.layout else module.ROLES
+    if not cfg.layout:
+        return module.LAYOUT
+    return module.LAYOUT.with_overrides(runtime.parse_layout_arg(cfg.layout), cfg.member)
 
 
 def check_layout(layout, cfg: Config) -> None:
@@ -205,6 +207,7 @@ def check_layout(layout, cfg: Config) -> None:
             member = runtime.build_layout(k, spec, cfg.member, layout.hosts[m * k:(m + 1) * k], (1,) * k)
         except UserError as e:
             raise UserError(f"pbt: member {m} on {k} rank(s): {e}") from None
+        algos.check_roles(module, member, cfg.member)
         if hasattr(module, "check_layout"):
             module.check_layout(member, member_config(cfg, m, {}, 0))
 
@@ -272,7 +275,7 @@ def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int,
 # ---- one rank's run --------------------------------------------------------------------------------------
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
+def run_population(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict | None:
     """Every rank: split into members, train generation after generation, exploit and explore at ready points;
     returns the population's summary on world rank 0."""
     from drlmpi.runtime import set_role, signals
@@ -320,7 +323,7 @@ def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
         else:
             pause_at = min(cfg.total_env_steps, (g + 1) * cfg.ready_every)
             mcfg = member_config(cfg, m, values[m], pause_at, threads)
-            summary = module.run(mrt, mcfg, mine) if mine is not None else module.run(mrt, mcfg)
+            summary = algos.run(module, mrt, mcfg, mine)
             paths = allgather_json(comm, (summary or {}).get("checkpoint"),
                                    f"member {m}'s ranks at the end of its generation", cfg.ready_timeout)
             path = next((p for p in paths if p), None)  # the member's lead wrote it
@@ -430,3 +433,6 @@ def policy_state(state: State) -> State:
     last = [r for r in rows if int(r["generation"]) == g]
     top = last[ops.best([r["score"] for r in last])]
     return checkpoint.load(member_path(state, int(top["member"])))
+
+
+ROLES = {"actor": run_population}  # every rank of the world: a member's rank (its own role inside the member)

@@ -76,8 +76,8 @@ from drlmpi.replay import NStepBuilder, transition_fields
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait_all
 from drlmpi.runtime.context import startup_timeout
 
-ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1), ("bellman", 1)), min_actors=0, serial_ok=False)
-__all__ = ["ROLES", "Config", "build_net", "check_layout", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1), ("bellman", 1)), min_actors=0, serial_ok=False)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "check_layout", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -134,6 +134,31 @@ class Config(AllreduceOption, vb.ReplayConfig):
 
     def offline_paths(self) -> list[str]:
         return [p.strip() for p in self.offline.split(",") if p.strip()]
+
+
+def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
+    """A trainer's declared state: Q, the Polyak-averaged target Q1', the lagged target Q2', Adam."""
+    t1, t2 = copy.deepcopy(net).requires_grad_(False), copy.deepcopy(net).requires_grad_(False)
+    return Parts({"online": net, "target1": t1, "target2": t2}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr)})
+
+
+def learn(net, batch: dict, device) -> tuple[torch.Tensor, dict]:
+    """The trainer's loss on a labelled batch (one row of obs [B, ...], action [B, A], target y [B], importance
+    weight [B]): the importance-weighted squared error of Q(s, a) against y, and its metrics."""
+    obs, act, y, w = (torch.as_tensor(batch[key][0], device=device) for key in ("obs", "action", "target", "weight"))
+    q = net(obs, act)
+    loss = (w * (q - y) ** 2).mean()
+    return loss, {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), "target_mean": float(y.mean())}
+
+
+def update_targets(parts: Parts, cfg: Config, updates: int) -> None:
+    """After an update: Q1' moves `tau` of the way to Q; Q2' is a copy of Q1' every `target_lag` updates."""
+    net, t1, t2 = (parts.nets[k] for k in ("online", "target1", "target2"))
+    with torch.no_grad():
+        for p1, p in zip(t1.parameters(), net.parameters(), strict=True):
+            p1.lerp_(p, cfg.tau)
+    if updates % cfg.target_lag == 0:
+        t2.load_state_dict(t1.state_dict())
 
 
 def build_net(cfg: Config, obs_space, act_space) -> StateActionQ:
@@ -261,6 +286,9 @@ class Planes:
     def n(self) -> int:  # parameters of one Q-network
         return sum(p.numel() for p in self.value.net.parameters())
 
+    def close(self) -> None:
+        self.value.close()
+
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the weights plane (the lead trainer's three networks and the progress), the replay plane
@@ -272,6 +300,16 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     labelled = TrajectoryPlane.create(rt.channels.trajectories, rt.node, labelled_fields(cfg, obs_space, act_space),
                                       0, actor=rt.role == "bellman")
     return Planes(value, labelled)
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    """The replay actor loop (replay.actor) acting by CEM, at a fixed epsilon."""
+    vb.run_actor(rt, cfg, planes.value, lambda steps, share: cfg.epsilon, resumed)
+
+
+def run_replay(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
+    """The shard role of the value-based family, sampled by the bellman ranks (with the offline replay)."""
+    vb.run_replay(rt, cfg, planes.value, resumed, samplers="bellman")
 
 
 def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
@@ -321,31 +359,6 @@ def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     sampler.close()  # receives the batch still asked for, then STOP to every shard
     writer.close(on_wait=ckpt.poll)  # the trainer took every batch; then STOP
     ckpt.close()
-
-
-def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
-    """A trainer's declared state: Q, the Polyak-averaged target Q1', the lagged target Q2', Adam."""
-    t1, t2 = copy.deepcopy(net).requires_grad_(False), copy.deepcopy(net).requires_grad_(False)
-    return Parts({"online": net, "target1": t1, "target2": t2}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr)})
-
-
-def learn(net, batch: dict, device) -> tuple[torch.Tensor, dict]:
-    """The trainer's loss on a labelled batch (one row of obs [B, ...], action [B, A], target y [B], importance
-    weight [B]): the importance-weighted squared error of Q(s, a) against y, and its metrics."""
-    obs, act, y, w = (torch.as_tensor(batch[key][0], device=device) for key in ("obs", "action", "target", "weight"))
-    q = net(obs, act)
-    loss = (w * (q - y) ** 2).mean()
-    return loss, {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), "target_mean": float(y.mean())}
-
-
-def update_targets(parts: Parts, cfg: Config, updates: int) -> None:
-    """After an update: Q1' moves `tau` of the way to Q; Q2' is a copy of Q1' every `target_lag` updates."""
-    net, t1, t2 = (parts.nets[k] for k in ("online", "target1", "target2"))
-    with torch.no_grad():
-        for p1, p in zip(t1.parameters(), net.parameters(), strict=True):
-            p1.lerp_(p, cfg.tau)
-    if updates % cfg.target_lag == 0:
-        t2.load_state_dict(t1.state_dict())
 
 
 class LeadTrainer:
@@ -452,18 +465,4 @@ def check_layout(layout, cfg: Config) -> None:
         raise UserError("qtopt needs at least one bellman rank (--layout bellman=K)")
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role."""
-    planes = setup(rt, cfg)
-    lifecycle.seed_rank(rt, resumed)
-    summary = None
-    if rt.role == "actor":
-        vb.run_actor(rt, cfg, planes.value, lambda steps, share: cfg.epsilon, resumed)
-    elif rt.role == "replay":
-        vb.run_replay(rt, cfg, planes.value, resumed, samplers="bellman")
-    elif rt.role == "bellman":
-        run_bellman(rt, cfg, planes, resumed)
-    else:
-        summary = run_trainer(rt, cfg, planes, resumed)
-    planes.value.weights.close()
-    return summary
+ROLES = {"actor": run_actor, "replay": run_replay, "bellman": run_bellman, "learner": run_trainer}

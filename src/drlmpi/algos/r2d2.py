@@ -45,7 +45,7 @@ from drlmpi.replay import SequenceBuilder, sequence_fields
 from drlmpi.replay.sequence import unstack
 from drlmpi.runtime import RoleSpec, Runtime
 
-ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
+LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 learner_parts = vb.learner_parts  # the replay learner's declared state (online, target, Adam)
 STRUCTURAL = ("lstm", "seq_len")  # beside lifecycle.STRUCTURAL: the network's and the stored sequences' shapes
 
@@ -196,13 +196,21 @@ def sequences(cfg: Config, obs_space, act_space) -> vb.Rows:
                    lambda net: RecurrentEpsilonGreedy(net, cfg), steps_per_row=cfg.seq_len, held=cfg.seq_len)
 
 
-def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
+def setup(rt: Runtime, cfg: Config) -> vb.Planes:
+    """Collective: the lead learner's weights plane and the replay plane of sequences."""
+    return vb.setup(rt, cfg, rt.layout.ranks("learner")[:1], sequences)
+
+
+def run_actor(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+    """The replay actor loop (replay.actor) at actor i's fixed epsilon (Ape-X's), building sequences."""
+    eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))
+    vb.run_actor(rt, cfg, planes, lambda steps, share: eps, resumed)
+
+
+def run_learner(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> dict:
+    """The replay learner (value_based.run_learner) with `learn`."""
     return vb.run_learner(rt, cfg, planes, resumed, "r2d2",
                           lambda net, target, batch, device: learn(net, target, batch, device, cfg))
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role."""
-    eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))  # if this rank acts
-    return vb.run_roles(rt, cfg, rt.layout.ranks("learner")[:1], lambda steps, share: eps, resumed,
-                        rows=sequences, learner=run_learner)
+ROLES = {"actor": run_actor, "replay": vb.run_replay, "learner": run_learner}

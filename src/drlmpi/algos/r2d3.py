@@ -32,7 +32,7 @@ from drlmpi.errors import UserError
 from drlmpi.replay import SequenceBuilder
 from drlmpi.runtime import RoleSpec, Runtime
 
-ROLES = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
+LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 STRUCTURAL = r2d2.STRUCTURAL
 build_net, learner_parts, load_policy = r2d2.build_net, r2d2.learner_parts, r2d2.load_policy
 
@@ -85,14 +85,16 @@ def sequences(cfg: Config, obs_space, act_space) -> vb.Rows:
     return rows
 
 
-def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
+def setup(rt: Runtime, cfg: Config) -> vb.Planes:
+    """Collective: the lead learner's weights plane and the replay plane of sequences, with the demos' shards."""
+    return vb.setup(rt, cfg, rt.layout.ranks("learner")[:1], sequences)
+
+
+def run_learner(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> dict:
+    """The replay learner (value_based.run_learner) with R2D2's `learn`, batches mixing demo rows."""
     return vb.run_learner(rt, cfg, planes, resumed, "r2d3",
                           lambda net, target, batch, device: r2d2.learn(net, target, batch, device, cfg),
                           demo_ratio=cfg.demo_ratio)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the planes (collective), then run this rank's role."""
-    eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))  # if this rank acts
-    return vb.run_roles(rt, cfg, rt.layout.ranks("learner")[:1], lambda steps, share: eps, resumed,
-                        rows=sequences, learner=run_learner)
+ROLES = {"actor": r2d2.run_actor, "replay": vb.run_replay, "learner": run_learner}

@@ -50,8 +50,8 @@ from drlmpi.ops.actor_critic import Losses
 from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime
 
-ROLES = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["ROLES", "Config", "build_net", "learner_parts", "load_policy", "run"]
+LAYOUT = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
 
 
 @dataclass
@@ -69,6 +69,12 @@ class Config(AllreduceOption, CentralConfig):
         super().check()
         require_at_least(self, ("batch_size",))
         require_choice(self, "allreduce", BACKENDS)
+
+
+def learn(net, batch: dict, cfg: Config, device) -> Losses:
+    """SEED's loss is IMPALA's (algos.impala.learn: V-trace, rho-bar = c-bar = 1 by default) on the unrolls
+    {field: [T + 1, N, ...]} this learner assembled itself; behaviour `logits` are its own at acting time."""
+    return impala.learn(net, batch, cfg, device)
 
 
 class UnrollPool:
@@ -130,12 +136,6 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
                      share_of(resumed.env_steps if resumed else 0, i, len(actors)))
 
 
-def learn(net, batch: dict, cfg: Config, device) -> Losses:
-    """SEED's loss is IMPALA's (algos.impala.learn: V-trace, rho-bar = c-bar = 1 by default) on the unrolls
-    {field: [T + 1, N, ...]} this learner assembled itself; behaviour `logits` are its own at acting time."""
-    return impala.learn(net, batch, cfg, device)
-
-
 def serve(server, pool: UnrollPool, asm: Assembler, net, states: list, learner: Learner, cfg: Config, device,
           row) -> bool:
     """Act for this learner's actors until a batch of unrolls is full: True; False once every one has stopped."""
@@ -190,11 +190,4 @@ def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
     return learner.finish(row, server, asm, allreduce)
 
 
-def run(rt: Runtime, cfg: Config, resumed: State | None = None) -> dict | None:
-    """Set up the inference plane (collective), then run this rank's role."""
-    planes = setup(rt, cfg)
-    lifecycle.seed_rank(rt, resumed)
-    if rt.role == "actor":
-        run_actor(rt, cfg, planes, resumed)
-        return None
-    return run_learner(rt, cfg, planes, resumed)
+ROLES = {"actor": run_actor, "learner": run_learner}

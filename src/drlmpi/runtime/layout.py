@@ -7,7 +7,6 @@ Placement by host (hosts in the order their first rank appears):
              spread over the hosts, one per host in turn (each on its host's first free rank);
              with several hosts and no `--layout` count, `replay` defaults to one shard per host;
   bellman    the next free ranks (QT-Opt's target computation, next to the replay it samples);
-  logger     the next free rank;
   actor      every rank left.
 At world size 1 the single rank has role `serial` and runs every role of the algorithm in one process.
 
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 from drlmpi.errors import UserError
 
-ROLE_ORDER = ("learner", "ps", "replay", "inference", "bellman", "logger")
+ROLE_ORDER = ("learner", "ps", "replay", "inference", "bellman")
 ROLES = ROLE_ORDER + ("actor", "serial")
 SPREAD = ("replay", "inference")  # roles spread over the hosts
 

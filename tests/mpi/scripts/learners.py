@@ -26,10 +26,10 @@ algo, run_dir, backend = sys.argv[1:4]
 module = algos.get(algo)
 cfg = config.build(module.Config, None, [f"allreduce={backend}", "log_every=1", *SETS[algo]], env="CartPole-v1",
                    run_dir=run_dir)
-rt = runtime.start(module.ROLES.with_overrides({"learner": 2}), algo, cfg.seed, world)
+rt = runtime.start(module.LAYOUT.with_overrides({"learner": 2}), algo, cfg.seed, world)
 runtime.install_thread_hook()
 try:
-    summary = module.run(rt, cfg)
+    summary = algos.run(module, rt, cfg)
 except BaseException as e:  # noqa: BLE001
     runtime.report_and_abort(e)
 failures = []

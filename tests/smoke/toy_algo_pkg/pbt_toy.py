@@ -18,7 +18,7 @@ from drlmpi.config import Common, Hparam, opt, to_dict
 from drlmpi.rundir import RunLog
 from drlmpi.runtime import RoleSpec
 
-ROLES = RoleSpec(single_process=True)
+LAYOUT = RoleSpec(single_process=True)
 
 
 @dataclass
@@ -35,7 +35,7 @@ def q(theta: np.ndarray) -> float:
     return float(1.2 - (theta ** 2).sum())
 
 
-def run(rt, cfg: Config, resumed: State | None = None) -> dict:
+def run(rt, cfg: Config, planes, resumed: State | None) -> dict:
     theta = np.array(resumed.nets["theta"]["theta"], np.float64) if resumed else np.array([0.9, 0.9])
     steps = resumed.env_steps if resumed else 0
     lifecycle.restore_rng(resumed, rt.who, rt.gen)
@@ -58,3 +58,6 @@ def run(rt, cfg: Config, resumed: State | None = None) -> dict:
         log.tick(steps, steps, cfg.total_env_steps, {"q": q(theta)})
     life.begin(steps, state, last=True, final_row=(steps, {"q": q(theta)}))
     return life.close(steps, steps, {"q": q(theta)})
+
+
+ROLES = {"serial": run}

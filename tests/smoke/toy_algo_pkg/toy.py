@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from drlmpi import runtime
 from drlmpi.config import Common, opt
 
-ROLES = runtime.RoleSpec(fixed=(("learner", 1),), min_actors=2, serial_ok=False)
+LAYOUT = runtime.RoleSpec(fixed=(("learner", 1),), min_actors=2, serial_ok=False)
 
 
 @dataclass
@@ -17,9 +17,12 @@ class Config(Common):
     fail_rank: int = opt(-1, "rank that raises, or -1")
 
 
-def run(rt: runtime.Runtime, cfg: Config):
+def meet(rt: runtime.Runtime, cfg: Config, planes, resumed):
     if rt.rank == cfg.fail_rank:
         time.sleep(0.3)
         raise RuntimeError(f"toy failure on rank {rt.rank}")
     runtime.barrier(rt.world)
     return None
+
+
+ROLES = {"learner": meet, "actor": meet}
