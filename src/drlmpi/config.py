@@ -76,45 +76,53 @@ def field_docs(cls) -> dict[str, str]:
     return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
 
 
+def _bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.lower() in ("true", "1", "yes", "on")
+    raise ValueError
+
+
+def _int(value) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, str):
+        value = float(value.replace("_", ""))
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+def _float(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def _str(value) -> str:
+    if not isinstance(value, str):
+        raise ValueError
+    return value
+
+
+SCALARS = {bool: _bool, int: _int, float: _float, str: _str}
+
+
 def _coerce(name: str, kind, value):
     """Convert a TOML value or a --set string to the field's type, or raise UserError."""
     origin = typing.get_origin(kind)
     try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-                return value.lower() in ("true", "1", "yes", "on")
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, str):
-                value = value.replace("_", "")
-                f = float(value)
-                if not f.is_integer():
-                    raise ValueError
-                return int(f)
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
+        if kind in SCALARS:
+            return SCALARS[kind](value)
         if origin in (list, tuple):
             (inner,) = set(typing.get_args(kind)) - {Ellipsis}
             if isinstance(value, str):
                 value = [v for v in value.strip("[]() ").split(",") if v.strip()]
-            return type(value)(_coerce(name, inner, v) for v in value) if origin is list else tuple(
-                _coerce(name, inner, v) for v in value)
+            return origin(_coerce(name, inner, v) for v in value)
         if origin in (typing.Union, types.UnionType):
             return value
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         pass
     raise UserError(f"config: bad value for {name}: {value!r} (expected {getattr(kind, '__name__', kind)})")
 

@@ -44,8 +44,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
     """Act until this actor's share of cfg.total_env_steps is done, or the lead's LAST checkpoint request; then
     drain the writer, say STOP, and answer the LAST request."""
     n_actors, i = len(rt.layout.ranks("actor")), rt.layout.index(rt.rank)
-    rng = rt.gen
-    env = make_vec(cfg.env, cfg.num_envs, seed=int(rng.integers(2**31)))
+    env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     clip = clips_rewards(cfg)
     flat = np.empty(window.n, np.float32)
     poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learners' first weights",
@@ -55,53 +54,63 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
     writer = replay.writer(first=i)
     share = share_of(cfg.total_env_steps, i, n_actors)
     report = ActorReport(rt.channels.reports, rt.layout.ranks("learner")[0], i)
-    obs = env.reset()
-    reset = getattr(policy, "reset", None)
-    steps, vsteps = share_of(start, i, n_actors), 0
-    allowed = 0.0  # env steps of all actors that the last known update count allows (only grows)
-
-    def learners_lag() -> bool:
-        nonlocal allowed
-        if throttle.ratio <= 0 or steps * n_actors <= allowed:
-            return False  # no need to read the window
-        allowed = throttle.env_steps_allowed(window.version)
-        return steps * n_actors > allowed
-
+    gate = LearnerGate(throttle, window, n_actors)
+    obs, steps, vsteps = env.reset(), share_of(start, i, n_actors), 0
     while steps < share:
         if vsteps % CKPT_EVERY == 0:
             ckpt.poll()
-            if ckpt.last:
-                break
-        if learners_lag():
-            writer.flush()  # the learners may be waiting for these to start,
-            report.post()  # and the lead for our steps to allow more updates
-            t0 = time.monotonic()
-            poll(lambda: True if ckpt.poll() or ckpt.last or not learners_lag() else None, 600,
-                 "the learners to catch up", max_sleep=PAUSED_SLEEP)
-            report.pause(time.monotonic() - t0)
-            if ckpt.last:
-                break
+        if ckpt.last or (gate.lags(steps) and not wait_for_learners(gate, steps, writer, report, ckpt)):
+            break
         if vsteps % cfg.weight_sync_every == 0 and window.version > version:
             version = window.read(flat)
             policy.load(flat)
-        actions, extras = policy.act(obs, epsilon(steps, share), rng)
+        actions, extras = policy.act(obs, epsilon(steps, share), rt.gen)
         step = env.step(actions)
-        if reset is not None:
-            reset(step.done)
         if clip:  # for learning only: episode returns were summed unclipped by the env
             step.reward = np.clip(step.reward, -1, 1)
-        steps += cfg.num_envs
-        vsteps += 1
+        steps, vsteps = steps + cfg.num_envs, vsteps + 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
-        rows = builder.push(obs, actions, step, **extras)
-        if rows is not None:
-            writer.add(rows, policy.priorities(rows))
+        store(policy, builder.push(obs, actions, step, **extras), writer, step.done)
         obs = step.obs
         report.maybe_post()
-    rows = builder.flush()
-    if rows is not None:
-        writer.add(rows, policy.priorities(rows))
+    store(policy, builder.flush(), writer)
     writer.close()  # drain (every shard stored our blocks), then STOP to every shard
     report.close()
     ckpt.close()
     env.close()
+
+
+def store(policy, rows: dict | None, writer, done: np.ndarray | None = None) -> None:
+    """Rows the builder completed (if any) to the shards with the policy's initial priorities; a recurrent policy
+    zeroes its state where episodes ended (done [E])."""
+    if done is not None and hasattr(policy, "reset"):
+        policy.reset(done)
+    if rows is not None:
+        writer.add(rows, policy.priorities(rows))
+
+
+class LearnerGate:
+    """The replay-ratio throttle on an actor's side: is this actor ahead of what the learners' update count (the
+    window's version) allows? Reads the window only when the last known allowance is used up."""
+
+    def __init__(self, throttle: Throttle, window: NodeWeights, n_actors: int):
+        self.throttle, self.window, self.n = throttle, window, n_actors
+        self.allowed = 0.0  # env steps of all actors that the last known update count allows (only grows)
+
+    def lags(self, steps: int) -> bool:
+        if self.throttle.ratio <= 0 or steps * self.n <= self.allowed:
+            return False  # no need to read the window
+        self.allowed = self.throttle.env_steps_allowed(self.window.version)
+        return steps * self.n > self.allowed
+
+
+def wait_for_learners(gate: LearnerGate, steps: int, writer, report: ActorReport, ckpt: CheckpointClient) -> bool:
+    """Pause (politely, answering checkpoint requests) until the learners catch up: True; False if the lead's LAST
+    request came instead. The learners may be waiting for this actor's rows and steps: they go out first."""
+    writer.flush()
+    report.post()
+    t0 = time.monotonic()
+    poll(lambda: True if ckpt.poll() or ckpt.last or not gate.lags(steps) else None, 600,
+         "the learners to catch up", max_sleep=PAUSED_SLEEP)
+    report.pause(time.monotonic() - t0)
+    return ckpt.last is None

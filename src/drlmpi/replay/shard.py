@@ -91,29 +91,11 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
     a signal and handles the lead's CHECKPOINT requests with on_checkpoint(req) -> parts). demos: the demo replay
     (R2D3), sampled on request beside the agent replay and never written by actors. stacks: the stacked fields
     (compact frames: storage is a replay.frames.FrameReplay). Returns counters."""
-    t_layout, r_layout, p_layout = (transition_layout(fields, block_rows, stacks), reply_layout(fields, max_batch),
-                                    priority_layout(max_batch))
-    t_buf, p_buf = t_layout.new(), p_layout.new()
-    p_head, p_fields = p_layout.views(p_buf)
-    # One reply buffer per (client, inbox slot, header only?): a learner asks again for a slot only after
-    # receiving its last reply, so waiting for that buffer's Isend never waits on a learner busy elsewhere
-    # (a reply may sit unreceived while its learner trains or waits for the actors).
-    replies: dict[tuple[int, int, bool], np.ndarray] = {}
-    reply_reqs: dict[tuple[int, int, bool], MPI.Request] = {}
-    doorbell = np.zeros(4, np.int64)
-    demo_source = storage if demos is None else demos  # sampled only when d > 0, which needs demos
-    stopped = 0
-    counts = {"inserted": 0, "sampled": 0, "demos_sampled": 0, "priority_updates": 0, "stale_dropped": 0}
-
-    def insert(block: np.ndarray) -> None:
-        head, f = t_layout.views(block)
-        n = int(head[0])
-        rows = {k: v[:n] for k, v in f.items() if k not in ("priority", FRAMES)}
-        if stacks:
-            rows[FRAMES] = f[FRAMES][0, : int(head[1])]
-        storage.add(rows, f["priority"][:n])
-        counts["inserted"] += n
-
+    shard = Shard(comm, storage, fields, block_rows, max_batch, outboxes, inboxes, demos, stacks)
+    handlers = {Tag.TRANSITIONS: shard.transitions, Tag.TRANSITIONS_SHM: shard.transitions_shm,
+                Tag.SAMPLE_REQUEST: shard.sample, Tag.PRIORITIES: shard.priorities, Tag.STOP: shard.stop}
+    if ckpt is not None:
+        handlers[Tag.CHECKPOINT] = lambda src, tag: ckpt.handle(on_checkpoint)
     status = MPI.Status()
 
     def next_message():  # a deferred checkpoint answer goes out as soon as its part is written
@@ -121,70 +103,109 @@ def serve(comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block
             ckpt.pump()
         return status if comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status) else None
 
-    while stopped < clients:
+    while shard.stopped < clients:
         st = poll(next_message, PEER_TIMEOUT, "the next message from an actor or learner", SERVICE_SLEEP)
-        src, tag = st.source, st.tag
         if ckpt is not None:
             ckpt.forward_signal()
-        if tag == Tag.TRANSITIONS:
-            comm.Recv(t_buf, source=src, tag=tag)
-            insert(t_buf)
-        elif tag == Tag.TRANSITIONS_SHM:
-            comm.Recv(doorbell[:2], source=src, tag=tag)
-            fence()  # the slot contents the actor wrote before ringing
-            slot = int(doorbell[0])
-            insert(outboxes.slot(src, slot))
-            outboxes.release(src, slot)
-        elif tag == Tag.SAMPLE_REQUEST:
-            comm.Recv(doorbell, source=src, tag=tag)
-            n, offset, inbox_slot, d = (int(x) for x in doorbell)
-            n = n if storage.size else 0
-            d = d if demos is not None and demos.size else 0
-            shm = inboxes.local(src) or n + d == 0  # statistics only: the small header suffices
-            key = (src, inbox_slot, shm)
-            wait(reply_reqs.get(key, MPI.REQUEST_NULL), what="previous sample reply")
-            if key not in replies:
-                replies[key] = np.zeros(8, np.int64) if shm else r_layout.new()
-            msg = replies[key]
-            if shm:  # gather straight into the learner's inbox
-                head = msg
-                out = r_layout.views(inboxes.slot(src, inbox_slot))[1] if n + d else None
-                lo = offset
-            else:  # a buffer message of the rows asked for
-                head, out = reply_rows_layout(r_layout, n + d).views(msg)
-                lo = 0
-            for source, m, at, code in ((storage, n, lo, 1), (demo_source, d, lo + n, -1)):
-                if m:
-                    slot, p = source.sample_slots(m)
-                    source.fetch(slot, out, at)
-                    out["slot"][at : at + m] = slot if code > 0 else -1 - slot
-                    out["gen"][at : at + m], out["p"][at : at + m] = source.gen[slot], p
-            stats_header(head, n, storage, d, demos)
-            if shm:
-                fence()  # the rows in the learner's inbox before the reply
-                reply_reqs[key] = comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY)
-            else:
-                reply_reqs[key] = comm.Isend(msg[: reply_rows_layout(r_layout, n + d).nbytes], dest=src,
-                                             tag=Tag.SAMPLE_REPLY_BLOCK)
-            counts["sampled"] += n
-            counts["demos_sampled"] += d
-        elif tag == Tag.PRIORITIES:
-            comm.Recv(p_buf, source=src, tag=tag)
-            n = int(p_head[0])
-            slot, prio, gen = p_fields["slot"][:n], p_fields["priority"][:n], p_fields["gen"][:n]
-            agent = slot >= 0
-            applied = storage.update_priorities(slot[agent], prio[agent], gen[agent])
-            if demos is not None and not agent.all():
-                applied += demos.update_priorities(-1 - slot[~agent], prio[~agent], gen[~agent])
-            counts["priority_updates"] += applied
-            counts["stale_dropped"] += n - applied
-        elif tag == Tag.STOP:
-            comm.Recv(np.zeros(0, np.uint8), source=src, tag=tag)
-            stopped += 1
-        elif tag == Tag.CHECKPOINT and ckpt is not None:
-            ckpt.handle(on_checkpoint)
-        else:
-            raise RuntimeError(f"replay shard: unexpected message tag {tag} from rank {src}")
-    for r in reply_reqs.values():
+        handle = handlers.get(st.tag)
+        if handle is None:
+            raise RuntimeError(f"replay shard: unexpected message tag {st.tag} from rank {st.source}")
+        handle(st.source, st.tag)
+    for r in shard.reply_reqs.values():
         wait(r, what="last sample reply")
-    return counts
+    return shard.counts
+
+
+class Shard:
+    """A shard's answer to each kind of message (`serve` receives them in turn), and its counters."""
+
+    def __init__(self, comm: MPI.Intracomm, storage: PrioritizedReplay, fields: Fields, block_rows: int,
+                 max_batch: int, outboxes: NodeSegments, inboxes: NodeSegments, demos: PrioritizedReplay | None,
+                 stacks: tuple[str, ...]):
+        self.comm, self.storage, self.demos, self.stacks = comm, storage, demos, stacks
+        self.outboxes, self.inboxes = outboxes, inboxes
+        self.t_layout, self.r_layout = transition_layout(fields, block_rows, stacks), reply_layout(fields, max_batch)
+        self.p_layout = priority_layout(max_batch)
+        self.t_buf, self.p_buf = self.t_layout.new(), self.p_layout.new()
+        # One reply buffer per (client, inbox slot, header only?): a learner asks again for a slot only after
+        # receiving its last reply, so waiting for that buffer's Isend never waits on a learner busy elsewhere
+        # (a reply may sit unreceived while its learner trains or waits for the actors).
+        self.replies: dict[tuple[int, int, bool], np.ndarray] = {}
+        self.reply_reqs: dict[tuple[int, int, bool], MPI.Request] = {}
+        self.doorbell = np.zeros(4, np.int64)
+        self.stopped = 0
+        self.counts = {"inserted": 0, "sampled": 0, "demos_sampled": 0, "priority_updates": 0, "stale_dropped": 0}
+
+    def insert(self, block: np.ndarray) -> None:
+        head, f = self.t_layout.views(block)
+        n = int(head[0])
+        rows = {k: v[:n] for k, v in f.items() if k not in ("priority", FRAMES)}
+        if self.stacks:
+            rows[FRAMES] = f[FRAMES][0, : int(head[1])]
+        self.storage.add(rows, f["priority"][:n])
+        self.counts["inserted"] += n
+
+    def transitions(self, src: int, tag: int) -> None:
+        self.comm.Recv(self.t_buf, source=src, tag=tag)
+        self.insert(self.t_buf)
+
+    def transitions_shm(self, src: int, tag: int) -> None:
+        self.comm.Recv(self.doorbell[:2], source=src, tag=tag)
+        fence()  # the slot contents the actor wrote before ringing
+        slot = int(self.doorbell[0])
+        self.insert(self.outboxes.slot(src, slot))
+        self.outboxes.release(src, slot)
+
+    def sample(self, src: int, tag: int) -> None:
+        """n agent rows and d demo rows into the learner's inbox slot (same host) or a reply block, and the
+        replays' statistics."""
+        self.comm.Recv(self.doorbell, source=src, tag=tag)
+        n, offset, inbox_slot, d = (int(x) for x in self.doorbell)
+        n = n if self.storage.size else 0
+        d = d if self.demos is not None and self.demos.size else 0
+        shm = self.inboxes.local(src) or n + d == 0  # statistics only: the small header suffices
+        key = (src, inbox_slot, shm)
+        wait(self.reply_reqs.get(key, MPI.REQUEST_NULL), what="previous sample reply")
+        if key not in self.replies:
+            self.replies[key] = np.zeros(8, np.int64) if shm else self.r_layout.new()
+        msg = self.replies[key]
+        if shm:  # straight into the learner's inbox
+            head, lo = msg, offset
+            out = self.r_layout.views(self.inboxes.slot(src, inbox_slot))[1] if n + d else None
+        else:  # a buffer message of the rows asked for
+            (head, out), lo = reply_rows_layout(self.r_layout, n + d).views(msg), 0
+        self.rows_into(out, n, d, lo)
+        stats_header(head, n, self.storage, d, self.demos)
+        if shm:
+            fence()  # the rows in the learner's inbox before the reply
+            self.reply_reqs[key] = self.comm.Isend(msg, dest=src, tag=Tag.SAMPLE_REPLY)
+        else:
+            self.reply_reqs[key] = self.comm.Isend(msg[: reply_rows_layout(self.r_layout, n + d).nbytes], dest=src,
+                                                   tag=Tag.SAMPLE_REPLY_BLOCK)
+        self.counts["sampled"] += n
+        self.counts["demos_sampled"] += d
+
+    def rows_into(self, out: dict | None, n: int, d: int, lo: int) -> None:
+        """Sample n agent rows, then d demo rows (slots -1 - slot), into out's fields from row lo."""
+        for source, m, at, code in ((self.storage, n, lo, 1), (self.demos, d, lo + n, -1)):
+            if m:
+                slot, p = source.sample_slots(m)
+                source.fetch(slot, out, at)
+                out["slot"][at : at + m] = slot if code > 0 else -1 - slot
+                out["gen"][at : at + m], out["p"][at : at + m] = source.gen[slot], p
+
+    def priorities(self, src: int, tag: int) -> None:
+        self.comm.Recv(self.p_buf, source=src, tag=tag)
+        p_head, p_fields = self.p_layout.views(self.p_buf)
+        n = int(p_head[0])
+        slot, prio, gen = p_fields["slot"][:n], p_fields["priority"][:n], p_fields["gen"][:n]
+        agent = slot >= 0
+        applied = self.storage.update_priorities(slot[agent], prio[agent], gen[agent])
+        if self.demos is not None and not agent.all():
+            applied += self.demos.update_priorities(-1 - slot[~agent], prio[~agent], gen[~agent])
+        self.counts["priority_updates"] += applied
+        self.counts["stale_dropped"] += n - applied
+
+    def stop(self, src: int, tag: int) -> None:
+        self.comm.Recv(np.zeros(0, np.uint8), source=src, tag=tag)
+        self.stopped += 1
