@@ -38,8 +38,12 @@ bench: $(STAMP)
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH $(CURDIR)/$(BIN)/mpiexec -n 2 ../$(PY) trajectories.py
 	cd benchmarks && PATH=$(CURDIR)/$(BIN):$$PATH ../$(PY) impala.py
 
+# ruff (with McCabe complexity <= 12), function length in algos/ (tests/unit/test_code_shape.py), and the duplicates
+# tool where it is installed (a development machine's: it is not on PyPI).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(PYTEST) -q tests/unit/test_code_shape.py
+	if command -v duplicates >/dev/null; then duplicates src/drlmpi; fi
 
 clean:
 	rm -rf build runs $(VENV)

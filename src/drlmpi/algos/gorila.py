@@ -81,11 +81,16 @@ class Config(vb.AnnealedEpsilon, vb.ReplayConfig):
             raise UserError(f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
 
-def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
-    """GORILA's loss on a prioritized batch of n-step transitions [B]: the importance-weighted Huber loss of the
-    double-DQN TD errors on the learner's local copy of the parameters, and the new priorities |td| + eps [B]."""
+def learn(net, target, batch, cfg: Config, device) -> tuple[float, np.ndarray, np.ndarray]:
+    """GORILA's step on a prioritized batch of n-step transitions [B], on the learner's local copy of the
+    parameters: the importance-weighted Huber loss of the double-DQN TD errors, its gradient clipped by global norm
+    as one vector [n] (for the ps shards, which apply it), and the new priorities |td| + eps [B]."""
     loss, td = vb.td_loss(net, target, batch.data, batch.weights, device)
-    return loss, vb.new_priorities(td)
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+    grad = torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy()
+    return float(loss.detach()), grad, vb.new_priorities(td)
 
 
 def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
@@ -193,14 +198,11 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
             pull(net)
         batch = sampler.receive(linear(cfg.beta_start, 1.0, word.value[0] / cfg.total_env_steps))
         sampler.request(cfg.batch_size)  # the shards gather the next batch while this one trains
-        loss, priorities = learn(net, target, batch, device)
-        net.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        grads.post(torch.nn.utils.parameters_to_vector([p.grad for p in net.parameters()]).cpu().numpy())
+        loss, grad, priorities = learn(net, target, batch, cfg, device)
+        grads.post(grad)  # to every ps shard, not waiting for it to be applied
         sampler.update_priorities(batch, priorities)
         learner.updates += 1
-        last.update(loss=float(loss.detach()), size=batch.size)
+        last.update(loss=loss, size=batch.size)
         if learner.updates % cfg.target_update_every == 0:
             pull(target)
         learner.checkpoint()

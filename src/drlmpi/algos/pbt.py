@@ -278,110 +278,158 @@ def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int,
 def run_population(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict | None:
     """Every rank: split into members, train generation after generation, exploit and explore at ready points;
     returns the population's summary on world rank 0."""
-    from drlmpi.runtime import set_role, signals
+    from drlmpi.runtime import signals
 
-    module, space = algos.get(cfg.member), space_of(cfg)
-    p, k = cfg.population, rt.size // cfg.population
-    m = rt.rank // k
-    comm = rt.world.Split(m, rt.rank)  # this member's ranks
-    root = comm.rank == 0  # the member's rank 0: it reports, and sends or receives states
-    lead0 = rt.rank == 0  # the population's controller
-    threads = max(1, usable_cores() // rt.node.size)  # the host's cores shared by every member's ranks there
-    mrt = runtime.start(member_spec(cfg, module), cfg.member, member_seed(cfg.seed, m), comm,
-                        cfg.torch_threads or threads)
-    set_role(f"{mrt.role} of member {m}")
-    roles = allgather_json(rt.world, (mrt.role, mrt.layout.hosts[comm.rank]), "every member's start")
-    if lead0:
-        print(f"pbt: {p} {cfg.member} member(s) of {k} rank(s); searching {', '.join(space) or 'nothing'}"
-              f"{'' if cfg.exploit else ' (exploit and explore off)'}\n" + (mrt.layout.table() if k > 1 else ""),
-              flush=True)
-    start = time.monotonic() - (resumed.counters.get("wall_time", 0.0) if resumed else 0.0)
-    generations = math.ceil(cfg.total_env_steps / cfg.ready_every)
-    cols, rows = columns(cfg), rows_of(resumed.metrics) if resumed else []
-    if resumed:
-        g, at_ready = int(resumed.counters["generation"]), bool(resumed.counters["ready"])
-        values = [{n: float(resumed.counters[f"hp.{j}.{n}"]) for n in space} for j in range(p)]
-        if lead0:
-            set_rng_state(rt.gen, resumed.rng["pbt"])
-        mine = checkpoint.load(member_path(resumed, m), parts=root)
-        ckpt_id = resumed.id + 1
-    else:
-        g, at_ready, mine, ckpt_id = 0, False, None, 1
-        values = bcast_json(rt.world, initial_values(cfg, rt.gen) if lead0 else None, what="the starting values")
-    parents, copy_ms = [-1] * p, 0.0  # the member each copied at the start of this generation, the ms it took
-    if resumed and not at_ready:
-        parents = [int(resumed.counters.get(f"parent.{j}", -1)) for j in range(p)]
-        copy_ms = float(resumed.counters.get(f"copy_ms.{m}", 0.0))
-    if lead0:
-        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        write_records(Path(cfg.run_dir), cols, rows)
+    pop = Population(rt, cfg, resumed)
     while True:
-        if at_ready:
-            at_ready = False  # resumed at a ready point: decide again, as the run did
-            scores = {int(r["member"]): r["score"] for r in rows if int(r["generation"]) == g}
-            reports = [{"score": scores[j]} for j in range(p)]
-        else:
-            pause_at = min(cfg.total_env_steps, (g + 1) * cfg.ready_every)
-            mcfg = member_config(cfg, m, values[m], pause_at, threads)
-            summary = algos.run(module, mrt, mcfg, mine)
-            paths = allgather_json(comm, (summary or {}).get("checkpoint"),
-                                   f"member {m}'s ranks at the end of its generation", cfg.ready_timeout)
-            path = next((p for p in paths if p), None)  # the member's lead wrote it
-            if path is None:
-                raise RuntimeError(f"member {m} ({cfg.member}) ended without a checkpoint")
-            mine = checkpoint.load(path, parts=root)
-            got = mine.returns[-cfg.rank_episodes:]
-            stop = bool(signals.stopping or signals.asked())
-            report = {"member": m, "score": float(np.mean(got)) if got else math.nan, "env_steps": mine.env_steps,
-                      "updates": int(mine.counters.get("updates", 0)), "checkpoint": path, "copy_ms": copy_ms,
-                      "reached": mine.env_steps >= pause_at or (pause_at >= cfg.total_env_steps and not stop)
-                      } if root else None
-            gathered = gather_json(rt.world, (stop, report), 0, "every member at its ready point", cfg.ready_timeout)
-            if lead0:
-                reports = [r for _, r in gathered if r is not None]
-                stop = any(s for s, _ in gathered)
-                ready = all(r["reached"] for r in reports)  # (also when a signal came after every member got there)
-                if ready:
-                    rows += [{"generation": g, "member": r["member"], "env_steps": r["env_steps"],
-                              "score": r["score"], "parent": parents[r["member"]], "copy_ms": r["copy_ms"],
-                              "updates": r["updates"], **{f"hp_{n}": v for n, v in values[r["member"]].items()}}
-                             for r in reports]
-                    write_records(Path(cfg.run_dir), cols, rows)
-                last = save_population(rt.gen, cfg, ckpt_id, g, ready, values, parents, reports, rows,
-                                       roles_dict(roles), time.monotonic() - start)
-                ckpt_id += 1
-                print(f"pbt generation {g + 1}/{generations}: scores " + ", ".join(f"{r['score']:.1f}" for r in reports)
-                      + f"; best member {ops.best([r['score'] for r in reports])}", flush=True)
-                decision = {"stop": stop, "done": stop or g + 1 >= generations or
-                            all(r["env_steps"] >= cfg.total_env_steps for r in reports)}
-            decision = bcast_json(rt.world, decision if lead0 else None, what="the population's decision")
-            if decision["done"]:
-                break
-        if lead0:
-            pairs = ops.exploit_pairs([r["score"] for r in reports], cfg.quantile, rt.gen) if cfg.exploit else []
+        if pop.at_ready:
+            pop.at_ready = False  # resumed at a ready point: decide again, as the run did
+            pop.reports_of_rows()
+        elif pop.generation()["done"]:
+            break
+        pop.exploit_and_explore()
+    if pop.decision["stop"]:
+        signals.stopping = True  # every rank: the job exits with the requeue code
+    pop.comm.Free()
+    return pop.summary() if pop.lead0 else None
+
+
+class Population:
+    """One rank's part in the population: its member m of p (k ranks each, on the sub-communicator `comm` and
+    the member runtime `mrt`), every member's hyperparameters (`values`) and parent, the generation `g`, and on
+    world rank 0 (`lead0`, the controller) the records, reports and population checkpoints."""
+
+    def __init__(self, rt: Runtime, cfg: Config, resumed: State | None):
+        from drlmpi.runtime import set_role
+
+        self.rt, self.cfg = rt, cfg
+        self.module, self.space = algos.get(cfg.member), space_of(cfg)
+        self.p, self.k = cfg.population, rt.size // cfg.population
+        self.m = rt.rank // self.k
+        self.comm = rt.world.Split(self.m, rt.rank)  # this member's ranks
+        self.root = self.comm.rank == 0  # the member's rank 0: it reports, and sends or receives states
+        self.lead0 = rt.rank == 0  # the population's controller
+        self.threads = max(1, usable_cores() // rt.node.size)  # the host's cores shared by every member's ranks there
+        self.mrt = runtime.start(member_spec(cfg, self.module), cfg.member, member_seed(cfg.seed, self.m), self.comm,
+                                 cfg.torch_threads or self.threads)
+        set_role(f"{self.mrt.role} of member {self.m}")
+        self.roles = allgather_json(rt.world, (self.mrt.role, self.mrt.layout.hosts[self.comm.rank]),
+                                    "every member's start")
+        if self.lead0:
+            print(f"pbt: {self.p} {cfg.member} member(s) of {self.k} rank(s); searching "
+                  f"{', '.join(self.space) or 'nothing'}{'' if cfg.exploit else ' (exploit and explore off)'}\n" +
+                  (self.mrt.layout.table() if self.k > 1 else ""), flush=True)
+        self.start = time.monotonic() - (resumed.counters.get("wall_time", 0.0) if resumed else 0.0)
+        self.generations = math.ceil(cfg.total_env_steps / cfg.ready_every)
+        self.cols, self.rows = columns(cfg), rows_of(resumed.metrics) if resumed else []
+        self.reports, self.last, self.decision = [], None, {"stop": False, "done": False}
+        self.resume(resumed)
+        if self.lead0:
+            Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+            write_records(Path(cfg.run_dir), self.cols, self.rows)
+
+    def resume(self, resumed: State | None) -> None:
+        """Where the population starts: a checkpoint's generation, values, parents and member checkpoints, or the
+        starting values (rank 0's draw) at generation 0."""
+        cfg, p = self.cfg, self.p
+        self.parents, self.copy_ms = [-1] * p, 0.0  # whom each member copied this generation, this member's ms
+        if not resumed:
+            self.g, self.at_ready, self.mine, self.ckpt_id = 0, False, None, 1
+            self.values = bcast_json(self.rt.world, initial_values(cfg, self.rt.gen) if self.lead0 else None,
+                                     what="the starting values")
+            return
+        counters = resumed.counters
+        self.g, self.at_ready = int(counters["generation"]), bool(counters["ready"])
+        self.values = [{n: float(counters[f"hp.{j}.{n}"]) for n in self.space} for j in range(p)]
+        if self.lead0:
+            set_rng_state(self.rt.gen, resumed.rng["pbt"])
+        self.mine = checkpoint.load(member_path(resumed, self.m), parts=self.root)
+        self.ckpt_id = resumed.id + 1
+        if not self.at_ready:
+            self.parents = [int(counters.get(f"parent.{j}", -1)) for j in range(p)]
+            self.copy_ms = float(counters.get(f"copy_ms.{self.m}", 0.0))
+
+    def reports_of_rows(self) -> None:
+        """A population resumed at a ready point: its reports are the records' scores of that generation."""
+        scores = {int(r["member"]): r["score"] for r in self.rows if int(r["generation"]) == self.g}
+        self.reports = [{"score": scores[j]} for j in range(self.p)]
+
+    def generation(self) -> dict:
+        """Every member trains to its next ready point (or a signal), loads its own checkpoint back and reports
+        its score to rank 0, which records the generation; returns the decision {stop, done} every rank gets."""
+        from drlmpi.runtime import signals
+
+        cfg, m = self.cfg, self.m
+        pause_at = min(cfg.total_env_steps, (self.g + 1) * cfg.ready_every)
+        mcfg = member_config(cfg, m, self.values[m], pause_at, self.threads)
+        summary = algos.run(self.module, self.mrt, mcfg, self.mine)
+        paths = allgather_json(self.comm, (summary or {}).get("checkpoint"),
+                               f"member {m}'s ranks at the end of its generation", cfg.ready_timeout)
+        path = next((p for p in paths if p), None)  # the member's lead wrote it
+        if path is None:
+            raise RuntimeError(f"member {m} ({cfg.member}) ended without a checkpoint")
+        self.mine = mine = checkpoint.load(path, parts=self.root)
+        got = mine.returns[-cfg.rank_episodes:]
+        stop = bool(signals.stopping or signals.asked())
+        report = {"member": m, "score": float(np.mean(got)) if got else math.nan, "env_steps": mine.env_steps,
+                  "updates": int(mine.counters.get("updates", 0)), "checkpoint": path, "copy_ms": self.copy_ms,
+                  "reached": mine.env_steps >= pause_at or (pause_at >= cfg.total_env_steps and not stop)
+                  } if self.root else None
+        gathered = gather_json(self.rt.world, (stop, report), 0, "every member at its ready point", cfg.ready_timeout)
+        decision = self.record(gathered) if self.lead0 else None
+        self.decision = bcast_json(self.rt.world, decision, what="the population's decision")
+        return self.decision
+
+    def record(self, gathered: list) -> dict:
+        """Rank 0: the members' reports into the records (once every member reached the ready point) and a
+        population checkpoint; whether to stop (a signal) and whether the run is done."""
+        cfg, g = self.cfg, self.g
+        self.reports = reports = [r for _, r in gathered if r is not None]
+        stop = any(s for s, _ in gathered)
+        ready = all(r["reached"] for r in reports)  # (also when a signal came after every member got there)
+        if ready:
+            self.rows += [{"generation": g, "member": r["member"], "env_steps": r["env_steps"], "score": r["score"],
+                           "parent": self.parents[r["member"]], "copy_ms": r["copy_ms"], "updates": r["updates"],
+                           **{f"hp_{n}": v for n, v in self.values[r["member"]].items()}} for r in reports]
+            write_records(Path(cfg.run_dir), self.cols, self.rows)
+        self.last = save_population(self.rt.gen, cfg, self.ckpt_id, g, ready, self.values, self.parents, reports,
+                                    self.rows, roles_dict(self.roles), time.monotonic() - self.start)
+        self.ckpt_id += 1
+        print(f"pbt generation {g + 1}/{self.generations}: scores " + ", ".join(f"{r['score']:.1f}" for r in reports)
+              + f"; best member {ops.best([r['score'] for r in reports])}", flush=True)
+        return {"stop": stop, "done": stop or g + 1 >= self.generations or
+                all(r["env_steps"] >= cfg.total_env_steps for r in reports)}
+
+    def exploit_and_explore(self) -> None:
+        """Rank 0 picks the bottom members that copy a top one and their explored values; the copies travel root
+        to root (`exploit`); every rank moves to the next generation."""
+        cfg, values, space = self.cfg, self.values, self.space
+        decision = None
+        if self.lead0:
+            scores = [r["score"] for r in self.reports]
+            pairs = ops.exploit_pairs(scores, cfg.quantile, self.rt.gen) if cfg.exploit else []
             new = [dict(v) for v in values]
             for b, t in pairs:
-                new[b] = ops.explore(values[t], space, rt.gen, cfg.resample_p, cfg.perturb)
-            decision = {"pairs": pairs, "values": new}
-            for b, t in pairs:
-                print(f"pbt: member {b} ({reports[b]['score']:.1f}) copies member {t} ({reports[t]['score']:.1f}); "
+                new[b] = ops.explore(values[t], space, self.rt.gen, cfg.resample_p, cfg.perturb)
+                print(f"pbt: member {b} ({scores[b]:.1f}) copies member {t} ({scores[t]:.1f}); "
                       + ", ".join(f"{n} {values[t][n]:.4g} -> {new[b][n]:.4g}" for n in space), flush=True)
-        decision = bcast_json(rt.world, decision if lead0 else None, what="the exploit decisions")
-        copy_ms = exploit(rt, comm, m, k, mine, decision["pairs"], values, decision["values"], space)
-        parents = [-1] * p
+            decision = {"pairs": pairs, "values": new}
+        decision = bcast_json(self.rt.world, decision, what="the exploit decisions")
+        self.copy_ms = exploit(self.rt, self.comm, self.m, self.k, self.mine, decision["pairs"], values,
+                               decision["values"], space)
+        self.parents = [-1] * self.p
         for b, t in decision["pairs"]:
-            parents[b] = t
-        values = decision["values"]
-        g += 1
-    if decision["stop"]:
-        signals.stopping = True  # every rank: the job exits with the requeue code
-    comm.Free()
-    if not lead0:
-        return None
-    best = ops.best([r["score"] for r in reports])
-    return {"env_steps": sum(r["env_steps"] for r in reports), "updates": sum(r["updates"] for r in reports),
-            "recent_return": reports[best]["score"], "checkpoint": str(last), "seconds": time.monotonic() - start,
-            "best_member": best, "generations": g + 1, "stopped_by_signal": decision["stop"]}
+            self.parents[b] = t
+        self.values = decision["values"]
+        self.g += 1
+
+    def summary(self) -> dict:
+        """Rank 0: the population's summary (what the CLI prints)."""
+        reports, best = self.reports, ops.best([r["score"] for r in self.reports])
+        return {"env_steps": sum(r["env_steps"] for r in reports), "updates": sum(r["updates"] for r in reports),
+                "recent_return": reports[best]["score"], "checkpoint": str(self.last),
+                "seconds": time.monotonic() - self.start, "best_member": best, "generations": self.g + 1,
+                "stopped_by_signal": self.decision["stop"]}
 
 
 def exploit(rt: Runtime, comm, m: int, k: int, mine: State, pairs, old, new, space) -> float:
