@@ -141,7 +141,7 @@ def start_job(world, outcome: dict, resumed):
     if outcome["resume"] and resumed is None:  # (rank 0 loaded it and verified its parts)
         resumed = checkpoint.load(outcome["resume"], parts=False)
     spec = module.LAYOUT
-    if cfg.layout:
+    if cfg.layout and not getattr(module, "SPLITS_WORLD", False):  # (PBT lays out each member with it)
         spec = spec.with_overrides(runtime.parse_layout_arg(cfg.layout), algo)
     rt = runtime.start(spec, algo, cfg.seed, world, cfg.torch_threads)
     runtime.install_thread_hook()
@@ -179,6 +179,7 @@ def train(args) -> int:
         runtime.report_and_abort(e)
     if signals.stopping:
         signals.settle()  # before any rank can exit 75 and have the scheduler TERM the others
+    runtime.barrier(world)  # the lead may still be writing the final checkpoint: no time limit here
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
     # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first)
     mem = gather_json(world, [peak, *memory_parts(), summary], what="every rank's end")

@@ -5,7 +5,6 @@ file under algos/) extends it with its own. Precedence: defaults < TOML file < -
 """
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -186,6 +185,3 @@ def from_dict(cls, data: dict):
     hints = typing.get_type_hints(cls)
     return cls(**{k: _coerce(k, hints[k], v) for k, v in data.items() if k in hints})
 
-
-def to_json(cfg) -> str:
-    return json.dumps(to_dict(cfg), sort_keys=True)

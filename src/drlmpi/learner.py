@@ -11,9 +11,10 @@
               finish(row, ...) the end, in one order for every algorithm (below)
             and counts `updates` (and `steps`, where no actors report them) itself.
 
-The end (`finish`), for every algorithm: the lead asks every other rank for the final checkpoint (LAST), so the
-replay and parameter-server shards have the request before their clients' STOP; each of the learner's own planes
-is closed in the order given (every message received); a learner that does not lead answers the final request
+The end (`finish`), for every algorithm, once training has ended (every actor has stopped, or a signal asked them
+to): the lead asks every other rank for the final checkpoint (LAST), so the replay and parameter-server shards have
+the request before the lead's own STOP reaches them; each of the learner's own planes is closed in the order given
+(every message received); a learner that does not lead answers the final request
 and returns its summary; the lead hears the actors' last reports, publishes its final weights, writes the run's
 last metrics row and the final checkpoint, and returns the run's summary (lifecycle.Lifecycle.close).
 """
@@ -121,8 +122,8 @@ class Learner:
         if self.stats is not None:
             self.stats.drain(self.version(), self.log.episode)
         self.log.tick(self.steps, self.updates, self.cfg.total_env_steps, lambda: self.row(row))
-        if self.stats is not None and self.life.signal():
-            self.life.stop_actors(self.steps)  # they stop and answer the final checkpoint; training ends
+        if self.life.signal():  # the actors (if any) stop and answer the final checkpoint: `stopping` from now on
+            self.life.stop_actors(self.steps)
         self.life.poll()
 
     def row(self, row=None) -> dict:
@@ -143,25 +144,24 @@ class Learner:
         return self.parts.snapshot(self.algo, self.cfg, self.log, counters, self.rt.gen, self.rt.who,
                                    lifecycle.layout_dict(self.rt))
 
-    def finish(self, row=None, *closing, final=None, net=None) -> dict:
+    def finish(self, row=None, *closing, final=None) -> dict:
         """The end of training (see the module docstring). closing: this learner's planes and peers, each
         `.close()`d in order; final() -> None or entries for the summary: the lead's last work before the final copy
-        (publish its final weights; GORILA: hear the parameter server's last updates); net: the network whose hash
-        the summary carries (default "online")."""
+        (publish its final weights; GORILA: hear the parameter server's last updates)."""
         if self.lead:
             self.life.ask_last(self.steps)
         for c in closing:
             c.close()
         if not self.lead:
             self.ckpt.close()
-            return self.summary(net)
+            return self.summary()
         if self.stats is not None:
             self.life.last_reports(self.stats, self.rt.channels.reports, self.version())
         extra = final() if final else None
         self.life.begin(self.steps, self.snapshot, last=True, parts=self.part_files,
                         final_row=(self.updates, self.row(row)))
-        return self.life.close(self.steps, self.updates, {**self.summary(net), **(extra or {})})
+        return self.life.close(self.steps, self.updates, {**self.summary(), **(extra or {})})
 
-    def summary(self, net=None) -> dict:
-        """This learner's update count and weights hash (lifecycle.summary_of; equal learners, equal hashes)."""
-        return lifecycle.summary_of(net if net is not None else self.parts.nets["online"], self.updates)
+    def summary(self) -> dict:
+        """This learner's update count and the hash of its "online" network (equal learners, equal hashes)."""
+        return lifecycle.summary_of(self.parts.nets["online"], self.updates)

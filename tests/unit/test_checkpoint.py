@@ -223,40 +223,68 @@ def test_round_trip(algo, tmp_path):
     assert config.from_dict(module.Config, loaded.config) == cfg
 
 
-@pytest.mark.parametrize("algo", ["dqn", "qtopt", "a3c"])
-def test_restore_refuses_a_checkpoint_missing_a_declared_part(algo, tmp_path):
+def declared_names() -> list[tuple[str, str, str]]:
+    """(algo, "nets" or "optim", name) of every part every algorithm declares."""
+    out = []
+    for algo in ROUND_TRIP:
+        module = algos.get(algo)
+        parts = declared(module, module.Config(env=ENV.get(algo, "CartPole-v1")), 0)
+        out += [(algo, "nets", n) for n in parts.nets] + [(algo, "optim", n) for n in parts.optims]
+    return out
+
+
+@pytest.mark.parametrize("algo,kind,name", declared_names())
+def test_restore_refuses_a_checkpoint_missing_a_declared_part(algo, kind, name, tmp_path):
     module = algos.get(algo)
     cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path))
     parts = declared(module, cfg, 3)
     s = parts.snapshot(algo, cfg, _Log(), {"env_steps": 1, "updates": 1}, np.random.default_rng(0), "learner-0", {})
-    if s.optim:
-        s.optim.pop(next(iter(s.optim)))
-    else:
-        s.nets.pop(next(iter(s.nets)))
+    del getattr(s, kind)[name]
     loaded = checkpoint.load(checkpoint.save(tmp_path / checkpoint.name_of(1, 1), s))
     with pytest.raises(CheckpointError):
         declared(module, cfg, 4).load(loaded)
 
 
+def state_built_outside_learner_parts(source: str, name: str) -> list[str]:
+    """Calls that build a network copy or an optimizer anywhere but in a `learner_parts` function (or an allowed
+    place), and imports of optimizer classes (which would hide such calls)."""
+    import ast
+
+    tree, inside = ast.parse(source), set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and (fn.name == "learner_parts" or (name, fn.name) in ALLOWED):
+            inside |= {id(n) for n in ast.walk(fn)}
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("torch.optim"):
+            out.append(f"{name}:{n.lineno}: {ast.unparse(n)}")
+        if isinstance(n, ast.Call) and id(n) not in inside:
+            src = ast.unparse(n.func)
+            if src in BUILDS or src.startswith(("torch.optim.", "optim.")):
+                out.append(f"{name}:{n.lineno}: {src}")
+    return out
+
+
 def test_learner_state_is_built_only_in_learner_parts():
     """Every network copy and optimizer a learner keeps is declared: outside the `learner_parts` functions no
     algorithm makes one (so nothing a checkpoint must hold can live in a closure or a loop's local)."""
-    import ast
-
-    allowed = {("qtopt.py", "run_bellman")}  # the bellman rank's read-only copies, refreshed from the weights window
-    offenders = []
-    for f in [*(SRC / "algos").glob("*.py"), SRC / "value_based.py", SRC / "actor_critic.py"]:
-        for fn in ast.walk(ast.parse(f.read_text())):
-            if not isinstance(fn, ast.FunctionDef) or fn.name == "learner_parts" or (f.name, fn.name) in allowed:
-                continue
-            calls = [(n.lineno, ast.unparse(n.func)) for n in ast.walk(fn) if isinstance(n, ast.Call)]
-            offenders += [f"{f.name}:{line} {fn.name}: {src}" for line, src in calls
-                          if src in BUILDS or src.startswith("torch.optim.")]
+    files = [*(SRC / "algos").glob("*.py"), SRC / "value_based.py", SRC / "actor_critic.py", SRC / "learner.py"]
+    offenders = [x for f in files for x in state_built_outside_learner_parts(f.read_text(), f.name)]
     assert not offenders, offenders
+
+
+def test_the_learner_state_check_would_catch_one():
+    for code in ("def run_learner(net):\n    target = copy.deepcopy(net)",
+                 "def run(net):\n    opt = torch.optim.Adam(net.parameters())",
+                 "from torch.optim import Adam", "OPT = torch.optim.SGD([], lr=1)",
+                 "class X:\n    t = copy.deepcopy(NET)"):
+        assert state_built_outside_learner_parts(code, "x.py"), code
+    assert not state_built_outside_learner_parts("def learner_parts(cfg, net):\n    t = copy.deepcopy(net)", "x.py")
 
 
 SRC = Path(algos.__file__).resolve().parents[1]
 BUILDS = {"copy.deepcopy", "deepcopy", "SharedRMSProp", "FlatOptimizer"}
+ALLOWED = {("qtopt.py", "run_bellman")}  # the bellman rank's read-only copies, refreshed from the weights window
 
 
 def test_ps_optimizer_round_trip(tmp_path):

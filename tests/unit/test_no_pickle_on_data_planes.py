@@ -38,9 +38,10 @@ def offenders_in(source: str, name: str) -> list[str]:
         if not isinstance(node.func, ast.Attribute) or node.func.attr not in LOWERCASE or (name, func) in ALLOWED:
             continue
         first = node.args[0] if node.args else None
+        if isinstance(first, ast.UnaryOp) and isinstance(first.op, ast.USub):  # -1: a negative int constant
+            first = first.operand
         torch_gather = node.func.attr == "gather" and (isinstance(first, ast.Constant) and isinstance(first.value, int)
-                                                       or isinstance(first, ast.UnaryOp) or
-                                                       any(k.arg == "dim" for k in node.keywords))
+                                                       or any(k.arg == "dim" for k in node.keywords))
         if not torch_gather:
             out.append(f"{name}:{node.lineno}: {ast.unparse(node)[:80]}")
     return out
@@ -59,7 +60,8 @@ def test_the_check_would_catch_one():
 
     for code in ("self.comm.send(vec, dest=1)", "world.bcast(x, root=0)", "rt.channels.control.send(x, dest=0)",
                  "c.recv(source=1)", "MPI.COMM_WORLD.allgather(name)", "anything.gather(obj, root=0)",
-                 "x = f().iallreduce(v)", "import pickle", "from cloudpickle import dumps", "torch.save(net, p)",
+                 "x = f().iallreduce(v)", "comm.gather(-x, root=0)", "import pickle", "from cloudpickle import dumps",
+                 "torch.save(net, p)",
                  "np.load(p, allow_pickle=True)", "MPI.pickle.__init__(dumps)"):
         assert caught(code), code
     for code in ("comm.Send(vec, dest=1)", "net(x).gather(1, a)", "q.gather(-1, a)", "t.gather(dim=0, index=i)",

@@ -15,7 +15,7 @@ the job spans several hosts, a `ps` rank (the layout adds one; `--layout ps=N` s
   ps        applies each gradient as it arrives with the same RMSProp (its g in its own memory; the learning rate
             decays over the updates the run should make) and publishes every version (param_server.run_ps).
             The ps serialises the updates that Hogwild! lets interleave: a host's shared memory does not reach
-            across hosts, and one-sided writes into remote windows stall on busy targets (ARCHITECTURE.md §6).
+            across hosts, and one-sided writes into remote windows stall on busy targets (docs/measured.md).
 A checkpoint holds the global weights and g either way (the lead's network and `shared_rmsprop`, or the ps parts),
 so a run resumes onto one host or several.
 Defaults are CartPole-v1's (greedy return 500 on 4 ranks); `Config.ATARI` is the Atari preset.
@@ -122,15 +122,17 @@ def flat_grad(net, max_norm: float) -> np.ndarray:
 def learner_parts(cfg: Config, net: torch.nn.Module, window: NodeWeights | None = None, g=None) -> Parts:
     """A worker's declared state: the network (the global weights, read into it before a copy) and, on one host,
     the shared RMSProp whose statistic lives in the window g; across hosts (g None) the ps parts hold the
-    optimizer. A checkpoint of either kind restores both (resume_point)."""
+    optimizer. A checkpoint of either kind restores both."""
     optims = {"shared_rmsprop": SharedRMSProp(window, g, cfg)} if g is not None else {}
 
     def restore(state: State) -> int:
-        w, sq, updates = resume_point(state, net)
-        load_flat(net, w)
+        ps = param_server.restore(state, sum(p.numel() for p in net.parameters()))
+        if ps is None:  # the lead's network and shared_rmsprop (one host)
+            return lifecycle.restore_learner(state, {"online": net}, optims)
+        load_flat(net, ps["w"])
         if g is not None:
-            g.weights[:] = sq
-        return updates
+            g.weights[:] = ps["opt"]["acc"]
+        return ps["version"]
 
     return Parts({"online": net}, optims, restore=restore)
 
@@ -243,7 +245,8 @@ def run_worker(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) 
 
     parts.refresh = refresh
     learner = Learner(rt, cfg, "a3c", parts, ["loss", "entropy", "workers"], resumed, lead_rank=workers[0],
-                      actors=workers, version=lambda: window.version, restore=False)  # (start_weights restored)
+                      actors=workers, version=lambda: window.version, counters=lambda: {"updates": window.version},
+                      restore=False)  # (start_weights restored)
     learner.updates = window.version
     share, steps = (share_of(n, i, len(workers)) for n in (cfg.total_env_steps, learner.steps))
     report, clip = ActorReport(rt.channels.reports, workers[0], i), clips_rewards(cfg)

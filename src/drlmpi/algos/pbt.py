@@ -42,7 +42,7 @@ Messages (the world's control channel; each member's planes are its algorithm's 
   (allgather_json)      a member's ranks -> each other             its checkpoint path (from its lead)       ready
   STATE (uint8) x2      top member's rank 0 -> bottom member's     JSON header, then the body of arrays      exploit
                         rank 0
-  barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (states.bcast_state)      exploit
+  barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (bcast_state)         exploit
 """
 
 import json

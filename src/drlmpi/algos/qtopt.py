@@ -381,7 +381,8 @@ class LeadTrainer:
         return min(1.0, learner.updates / self.cfg.updates if self.offline_only else learner.progress)
 
     def done(self) -> bool:
-        """Time to stop the bellman ranks: a signal asked the actors for the final checkpoint, or the work is done."""
+        """Time to stop the bellman ranks: a signal asked for the final checkpoint (and the actors, if any, to stop),
+        or the work is done."""
         if self.learner.stopping:
             return True
         return self.learner.updates >= self.cfg.updates if self.offline_only else self.learner.stats.all_done

@@ -11,7 +11,7 @@ header (weights version that acted, k). Each actor has at most one request outst
   INFER_REPLY      server -> actor elsewhere     the reply block
   STOP             actor -> server               empty, after its last reply
 
-Batching: `InferenceServer.gather` returns as soon as it holds `batch` requests, or `timeout` seconds after the
+Batching: `InferenceServer.collect` returns as soon as it holds `batch` requests, or `timeout` seconds after the
 first one of the batch arrived, whichever comes first; it never waits for an actor that has said STOP, so with
 fewer live actors than `batch` it answers as soon as every live actor is waiting. It sleeps between looks (backing
 off to INFER_MAX_SLEEP, never past the batch's deadline): it never busy-spins.

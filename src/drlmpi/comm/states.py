@@ -4,10 +4,11 @@ What population-based training copies from a top member to a bottom one (algos.p
 `pack` lays every array's bytes end to end in one uint8 body and describes them in a JSON header (names,
 dtypes, shapes, the optimizers' param groups); the header travels as a uint8 message, then the body.
 
-  send_state(comm, dest, tag, state)Isend header and body; returns the requests (wait on them)
-  recv_state(comm, source, tag, what)polite probe and receive; returns (header, body)
-  bcast_state(comm, root, header, body)the same pair from `root` to every rank of comm (comm.control.bcast_bytes)
-  unpack(header, body, state)      puts nets, optim and returns into `state` (no copy of the body's arrays)
+  pack(state)                              (header, body) of a state
+  send_state(comm, dest, tag, header, body) Isend header and body; returns the requests (wait on them)
+  recv_state(comm, source, tag, what)      polite probe and receive; returns (header, body)
+  bcast_state(comm, root, header, body)    the same pair from `root` to every rank of comm (comm.control.bcast_bytes)
+  unpack(header, body, state)              puts nets, optim and returns into `state` (no copy of the body's arrays)
 """
 
 import json

@@ -18,7 +18,7 @@ politely (`Ibcast` + Test/sleep) for the 8-byte version, then takes the bulk wit
 (large messages move in chunks that need progress on both sides: sleeping between tests would
 stall them; the blocking call spins only while the data is in flight), then republishes it into
 its node window. One-sided
-`Put` into remote windows is not used: its progress depends on the busy target (ARCHITECTURE.md §4).
+`Put` into remote windows is not used: its progress depends on the busy target (docs/measured.md).
 Windows live in host memory; copy to a device after reading.
 
 Memory ordering (what the seqlock relies on): every step of `publish` and `read` is separated by
@@ -144,7 +144,7 @@ class WeightsPush:
     """Cross-node push of one writer's slice: the writer `Ibcast`s [version | slice] to the other nodes' leaders.
 
     Collective over `comm` (the weights channel, all ranks): every rank constructs it with the same `writer`
-    rank and shard. On the writer, `bcast(vec, version)` publishes into its own node window, then broadcasts.
+    rank and shard. On the writer, `publish(vec, version)` publishes into its own node window, then broadcasts.
     On the leaders of the other nodes, a daemon thread receives each broadcast and publishes it into their node
     window. `close()` (writer) sends the stop version -1 and joins nothing; leaders' threads end.
     """

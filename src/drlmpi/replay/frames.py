@@ -8,7 +8,7 @@ stacked fields (`stacks`, e.g. obs and next_obs) travel and are stored as frame 
                them. Exact: frames are grouped by a hash, then compared byte for byte.
   FramePool    a shard's frames [P, H, W], reference counted, with a stack of free slots.
   FrameReplay  PrioritizedReplay whose rows hold `<name>_ref` [C] (pool slots) for each stacked field; a full
-               pool drops the oldest rows until the new frames fit; `gather` rebuilds the stacks, so the
+               pool drops the oldest rows until the new frames fit; `fetch` rebuilds the stacks, so the
                learner gets the same batch as from full stacks.
 
 Blocks carry one env's consecutive transitions (the n-step builder emits env-major), so a block of R rows

@@ -59,14 +59,6 @@ class Runtime:
         return self.world.size
 
     @property
-    def serial(self) -> bool:
-        return self.role == "serial"
-
-    def rng(self) -> np.random.Generator:
-        """A fresh generator from the next child of this rank's seed sequence."""
-        return np.random.default_rng(self.seed_seq.spawn(1)[0])
-
-    @property
     def who(self) -> str:
         """This rank's name in checkpoints: "<role>-<index among its role>"."""
         return f"{self.role}-{self.layout.index(self.rank)}"

@@ -1,7 +1,7 @@
 """Polite waiting on MPI requests.
 
 MPICH busy-polls inside blocking calls (`Recv`, `Wait`, `Barrier`): 7 ranks
-blocked on a 2-core machine slow the one computing rank 4x (ARCHITECTURE.md §4).
+blocked on a 2-core machine slow the one computing rank 4x (docs/measured.md).
 Every wait in drlmpi goes through these helpers instead: they `Test` the
 request without sleeping for the first SPIN seconds (a reply that is about to
 arrive is caught without a wake-up delay), then sleep between tests, backing off
