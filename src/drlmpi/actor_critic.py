@@ -82,12 +82,12 @@ def load_policy(cfg: ACConfig, weights: dict, env):
     return policy
 
 
-def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip: bool, episodes: list, out: dict | None = None
+def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip_reward: bool, episodes: list, out: dict | None = None
             ) -> tuple[dict, np.ndarray]:
-    """One unroll [n_steps, E] with the current weights: obs, action, reward, discount (gamma, 0 after a
-    termination), and the acting logits [n_steps, E, A] if `out` has them; a truncated episode's reward gets
-    gamma V(final obs) and discount 0. Fills `out` (field views with at least n_steps rows, e.g. an unroll slot)
-    or new arrays. Returns (unroll, next obs); finished episodes' returns are appended to `episodes`."""
+    """One unroll [n_steps, E] with the current weights: obs, action, reward (clipped to [-1, 1] if clip_reward),
+    discount (gamma, 0 after a termination), and the acting logits [n_steps, E, A] if `out` has them; a truncated
+    episode's reward gets gamma V(final obs) and discount 0. Fills `out` (field views with at least n_steps rows,
+    e.g. an unroll slot) or new arrays. Returns (unroll, next obs); finished episodes' returns go to `episodes`."""
     T, E = cfg.n_steps, env.num_envs
     u = out if out is not None else {
         "obs": np.empty((T, *obs.shape), obs.dtype), "action": np.empty((T, E), np.int64),
@@ -100,7 +100,7 @@ def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip: bool, episodes: list
             if "logits" in u:
                 u["logits"][t] = logits[0].numpy()
             step = env.step(action)
-            reward = np.clip(step.reward, -1, 1) if clip else step.reward
+            reward = np.clip(step.reward, -1, 1) if clip_reward else step.reward
             cut = step.truncated & ~step.terminated
             if cut.any():  # bootstrap a time limit: it is not the end of the task
                 _, v, _ = net(torch.as_tensor(step.final_obs[cut])[None])

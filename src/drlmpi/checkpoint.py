@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from drlmpi import __version__
-from drlmpi.errors import CheckpointError
+from drlmpi.errors import CheckpointError, invariant
 
 FORMAT = "drlmpi-checkpoint"
 VERSION = 2
@@ -318,7 +318,7 @@ def prune(directory: Path, keep: int) -> list[Path]:
 def save_part(path: Path, kind: str, attrs: dict, arrays: dict[str, np.ndarray]) -> str:
     """Write one part file atomically; returns its SHA-256 for the manifest."""
 
-    assert not {"format", "version", "kind", "complete"} & set(attrs), "reserved attribute names"
+    invariant(not {"format", "version", "kind", "complete"} & set(attrs), "reserved attribute names")
 
     def fill(f):
         f.attrs["kind"] = kind

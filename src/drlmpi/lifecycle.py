@@ -25,7 +25,7 @@ import numpy as np
 from drlmpi import checkpoint
 from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import LAST, SIGNALLED, CheckpointCollector, rng_state, set_rng_state
-from drlmpi.errors import CheckpointError, UserError
+from drlmpi.errors import CheckpointError, UserError, invariant
 from drlmpi.runtime import poll, probe, signals
 from drlmpi.runtime.wait import PEER_TIMEOUT
 
@@ -128,7 +128,7 @@ class Lifecycle:
         state is copied, so the final checkpoint's history ends with it."""
         ckpt_id, flags = self.ask_last(env_steps, actors_only=True) if last else (self._new_id(), 0)
         if last:
-            assert final_row is not None, "the final checkpoint comes with the run's last metrics row"
+            invariant(final_row is not None, "the final checkpoint comes with the run's last metrics row")
             self.log.write_row(env_steps, *final_row)
         t0 = time.perf_counter()
         state = make_state()

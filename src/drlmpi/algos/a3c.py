@@ -55,9 +55,9 @@ from drlmpi.errors import CheckpointError, UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.schedules import linear
-from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime, barrier, poll
 from drlmpi.runtime.context import startup_timeout
+from drlmpi.runtime.layout import share_of
 
 LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True, ps_across_hosts=True)
 __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
@@ -79,11 +79,11 @@ class Config(ACConfig):
             raise UserError("config: rmsprop_alpha must be in [0, 1) and rmsprop_eps > 0")
 
 
-def shared_rmsprop_step(window: NodeWeights, g: NodeWeights, grad: np.ndarray, lr: float, alpha: float,
+def shared_rmsprop_step(window: NodeWeights, stat: NodeWeights, grad: np.ndarray, lr: float, alpha: float,
                         eps: float) -> int:
     """Apply one gradient [n] to the shared weights with the shared RMSProp statistic, lock-free, in place;
     returns the window's update count after it (an MPI atomic)."""
-    sq = g.weights
+    sq = stat.weights
     sq *= alpha
     sq += (1 - alpha) * grad * grad
     return window.hogwild_add(grad / (np.sqrt(sq) + eps), scale=-lr)
@@ -94,23 +94,23 @@ class SharedRMSProp:
     and the weights lock-free (shared_rmsprop_step). state_dict / load_state_dict have torch's optimizer shape, so
     checkpoints hold it as `shared_rmsprop` (groups; state "0": square_avg [n])."""
 
-    def __init__(self, window: NodeWeights | None, g, cfg: Config):
-        """window: the shared weights (None: not stepped, as in tests); g: the statistic's window (its `weights`)."""
-        self.window, self.g, self.cfg = window, g, cfg
+    def __init__(self, window: NodeWeights | None, stat, cfg: Config):
+        """window: the shared weights (None: not stepped, as in tests); stat: g's window (its `weights`)."""
+        self.window, self.stat, self.cfg = window, stat, cfg
 
     def step(self, grad: np.ndarray, lr: float) -> int:
-        return shared_rmsprop_step(self.window, self.g, grad, lr, self.cfg.rmsprop_alpha, self.cfg.rmsprop_eps)
+        return shared_rmsprop_step(self.window, self.stat, grad, lr, self.cfg.rmsprop_alpha, self.cfg.rmsprop_eps)
 
     def state_dict(self) -> dict:
         cfg = self.cfg
         return {"param_groups": [{"lr": cfg.lr, "alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps}],
-                "state": {0: {"square_avg": torch.from_numpy(self.g.weights)}}}
+                "state": {0: {"square_avg": torch.from_numpy(self.stat.weights)}}}
 
     def load_state_dict(self, saved: dict) -> None:
         sq = np.asarray(saved["state"][0]["square_avg"], np.float32)
-        if sq.shape != self.g.weights.shape:
-            raise ValueError(f"shared RMSProp statistic of shape {sq.shape}, not {self.g.weights.shape}")
-        self.g.weights[:] = sq
+        if sq.shape != self.stat.weights.shape:
+            raise ValueError(f"shared RMSProp statistic of shape {sq.shape}, not {self.stat.weights.shape}")
+        self.stat.weights[:] = sq
 
 
 def flat_grad(net, max_norm: float) -> np.ndarray:
@@ -119,19 +119,19 @@ def flat_grad(net, max_norm: float) -> np.ndarray:
     return torch.cat([p.grad.reshape(-1) for p in net.parameters()]).numpy()
 
 
-def learner_parts(cfg: Config, net: torch.nn.Module, window: NodeWeights | None = None, g=None) -> Parts:
+def learner_parts(cfg: Config, net: torch.nn.Module, window: NodeWeights | None = None, stat=None) -> Parts:
     """A worker's declared state: the network (the global weights, read into it before a copy) and, on one host,
-    the shared RMSProp whose statistic lives in the window g; across hosts (g None) the ps parts hold the
+    the shared RMSProp whose statistic g lives in the window `stat`; across hosts (stat None) the ps parts hold the
     optimizer. A checkpoint of either kind restores both."""
-    optims = {"shared_rmsprop": SharedRMSProp(window, g, cfg)} if g is not None else {}
+    optims = {"shared_rmsprop": SharedRMSProp(window, stat, cfg)} if stat is not None else {}
 
     def restore(state: State) -> int:
         ps = param_server.restore(state, sum(p.numel() for p in net.parameters()))
         if ps is None:  # the lead's network and shared_rmsprop (one host)
             return lifecycle.restore_learner(state, {"online": net}, optims)
         load_flat(net, ps["w"])
-        if g is not None:
-            g.weights[:] = ps["opt"]["acc"]
+        if stat is not None:
+            stat.weights[:] = ps["opt"]["acc"]
         return ps["version"]
 
     return Parts({"online": net}, optims, restore=restore)
@@ -206,12 +206,15 @@ def start_weights(rt: Runtime, parts: Parts, window: NodeWeights, one_host: bool
 class Planes:
     net: torch.nn.Module  # the initial network, the same on every rank
     window: NodeWeights  # the global weights: this host's window (one host), or the ps's plane's
-    g: NodeWeights | None  # one host: the shared RMSProp statistic's window; None across hosts
+    stat: NodeWeights | None  # one host: the shared RMSProp statistic g's window; None across hosts
     plane: WeightsPlane | None  # across hosts: the ps's weights plane
 
     def close(self) -> None:
         if self.plane:
-            self.plane.close()
+            self.plane.close()  # (its window is self.window)
+            return
+        self.window.free()
+        self.stat.free()
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
@@ -228,16 +231,18 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
 
 def run_worker(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
     """A worker: read the global weights -> an unroll -> the n-step actor-critic gradient -> applied lock-free to
-    the shared weights (one host: g is the shared RMSProp statistic's window) or sent to the ps (g None) ->
+    the shared weights (one host, with the shared RMSProp statistic's window `stat`) or sent to the ps ->
     report; until its share of total_env_steps. The first worker leads: it hears the others, logs, checkpoints."""
     workers = rt.layout.ranks("actor") or [rt.rank]
-    net, window, g = planes.net, planes.window, planes.g
+    net, window, stat = planes.net, planes.window, planes.stat
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     i, local = workers.index(rt.rank), np.empty(window.n, np.float32)
-    parts = learner_parts(cfg, net, window, g)
-    start_weights(rt, parts, window, g is not None, i == 0, resumed)
-    update = Hogwild(window, parts.optims["shared_rmsprop"], cfg) if g is not None else ToParameterServer(rt, window,
-                                                                                                           cfg)
+    parts = learner_parts(cfg, net, window, stat)
+    start_weights(rt, parts, window, stat is not None, i == 0, resumed)
+    if stat is not None:
+        update = Hogwild(window, parts.optims["shared_rmsprop"], cfg)
+    else:
+        update = ToParameterServer(rt, window, cfg)
 
     def refresh():  # the declared network holds the global weights as they are now
         update.read(local)

@@ -36,7 +36,7 @@ from mpi4py import MPI
 from torch import nn
 
 from drlmpi.checkpoint import State
-from drlmpi.comm.mailbox import sync
+from drlmpi.comm.segments import sync
 from drlmpi.config import Common, Hparam, opt, require_at_least
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import UserError
@@ -182,12 +182,12 @@ def learn(net, opt, table: np.ndarray, everyone: np.ndarray, cfg: Config) -> np.
     theta = flat_params(net)
     shaped = centered_ranks(everyone[:, 1:3])
     idx = everyone[:, 0].astype(np.int64)
-    g = np.zeros(len(theta), np.float64)
+    grad = np.zeros(len(theta), np.float64)
     for w, i in zip(shaped[:, 0] - shaped[:, 1], idx, strict=True):
-        g += w * table[i : i + len(theta)]
-    g /= len(idx) * 2 * cfg.sigma  # an ascent direction of E[F]
-    sizes = [p.numel() for p in net.parameters()]
-    for p, gp in zip(net.parameters(), torch.split(torch.as_tensor(-g + cfg.weight_decay * theta), sizes), strict=True):
+        grad += w * table[i : i + len(theta)]
+    grad /= len(idx) * 2 * cfg.sigma  # an ascent direction of E[F]
+    descent = torch.as_tensor(-grad + cfg.weight_decay * theta)  # Adam minimises
+    for p, gp in zip(net.parameters(), torch.split(descent, [p.numel() for p in net.parameters()]), strict=True):
         p.grad = gp.view_as(p).to(torch.float32)
     opt.step()
     return flat_params(net)

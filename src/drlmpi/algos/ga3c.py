@@ -59,9 +59,9 @@ from drlmpi.errors import UserError
 from drlmpi.nets import load_flat
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss
-from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime, poll
 from drlmpi.runtime.context import startup_timeout
+from drlmpi.runtime.layout import share_of
 
 LAYOUT = RoleSpec(fixed=(("learner", 1), ("inference", 1)), min_actors=1, serial_ok=False)
 __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]

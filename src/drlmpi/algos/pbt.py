@@ -285,7 +285,7 @@ def run_population(rt: Runtime, cfg: Config, planes: None, resumed: State | None
         if pop.at_ready:
             pop.at_ready = False  # resumed at a ready point: decide again, as the run did
             pop.reports_of_rows()
-        elif pop.generation()["done"]:
+        elif pop.train()["done"]:
             break
         pop.exploit_and_explore()
     if pop.decision["stop"]:
@@ -296,7 +296,7 @@ def run_population(rt: Runtime, cfg: Config, planes: None, resumed: State | None
 
 class Population:
     """One rank's part in the population: its member m of p (k ranks each, on the sub-communicator `comm` and
-    the member runtime `mrt`), every member's hyperparameters (`values`) and parent, the generation `g`, and on
+    the member runtime `mrt`), every member's hyperparameters (`values`) and parent, the `generation`, and on
     world rank 0 (`lead0`, the controller) the records, reports and population checkpoints."""
 
     def __init__(self, rt: Runtime, cfg: Config, resumed: State | None):
@@ -334,12 +334,12 @@ class Population:
         cfg, p = self.cfg, self.p
         self.parents, self.copy_ms = [-1] * p, 0.0  # whom each member copied this generation, this member's ms
         if not resumed:
-            self.g, self.at_ready, self.mine, self.ckpt_id = 0, False, None, 1
+            self.generation, self.at_ready, self.mine, self.ckpt_id = 0, False, None, 1
             self.values = bcast_json(self.rt.world, initial_values(cfg, self.rt.gen) if self.lead0 else None,
                                      what="the starting values")
             return
         counters = resumed.counters
-        self.g, self.at_ready = int(counters["generation"]), bool(counters["ready"])
+        self.generation, self.at_ready = int(counters["generation"]), bool(counters["ready"])
         self.values = [{n: float(counters[f"hp.{j}.{n}"]) for n in self.space} for j in range(p)]
         if self.lead0:
             set_rng_state(self.rt.gen, resumed.rng["pbt"])
@@ -351,16 +351,16 @@ class Population:
 
     def reports_of_rows(self) -> None:
         """A population resumed at a ready point: its reports are the records' scores of that generation."""
-        scores = {int(r["member"]): r["score"] for r in self.rows if int(r["generation"]) == self.g}
+        scores = {int(r["member"]): r["score"] for r in self.rows if int(r["generation"]) == self.generation}
         self.reports = [{"score": scores[j]} for j in range(self.p)]
 
-    def generation(self) -> dict:
+    def train(self) -> dict:
         """Every member trains to its next ready point (or a signal), loads its own checkpoint back and reports
         its score to rank 0, which records the generation; returns the decision {stop, done} every rank gets."""
         from drlmpi.runtime import signals
 
         cfg, m = self.cfg, self.m
-        pause_at = min(cfg.total_env_steps, (self.g + 1) * cfg.ready_every)
+        pause_at = min(cfg.total_env_steps, (self.generation + 1) * cfg.ready_every)
         mcfg = member_config(cfg, m, self.values[m], pause_at, self.threads)
         summary = algos.run(self.module, self.mrt, mcfg, self.mine)
         paths = allgather_json(self.comm, (summary or {}).get("checkpoint"),
@@ -383,7 +383,7 @@ class Population:
     def record(self, gathered: list) -> dict:
         """Rank 0: the members' reports into the records (once every member reached the ready point) and a
         population checkpoint; whether to stop (a signal) and whether the run is done."""
-        cfg, g = self.cfg, self.g
+        cfg, g = self.cfg, self.generation
         self.reports = reports = [r for _, r in gathered if r is not None]
         stop = any(s for s, _ in gathered)
         ready = all(r["reached"] for r in reports)  # (also when a signal came after every member got there)
@@ -421,14 +421,14 @@ class Population:
         for b, t in decision["pairs"]:
             self.parents[b] = t
         self.values = decision["values"]
-        self.g += 1
+        self.generation += 1
 
     def summary(self) -> dict:
         """Rank 0: the population's summary (what the CLI prints)."""
         reports, best = self.reports, ops.best([r["score"] for r in self.reports])
         return {"env_steps": sum(r["env_steps"] for r in reports), "updates": sum(r["updates"] for r in reports),
                 "recent_return": reports[best]["score"], "checkpoint": str(self.last),
-                "seconds": time.monotonic() - self.start, "best_member": best, "generations": self.g + 1,
+                "seconds": time.monotonic() - self.start, "best_member": best, "generations": self.generation + 1,
                 "stopped_by_signal": self.decision["stop"]}
 
 

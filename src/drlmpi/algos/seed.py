@@ -47,8 +47,8 @@ from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
 from drlmpi.envs import spaces
 from drlmpi.learner import Learner
 from drlmpi.ops.actor_critic import Losses
-from drlmpi.replay.plane import share_of
 from drlmpi.runtime import RoleSpec, Runtime
+from drlmpi.runtime.layout import share_of
 
 LAYOUT = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
 __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]

@@ -11,6 +11,8 @@ from functools import cached_property
 
 import numpy as np
 
+from drlmpi.errors import invariant
+
 ALIGN = 64
 
 
@@ -55,7 +57,7 @@ class BlockLayout:
     def views(self, buf: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(header int64 [header_words], {name: [rows, *shape]}) viewing buf."""
         offsets, total = self._offsets
-        assert buf.nbytes >= total, f"buffer of {buf.nbytes} bytes for a layout of {total}"
+        invariant(buf.nbytes >= total, f"buffer of {buf.nbytes} bytes for a layout of {total}")
         header = buf[: 8 * self.header_words].view(np.int64)
         return header, {name: buf[o : o + n].view(dtype).reshape(self.rows_of(name), *shape)
                         for name, shape, dtype, o, n in offsets}

@@ -31,8 +31,9 @@ from mpi4py import MPI
 
 from drlmpi._core import fence
 from drlmpi.comm.blocks import BlockLayout
-from drlmpi.comm.mailbox import NodeSegments, sync
+from drlmpi.comm.segments import NodeSegments, sync
 from drlmpi.comm.tags import Tag
+from drlmpi.errors import invariant
 from drlmpi.runtime import wait, wait_all
 from drlmpi.runtime.wait import FIRST_SLEEP, PEER_TIMEOUT, poll
 
@@ -99,7 +100,7 @@ class InferenceClient:
 
     def post(self) -> None:
         """Hand the filled request to the server (the reply's receive is posted first)."""
-        assert self._recv == MPI.REQUEST_NULL, "one request outstanding: receive its reply first"
+        invariant(self._recv == MPI.REQUEST_NULL, "one request outstanding: receive its reply first")
         self._req_head[:] = self.index, self.k
         wait(self._send, what="the previous request's send")  # done: its reply has come
         if self.local:
@@ -127,7 +128,7 @@ class InferenceClient:
 
     def close(self) -> None:
         """After the last reply: STOP to the server."""
-        assert self._recv == MPI.REQUEST_NULL, "close after the last reply"
+        invariant(self._recv == MPI.REQUEST_NULL, "close after the last reply")
         wait(self._send, what="the last request's send")
         wait(self.comm.Isend(np.zeros(0, np.uint8), dest=self.server, tag=Tag.STOP), what="the stop to the server")
 

@@ -13,13 +13,14 @@ from mpi4py import MPI
 
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.weights import WeightsPush
+from drlmpi.errors import invariant
 from drlmpi.ops import optim
 from drlmpi.runtime import probe, wait_all
 
 
 def isend_gradient(comm: MPI.Intracomm, grad: np.ndarray, ps_ranks: list[int], bounds: np.ndarray) -> list:
     """Learner: Isend each ps shard its slice of grad (float32 [n]); returns the requests (keep grad alive)."""
-    assert grad.dtype == np.float32 and grad.flags.c_contiguous
+    invariant(grad.dtype == np.float32 and grad.flags.c_contiguous, "gradients go as one contiguous float32 vector")
     return [comm.Isend(grad[bounds[s] : bounds[s + 1]], dest=r, tag=Tag.GRADIENT) for s, r in enumerate(ps_ranks)]
 
 
@@ -86,7 +87,7 @@ def serve_shard(comm: MPI.Intracomm, push: WeightsPush, init: np.ndarray, learne
         if status.tag == Tag.CHECKPOINT and ckpt is not None:
             ckpt.handle(on_checkpoint)
             continue
-        assert status.tag == Tag.GRADIENT, f"unexpected tag {status.tag}"
+        invariant(status.tag == Tag.GRADIENT, f"unexpected tag {status.tag}")
         comm.Recv(grad, source=status.source, tag=Tag.GRADIENT)  # the message is here: no long spin
         apply(w, grad, lr_at(version))
         version += 1

@@ -15,7 +15,7 @@ The queue is bounded by `slots` per actor (outbox slots on a node, send buffers 
 learner falls behind waits politely for a free one instead of memory growing. With `max_policy_lag` > 0 a
 learner drops unrolls that acted on weights more than that many updates old, and counts them.
 
-Memory ordering: the actor fills its slot, then `mailbox.sync` (Win.Sync + a seq_cst fence), then rings; the
+Memory ordering: the actor fills its slot, then `segments.sync` (Win.Sync + a seq_cst fence), then rings; the
 learner fences after the doorbell before it reads, and releases the slot (with a sync) after its copy.
 """
 
@@ -26,7 +26,7 @@ from mpi4py import MPI
 
 from drlmpi._core import fence
 from drlmpi.comm.blocks import BlockLayout
-from drlmpi.comm.mailbox import NodeSegments, sync
+from drlmpi.comm.segments import NodeSegments, sync
 from drlmpi.comm.tags import Tag
 from drlmpi.runtime import wait, wait_all
 from drlmpi.runtime.wait import PEER_TIMEOUT, poll

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from drlmpi.comm.mailbox import sync
+from drlmpi.comm.segments import sync
+from drlmpi.errors import invariant
 
 LINE = 64
 RELAY_SWITCH_INTERVAL = 5e-4  # seconds; see WeightsPush
@@ -54,7 +55,7 @@ class NodeWeights:
     def __init__(self, node: MPI.Intracomm, n: int, shards: int = 1):
         from drlmpi.runtime import barrier
 
-        self.n, self.shards = n, shards
+        self.n, self.shards, self.node = n, shards, node
         self.bounds = shard_bounds(n, shards)
         head = LINE * shards
         self.win = MPI.Win.Allocate_shared(head + 4 * n if node.rank == 0 else 0, 1, comm=node)
@@ -125,7 +126,7 @@ class NodeWeights:
         from several ranks to disjoint coordinates all land. A dense update (idx None, delta [n])
         read-modify-writes every coordinate, so concurrent dense updates can overwrite each other.
         """
-        assert self.shards == 1, "Hogwild! updates need an unsharded window"
+        invariant(self.shards == 1, "Hogwild! updates need an unsharded window")
         d = delta if scale == 1.0 else np.float32(scale) * delta
         if idx is None:
             np.add(self.weights, d, out=self.weights)
@@ -136,6 +137,12 @@ class NodeWeights:
         return int(self._old[0]) + 1
 
     def free(self) -> None:
+        """Collective over the node: free the window once every rank there is done with it (a polite barrier
+        first: the Free's own barrier would spin)."""
+        from drlmpi.runtime import barrier
+
+        barrier(self.node, what="the node's ranks to be done with the weights window")
+        self.weights = self._head = None  # (views into the window's memory)
         self.win.Unlock_all()
         self.win.Free()
 
@@ -227,5 +234,7 @@ class WeightsPlane:
         self.pushes[self.writers.index(self.rank)].publish(vec, version)
 
     def close(self) -> None:
+        """Collective over the node: stop the pushes (their relay threads end), then free the window."""
         for p in self.pushes:
             p.close()
+        self.window.free()

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from drlmpi.errors import invariant
+
 
 def is_image(obs_shape: tuple[int, ...]) -> bool:
     return len(obs_shape) == 3
@@ -241,4 +243,4 @@ def load_flat(net: nn.Module, vec: np.ndarray) -> None:
         for p in net.parameters():
             p.copy_(src[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
-    assert offset == len(vec), f"load_flat: {len(vec)} values for {offset} parameters"
+    invariant(offset == len(vec), f"load_flat: {len(vec)} values for {offset} parameters")

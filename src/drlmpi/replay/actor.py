@@ -29,10 +29,11 @@ from drlmpi.comm.checkpoint import CheckpointClient
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.weights import NodeWeights
 from drlmpi.envs import clips_rewards, make_vec
-from drlmpi.replay.plane import ReplayPlane, share_of
+from drlmpi.replay.plane import ReplayPlane
 from drlmpi.replay.throttle import Throttle
 from drlmpi.runtime import Runtime, poll
 from drlmpi.runtime.context import startup_timeout
+from drlmpi.runtime.layout import share_of
 
 PAUSED_SLEEP = 0.01  # longest sleep between checks while paused: the throttle's slack covers the late wake-up, and
 # many paused actors on few cores must not spend the learner's CPU on wake-ups (61 actors at 1 ms: over a core)

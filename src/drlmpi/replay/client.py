@@ -25,8 +25,9 @@ import numpy as np
 from mpi4py import MPI
 
 from drlmpi._core import fence
-from drlmpi.comm.mailbox import NodeSegments
+from drlmpi.comm.segments import NodeSegments
 from drlmpi.comm.tags import Tag
+from drlmpi.errors import invariant
 from drlmpi.replay.frames import FRAMES, pack, ref
 from drlmpi.replay.shard import (
     INBOX_SLOTS,
@@ -167,7 +168,7 @@ class ReplaySampler:
                  rng: np.random.Generator, inbox: NodeSegments):
         self.comm, self.shards, self.fields, self.max_batch, self.rng = comm, shard_ranks, fields, max_batch, rng
         self.inbox = inbox
-        assert inbox.local(comm.rank), "a learner owns an inbox (node_segments(..., learner=True))"
+        invariant(inbox.local(comm.rank), "a learner owns an inbox (node_segments(..., learner=True))")
         self.r_layout = reply_layout(fields, max_batch)
         self.block = self.r_layout.new()  # for replies from shards on other nodes
         self.small = np.zeros(8, np.int64)
@@ -186,7 +187,7 @@ class ReplaySampler:
     def _ask(self, counts: np.ndarray, slot: int, demos: np.ndarray | None = None) -> None:
         """Isend shard s a request for counts[s] agent rows and demos[s] demo rows into inbox slot `slot`, behind
         the earlier ones."""
-        assert len(self._pending) < INBOX_SLOTS - 1, "too many batches asked for and not received"
+        invariant(len(self._pending) < INBOX_SLOTS - 1, "too many batches asked for and not received")
         demos = np.zeros_like(counts) if demos is None else demos
         offsets = np.concatenate([[0], np.cumsum(counts + demos)[:-1]])
         reqs = []
@@ -214,7 +215,7 @@ class ReplaySampler:
                 fence()  # the rows the shard wrote before its reply
                 heads[s] = self.small
             else:
-                assert st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {r}"
+                invariant(st.tag == Tag.SAMPLE_REPLY_BLOCK, f"unexpected tag {st.tag} from rank {r}")
                 self.comm.Recv(self.block[: st.Get_count(MPI.BYTE)], source=r, tag=st.tag)  # n rows only
                 head = self.block[:64].view(np.int64)
                 n, lo = int(head[0] + head[4]), int(offsets[s])
@@ -227,7 +228,7 @@ class ReplaySampler:
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(size int64 [S], total p^alpha float64 [S], min p^alpha float64 [S]) of every shard's agent replay."""
-        assert not self._pending, "statistics are asked for between batches only"
+        invariant(not self._pending, "statistics are asked for between batches only")
         self._ask(np.zeros(len(self.shards), np.int64), self._slot)
         _, _, _, heads = self._collect()
         f = heads[:, 2:4].copy().view(np.float64)
@@ -245,7 +246,7 @@ class ReplaySampler:
     def request(self, batch_size: int, demo_ratio: float = 0.0) -> None:
         """Ask for a batch into the next inbox slot; returns at once. With demo_ratio, each row comes from the
         demo replays with that probability (R2D3)."""
-        assert 0 < batch_size <= self.max_batch
+        invariant(0 < batch_size <= self.max_batch, f"batch of {batch_size}: 1 to {self.max_batch} rows")
         if self._totals is None and (len(self.shards) > 1 or demo_ratio > 0):
             self.stats()
         d = self.rng.binomial(batch_size, demo_ratio) if demo_ratio > 0 and self._demo_totals.sum() > 0 else 0
@@ -260,8 +261,8 @@ class ReplaySampler:
         batch_size = int(per_shard.sum())
         if (counts.sum() and heads[:, 1].sum() == 0) or (demos.sum() and heads[:, 5].sum() == 0):
             raise RuntimeError("replay: sampling from empty shards")
-        assert (heads[:, 0] == counts).all() and (heads[:, 4] == demos).all(), \
-            f"shards returned {heads[:, [0, 4]]}, asked {counts}, {demos}"
+        invariant((heads[:, 0] == counts).all() and (heads[:, 4] == demos).all(),
+                  f"shards returned {heads[:, [0, 4]]}, asked {counts}, {demos}")
         f = heads[:, [2, 3, 6, 7]].copy().view(np.float64)
         self._totals, self._demo_totals = f[:, 0].copy(), f[:, 2].copy()
         rows = self._inbox_rows(slot)

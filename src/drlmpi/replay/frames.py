@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from drlmpi.errors import invariant
 from drlmpi.replay.storage import PrioritizedReplay
 
 FRAMES = "unique_frames"  # the distinct frames of a block or a checkpoint part
@@ -101,7 +102,7 @@ class FramePool:
     def put(self, frames: np.ndarray) -> np.ndarray:
         """Store frames [F, H, W] in free slots (count 0 until held); returns the slots [F]."""
         f = len(frames)
-        assert f <= self.n_free, f"{f} frames for {self.n_free} free slots"
+        invariant(f <= self.n_free, f"{f} frames for {self.n_free} free slots")
         slots = self.free[self.n_free - f : self.n_free].copy()
         self.n_free -= f
         self.frames[slots] = frames

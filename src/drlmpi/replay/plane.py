@@ -15,12 +15,13 @@ from mpi4py import MPI
 from drlmpi import checkpoint
 from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import CheckpointClient
-from drlmpi.comm.mailbox import NodeSegments
+from drlmpi.comm.segments import NodeSegments
 from drlmpi.errors import CheckpointError
 from drlmpi.replay.client import ReplaySampler, ReplayWriter
 from drlmpi.replay.frames import FRAMES, FrameReplay, pool_frames
 from drlmpi.replay.shard import Fields, node_segments, serve
 from drlmpi.replay.storage import PrioritizedReplay
+from drlmpi.runtime.layout import share_of
 
 
 @dataclass
@@ -94,11 +95,6 @@ def run_shard(plane: ReplayPlane, buffer_size: int, alpha: float, rng: np.random
 
 
 DEMO = "demo_"  # the prefix of a demo replay's arrays and attributes in a replay part
-
-
-def share_of(total: int, i: int, n: int) -> int:
-    """Part i of `total` split over n as evenly as possible."""
-    return total // n + (i < total % n)
 
 
 def part_of(storage: PrioritizedReplay, shard: int, shards: int, demos: PrioritizedReplay | None = None

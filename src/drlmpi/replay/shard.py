@@ -1,6 +1,6 @@
 """A replay shard (role `replay`): prioritized storage serving actors and learners, never pickled.
 
-Bulk data between ranks of one node goes through shared memory (`comm.mailbox.NodeSegments`):
+Bulk data between ranks of one node goes through shared memory (`comm.segments.NodeSegments`):
 an actor packs a block into a slot of its outbox, and the shard copies it from there into storage;
 a learner owns an inbox of batch slots, and the shard gathers its sampled rows straight into the
 learner's slot at the offset the learner chose. MPI carries only small doorbells then. Ranks on
@@ -31,7 +31,7 @@ from mpi4py import MPI
 
 from drlmpi._core import fence
 from drlmpi.comm.blocks import BlockLayout
-from drlmpi.comm.mailbox import NodeSegments
+from drlmpi.comm.segments import NodeSegments
 from drlmpi.comm.tags import Tag
 from drlmpi.replay.frames import FRAMES, block_frames, row_fields
 from drlmpi.replay.storage import PrioritizedReplay

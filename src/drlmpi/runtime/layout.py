@@ -164,3 +164,8 @@ def role_threads(roles: tuple[str, ...], host_of: list[int], cores: tuple[int, .
         learners = sum(roles[q] == "learner" for q in mates)
         out.append(max(1, (cores[r] - (len(mates) - learners)) // learners))
     return tuple(out)
+
+
+def share_of(total: int, i: int, n: int) -> int:
+    """Part i of `total` split over n ranks as evenly as possible (an actor's share of the env steps)."""
+    return total // n + (i < total % n)
