@@ -1,6 +1,8 @@
 """What the actor-critic algorithms (A2C, A3C, IMPALA, GA3C, SEED) share, written once.
 
-  ACConfig        the fields and checks of every actor-critic worker: envs, unroll length, discount, losses
+  ACConfig        the fields and checks of every actor-critic learner: unroll length, loss weights (and Trained's)
+  UnrollBatch, PolicyLag, VTraceClip
+                  config mixins of the unroll learners (batch size; stale unrolls dropped; V-trace's thresholds)
   build_net, load_policy
                   the actor-critic network (MLP or Nature CNN torso; policy logits and value) and the greedy
                   (most probable action) policy of a checkpoint
@@ -23,7 +25,9 @@ import torch
 
 from drlmpi import nets
 from drlmpi.comm.allreduce import GradAllreduce, learners_step
-from drlmpi.config import Common, Hparam, opt, require_at_least
+from drlmpi.comm.trajectories import TrajectoryPlane
+from drlmpi.comm.weights import WeightsPlane
+from drlmpi.config import Hparam, Publishes, Trained, opt
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, flat_params, load_arrays
@@ -32,29 +36,51 @@ from drlmpi.ops.actor_critic import Losses, actor_critic_loss, sample_actions
 
 
 @dataclass
-class ACConfig(Common):
-    num_envs: int = opt(8, "environments stepped together per worker")
-    total_env_steps: int = opt(1_000_000, "environment steps (all workers' envs) to train for")
-    n_steps: int = opt(5, "steps per unroll (the n of the n-step returns)")
-    gamma: float = opt(0.99, "discount")
-    lr: float = opt(1e-3, "learning rate at the start")
-    lr_final: float = opt(0.0, "learning rate reached linearly at the end of training")
+class ACConfig(Trained):
+    """+ the fields of every actor-critic learner."""
+
+    n_steps: int = opt(5, "steps per unroll T (the n of the n-step returns)")
     entropy_cost: float = opt(0.01, "weight of the entropy bonus")
     baseline_cost: float = opt(0.5, "weight of the value loss")
-    max_grad_norm: float = opt(0.5, "gradient clipping by global norm")
-    hidden: tuple[int, ...] = opt((64, 64), "MLP hidden sizes (vector observations)")
-    clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
 
+    DEFAULTS: ClassVar[dict] = {"num_envs": 8, "total_env_steps": 1_000_000}
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-5, 1e-2),  # what PBT may search (algos.pbt)
                               "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m"),
                               "entropy": Hparam(("entropy_cost",), 1e-4, 0.1)}
+    POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "n_steps", "total_env_steps")
 
-    def check(self):
-        require_at_least(self, ("num_envs", "n_steps", "total_env_steps"))
-        if not 0 <= self.gamma <= 1:
-            raise UserError(f"config: gamma must be in [0, 1], got {self.gamma}")
-        if self.clip_rewards not in ("auto", "on", "off"):
-            raise UserError(f"config: clip_rewards must be auto, on or off, got {self.clip_rewards!r}")
+
+@dataclass
+class UnrollBatch:
+    """Config mixin of the learners of batches of unrolls (IMPALA, GA3C, SEED)."""
+
+    batch_size: int = opt(4, "unrolls per learner update (each [n_steps, num_envs])")
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ("batch_size",)
+
+
+@dataclass
+class PolicyLag(Publishes):
+    """Config mixin of the learners of unrolls acted on published weights (IMPALA, GA3C)."""
+
+    max_policy_lag: int = opt(0, "drop unrolls that acted on weights more than this many updates old (0: keep all)")
+
+    def check_own(self):
+        if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
+            raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
+                            f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")
+
+
+@dataclass
+class VTraceClip:
+    """Config mixin of the V-trace learners (IMPALA, SEED)."""
+
+    clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
+    clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
+
+    def vtrace_clip(self) -> tuple[float | None, float | None]:
+        """V-trace's (rho-bar, pg rho-bar) (None: no clipping)."""
+        return tuple(t if t > 0 else None for t in (self.clip_rho_threshold, self.clip_pg_rho_threshold))
 
 
 def build_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
@@ -152,6 +178,18 @@ def loss_row(losses: Losses | None) -> dict:
     """The metrics of an update's losses (NaN before the first)."""
     names = ("total", "pg", "baseline", "entropy")
     return {c: float(getattr(losses, k).detach()) if losses else float("nan") for c, k in zip(LOSS_COLUMNS, names)}
+
+
+@dataclass
+class UnrollPlanes:
+    """The planes of a learner of unrolls (run_unroll_learner): the lead learner's weights, the trajectories."""
+
+    weights: WeightsPlane  # the lead learner's weights, version = update count
+    trajectories: TrajectoryPlane  # the unrolls' senders -> the learners
+    net: torch.nn.Module  # the initial network, the same on every rank
+
+    def close(self) -> None:
+        self.weights.close()
 
 
 def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list[int]) -> dict:

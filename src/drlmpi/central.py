@@ -9,6 +9,7 @@
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,14 +22,14 @@ from drlmpi.ops.actor_critic import sample_actions
 
 @dataclass
 class CentralConfig(ACConfig):
-    num_envs: int = opt(16, "environments stepped together per actor (one round trip per step for all of them)")
     inference_batch: int = opt(64, "a server answers as soon as it holds this many requests (of all its actors)")
     inference_timeout_ms: float = opt(2.0, "... or this long after the first one of the batch arrived")
     lstm: int = opt(0, "LSTM core size (0: none); the state of every actor's envs is kept on its server")
 
-    def check(self):
-        super().check()
-        require_at_least(self, ("inference_batch",))
+    DEFAULTS: ClassVar[dict] = {"num_envs": 16}  # one round trip per step for all of an actor's envs
+    POSITIVE: ClassVar[tuple[str, ...]] = ("inference_batch",)
+
+    def check_own(self):
         if self.inference_timeout_ms < 0:
             raise UserError(f"config: inference_timeout_ms must be >= 0, got {self.inference_timeout_ms}")
         require_at_least(self, ("lstm",), least=0)

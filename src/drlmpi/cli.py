@@ -100,6 +100,8 @@ def prepare_train(args):
     else:
         cfg = config.build(module.Config, args.config, args.set, **flags)
     check_env_id(cfg.env)
+    if hasattr(module, "validate"):  # what needs files, envs or networks: once, here, before any rank starts
+        cfg = module.validate(cfg) or cfg
     if not cfg.run_dir:
         cfg.run_dir = default_run_dir(args.algo, cfg.env)
     return module, cfg, resumed
@@ -345,7 +347,7 @@ def show_config(args) -> int:
     from drlmpi import algos, config
 
     cls = algos.get(args.algo).Config
-    atari = getattr(cls, "ATARI", {})
+    atari = config.merged(cls, "ATARI")
     for f in dataclasses.fields(cls):
         note = f" (Atari: {atari[f.name]!r})" if f.name in atari else ""
         print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}{note}")

@@ -1,7 +1,16 @@
 """Run configuration: dataclasses with a docstring per field, a TOML file, and `--set key=value` overrides.
 
-`Common` holds the fields every algorithm has; each algorithm's `Config` (in its own
-file under algos/) extends it with its own. Precedence: defaults < TOML file < --set < flags.
+Every field is declared once, with its docstring, in the class it belongs to: `Common` holds what every algorithm
+has, the families' configs (value_based, actor_critic, central) what theirs share, and each algorithm's `Config`
+(in its own file under algos/) only its own fields. An algorithm's other defaults for inherited fields are data, as
+its Atari preset is: class dicts merged over the class hierarchy by one rule (`merged`), nearer classes winning:
+  DEFAULTS   {field: default} for any environment (applied to the dataclass itself: `Config()` has them)
+  ATARI      {field: default} for `ALE/` environments, above DEFAULTS
+  SEARCH     {name: Hparam}: what population-based training may search (algos.pbt)
+  POSITIVE   field names that must be >= 1
+A class's `check_own(self)` checks its own fields only; `check(cfg)` runs every class's, does no I/O and changes
+nothing (what needs files, envs or networks is the algorithm module's `validate(cfg)`, run once on rank 0 before
+the job starts). Precedence: defaults < Atari preset < TOML file < --set < flags.
 """
 
 import dataclasses
@@ -9,6 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import tomllib
 
@@ -20,6 +30,37 @@ def opt(default, doc: str):
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
+
+
+def merged(cls, name: str) -> dict:
+    """The class dict `name` (DEFAULTS, ATARI, SEARCH) merged over cls's hierarchy, nearer classes winning; for a
+    tuple (POSITIVE), the names of every class in order, each once."""
+    out: dict = {}
+    for klass in reversed(cls.__mro__):
+        value = vars(klass).get(name)
+        if isinstance(value, dict):
+            out.update(value)
+        elif value is not None:
+            out.update(dict.fromkeys(value))
+    return out
+
+
+def apply_defaults(cls) -> None:
+    """Re-declare each field named in cls's own DEFAULTS with that default, keeping the type and the docstring of
+    its one declaration (called before @dataclass processes cls: Common.__init_subclass__)."""
+    own = vars(cls).get("DEFAULTS", {})
+    if not own:
+        return
+    fields = {}
+    for base in reversed(cls.__mro__[1:]):
+        fields.update(getattr(base, "__dataclass_fields__", {}))
+    annotations = dict(vars(cls).get("__annotations__", {}))
+    for name, value in own.items():
+        if name not in fields or name in annotations:
+            raise TypeError(f"{cls.__qualname__}.DEFAULTS: {name!r} is not an inherited config field")
+        annotations[name] = fields[name].type
+        setattr(cls, name, opt(value, fields[name].metadata["doc"]))
+    cls.__annotations__ = annotations
 
 
 @dataclass
@@ -40,14 +81,72 @@ class Common:
                                      "schedules still span total_env_steps (resume to go on); 0: never. PBT sets it "
                                      "to each member's next ready point")
 
+    POSITIVE: ClassVar[tuple[str, ...]] = ("keep_checkpoints",)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        apply_defaults(cls)
+
+    def check_own(self):
+        for name in ("checkpoint_every", "log_every"):
+            if not getattr(self, name) > 0:  # (NaN too)
+                raise UserError(f"config: {name} must be > 0 seconds, got {getattr(self, name)}")
+        require_at_least(self, ("seed", "total_env_steps", "torch_threads", "pause_at_env_steps"), least=0)
+
+
+@dataclass
+class Model(Common):
+    """+ the fields of every algorithm that trains a network: its step size and MLP."""
+
+    lr: float = opt(1e-3, "learning rate (at the start, where it anneals to lr_final)")
+    hidden: tuple[int, ...] = opt((64, 64), "MLP hidden sizes (vector observations)")
+
+    def check_own(self):
+        if not self.lr > 0:
+            raise UserError(f"config: lr must be > 0, got {self.lr}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise UserError(f"config: hidden sizes must be >= 1, got {list(self.hidden)}")
+
+
+@dataclass
+class Trained(Model):
+    """+ the fields of every reinforcement learner trained by gradient steps on returns (the value-based and the
+    actor-critic families)."""
+
+    lr_final: float = opt(0.0, "learning rate reached linearly at the end of training")
+    gamma: float = opt(0.99, "discount")
+    max_grad_norm: float = opt(0.5, "gradient clipping by global norm")
+    clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
+
+    def check_own(self):
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"config: gamma must be in (0, 1], got {self.gamma}")
+        require_choice(self, "clip_rewards", ("auto", "on", "off"))
+        if not self.lr_final >= 0 or not self.max_grad_norm > 0:
+            raise UserError(f"config: lr_final must be >= 0 and max_grad_norm > 0, got {self.lr_final}, "
+                            f"{self.max_grad_norm}")
+
+
+@dataclass
+class Publishes:
+    """Config mixin of the algorithms whose learner (or parameter server) publishes weights to acting ranks."""
+
+    publish_every: int = opt(1, "updates between weight publications to the acting ranks (and the other hosts)")
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ("publish_every",)
+
 
 @dataclass
 class AllreduceOption:
-    """Config mixin of algorithms with several learner ranks: how they average gradients (comm.allreduce; each
-    Config's check() validates it against BACKENDS)."""
+    """Config mixin of algorithms with several learner ranks: how they average gradients (comm.allreduce)."""
 
     allreduce: str = opt("auto", "gradient allreduce between learner ranks: auto (nccl on GPU, else mpi), mpi, "
                                  "gloo, nccl")
+
+    BACKENDS: ClassVar[tuple[str, ...]] = ("auto", "mpi", "gloo", "nccl")  # comm.allreduce.BACKENDS
+
+    def check_own(self):
+        require_choice(self, "allreduce", AllreduceOption.BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -64,11 +163,8 @@ class Hparam:
 
 
 def search_space(cls) -> dict[str, Hparam]:
-    """The hyperparameters an algorithm's Config declares searchable: the `SEARCH` dicts of its classes, merged."""
-    out: dict[str, Hparam] = {}
-    for klass in reversed(cls.__mro__):
-        out.update(vars(klass).get("SEARCH", {}))
-    return out
+    """The hyperparameters an algorithm's Config declares searchable: its classes' `SEARCH`, merged."""
+    return merged(cls, "SEARCH")
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -129,8 +225,8 @@ def _coerce(name: str, kind, value):
 def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | None = None, **flags):
     """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None).
 
-    Precedence: defaults < `cls.ATARI` (a dict of defaults for `ALE/...` envs, if the class has one) < the TOML
-    file < `key=value` < flags. base: the values to start from instead of the defaults (a resumed run's config).
+    Precedence: defaults (with DEFAULTS) < the merged ATARI preset (for `ALE/...` envs) < the TOML file <
+    `key=value` < flags. base: the values to start from instead of the defaults (a resumed run's config).
     """
     hints = typing.get_type_hints(cls)
     values: dict = {k: v for k, v in (base or {}).items() if k in hints}
@@ -150,17 +246,24 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
     values.update({k: v for k, v in flags.items() if v is not None})
     env = values.get("env", getattr(cls, "env", ""))
     if str(env).startswith("ALE/"):  # the algorithm's Atari defaults: above its own, below everything given
-        for k, v in getattr(cls, "ATARI", {}).items():
+        for k, v in merged(cls, "ATARI").items():
             values.setdefault(k, v)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise UserError(f"config: unknown key '{unknown[0]}' for {cls.__module__.rsplit('.', 1)[-1]} "
                         f"(see `drlmpi config --algo ...`)")
     cfg = cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
-    check = getattr(cfg, "check", None)
-    if check:
-        check()
+    check(cfg)
     return cfg
+
+
+def check(cfg) -> None:
+    """UserError for the first bad value: every field in a POSITIVE below 1, then each class's `check_own` (its own
+    fields), from Common down. No I/O, no change."""
+    require_at_least(cfg, tuple(merged(type(cfg), "POSITIVE")))
+    for klass in reversed(type(cfg).__mro__):
+        if "check_own" in vars(klass):
+            vars(klass)["check_own"](cfg)
 
 
 def require_at_least(cfg, names, least: int = 1) -> None:

@@ -31,9 +31,9 @@ import torch
 
 from drlmpi import lifecycle, nets
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS, GradAllreduce
+from drlmpi.comm.allreduce import GradAllreduce
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import AllreduceOption, Common, Hparam, opt, require_at_least, require_choice
+from drlmpi.config import AllreduceOption, Hparam, Publishes, Trained, opt
 from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
@@ -52,37 +52,31 @@ FRAME_BATCH = ENV_BLOCK  # the same for stacked frames: one env's transitions sh
 
 
 @dataclass
-class ValueConfig(Common):
-    num_envs: int = opt(4, "environments stepped together per acting rank")
-    buffer_size: int = opt(100_000, "replay capacity in n-step transitions (split evenly over replay shards)")
-    batch_size: int = opt(128, "transitions per update")
-    lr: float = opt(6e-4, "learning rate at the start")
-    lr_final: float = opt(1e-5, "learning rate reached linearly at the end of training")
-    gamma: float = opt(0.99, "discount")
+class ValueConfig(Trained):
+    """+ the fields of every double-DQN learner."""
+
+    buffer_size: int = opt(100_000, "replay capacity in rows: n-step transitions, or sequences (R2D2); split evenly "
+                                    "over the replay shards")
+    batch_size: int = opt(128, "rows (transitions, or sequences) per update")
     n_step: int = opt(3, "n of the n-step return")
-    learning_starts: int = opt(2_000, "transitions stored before the first update")
-    replay_ratio: float = opt(0.25, "updates per env step")
+    learning_starts: int = opt(2_000, "rows stored before the first update")
+    replay_ratio: float = opt(0.25, "updates per env step (distributed: learners wait when ahead, actors when the "
+                                    "learners lag; 0 lets both run free)")
     target_update_every: int = opt(250, "updates between copies of the online net to the target net")
     alpha: float = opt(0.6, "priority exponent (0: uniform replay)")
     beta_start: float = opt(0.4, "importance-weight exponent at the start (annealed to 1)")
-    hidden: tuple[int, ...] = opt((256, 256), "MLP hidden sizes (vector observations)")
     dueling: bool = opt(True, "dueling value/advantage head")
-    max_grad_norm: float = opt(10.0, "gradient clipping by global norm")
-    clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
 
+    DEFAULTS: ClassVar[dict] = {"num_envs": 4, "lr": 6e-4, "lr_final": 1e-5, "hidden": (256, 256),
+                                "max_grad_norm": 10.0}
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-6, 1e-2),  # what PBT may search (algos.pbt)
                               "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m")}
     POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every",
-                                           "total_env_steps", "keep_checkpoints")
+                                           "total_env_steps")
 
-    def check(self):
-        require_at_least(self, self.POSITIVE)
-        if not 0 < self.gamma <= 1:
-            raise UserError(f"config: gamma must be in (0, 1], got {self.gamma}")
+    def check_own(self):
         if self.replay_ratio < 0:
             raise UserError(f"config: replay_ratio must be >= 0, got {self.replay_ratio}")
-        if self.clip_rewards not in ("auto", "on", "off"):
-            raise UserError(f"config: clip_rewards must be auto, on or off, got {self.clip_rewards!r}")
         if self.buffer_size < self.batch_size:
             raise UserError(f"config: buffer_size ({self.buffer_size}) must hold one batch ({self.batch_size})")
 
@@ -103,20 +97,18 @@ class AnnealedEpsilon:
 
 
 @dataclass
-class ReplayConfig(ValueConfig):
-    total_env_steps: int = opt(150_000, "environment steps (agent steps, all envs and actors) to train for")
-    replay_ratio: float = opt(0.25, "updates per env step: learners wait when ahead, actors when the learners lag "
-                                    "(0 lets both run free)")
+class ReplayConfig(Publishes, ValueConfig):
+    """+ the fields of the distributed ones: actors, replay shards, the throttle."""
+
     replay_ratio_band: float = opt(0.05, "tolerance of the replay ratio: neither side waits while updates per env "
                                          "step are within ratio * (1 -+ band)")
-    publish_every: int = opt(10, "updates between weight publications to the actors")
     weight_sync_every: int = opt(50, "actor steps (of its env vector) between weight reads")
-    block_rows: int = opt(64, "transitions per block an actor sends")
+    block_rows: int = opt(64, "rows per block an actor sends")
 
-    POSITIVE: ClassVar[tuple[str, ...]] = ValueConfig.POSITIVE + ("publish_every", "weight_sync_every", "block_rows")
+    DEFAULTS: ClassVar[dict] = {"total_env_steps": 150_000, "publish_every": 10}
+    POSITIVE: ClassVar[tuple[str, ...]] = ("weight_sync_every", "block_rows")
 
-    def check(self):
-        super().check()
+    def check_own(self):
         if not 0 <= self.replay_ratio_band < 1:
             raise UserError(f"config: replay_ratio_band must be in [0, 1), got {self.replay_ratio_band}")
         if self.buffer_size < self.learning_starts:
@@ -132,10 +124,6 @@ class LearnerConfig(AllreduceOption, ReplayConfig):
     eps_alpha: float = opt(7.0, "alpha of the per-actor epsilon schedule")
 
     SEARCH: ClassVar[dict] = {"eps": Hparam(("eps_base",), 0.05, 0.8)}
-
-    def check(self):
-        super().check()
-        require_choice(self, "allreduce", BACKENDS)
 
     def actor_epsilon(self, i: int, n: int) -> float:
         """Actor i of n's fixed epsilon (Ape-X)."""

@@ -162,3 +162,70 @@ def test_qtopt_bellman_ranks_are_a_role_of_their_own_and_bad_layouts_or_configs_
         with pytest.raises(UserError) as e:
             config.build(qtopt.Config, None, sets)
         assert message in str(e.value), sets
+
+
+# ---- configs declared once ----------------------------------------------------------------------------------
+
+DISTINCT = {  # the same name for different things, declared where each belongs
+    "batch_size": {"ValueConfig", "UnrollBatch"},  # rows (transitions, sequences) vs unrolls per update
+    "optimizer": {"a2c.Config", "gorila.Config"},  # a worker's (rmsprop, adam) vs a parameter server's
+    "lstm": {"r2d2.Config", "CentralConfig"},  # R2D2's units vs central inference's optional core (0: none)
+}
+
+
+def test_every_config_field_is_declared_once():
+    """A field is declared (with its docstring) in one class; an algorithm's other default is data (DEFAULTS)."""
+    import dataclasses
+
+    where: dict[str, set[str]] = {}
+    for name in algos.ALGOS:
+        for klass in algos.get(name).Config.__mro__:
+            own = set(vars(klass).get("__annotations__", {})) - set(vars(klass).get("DEFAULTS", {}))
+            label = f"{name}.Config" if klass is algos.get(name).Config else klass.__qualname__
+            for f in own & {f.name for f in dataclasses.fields(algos.get(name).Config)}:
+                where.setdefault(f, set()).add(label)
+    twice = {f: w for f, w in where.items() if len(w) > 1 and w != DISTINCT.get(f)}
+    assert not twice, twice
+
+
+def test_defaults_are_data_and_reach_the_dataclass():
+    from drlmpi.algos import impala, r2d2
+
+    assert impala.Config().total_env_steps == 2_000_000 and impala.Config().n_steps == 20
+    assert r2d2.Config().clip_rewards == "off" and config.merged(r2d2.Config, "DEFAULTS")["hidden"] == (64,)
+    assert config.field_docs(impala.Config)["total_env_steps"] == config.field_docs(config.Common)["total_env_steps"]
+    with pytest.raises(TypeError, match="not an inherited config field"):
+        import dataclasses
+        from typing import ClassVar
+
+        @dataclasses.dataclass
+        class Bad(config.Common):
+            DEFAULTS: ClassVar[dict] = {"no_such_field": 1}
+
+
+def test_one_merge_rule():
+    from drlmpi.algos import qtopt, r2d3
+
+    assert list(config.merged(r2d3.Config, "POSITIVE"))[:2] == ["keep_checkpoints", "num_envs"]  # Common's first
+    assert config.merged(r2d3.Config, "DEFAULTS")["replay_ratio"] == 0.2  # the nearer class wins
+    assert set(config.search_space(qtopt.Config)) == {"lr", "gamma", "eps"}
+
+
+def test_check_does_no_io_and_validate_refuses_bad_files(tmp_path):
+    from drlmpi.algos import qtopt, r2d3
+
+    cfg = config.build(r2d3.Config, None, [f"demos={tmp_path / 'missing.h5'}"], env="MountainCar-v0")
+    with pytest.raises(UserError, match="missing.h5"):
+        r2d3.validate(cfg)
+    cfg = config.build(qtopt.Config, None, [f"offline={tmp_path / 'none.h5'}"], env="CartPole-v1")
+    with pytest.raises(UserError, match="Box action space"):
+        qtopt.validate(cfg)
+
+
+@pytest.mark.parametrize("sets,fragment", [(["seed=-1"], "seed must be >= 0"),
+                                           (["checkpoint_every=nan"], "checkpoint_every must be > 0"),
+                                           (["log_every=0"], "log_every must be > 0"),
+                                           (["hidden=0"], "hidden sizes must be >= 1")])
+def test_common_fields_are_checked(sets, fragment):
+    with pytest.raises(UserError, match=fragment):
+        config.build(dqn.Config, None, sets)

@@ -29,9 +29,8 @@ from drlmpi import nets
 from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, collect, load_policy, loss_row, nstep_loss
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
-from drlmpi.config import opt
+from drlmpi.config import opt, require_choice
 from drlmpi.envs import clips_rewards, make_vec
-from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params
 from drlmpi.ops.actor_critic import Losses
@@ -49,10 +48,8 @@ class Config(ACConfig):
     ATARI: ClassVar[dict] = {"n_steps": 5, "lr": 7e-4, "entropy_cost": 0.01, "max_grad_norm": 0.5,
                              "total_env_steps": 10_000_000}
 
-    def check(self):
-        super().check()
-        if self.optimizer not in ("rmsprop", "adam"):
-            raise UserError(f"config: optimizer must be rmsprop or adam, got {self.optimizer!r}")
+    def check_own(self):
+        require_choice(self, "optimizer", ("rmsprop", "adam"))
 
 
 def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:

@@ -49,7 +49,7 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.ps import GradientSender
 from drlmpi.comm.weights import NodeWeights, WeightsPlane
-from drlmpi.config import opt, require_at_least
+from drlmpi.config import Publishes, opt
 from drlmpi.envs import clips_rewards, make_vec, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.learner import Learner, Parts
@@ -64,17 +64,16 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 
 @dataclass
-class Config(ACConfig):
+class Config(Publishes, ACConfig):
+    """publish_every: with a ps (several hosts), its updates between publications to the host windows."""
+
     rmsprop_alpha: float = opt(0.99, "decay of the shared RMSProp statistic")
     rmsprop_eps: float = opt(1e-5, "epsilon of the shared RMSProp step, w -= lr d / (sqrt(g) + eps)")
-    publish_every: int = opt(1, "with a ps (several hosts): its updates between publications to the host windows")
 
     ATARI: ClassVar[dict] = {"n_steps": 5, "lr": 7e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0,
                              "rmsprop_eps": 0.1, "total_env_steps": 10_000_000}
 
-    def check(self):
-        super().check()
-        require_at_least(self, ("publish_every",))
+    def check_own(self):
         if not 0 <= self.rmsprop_alpha < 1 or self.rmsprop_eps <= 0:
             raise UserError("config: rmsprop_alpha must be in [0, 1) and rmsprop_eps > 0")
 

@@ -19,7 +19,6 @@ import torch
 
 from drlmpi import checkpoint, nets
 from drlmpi.checkpoint import State
-from drlmpi.config import opt
 from drlmpi.envs import clips_rewards, make_vec
 from drlmpi.learner import Learner
 from drlmpi.nets import greedy
@@ -43,10 +42,7 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 @dataclass
 class Config(AnnealedEpsilon, ValueConfig):
-    gamma: float = opt(0.998, "discount")
-    learning_starts: int = opt(2_000, "env steps collected before the first update")
-    replay_ratio: float = opt(0.5, "updates per env step")
-
+    DEFAULTS: ClassVar[dict] = {"gamma": 0.998, "replay_ratio": 0.5}
     ATARI: ClassVar[dict] = {  # Atari defaults (config.build applies them to ALE/ envs): DQN-paper values
         "gamma": 0.99, "batch_size": 32, "replay_ratio": 0.25, "learning_starts": 20_000, "lr": 1e-4,
         "lr_final": 1e-5, "target_update_every": 2500}

@@ -37,7 +37,7 @@ from torch import nn
 
 from drlmpi.checkpoint import State
 from drlmpi.comm.segments import sync
-from drlmpi.config import Common, Hparam, opt, require_at_least
+from drlmpi.config import Hparam, Model, opt, require_at_least
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
@@ -50,32 +50,36 @@ FIELDS = 5  # per pair in the Allgather: noise index, F+, F-, env steps, the lea
 
 
 @dataclass
-class Config(Common):
-    total_env_steps: int = opt(1_500_000, "environment steps (all workers' episodes) to train for")
+class Config(Model):
+    """lr is Adam's step size on theta (constant); hidden the policy's MLP."""
+
     pairs: int = opt(8, "antithetic pairs each worker evaluates per generation")
     sigma: float = opt(0.05, "std of the parameter noise")
-    lr: float = opt(0.03, "Adam step size on theta")
     weight_decay: float = opt(0.005, "L2 coefficient on theta, added to the gradient estimate")
     noise_size: int = opt(1 << 24, "standard normals in the shared noise table (one copy per host)")
-    hidden: tuple[int, ...] = opt((32, 32), "MLP hidden sizes of the policy")
     eval_every: int = opt(5, "generations between evaluations of the mean policy (worker 0, one episode)")
     max_episode_steps: int = opt(1000, "longest episode evaluated (0: the env's own limit only)")
 
+    DEFAULTS: ClassVar[dict] = {"total_env_steps": 1_500_000, "lr": 0.03, "hidden": (32, 32)}
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr",), 1e-3, 0.1), "sigma": Hparam(("sigma",), 5e-3, 0.2)}  # algos.pbt
+    POSITIVE: ClassVar[tuple[str, ...]] = ("pairs", "noise_size", "eval_every", "total_env_steps")
 
-    def check(self):
-        require_at_least(self, ("pairs", "noise_size", "eval_every", "total_env_steps", "keep_checkpoints"))
+    def check_own(self):
         require_at_least(self, ("max_episode_steps",), least=0)
-        for name in ("sigma", "lr"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"config: {name} must be > 0, got {getattr(self, name)}")
-        obs_space, act_space = spaces(self.env)
-        if is_box(act_space) or len(obs_space.shape) != 1:
-            raise UserError(f"config: es needs vector observations and discrete actions; {self.env} has "
-                            f"{obs_space} and {act_space}")
-        n = sum(p.numel() for p in build_net(self, obs_space, act_space).parameters())
-        if n >= self.noise_size:
-            raise UserError(f"config: noise_size ({self.noise_size}) must exceed the policy's {n} parameters")
+        if not self.sigma > 0:
+            raise UserError(f"config: sigma must be > 0, got {self.sigma}")
+
+
+def validate(cfg: Config) -> None:
+    """Rank 0, before the job starts: vector observations, discrete actions, and a noise table longer than the
+    policy (one line, exit 2)."""
+    obs_space, act_space = spaces(cfg.env)
+    if is_box(act_space) or len(obs_space.shape) != 1:
+        raise UserError(f"config: es needs vector observations and discrete actions; {cfg.env} has {obs_space} and "
+                        f"{act_space}")
+    n = sum(p.numel() for p in build_net(cfg, obs_space, act_space).parameters())
+    if n >= cfg.noise_size:
+        raise UserError(f"config: noise_size ({cfg.noise_size}) must exceed the policy's {n} parameters")
 
 
 class Policy(nn.Module):

@@ -41,25 +41,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from drlmpi import lifecycle
-from drlmpi.actor_critic import build_net, forward_unrolls, learner_parts, load_policy, run_unroll_learner
+from drlmpi.actor_critic import (
+    PolicyLag,
+    UnrollBatch,
+    UnrollPlanes,
+    build_net,
+    forward_unrolls,
+    learner_parts,
+    load_policy,
+    run_unroll_learner,
+)
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS
 from drlmpi.comm.inference import Assembler, InferencePlane, assign
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import SLOTS, TrajectoryPlane
-from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
+from drlmpi.comm.weights import WeightsPlane, first_weights
+from drlmpi.config import AllreduceOption
 from drlmpi.envs import spaces
-from drlmpi.errors import UserError
 from drlmpi.nets import load_flat
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss
-from drlmpi.runtime import RoleSpec, Runtime, poll
+from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.runtime.context import startup_timeout
 from drlmpi.runtime.layout import share_of
 
@@ -68,23 +74,11 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 
 @dataclass
-class Config(AllreduceOption, CentralConfig):
-    total_env_steps: int = opt(1_000_000, "environment steps (all actors' envs) to train for")
-    n_steps: int = opt(5, "unroll length T (GA3C's t_max)")
-    batch_size: int = opt(4, "unrolls per training batch (each [n_steps, num_envs])")
-    publish_every: int = opt(1, "learner updates between weight publications to the predictors")
-    max_policy_lag: int = opt(0, "drop unrolls whose first step acted on weights more than this many updates old "
-                                 "(0: keep all)")
+class Config(AllreduceOption, PolicyLag, UnrollBatch, CentralConfig):
+    """n_steps is GA3C's t_max; the predictors act on the published weights."""
 
     ATARI: ClassVar[dict] = {"lr": 3e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8, "n_steps": 5,
                              "batch_size": 8, "total_env_steps": 50_000_000}
-
-    def check(self):
-        super().check()
-        require_at_least(self, ("batch_size", "publish_every"))
-        if self.max_policy_lag < 0:
-            raise UserError(f"config: max_policy_lag must be >= 0, got {self.max_policy_lag}")
-        require_choice(self, "allreduce", BACKENDS)
 
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:
@@ -101,15 +95,11 @@ def learn(net, batch: dict, cfg: Config, device) -> Losses:
 
 
 @dataclass
-class Planes:
-    weights: WeightsPlane  # the learner's weights, version = update count
-    inference: InferencePlane
-    trajectories: TrajectoryPlane  # predictors -> learner
-    server_of: dict[int, int]  # actor rank -> its predictor's rank
-    net: torch.nn.Module  # the initial network, the same on every rank
+class Planes(UnrollPlanes):
+    """+ the inference plane (actors <-> predictors); the trajectories go predictors -> learner."""
 
-    def close(self) -> None:
-        self.weights.close()
+    inference: InferencePlane | None = None
+    server_of: dict[int, int] | None = None  # actor rank -> its predictor's rank
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
@@ -126,7 +116,7 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     inference = InferencePlane.create(rt.channels.inference, rt.node, request, reply, actor=rt.role == "actor")
     traj = TrajectoryPlane.create(rt.channels.trajectories, rt.node, unroll, cfg.n_steps,
                                   actor=rt.role == "inference", slots=most + SLOTS, once=once)
-    return Planes(weights, inference, traj, server_of, net)
+    return Planes(weights, traj, net, inference, server_of)
 
 
 def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
@@ -144,10 +134,7 @@ def run_inference(rt: Runtime, cfg: Config, planes: Planes, resumed: State | Non
     mine = [a for a, s in planes.server_of.items() if s == rt.rank]
     i, lead = rt.layout.index(rt.rank), rt.layout.ranks("learner")[0]
     net, window = planes.net.requires_grad_(False), planes.weights.window
-    flat = np.empty(window.n, np.float32)
-    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learner's first weights",
-         max_sleep=0.01)
-    version = window.read(flat)
+    version, flat = first_weights(window, startup_timeout(rt.size), "the learner's first weights")
     load_flat(net, flat)
     ckpt = lifecycle.client(rt, lead)
     writer = planes.trajectories.writer(lead, i)

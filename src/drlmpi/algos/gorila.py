@@ -65,18 +65,17 @@ build_net, load_policy = vb.build_net, vb.load_policy  # what drlmpi eval and th
 @dataclass
 class Config(vb.AnnealedEpsilon, vb.ReplayConfig):
     optimizer: str = opt("adam", "parameter-server optimizer: adam, adagrad (the paper's), rmsprop")
-    lr_final: float = opt(1e-5, "learning rate reached linearly after replay_ratio * total_env_steps updates")
     sync_every: int = opt(1, "learner updates between refreshes of its parameters from the parameter server")
-    publish_every: int = opt(1, "parameter-server updates between publications to the windows")
 
+    DEFAULTS: ClassVar[dict] = {"publish_every": 1}  # the ps publishes every update (lr_final is reached after
+    # replay_ratio * total_env_steps updates)
     ATARI: ClassVar[dict] = {  # Atari defaults (config.build applies them to ALE/ envs): DQN-paper values,
         # with fewer samples per env step (2) for a learner on a CPU
         "batch_size": 32, "replay_ratio": 0.0625, "learning_starts": 20_000, "lr": 1e-4, "lr_final": 1e-5,
         "target_update_every": 2500, "weight_sync_every": 100, "max_grad_norm": 40.0}
-    POSITIVE: ClassVar[tuple[str, ...]] = vb.ReplayConfig.POSITIVE + ("sync_every",)
+    POSITIVE: ClassVar[tuple[str, ...]] = ("sync_every",)
 
-    def check(self):
-        super().check()
+    def check_own(self):
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 

@@ -40,6 +40,10 @@ import torch
 from drlmpi import lifecycle
 from drlmpi.actor_critic import (
     ACConfig,
+    PolicyLag,
+    UnrollBatch,
+    UnrollPlanes,
+    VTraceClip,
     build_net,
     collect,
     forward_unrolls,
@@ -48,17 +52,15 @@ from drlmpi.actor_critic import (
     run_unroll_learner,
 )
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import TrajectoryPlane
-from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
+from drlmpi.comm.weights import WeightsPlane, first_weights
+from drlmpi.config import AllreduceOption
 from drlmpi.envs import clips_rewards, make_vec, spaces
-from drlmpi.errors import UserError
 from drlmpi.nets import load_flat
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss
-from drlmpi.runtime import RoleSpec, Runtime, poll
+from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.runtime.context import startup_timeout
 from drlmpi.runtime.layout import share_of
 
@@ -67,30 +69,10 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 
 @dataclass
-class Config(AllreduceOption, ACConfig):
-    total_env_steps: int = opt(2_000_000, "environment steps (all actors' envs) to train for")
-    n_steps: int = opt(20, "unroll length T")
-    batch_size: int = opt(4, "unrolls per learner batch (each [n_steps, num_envs])")
-    publish_every: int = opt(1, "learner updates between weight publications")
-    max_policy_lag: int = opt(0, "drop unrolls that acted on weights more than this many updates old (0: keep all)")
-    clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
-    clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
-
+class Config(AllreduceOption, VTraceClip, PolicyLag, UnrollBatch, ACConfig):
+    DEFAULTS: ClassVar[dict] = {"total_env_steps": 2_000_000, "n_steps": 20}
     ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "batch_size": 8,
                              "total_env_steps": 50_000_000}
-
-    def check(self):
-        super().check()
-        require_at_least(self, ("batch_size", "publish_every"))
-        if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
-            raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
-                            f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")
-        require_choice(self, "allreduce", BACKENDS)
-
-
-def vtrace_clip(cfg) -> tuple[float | None, float | None]:
-    """V-trace's (rho-bar, pg rho-bar) from the config (<= 0: no clipping)."""
-    return tuple(t if t > 0 else None for t in (cfg.clip_rho_threshold, cfg.clip_pg_rho_threshold))
 
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:
@@ -101,19 +83,12 @@ def learn(net, batch: dict, cfg: Config, device) -> Losses:
     b, logits, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
     action = b["action"][:T]
     vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), action, b["discount"][:T], b["reward"][:T],
-                            values[:T].detach(), values[T].detach(), *vtrace_clip(cfg))
+                            values[:T].detach(), values[T].detach(), *cfg.vtrace_clip())
     return actor_critic_loss(logits[:T], values[:T], action, vt.vs, vt.pg_advantages, cfg.baseline_cost,
                              cfg.entropy_cost)
 
 
-@dataclass
-class Planes:
-    weights: WeightsPlane  # the lead learner's weights, version = update count
-    trajectories: TrajectoryPlane
-    net: torch.nn.Module  # the initial network, the same on every rank
-
-    def close(self) -> None:
-        self.weights.close()
+Planes = UnrollPlanes  # the lead learner's weights, the actors' unrolls
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
@@ -136,10 +111,7 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
     i = rt.layout.index(rt.rank)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     net, window = planes.net.requires_grad_(False), planes.weights.window
-    flat = np.empty(window.n, np.float32)
-    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learners' first weights",
-         max_sleep=0.01)
-    version = window.read(flat)
+    version, flat = first_weights(window, startup_timeout(rt.size), "the learners' first weights")
     load_flat(net, flat)
     writer = planes.trajectories.writer(learners[i % len(learners)], i)
     report = ActorReport(rt.channels.reports, learners[0], i)

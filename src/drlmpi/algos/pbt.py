@@ -45,12 +45,14 @@ Messages (the world's control channel; each member's planes are its algorithm's 
   barrier + Bcast       bottom member's rank 0 -> its ranks        sizes, header, body (bcast_state)         exploit
 """
 
+import dataclasses
 import json
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -74,10 +76,9 @@ __all__ = ["LAYOUT", "ROLES", "Config", "check_layout", "policy_state"]
 
 @dataclass
 class Config(Common):
-    member: str = opt("dqn", "the members' algorithm (any --algo name or module path)")
+    member: str = opt("dqn", "the members' algorithm (any --algo name or module path); total_env_steps counts each "
+                             "member's env steps, and it and num_envs at 0 take the member's defaults")
     population: int = opt(4, "members: the world splits into this many groups of N / P ranks")
-    total_env_steps: int = opt(0, "environment steps per member; 0: the member algorithm's default")
-    num_envs: int = opt(0, "environments stepped together per acting rank of a member; 0: the member's default")
     ready_every: int = opt(10_000, "env steps of a member between exploit/explore rounds")
     search: str = opt("lr", "searched hyperparameters, comma-separated: name, or name:lo:hi to set its prior "
                             "(names: `drlmpi config --algo MEMBER` lists them)")
@@ -91,8 +92,11 @@ class Config(Common):
     member_set: str = opt("", "the members' other config keys, as `key=value;key=value` (like --set)")
     ready_timeout: float = opt(86_400.0, "seconds a member waits at a ready point for the others")
 
-    def check(self):
-        require_at_least(self, ("population", "ready_every", "rank_episodes", "keep_checkpoints"))
+    DEFAULTS: ClassVar[dict] = {"total_env_steps": 0, "num_envs": 0}
+    POSITIVE: ClassVar[tuple[str, ...]] = ("population", "ready_every", "rank_episodes")
+
+    def check_own(self):
+        require_at_least(self, ("num_envs",), least=0)
         if self.member in ("pbt", __name__):
             raise UserError("config: member cannot be pbt itself")
         if not 0 < self.quantile <= 0.5:
@@ -101,11 +105,19 @@ class Config(Common):
             raise UserError(f"config: resample_p must be in [0, 1], got {self.resample_p}")
         if not self.perturb or min(self.perturb) <= 0:
             raise UserError(f"config: perturb needs factors > 0, got {self.perturb}")
-        base = member_config(self, 0, {}, 0)  # the member's own checks (and its default step count)
-        if not self.total_env_steps:
-            self.total_env_steps = base.total_env_steps
-        space_of(self)
-        initial_values(self, np.random.default_rng(0))  # refuses a bad `init` before any rank starts
+
+
+def validate(cfg: Config) -> Config:
+    """Rank 0, before the job starts: the member's config builds and validates (its own `validate`, once), the
+    search space and starting values are sound; returns the config to run, with the member's default
+    total_env_steps filled in where it was 0."""
+    module = algos.get(cfg.member)
+    base = member_config(cfg, 0, {}, 0)  # the member's own checks (and its default step count)
+    if hasattr(module, "validate"):
+        module.validate(base)
+    space_of(cfg)
+    initial_values(cfg, np.random.default_rng(0))  # refuses a bad `init` before any rank starts
+    return dataclasses.replace(cfg, total_env_steps=cfg.total_env_steps or base.total_env_steps)
 
 
 # ---- the population's configuration ----------------------------------------------------------------------

@@ -61,10 +61,10 @@ from drlmpi import checkpoint, lifecycle, nets
 from drlmpi import demos as demo_files
 from drlmpi import value_based as vb
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS, GradAllreduce, learners_step
+from drlmpi.comm.allreduce import GradAllreduce, learners_step
 from drlmpi.comm.tags import Tag
 from drlmpi.comm.trajectories import TrajectoryPlane
-from drlmpi.config import AllreduceOption, Hparam, opt, require_at_least, require_choice
+from drlmpi.config import AllreduceOption, Hparam, opt, require_at_least
 from drlmpi.envs import is_box, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.learner import Learner, Parts
@@ -82,17 +82,8 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "check_layout", "learner_pa
 
 @dataclass
 class Config(AllreduceOption, vb.ReplayConfig):
-    env: str = opt("Pendulum-v1", "gymnasium id with a Box action space: `Pendulum-v1`, or `module:Env-v0`")
-    total_env_steps: int = opt(30_000, "environment steps (agent steps, all envs and actors) to train for")
-    num_envs: int = opt(4, "environments stepped together per actor")
-    buffer_size: int = opt(100_000, "replay capacity in transitions (split evenly over replay shards)")
-    lr: float = opt(1e-3, "learning rate at the start")
-    lr_final: float = opt(1e-4, "learning rate reached linearly at the end of training")
-    n_step: int = opt(1, "n of the n-step return (the paper's: 1)")
-    learning_starts: int = opt(1_000, "transitions stored before the first batch is labelled")
-    replay_ratio: float = opt(0.5, "updates per env step: trainers wait when ahead, actors when they lag "
-                                   "(0 lets both run free)")
-    hidden: tuple[int, ...] = opt((128, 128), "MLP hidden sizes of Q(s, a) (vector observations)")
+    """QT-Opt's env needs a 1-D Box action space (Pendulum-v1 by default, or `module:Env-v0`)."""
+
     tau: float = opt(0.005, "Polyak rate of the first target network Q1' per update")
     target_lag: int = opt(250, "updates between copies of Q1' to the lagged second target Q2'")
     cem_iterations: int = opt(2, "CEM iterations (acting and targets)")
@@ -100,20 +91,21 @@ class Config(AllreduceOption, vb.ReplayConfig):
     cem_elites: int = opt(6, "CEM elites refitted per iteration")
     act_noise: float = opt(0.1, "std of the Gaussian noise on an actor's CEM action, times the box's half-width")
     epsilon: float = opt(0.1, "probability that an actor takes a uniformly random action")
-    SEARCH: ClassVar[dict] = {"eps": Hparam(("epsilon",), 0.01, 0.5)}  # with ReplayConfig's lr and gamma (algos.pbt)
     offline: str = opt("", "offline data, comma-separated: episodes (drlmpi record files) or a previous run's "
                            "replay (its run directory or ckpt-*.h5), loaded into every shard's offline replay")
     offline_ratio: float = opt(0.0, "probability that a batch row comes from the offline replay (1: offline only)")
     updates: int = opt(0, "trainer updates when there are no actors (offline Q-learning): then the bellman ranks "
                           "stop, and the few batches in flight still train")
-    publish_every: int = opt(10, "updates between weight publications to the actors and bellman ranks (Q1' moves "
-                                 "tau of the way to the online net per update: 5% in 10 updates)")
 
-    def check(self):
-        super().check()
-        require_at_least(self, ("target_lag", "cem_iterations", "cem_samples", "cem_elites"))
+    DEFAULTS: ClassVar[dict] = {  # Pendulum-v1's; n_step 1 is the paper's; publishing every 10 updates: Q1' moves
+        # tau of the way to the online net per update, 5% in 10 updates
+        "env": "Pendulum-v1", "total_env_steps": 30_000, "lr": 1e-3, "lr_final": 1e-4, "n_step": 1,
+        "learning_starts": 1_000, "replay_ratio": 0.5, "hidden": (128, 128)}
+    SEARCH: ClassVar[dict] = {"eps": Hparam(("epsilon",), 0.01, 0.5)}  # with ValueConfig's lr and gamma (algos.pbt)
+    POSITIVE: ClassVar[tuple[str, ...]] = ("target_lag", "cem_iterations", "cem_samples", "cem_elites")
+
+    def check_own(self):
         require_at_least(self, ("updates",), least=0)
-        require_choice(self, "allreduce", BACKENDS)
         if not 0 < self.tau <= 1:
             raise UserError(f"config: tau must be in (0, 1], got {self.tau}")
         if self.cem_elites > self.cem_samples:
@@ -123,17 +115,22 @@ class Config(AllreduceOption, vb.ReplayConfig):
                 raise UserError(f"config: {name} must be in [0, 1], got {getattr(self, name)}")
         if self.act_noise < 0:
             raise UserError(f"config: act_noise must be >= 0, got {self.act_noise}")
-        obs_space, act_space = spaces(self.env)
-        if not is_box(act_space) or len(act_space.shape) != 1:
-            raise UserError(f"config: qtopt needs a 1-D Box action space; {self.env} has {act_space}")
         if self.offline_ratio > 0 and not self.offline_paths():
             raise UserError("config: offline_ratio > 0 needs offline data: --set offline=FILE.h5 (drlmpi record)")
-        n = sum(offline_steps(p, self, obs_space, act_space) for p in self.offline_paths())
-        if self.offline_paths() and n < self.batch_size:
-            raise UserError(f"config: the offline data holds {n} steps, fewer than one batch ({self.batch_size})")
 
     def offline_paths(self) -> list[str]:
         return [p.strip() for p in self.offline.split(",") if p.strip()]
+
+
+def validate(cfg: Config) -> None:
+    """Rank 0, before the job starts: a 1-D Box action space, and offline data that opens, fits this env and holds
+    at least one batch (one line, exit 2)."""
+    obs_space, act_space = spaces(cfg.env)
+    if not is_box(act_space) or len(act_space.shape) != 1:
+        raise UserError(f"config: qtopt needs a 1-D Box action space; {cfg.env} has {act_space}")
+    n = sum(offline_steps(p, cfg, obs_space, act_space) for p in cfg.offline_paths())
+    if cfg.offline_paths() and n < cfg.batch_size:
+        raise UserError(f"config: the offline data holds {n} steps, fewer than one batch ({cfg.batch_size})")
 
 
 def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:

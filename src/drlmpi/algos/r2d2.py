@@ -52,36 +52,25 @@ STRUCTURAL = ("lstm", "seq_len")  # beside lifecycle.STRUCTURAL: the network's a
 
 @dataclass
 class Config(vb.LearnerConfig):
-    total_env_steps: int = opt(300_000, "environment steps (agent steps, all envs and actors) to train for")
     seq_len: int = opt(20, "steps per stored sequence (burn-in included)")
     burn_in: int = opt(10, "steps at a sequence's start that only warm the recurrent state")
     seq_overlap: int = opt(10, "steps consecutive sequences of an episode share")
     lstm: int = opt(64, "LSTM units")
-    hidden: tuple[int, ...] = opt((64,), "MLP hidden sizes before the LSTM (vector observations)")
     eta: float = opt(0.9, "sequence priority: eta max |td| + (1 - eta) mean |td|")
     rescale_eps: float = opt(1e-3, "eps of the value rescaling h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x")
-    n_step: int = opt(5, "n of the n-step return")
-    buffer_size: int = opt(10_000, "replay capacity in sequences (split evenly over replay shards)")
-    batch_size: int = opt(32, "sequences per update")
-    learning_starts: int = opt(200, "sequences stored before the first update")
-    replay_ratio: float = opt(0.1, "updates per env step: learners wait when ahead, actors when the learners lag "
-                                   "(0 lets both run free)")
-    lr: float = opt(1e-3, "learning rate at the start")
-    lr_final: float = opt(1e-4, "learning rate reached linearly at the end of training")
-    target_update_every: int = opt(500, "updates between copies of the online net to the target net")
-    block_rows: int = opt(8, "sequences per block an actor sends")
-    clip_rewards: str = opt("off", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off (R2D2 rescales "
-                                   "values instead)")
 
+    DEFAULTS: ClassVar[dict] = {  # rows are sequences; R2D2 rescales values instead of clipping rewards
+        "total_env_steps": 300_000, "hidden": (64,), "n_step": 5, "buffer_size": 10_000, "batch_size": 32,
+        "learning_starts": 200, "replay_ratio": 0.1, "lr": 1e-3, "lr_final": 1e-4, "target_update_every": 500,
+        "block_rows": 8, "clip_rewards": "off"}
     ATARI: ClassVar[dict] = {  # the paper's sequences; a smaller replay and batch for a CPU learner
         "seq_len": 80, "burn_in": 40, "seq_overlap": 40, "lstm": 512, "gamma": 0.997, "buffer_size": 5_000,
         "batch_size": 16, "learning_starts": 250, "replay_ratio": 0.004, "lr": 1e-4, "lr_final": 1e-5,
         "target_update_every": 2500, "weight_sync_every": 100, "max_grad_norm": 40.0, "block_rows": 2,
         "total_env_steps": 10_000_000}
-    POSITIVE: ClassVar[tuple[str, ...]] = vb.LearnerConfig.POSITIVE + ("seq_len", "lstm")
+    POSITIVE: ClassVar[tuple[str, ...]] = ("seq_len", "lstm")
 
-    def check(self):
-        super().check()
+    def check_own(self):
         if not 0 <= self.burn_in < self.seq_len or not 0 <= self.seq_overlap < self.seq_len:
             raise UserError(f"config: burn_in ({self.burn_in}) and seq_overlap ({self.seq_overlap}) must be in "
                             f"[0, seq_len) (seq_len {self.seq_len})")

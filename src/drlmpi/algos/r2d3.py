@@ -19,6 +19,7 @@ demo replay's statistics as words 4-7, PRIORITIES the demo rows' slots as -1 - s
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -41,20 +42,22 @@ build_net, learner_parts, load_policy = r2d2.build_net, r2d2.learner_parts, r2d2
 class Config(r2d2.Config):
     demos: str = opt("", "demonstration files (drlmpi record), comma-separated; required")
     demo_ratio: float = opt(0.25, "probability that a batch element comes from the demo replay")
-    replay_ratio: float = opt(0.2, "updates per env step: learners wait when ahead, actors when the learners lag "
-                                   "(0 lets both run free)")
-    target_update_every: int = opt(250, "updates between copies of the online net to the target net")
 
-    def check(self):
-        super().check()
+    DEFAULTS: ClassVar[dict] = {"replay_ratio": 0.2, "target_update_every": 250}
+
+    def check_own(self):
         if not self.demos.strip():
             raise UserError("config: r2d3 needs demonstrations: --set demos=FILE.h5[,FILE2.h5] (see drlmpi record)")
         if not 0 <= self.demo_ratio <= 1:
             raise UserError(f"config: demo_ratio must be in [0, 1], got {self.demo_ratio}")
-        check_demos(self, *spaces(self.env))  # on rank 0, before any MPI work: one line and exit 2 if bad
 
     def demo_paths(self) -> list[str]:
         return [p.strip() for p in self.demos.split(",") if p.strip()]
+
+
+def validate(cfg: Config) -> None:
+    """Rank 0, before the job starts: every demo file opens and was recorded on this env (one line, exit 2)."""
+    check_demos(cfg, *spaces(cfg.env))
 
 
 def check_demos(cfg: Config, obs_space, act_space) -> int:

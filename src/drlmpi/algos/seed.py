@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import LOSS_COLUMNS, build_net, learner_parts, load_policy, loss_row
+from drlmpi.actor_critic import LOSS_COLUMNS, UnrollBatch, VTraceClip, build_net, learner_parts, load_policy, loss_row
 from drlmpi.algos import impala
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import BACKENDS, GradAllreduce, learners_step
+from drlmpi.comm.allreduce import GradAllreduce, learners_step
 from drlmpi.comm.inference import Assembler, InferencePlane
 from drlmpi.comm.metrics import ActorReport
-from drlmpi.config import AllreduceOption, opt, require_at_least, require_choice
+from drlmpi.config import AllreduceOption
 from drlmpi.envs import spaces
 from drlmpi.learner import Learner
 from drlmpi.ops.actor_critic import Losses
@@ -55,20 +55,10 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 
 @dataclass
-class Config(AllreduceOption, CentralConfig):
-    total_env_steps: int = opt(2_000_000, "environment steps (all actors' envs) to train for")
-    n_steps: int = opt(20, "unroll length T")
-    batch_size: int = opt(4, "full unrolls per learner update (each [n_steps, num_envs])")
-    clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
-    clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
-
+class Config(AllreduceOption, VTraceClip, UnrollBatch, CentralConfig):
+    DEFAULTS: ClassVar[dict] = {"total_env_steps": 2_000_000, "n_steps": 20}
     ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8,
                              "batch_size": 8, "total_env_steps": 50_000_000}
-
-    def check(self):
-        super().check()
-        require_at_least(self, ("batch_size",))
-        require_choice(self, "allreduce", BACKENDS)
 
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:

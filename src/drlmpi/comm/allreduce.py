@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
+from drlmpi.config import AllreduceOption
 from drlmpi.ops.schedules import linear
 from drlmpi.runtime import wait
 
-BACKENDS = ("auto", "mpi", "gloo", "nccl")
+BACKENDS = AllreduceOption.BACKENDS
 
 
 def free_port() -> int:

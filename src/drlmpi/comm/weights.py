@@ -213,6 +213,15 @@ class WeightsPush:
             self.window.publish(self._slice, version, self.shard)
 
 
+def first_weights(window: NodeWeights, timeout: float, what: str) -> tuple[int, np.ndarray]:
+    """A reader's start: wait politely until the window holds published weights; (their version, a copy [n])."""
+    from drlmpi.runtime import poll
+
+    flat = np.empty(window.n, np.float32)
+    poll(lambda: True if window.published() else None, timeout, what, max_sleep=0.01)
+    return window.read(flat), flat
+
+
 @dataclass
 class WeightsPlane:
     """A job's weights plane: the node window (one shard per writer) and each writer's push to the other hosts."""
