@@ -102,6 +102,8 @@ def test_state_pack_unpack_is_exact_and_keeps_the_receivers_own_fields():
 
 def test_member_config_ties_lr_final_to_lr_and_sets_the_pause():
     cfg = config.build(pbt.Config, None, ["member=dqn", "population=4"], run_dir="/tmp/x")
+    assert cfg.total_env_steps == 0 and pbt.validate(cfg) is not cfg  # validate changes no config: it makes one
+    cfg = pbt.validate(cfg)
     assert cfg.total_env_steps == algos.get("dqn").Config().total_env_steps  # 0 -> the member's default
     base = algos.get("dqn").Config()
     m = pbt.member_config(cfg, 2, {"lr": 1e-3}, 20_000)
@@ -125,8 +127,8 @@ def test_member_config_ties_lr_final_to_lr_and_sets_the_pause():
     (["member_set=batch_size=0"], "pbt member dqn: config: batch_size must be >= 1"),
 ])
 def test_config_errors_are_one_line(sets, message):
-    with pytest.raises(UserError, match=message):
-        config.build(pbt.Config, None, sets)
+    with pytest.raises(UserError, match=message):  # from the config's checks, or from validate (rank 0, once)
+        pbt.validate(config.build(pbt.Config, None, sets))
 
 
 def test_layout_must_split_into_members():
