@@ -159,17 +159,17 @@ def test_qtopt_bellman_ranks_are_a_role_of_their_own_and_bad_layouts_or_configs_
                           (["offline_ratio=0.5"], "offline_ratio > 0 needs offline data"),
                           (["cem_elites=65"], "cem_elites (65) must be <= cem_samples (64)"),
                           (["tau=0"], "tau must be in (0, 1]")):
-        with pytest.raises(UserError) as e:
-            config.build(qtopt.Config, None, sets)
+        with pytest.raises(UserError) as e:  # the config's own checks, or validate's (the env's spaces)
+            qtopt.validate(config.build(qtopt.Config, None, sets))
         assert message in str(e.value), sets
 
 
 # ---- configs declared once ----------------------------------------------------------------------------------
 
 DISTINCT = {  # the same name for different things, declared where each belongs
-    "batch_size": {"ValueConfig", "UnrollBatch"},  # rows (transitions, sequences) vs unrolls per update
+    "batch_size": {"value_based.ValueConfig", "actor_critic.UnrollBatch"},  # rows (transitions, sequences) vs unrolls
     "optimizer": {"a2c.Config", "gorila.Config"},  # a worker's (rmsprop, adam) vs a parameter server's
-    "lstm": {"r2d2.Config", "CentralConfig"},  # R2D2's units vs central inference's optional core (0: none)
+    "lstm": {"r2d2.Config", "central.CentralConfig"},  # R2D2's units vs central inference's optional core (0: none)
 }
 
 
@@ -181,7 +181,7 @@ def test_every_config_field_is_declared_once():
     for name in algos.ALGOS:
         for klass in algos.get(name).Config.__mro__:
             own = set(vars(klass).get("__annotations__", {})) - set(vars(klass).get("DEFAULTS", {}))
-            label = f"{name}.Config" if klass is algos.get(name).Config else klass.__qualname__
+            label = f"{klass.__module__.rsplit('.', 1)[-1]}.{klass.__qualname__}"
             for f in own & {f.name for f in dataclasses.fields(algos.get(name).Config)}:
                 where.setdefault(f, set()).add(label)
     twice = {f: w for f, w in where.items() if len(w) > 1 and w != DISTINCT.get(f)}
