@@ -4,7 +4,8 @@
 a `close()`), `validate(cfg) -> cfg | None`, run once on rank 0 before the job starts for what needs files, envs or
 networks (a config's own checks do no I/O; it may return the config to run), `check_layout(layout, cfg)`, which
 raises UserError for a rank layout the algorithm cannot run (before any role starts), and `SPLITS_WORLD = True`
-where the algorithm splits the world into groups itself (PBT) and prints their layout. `run` (below) is written once for every algorithm.
+where the algorithm splits the world into groups itself (PBT) and prints their layout. `run` (below) is written
+once for every algorithm.
 
 `--algo` takes a built-in name, or the dotted path of any importable module with the same
 attributes (your own algorithm on drlmpi's runtime), e.g. `--algo mylab.my_algo`.
