@@ -89,8 +89,8 @@ class Common:
 
     def check_own(self):
         for name in ("checkpoint_every", "log_every"):
-            if not getattr(self, name) > 0:  # (NaN too)
-                raise UserError(f"config: {name} must be > 0 seconds, got {getattr(self, name)}")
+            if not getattr(self, name) >= 0:  # (NaN too; 0: as often as possible)
+                raise UserError(f"config: {name} must be >= 0 seconds, got {getattr(self, name)}")
         require_at_least(self, ("seed", "total_env_steps", "torch_threads", "pause_at_env_steps"), least=0)
 
 
@@ -102,8 +102,8 @@ class Model(Common):
     hidden: tuple[int, ...] = opt((64, 64), "MLP hidden sizes (vector observations)")
 
     def check_own(self):
-        if not self.lr > 0:
-            raise UserError(f"config: lr must be > 0, got {self.lr}")
+        if not self.lr >= 0:  # (NaN too; 0 freezes the network)
+            raise UserError(f"config: lr must be >= 0, got {self.lr}")
         if not self.hidden or min(self.hidden) < 1:
             raise UserError(f"config: hidden sizes must be >= 1, got {list(self.hidden)}")
 

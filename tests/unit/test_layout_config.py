@@ -223,8 +223,9 @@ def test_check_does_no_io_and_validate_refuses_bad_files(tmp_path):
 
 
 @pytest.mark.parametrize("sets,fragment", [(["seed=-1"], "seed must be >= 0"),
-                                           (["checkpoint_every=nan"], "checkpoint_every must be > 0"),
-                                           (["log_every=0"], "log_every must be > 0"),
+                                           (["checkpoint_every=nan"], "checkpoint_every must be >= 0"),
+                                           (["log_every=-1"], "log_every must be >= 0"),
+                                           (["lr=nan"], "lr must be >= 0"),
                                            (["hidden=0"], "hidden sizes must be >= 1")])
 def test_common_fields_are_checked(sets, fragment):
     with pytest.raises(UserError, match=fragment):
