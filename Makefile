@@ -43,7 +43,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(PYTEST) -q tests/unit/test_code_shape.py
-	if command -v duplicates >/dev/null; then duplicates src/drlmpi; fi
+	if command -v duplicates >/dev/null; then cd src/drlmpi && duplicates; fi
 
 clean:
 	rm -rf build runs $(VENV)
