@@ -111,7 +111,7 @@ def agree(world, args) -> tuple[dict, object]:
     """Rank 0 checks everything it can before MPI work starts; every rank gets its outcome (JSON, control plane):
     {"kind": "ok", "algo", "config", "resume": path or ""}, {"kind": "finished", "message"} or a UserError raised
     on every rank. Returns (outcome, the resumed checkpoint.State rank 0 verified, or None)."""
-    from drlmpi import config, runtime
+    from drlmpi import config
     from drlmpi.comm.control import bcast_json
 
     outcome, resumed = None, None
@@ -126,8 +126,7 @@ def agree(world, args) -> tuple[dict, object]:
                            "resume": str(resumed.path) if resumed else ""}
         except UserError as e:
             outcome = {"kind": "error", "message": str(e)}
-    runtime.barrier(world)  # politely wait for rank 0's checks
-    outcome = bcast_json(world, outcome, what="rank 0's checks of the job")
+    outcome = bcast_json(world, outcome, what="rank 0's checks of the job", timeout=None)  # (they may take long)
     if outcome["kind"] == "error":
         raise UserError(outcome["message"])
     return outcome, resumed
@@ -181,10 +180,10 @@ def train(args) -> int:
         runtime.report_and_abort(e)
     if signals.stopping:
         signals.settle()  # before any rank can exit 75 and have the scheduler TERM the others
-    runtime.barrier(world)  # the lead may still be writing the final checkpoint: no time limit here
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
-    # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first)
-    mem = gather_json(world, [peak, *memory_parts(), summary], what="every rank's end")
+    # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first);
+    # no time limit: the lead may still be writing the final checkpoint
+    mem = gather_json(world, [peak, *memory_parts(), summary], what="every rank's end", timeout=None)
     if rt.rank == 0:
         print_end(rt, mem, getattr(module, "SPLITS_WORLD", False))
     if signals.stopping:

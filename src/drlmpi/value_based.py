@@ -302,6 +302,7 @@ class ReplayLoop:
                  demo_ratio: float, publish):
         self.cfg, self.learner, self.sampler, self.grads, self.gate = cfg, learner, sampler, allreduce, gate
         self.learn, self.demo_ratio, self.publish = learn, demo_ratio, publish
+        self.device = nets.device(cfg.device)
         self.frac, self.loss, self.size = 0.0, float("nan"), 0
         self.demo_rows = np.zeros(2, np.int64)  # (demo rows, rows) of the lead's batches since the last row
         self.waiting = Stopwatch()
@@ -351,7 +352,7 @@ class ReplayLoop:
         stop = self.hold()
         batch = sampler.receive(linear(cfg.beta_start, 1.0, self.frac))
         sampler.request(cfg.batch_size, self.demo_ratio)  # the shards gather the next batch while this one trains
-        loss, priorities = self.learn(net, target, batch, nets.device(cfg.device))
+        loss, priorities = self.learn(net, target, batch, self.device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         progress, stop_sum = self.grads(np.array([learner.progress, stop]) if learner.lead else None)

@@ -90,8 +90,8 @@ def shared_rmsprop_step(window: NodeWeights, stat: NodeWeights, grad: np.ndarray
 
 class SharedRMSProp:
     """The paper's shared RMSProp on one host: its statistic g [n] lives in a shared window and every worker steps it
-    and the weights lock-free (shared_rmsprop_step). state_dict / load_state_dict have torch's optimizer shape, so
-    checkpoints hold it as `shared_rmsprop` (groups; state "0": square_avg [n])."""
+    and the weights lock-free (shared_rmsprop_step). state_dict has torch's optimizer shape, so checkpoints hold it
+    as `shared_rmsprop` (groups; state "0": square_avg [n]); resume_point reads it back."""
 
     def __init__(self, window: NodeWeights | None, stat, cfg: Config):
         """window: the shared weights (None: not stepped, as in tests); stat: g's window (its `weights`)."""
@@ -104,12 +104,6 @@ class SharedRMSProp:
         cfg = self.cfg
         return {"param_groups": [{"lr": cfg.lr, "alpha": cfg.rmsprop_alpha, "eps": cfg.rmsprop_eps}],
                 "state": {0: {"square_avg": torch.from_numpy(self.stat.weights)}}}
-
-    def load_state_dict(self, saved: dict) -> None:
-        sq = np.asarray(saved["state"][0]["square_avg"], np.float32)
-        if sq.shape != self.stat.weights.shape:
-            raise ValueError(f"shared RMSProp statistic of shape {sq.shape}, not {self.stat.weights.shape}")
-        self.stat.weights[:] = sq
 
 
 def flat_grad(net, max_norm: float) -> np.ndarray:
@@ -124,14 +118,12 @@ def learner_parts(cfg: Config, net: torch.nn.Module, window: NodeWeights | None 
     optimizer. A checkpoint of either kind restores both."""
     optims = {"shared_rmsprop": SharedRMSProp(window, stat, cfg)} if stat is not None else {}
 
-    def restore(state: State) -> int:
-        ps = param_server.restore(state, sum(p.numel() for p in net.parameters()))
-        if ps is None:  # the lead's network and shared_rmsprop (one host)
-            return lifecycle.restore_learner(state, {"online": net}, optims)
-        load_flat(net, ps["w"])
+    def restore(state: State) -> int:  # from the ps parts or the lead's parts, as the ps role does
+        w, sq, updates = resume_point(state, net)
+        load_flat(net, w)
         if stat is not None:
-            stat.weights[:] = ps["opt"]["acc"]
-        return ps["version"]
+            stat.weights[:] = sq
+        return updates
 
     return Parts({"online": net}, optims, restore=restore)
 

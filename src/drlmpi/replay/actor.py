@@ -27,7 +27,7 @@ import numpy as np
 
 from drlmpi.comm.checkpoint import CheckpointClient
 from drlmpi.comm.metrics import ActorReport
-from drlmpi.comm.weights import NodeWeights
+from drlmpi.comm.weights import NodeWeights, first_weights
 from drlmpi.envs import clips_rewards, make_vec
 from drlmpi.replay.plane import ReplayPlane
 from drlmpi.replay.throttle import Throttle
@@ -47,10 +47,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
     n_actors, i = len(rt.layout.ranks("actor")), rt.layout.index(rt.rank)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
     clip = clips_rewards(cfg)
-    flat = np.empty(window.n, np.float32)
-    poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the learners' first weights",
-         max_sleep=PAUSED_SLEEP)
-    version = window.read(flat)
+    version, flat = first_weights(window, startup_timeout(rt.size), "the learners' first weights")
     policy.load(flat)
     writer = replay.writer(first=i)
     share = share_of(cfg.total_env_steps, i, n_actors)

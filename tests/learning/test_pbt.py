@@ -1,0 +1,12 @@
+"""PBT's best of 4 DQN members learns CartPole-v1 with its defaults,
+in 2 of 3 seeds: its row of the learning table (_table.py)."""
+
+import pytest
+from _table import learns, timeout
+
+pytestmark = pytest.mark.learning
+
+
+@pytest.mark.timeout(timeout("pbt"))
+def test_pbt_learns_with_its_defaults_in_2_of_3_seeds(tmp_path):
+    learns("pbt", tmp_path)
