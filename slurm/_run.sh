@@ -2,7 +2,7 @@
 #   DRLMPI      the drlmpi command (default: drlmpi on PATH, e.g. an activated venv)
 #   RUN_DIR     the run directory; the same one on every start of the job, so --resume auto continues it
 #   SRUN_MPI    srun's --mpi plugin (default pmi2: what the MPICH wheel speaks; a cluster MPI may want pmix)
-REQUEUE_EXIT=75  # drlmpi.runtime.signals.REQUEUE_EXIT: stopped with a complete checkpoint, resume me
+REQUEUE_EXIT=75  # drlmpi.signals.REQUEUE_EXIT: stopped with a complete checkpoint, resume me
 
 run_drlmpi() {
   local step_pid rc

@@ -72,7 +72,7 @@ def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | 
     """SIGTERM to a 4-rank run: complete checkpoint, exit 75; `--resume auto` on 3 ranks continues to the new total
     (within 3 unrolls of `unroll` env steps per worker) with more updates and the metrics history kept."""
     from drlmpi import checkpoint
-    from drlmpi.runtime.signals import REQUEUE_EXIT
+    from drlmpi.signals import REQUEUE_EXIT
 
     code, out, err = sigterm_once_logging(4, ac_cmd(algo, d, 10_000_000), d, env=env)
     assert code == REQUEUE_EXIT, out + err

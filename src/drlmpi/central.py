@@ -24,7 +24,7 @@ from drlmpi.ops.actor_critic import sample_actions
 class CentralConfig(ACConfig):
     inference_batch: int = opt(64, "a server answers as soon as it holds this many requests (of all its actors)")
     inference_timeout_ms: float = opt(2.0, "... or this long after the first one of the batch arrived")
-    lstm: int = opt(0, "LSTM core size (0: none); the state of every actor's envs is kept on its server")
+    lstm: int = opt(0, "LSTM core size (0: none); the state of every actor's envs is kept on its server", True)
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 16}  # one round trip per step for all of an actor's envs
     POSITIVE: ClassVar[tuple[str, ...]] = ("inference_batch",)

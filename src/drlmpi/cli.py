@@ -15,7 +15,7 @@
 User errors print one line on stderr (from rank 0) and exit 2 on every rank. Any other
 exception on any rank prints `rank R (role) failed:` with its traceback and aborts the job.
 SIGTERM, SIGUSR1 or SIGINT make a training job checkpoint and exit with code 75 (resume it with
-`--resume auto`; see runtime.signals).
+`--resume auto`; see drlmpi.signals).
 """
 
 import argparse
@@ -26,6 +26,9 @@ import sys
 from drlmpi.errors import UserError
 
 COMMANDS = ("train", "eval", "inspect", "report", "record", "layout", "config")
+CHECKS_TIMEOUT = 600.0  # seconds the other ranks wait for rank 0's checks (validate may read large offline data)
+REFUSE_TIMEOUT = 5.0  # seconds a rank refusing the job at start-up waits for the others to refuse it too
+END_TIMEOUT = 3600.0  # seconds ranks wait at the end for the lead's final checkpoint (replay parts may be large)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,7 +114,7 @@ def agree(world, args) -> tuple[dict, object]:
     """Rank 0 checks everything it can before MPI work starts; every rank gets its outcome (JSON, control plane):
     {"kind": "ok", "algo", "config", "resume": path or ""}, {"kind": "finished", "message"} or a UserError raised
     on every rank. Returns (outcome, the resumed checkpoint.State rank 0 verified, or None)."""
-    from drlmpi import config
+    from drlmpi import config, runtime
     from drlmpi.comm.control import bcast_json
 
     outcome, resumed = None, None
@@ -126,7 +129,11 @@ def agree(world, args) -> tuple[dict, object]:
                            "resume": str(resumed.path) if resumed else ""}
         except UserError as e:
             outcome = {"kind": "error", "message": str(e)}
-    outcome = bcast_json(world, outcome, what="rank 0's checks of the job", timeout=None)  # (they may take long)
+        except OSError as e:  # a file the user named (a directory, unreadable, ...): their error, in one line
+            outcome = {"kind": "error", "message": f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")}
+        except BaseException as e:  # noqa: BLE001 - a bug: its traceback, and the job ends (never a hang)
+            runtime.report_and_abort(e)
+    outcome = bcast_json(world, outcome, what="rank 0's checks of the job", timeout=CHECKS_TIMEOUT)
     if outcome["kind"] == "error":
         raise UserError(outcome["message"])
     return outcome, resumed
@@ -160,30 +167,61 @@ def start_job(world, outcome: dict, resumed):
 
 
 def train(args) -> int:
+    """Every rank: agree on the job (rank 0 checks it), start the runtime, run this rank's role, meet at the end.
+    Past the agreement, any exception on any rank ends the whole job (report_and_abort); a UserError at start-up
+    is every rank's at once (the layout is the same everywhere) or ends the job too (refuse_together)."""
     from mpi4py import MPI
 
-    from drlmpi import algos, runtime
-    from drlmpi.comm.control import gather_json
-    from drlmpi.runtime import signals
+    from drlmpi import runtime
 
     world = MPI.COMM_WORLD
-    signals.install()
     outcome, resumed = agree(world, args)
     if outcome["kind"] == "finished":
         if world.rank == 0:
             print(f"drlmpi: {outcome['message']}", flush=True)
         return 0
-    module, cfg, resumed, rt = start_job(world, outcome, resumed)
+    refusals = world.Dup()  # (its own messages: a refusing rank meets only the others that refuse)
     try:
-        summary = algos.run(module, rt, cfg, resumed)
+        module, cfg, resumed, rt = start_job(world, outcome, resumed)
+    except UserError as e:
+        refuse_together(refusals, e)
     except BaseException as e:  # noqa: BLE001 - any failure ends the whole job
         runtime.report_and_abort(e)
+    try:
+        return run_job(module, cfg, resumed, rt)
+    except BaseException as e:  # noqa: BLE001
+        runtime.report_and_abort(e)
+
+
+def refuse_together(comm, e: UserError) -> None:
+    """Re-raise a start-up UserError once every rank has raised it (rank 0 prints it; all exit 2); a rank that
+    refuses alone prints it with its rank and ends the job, exit 2 (never a hang)."""
+    from mpi4py import MPI
+
+    from drlmpi.runtime import barrier
+
+    try:
+        barrier(comm, REFUSE_TIMEOUT, what="every rank to refuse the job")
+    except TimeoutError:
+        sys.stderr.write(f"drlmpi: error: {e} (rank {comm.rank} only)\n")
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(2)
+    raise e
+
+
+def run_job(module, cfg, resumed, rt) -> int:
+    """Run this rank's role; then every rank's memory and the lead's summary meet on rank 0; the exit code."""
+    from drlmpi import algos, signals
+    from drlmpi.comm.control import gather_json
+
+    summary = algos.run(module, rt, cfg, resumed)
     if signals.stopping:
         signals.settle()  # before any rank can exit 75 and have the scheduler TERM the others
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
     # control plane, once: every rank's memory, and the lead's summary (the lead is not rank 0 where a ps comes first);
-    # no time limit: the lead may still be writing the final checkpoint
-    mem = gather_json(world, [peak, *memory_parts(), summary], what="every rank's end", timeout=None)
+    # a long limit: the lead may still be writing the final checkpoint
+    mem = gather_json(rt.world, [peak, *memory_parts(), summary], what="every rank's end (the lead writes the final "
+                      "checkpoint first)", timeout=END_TIMEOUT)
     if rt.rank == 0:
         print_end(rt, mem, getattr(module, "SPLITS_WORLD", False))
     if signals.stopping:
@@ -367,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse(argv)
+        if args.command == "train":
+            from drlmpi import signals
+
+            signals.install()  # before MPI starts (agree imports mpi4py.MPI): a signal from the first instant on
         handler = {"train": train, "eval": evaluate, "inspect": inspect, "report": make_report, "record": record_demos,
                    "layout": layout, "config": show_config}[args.command]
         return handler(args)

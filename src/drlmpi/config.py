@@ -25,11 +25,18 @@ import tomllib
 from drlmpi.errors import UserError
 
 
-def opt(default, doc: str):
-    """A config field with its docstring."""
+def opt(default, doc: str, structural: bool = False):
+    """A config field with its docstring; `structural`: a resumed run may not change it (it fixes the networks' or
+    the stored data's shapes: lifecycle.resumed_config)."""
+    meta = {"doc": doc, "structural": structural}
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def structural_keys(cls) -> tuple[str, ...]:
+    """The config keys of dataclass `cls` declared structural."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("structural"))
 
 
 def merged(cls, name: str) -> dict:
@@ -59,13 +66,13 @@ def apply_defaults(cls) -> None:
         if name not in fields or name in annotations:
             raise TypeError(f"{cls.__qualname__}.DEFAULTS: {name!r} is not an inherited config field")
         annotations[name] = fields[name].type
-        setattr(cls, name, opt(value, fields[name].metadata["doc"]))
+        setattr(cls, name, opt(value, fields[name].metadata["doc"], fields[name].metadata.get("structural", False)))
     cls.__annotations__ = annotations
 
 
 @dataclass
 class Common:
-    env: str = opt("CartPole-v1", "gymnasium id: `CartPole-v1`, `ALE/Pong-v5`, or `module:Env-v0`")
+    env: str = opt("CartPole-v1", "gymnasium id: `CartPole-v1`, `ALE/Pong-v5`, or `module:Env-v0`", True)
     seed: int = opt(0, "root seed; every RNG is derived from it and the rank")
     total_env_steps: int = opt(100_000, "environment steps (agent steps, all envs and actors) to train for")
     num_envs: int = opt(1, "environments stepped together per acting rank")
@@ -99,7 +106,7 @@ class Model(Common):
     """+ the fields of every algorithm that trains a network: its step size and MLP."""
 
     lr: float = opt(1e-3, "learning rate (at the start, where it anneals to lr_final)")
-    hidden: tuple[int, ...] = opt((64, 64), "MLP hidden sizes (vector observations)")
+    hidden: tuple[int, ...] = opt((64, 64), "MLP hidden sizes (vector observations)", True)
 
     def check_own(self):
         if not self.lr >= 0:  # (NaN too; 0 freezes the network)
@@ -235,6 +242,8 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
             data = tomllib.loads(Path(toml_path).read_text())
         except FileNotFoundError:
             raise UserError(f"config file not found: {toml_path}") from None
+        except OSError as e:  # a directory, unreadable, a FIFO's error, ...
+            raise UserError(f"config file {toml_path}: {e.strerror or e}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"config file {toml_path}: {e}") from None
         values.update(data)

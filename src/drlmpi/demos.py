@@ -161,6 +161,22 @@ def save(path: str | Path, demos: Demos, source: str) -> str:
     return checkpoint.write_file(path, fill)
 
 
+def check_shapes(d: Demos, path, obs_space) -> None:
+    """UserError unless every array has its shape and kind for N steps and K episodes of obs_space (actions are
+    checked against the action space by check_actions)."""
+    n, k, obs = len(d.actions), len(d.episode_starts), tuple(obs_space.shape)
+    want = {"observations": ((n, *obs), obs_space.dtype), "final_observations": ((k, *obs), obs_space.dtype),
+            "rewards": ((n,), "f"), "terminations": ((n,), "b"), "truncations": ((n,), "b"),
+            "episode_starts": ((k,), "i"), "returns": ((k,), "f")}
+    for name, (shape, kind) in want.items():
+        a = getattr(d, name)
+        ok_kind = a.dtype == kind if isinstance(kind, np.dtype) else a.dtype.kind == kind
+        if tuple(a.shape) != shape or not ok_kind:
+            raise UserError(f"demos: {path}: {name} is {a.dtype} {tuple(a.shape)}; expected "
+                            f"{kind if isinstance(kind, np.dtype) else {'f': 'float', 'b': 'bool', 'i': 'int'}[kind]} "
+                            f"{shape} (this run's observations are {obs_space.dtype} {obs})")
+
+
 def load(path: str | Path, env_id: str, obs_space, act_space) -> Demos:
     """Read and check a demonstrations file for a run on env_id; UserError (one line) if it is damaged, not
     demonstrations, or recorded on another env or with other spaces."""
@@ -171,20 +187,19 @@ def load(path: str | Path, env_id: str, obs_space, act_space) -> Demos:
     with f:
         if f.attrs.get("kind") != KIND or not bool(f.attrs.get("complete", False)):
             raise UserError(f"demos: {path}: not a drlmpi demonstrations file")
-        if f.attrs["env"] != env_id:
-            raise UserError(f"demos: {path} was recorded on {f.attrs['env']}, this run is on {env_id}")
+        if f.attrs.get("env") != env_id:
+            raise UserError(f"demos: {path} was recorded on {f.attrs.get('env', 'no env')}, this run is on {env_id}")
         try:
             d = Demos(str(f.attrs["env"]), *(f[n][()] for n in (*STEP_FIELDS, "final_observations",
                                                                   "episode_starts", "returns")))
         except KeyError as e:
             raise UserError(f"demos: {path}: missing dataset {e}") from None
+        except (TypeError, AttributeError, ValueError, OSError) as e:  # a group where a dataset belongs, ...
+            raise UserError(f"demos: {path}: unreadable ({type(e).__name__}: {e})") from None
+    check_shapes(d, path, obs_space)
     n = len(d.actions)
-    if tuple(d.observations.shape[1:]) != tuple(obs_space.shape) or d.observations.dtype != obs_space.dtype:
-        raise UserError(f"demos: {path}: observations {d.observations.dtype} {d.observations.shape[1:]}, this run's "
-                        f"are {obs_space.dtype} {obs_space.shape}")
-    if any(len(getattr(d, a)) != n for a in STEP_FIELDS) or d.episodes == 0 or \
-            len(d.final_observations) != d.episodes or d.episode_starts[0] != 0 or \
-            (np.diff(d.episode_starts) <= 0).any() or d.episode_starts[-1] >= n:
+    if d.episodes == 0 or d.episode_starts[0] != 0 or (np.diff(d.episode_starts) <= 0).any() or \
+            d.episode_starts[-1] >= n:
         raise UserError(f"demos: {path}: inconsistent episode arrays")
     check_actions(d.actions, n, act_space, f"demos: {path}")
     ends = np.zeros(n, bool)

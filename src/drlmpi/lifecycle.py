@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from drlmpi import checkpoint
+from drlmpi import checkpoint, signals
 from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import LAST, SIGNALLED, CheckpointCollector, rng_state, set_rng_state
 from drlmpi.errors import CheckpointError, UserError, invariant
-from drlmpi.runtime import poll, probe, signals
+from drlmpi.runtime import poll, probe
 from drlmpi.runtime.wait import PEER_TIMEOUT
 
-STRUCTURAL = ("env", "hidden", "dueling")  # config keys a resumed run may not change (the networks' shapes)
 PAUSE = -1  # Lifecycle.signal() once the run reached cfg.pause_at_env_steps: a stop with no signal
 
 
@@ -246,7 +245,7 @@ def resumed_config(module, algo: str, state: State, toml_path, sets, **flags):
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = config.build(module.Config, toml_path, sets, base=state.config, **flags)
     new = config.to_dict(cfg)
-    for key in STRUCTURAL + tuple(getattr(module, "STRUCTURAL", ())):
+    for key in config.structural_keys(module.Config):  # (the networks' and stored data's shapes)
         if key in state.config and _norm(new.get(key)) != _norm(state.config[key]):
             raise CheckpointError(f"{state.path}: cannot resume with {key}={new.get(key)!r} (the checkpoint has "
                                   f"{state.config[key]!r}; it fixes the networks' shapes)")

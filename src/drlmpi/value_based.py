@@ -65,7 +65,7 @@ class ValueConfig(Trained):
     target_update_every: int = opt(250, "updates between copies of the online net to the target net")
     alpha: float = opt(0.6, "priority exponent (0: uniform replay)")
     beta_start: float = opt(0.4, "importance-weight exponent at the start (annealed to 1)")
-    dueling: bool = opt(True, "dueling value/advantage head")
+    dueling: bool = opt(True, "dueling value/advantage head", True)
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 4, "lr": 6e-4, "lr_final": 1e-5, "hidden": (256, 256),
                                 "max_grad_norm": 10.0}

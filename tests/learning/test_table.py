@@ -1,4 +1,5 @@
-"""The learning table covers every registered algorithm, each with its own test file (test_<algo>_learns.py: basenames unique across tests/, as pytest's default import mode needs)."""
+"""The learning table covers every registered algorithm, each with its own test file (test_<algo>_learns.py:
+basenames unique across tests/, as pytest's default import mode needs)."""
 
 from pathlib import Path
 

@@ -34,6 +34,30 @@ def test_failing_rank_ends_the_cli_job(tmp_path):
     assert "rank 3 (actor) failed:" in r.stderr and "RuntimeError: toy failure on rank 3" in r.stderr, r.stderr
 
 
+def test_a_bug_in_rank_0s_checks_ends_the_job_with_its_traceback(tmp_path):
+    """Rank 0 fails before the start barrier with an exception that is not a user error: the job ends (it hung)."""
+    t0 = time.monotonic()
+    r = mpirun(3, [DRLMPI, *TOY, "--run-dir", str(tmp_path), "--set", "fail_rank=0", "--set", "fail_at=checks"],
+               timeout=60, env=ENV)
+    assert r.returncode not in (0, 2) and time.monotonic() - t0 < 15, (r.returncode, r.stderr)
+    assert "rank 0 (?) failed:" in r.stderr and "RuntimeError: toy failure in rank 0's checks" in r.stderr, r.stderr
+
+
+def test_a_start_up_refusal_on_one_rank_or_all_ends_the_job_in_one_line(tmp_path):
+    """A UserError raised once the runtime started: on every rank, rank 0 prints it once and all exit 2; on one
+    rank only, that rank prints it and ends the job, exit 2 (the others would wait for it forever)."""
+    every = mpirun(3, [DRLMPI, *TOY, "--run-dir", str(tmp_path), "--set", "fail_rank=0", "--set",
+                       "fail_at=layout-all"], timeout=60, env=ENV)
+    assert every.returncode == 2 and every.stderr.strip().splitlines() == [
+        "drlmpi: error: toy refuses this layout"], every.stderr
+    t0 = time.monotonic()
+    one = mpirun(3, [DRLMPI, *TOY, "--run-dir", str(tmp_path), "--set", "fail_rank=2", "--set", "fail_at=layout"],
+                 timeout=60, env=ENV)
+    assert one.returncode == 2 and time.monotonic() - t0 < 15, (one.returncode, one.stderr)
+    assert "drlmpi: error: toy refuses this layout (rank 2 only)" in one.stderr.splitlines()[0], one.stderr
+    assert "Traceback" not in one.stderr
+
+
 def test_algo_module_errors(tmp_path):
     r = run([DRLMPI, "--algo", "no_such_pkg.algo", "--env", "CartPole-v1"], timeout=60, env=ENV, cwd=tmp_path)
     assert r.returncode == 2 and "cannot import module" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ from helpers import DRLMPI, mpirun, run, sigterm_once_logging
 
 from drlmpi import checkpoint
 from drlmpi.algos.es import centered_ranks
-from drlmpi.runtime.signals import REQUEUE_EXIT
+from drlmpi.signals import REQUEUE_EXIT
 
 pytestmark = pytest.mark.mpi
 

@@ -13,7 +13,7 @@ import pytest
 from helpers import DRLMPI, MPIEXEC, mpirun, replay_rows, run
 
 from drlmpi import checkpoint
-from drlmpi.runtime.signals import REQUEUE_EXIT
+from drlmpi.signals import REQUEUE_EXIT
 
 pytestmark = pytest.mark.mpi
 APEX = [DRLMPI, "--algo", "apex", "--env", "CartPole-v1", "--set", "learning_starts=500"]

@@ -93,7 +93,7 @@ def test_four_apex_members_of_four_ranks(tmp_path):
 def test_sigterm_then_resume_auto_continues_the_population(tmp_path):
     """SIGTERM: every member checkpoints, the job writes the population checkpoint and exits 75; `--resume auto`
     finishes the interrupted generation and the rest, with the history whole (each generation once, 4 rows)."""
-    from drlmpi.runtime.signals import REQUEUE_EXIT
+    from drlmpi.signals import REQUEUE_EXIT
 
     d = tmp_path / "run"
     cmd = pbt_cmd(d, "ready_every=3000", "log_every=1", steps=12_000)

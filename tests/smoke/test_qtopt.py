@@ -10,7 +10,7 @@ import pytest
 from helpers import DRLMPI, ROOT, layout_table, mpirun, run, sigterm_once_logging
 
 from drlmpi import checkpoint
-from drlmpi.runtime.signals import REQUEUE_EXIT
+from drlmpi.signals import REQUEUE_EXIT
 
 pytestmark = pytest.mark.mpi
 ENV = {"PYTHONPATH": str(ROOT / "tests" / "envs"), "PYTHONUNBUFFERED": "1"}

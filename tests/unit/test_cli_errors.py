@@ -36,6 +36,15 @@ def assert_user_error(r, *fragments):
     (["layout", "--algo", "dqn", "-n", "3"], ["dqn runs on exactly 1 rank; got 3"]),
     (["layout", "--algo", "apex", "-n", "5", "--layout", "ps=1"], ["apex has no ps role"]),
     (["layout", "--algo", "impala", "-n", "5", "--layout", "inference=1"], ["impala has no inference role"]),
+    (["layout", "--algo", "apex", "-n", "4", "--layout", "learner=0"], ["apex needs at least one learner rank"]),
+    (["layout", "--algo", "apex", "-n", "4", "--layout", "replay=0"], ["apex needs at least one replay rank"]),
+    (["layout", "--algo", "ga3c", "-n", "4", "--layout", "inference=0"], ["ga3c needs at least one inference"]),
+    (BASE + ["--config", "."], ["config file .: Is a directory"]),
+    (BASE + ["--seed", "-1"], ["seed must be >= 0"]),
+    (BASE + ["--set", "hidden=[-1]"], ["hidden sizes must be >= 1"]),
+    (BASE + ["--set", "checkpoint_every=nan"], ["checkpoint_every must be >= 0"]),
+    (BASE + ["--set", "log_every=-1"], ["log_every must be >= 0"]),
+    (BASE + ["--set", "buffer_size=10000000000000"], ["a replay of 10,000,000,000,000 rows needs", "GiB"]),
 ])
 def test_bad_input_one_line_exit_2(args, fragments, tmp_path):
     assert_user_error(run([DRLMPI, *args], timeout=60, cwd=tmp_path), *fragments)
@@ -60,6 +69,23 @@ def test_python_dash_m_entry_point(tmp_path):
 def test_single_process_algorithm_on_several_ranks(tmp_path):
     r = mpirun(3, [DRLMPI, *BASE], timeout=60, cwd=tmp_path)
     assert_user_error(r, "dqn runs on exactly 1 rank; got 3")
+
+
+@pytest.mark.mpi
+def test_a_directory_as_config_on_3_ranks_is_one_line_not_a_hang(tmp_path):
+    r = mpirun(3, [DRLMPI, "--algo", "apex", "--env", "CartPole-v1", "--config", str(tmp_path)], timeout=30,
+               cwd=tmp_path)
+    assert_user_error(r, "Is a directory")
+
+
+@pytest.mark.mpi
+def test_a_replay_too_large_for_the_host_is_one_line_on_4_ranks(tmp_path):
+    """Found by the shard that would allocate it, once the job runs: one line with its rank, the job ends, exit 2."""
+    r = mpirun(4, [DRLMPI, "--algo", "apex", "--env", "CartPole-v1", "--set", "buffer_size=10000000000000"],
+               timeout=60, cwd=tmp_path)
+    mine = [x for x in r.stderr.splitlines() if x.startswith("drlmpi: error: ")]
+    assert r.returncode == 2 and len(mine) == 1 and "needs 819,563.9 GiB" in mine[0] and "(rank 1, replay)" in mine[0]
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.mpi

@@ -113,6 +113,47 @@ def test_bad_demos_and_policies_one_line_exit_2(mountain_car_demos, tmp_path, ca
     assert not (tmp_path / "x.h5").exists()
 
 
+def crafted(path, good, **change):
+    """A checksummed demonstrations file like `good` (a demos.Demos) with datasets or attributes changed (None drops
+    one): what a user's own writer might produce."""
+    from drlmpi import checkpoint
+
+    def fill(f):
+        attrs = {"kind": demos.KIND, "env": good.env, "complete": True}
+        for k, v in attrs.items():
+            if change.get(k, v) is not None:
+                f.attrs[k] = change.get(k, v)
+        for name in (*demos.STEP_FIELDS, "final_observations", "episode_starts", "returns"):
+            if change.get(name, 0) is not None:
+                f.create_dataset(name, data=change.get(name, getattr(good, name)))
+
+    checkpoint.write_file(path, fill)
+    return path
+
+
+def test_crafted_demo_files_are_refused_before_the_job_in_one_line(mountain_car_demos, tmp_path):
+    """Shapes and kinds of every array are checked against the env, so nothing fails later inside a shard."""
+    obs_space, act_space = spaces("MountainCar-v0")
+    good = demos.load(mountain_car_demos, "MountainCar-v0", obs_space, act_space)
+    n, k = len(good.actions), good.episodes
+    cases = {"no env attribute": ({"env": None}, "was recorded on no env"),
+             "rewards [n, 2]": ({"rewards": np.zeros((n, 2), np.float32)}, "rewards is float32 (" + f"{n}, 2)"),
+             "final observations of another shape": ({"final_observations": np.zeros((k, 3), np.float32)},
+                                                     "final_observations is float32"),
+             "too few final observations": ({"final_observations": good.final_observations[:-1]},
+                                            "final_observations"),
+             "float terminations": ({"terminations": good.terminations.astype(np.float32)}, "terminations"),
+             "a group for a dataset": ({"returns": None}, "missing dataset"),
+             "no episodes": ({"episode_starts": np.zeros(0, np.int64), "returns": np.zeros(0),
+                              "final_observations": np.zeros((0, 2), np.float32)}, "inconsistent episode arrays")}
+    for i, (what, (change, fragment)) in enumerate(cases.items()):
+        path = crafted(tmp_path / f"c{i}.h5", good, **change)
+        with pytest.raises(cli.UserError, match="demos: ") as e:
+            demos.load(path, "MountainCar-v0", obs_space, act_space)
+        assert fragment in str(e.value) and "\n" not in str(e.value), (what, str(e.value))
+    assert demos.load(crafted(tmp_path / "same.h5", good), "MountainCar-v0", obs_space, act_space).episodes == k
+
+
 def test_continuous_actions_are_recorded_checked_and_randomized(tmp_path, capsys):
     """A box of actions: float actions are stored as float32 [N, A] and load back; --epsilon replaces that fraction
     of them by uniform actions inside the bounds; actions outside the bounds are refused in one line."""

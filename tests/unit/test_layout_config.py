@@ -230,3 +230,24 @@ def test_check_does_no_io_and_validate_refuses_bad_files(tmp_path):
 def test_common_fields_are_checked(sets, fragment):
     with pytest.raises(UserError, match=fragment):
         config.build(dqn.Config, None, sets)
+
+
+def test_structural_keys_are_declared_with_their_fields_and_refused_on_resume():
+    """A resumed run may not change what fixes its networks' or stored data's shapes, for every algorithm that has
+    the key (GA3C's and SEED's lstm too, which a per-module list had missed)."""
+    from drlmpi import lifecycle
+    from drlmpi.checkpoint import State
+    from drlmpi.errors import CheckpointError
+
+    expected = {"dqn": {"env", "hidden", "dueling"}, "r2d2": {"env", "hidden", "dueling", "lstm", "seq_len"},
+                "ga3c": {"env", "hidden", "lstm"}, "seed": {"env", "hidden", "lstm"},
+                "pbt": {"env", "member", "population", "search"}}
+    for algo, keys in expected.items():
+        assert set(config.structural_keys(algos.get(algo).Config)) == keys, algo
+    for algo, key, value in (("ga3c", "lstm", "32"), ("seed", "lstm", "32"), ("apex", "hidden", "[32]"),
+                             ("r2d2", "seq_len", "40")):
+        module = algos.get(algo)
+        state = State(algo=algo, env="CartPole-v1", config=config.to_dict(config.build(module.Config)), path="c.h5")
+        with pytest.raises(CheckpointError, match=f"cannot resume with {key}="):
+            lifecycle.resumed_config(module, algo, state, None, [f"{key}={value}"])
+        assert lifecycle.resumed_config(module, algo, state, None, ["lr=0.01"]).lr == 0.01

@@ -70,18 +70,17 @@ from drlmpi.runtime.context import usable_cores
 
 LAYOUT = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
 SPLITS_WORLD = True  # the CLI prints no world layout table: run_population prints the members'
-STRUCTURAL = ("member", "population", "search")
 __all__ = ["LAYOUT", "ROLES", "Config", "check_layout", "policy_state"]
 
 
 @dataclass
 class Config(Common):
     member: str = opt("dqn", "the members' algorithm (any --algo name or module path); total_env_steps counts each "
-                             "member's env steps, and it and num_envs at 0 take the member's defaults")
-    population: int = opt(4, "members: the world splits into this many groups of N / P ranks")
+                             "member's env steps, and it and num_envs at 0 take the member's defaults", True)
+    population: int = opt(4, "members: the world splits into this many groups of N / P ranks", True)
     ready_every: int = opt(10_000, "env steps of a member between exploit/explore rounds")
     search: str = opt("lr", "searched hyperparameters, comma-separated: name, or name:lo:hi to set its prior "
-                            "(names: `drlmpi config --algo MEMBER` lists them)")
+                            "(names: `drlmpi config --algo MEMBER` lists them)", True)
     init: str = opt("spread", "starting values: spread (evenly over each prior, ends included), random, or lists "
                               "name=v0:v1:...,name2=... (one value per member)")
     exploit: bool = opt(True, "exploit and explore at ready points (false: the same population as a baseline)")
@@ -290,7 +289,7 @@ def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int,
 def run_population(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict | None:
     """Every rank: split into members, train generation after generation, exploit and explore at ready points;
     returns the population's summary on world rank 0."""
-    from drlmpi.runtime import signals
+    from drlmpi import signals
 
     pop = Population(rt, cfg, resumed)
     while True:
@@ -369,7 +368,7 @@ class Population:
     def train(self) -> dict:
         """Every member trains to its next ready point (or a signal), loads its own checkpoint back and reports
         its score to rank 0, which records the generation; returns the decision {stop, done} every rank gets."""
-        from drlmpi.runtime import signals
+        from drlmpi import signals
 
         cfg, m = self.cfg, self.m
         pause_at = min(cfg.total_env_steps, (self.generation + 1) * cfg.ready_every)

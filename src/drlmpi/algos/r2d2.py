@@ -47,15 +47,14 @@ from drlmpi.runtime import RoleSpec, Runtime
 
 LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
 learner_parts = vb.learner_parts  # the replay learner's declared state (online, target, Adam)
-STRUCTURAL = ("lstm", "seq_len")  # beside lifecycle.STRUCTURAL: the network's and the stored sequences' shapes
 
 
 @dataclass
 class Config(vb.LearnerConfig):
-    seq_len: int = opt(20, "steps per stored sequence (burn-in included)")
+    seq_len: int = opt(20, "steps per stored sequence (burn-in included)", True)
     burn_in: int = opt(10, "steps at a sequence's start that only warm the recurrent state")
     seq_overlap: int = opt(10, "steps consecutive sequences of an episode share")
-    lstm: int = opt(64, "LSTM units")
+    lstm: int = opt(64, "LSTM units", True)
     eta: float = opt(0.9, "sequence priority: eta max |td| + (1 - eta) mean |td|")
     rescale_eps: float = opt(1e-3, "eps of the value rescaling h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x")
 

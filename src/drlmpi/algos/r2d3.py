@@ -34,7 +34,6 @@ from drlmpi.replay import SequenceBuilder
 from drlmpi.runtime import RoleSpec, Runtime
 
 LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
-STRUCTURAL = r2d2.STRUCTURAL
 build_net, learner_parts, load_policy = r2d2.build_net, r2d2.learner_parts, r2d2.load_policy
 
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from drlmpi import signals
 from drlmpi.comm.tags import Tag
-from drlmpi.runtime import probe, signals, wait
+from drlmpi.runtime import probe, wait
 from drlmpi.runtime.wait import PEER_TIMEOUT, poll
 
 LAST = 1  # no request follows this one: answer it, then finish the role

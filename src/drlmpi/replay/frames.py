@@ -134,10 +134,11 @@ class FrameReplay(PrioritizedReplay):
 
     def __init__(self, capacity: int, fields: dict, stacks: tuple[str, ...], alpha: float, rng: np.random.Generator,
                  pool_frames: int, eps: float = 1e-6):
-        super().__init__(capacity, row_fields(fields, stacks), alpha, rng, eps)
+        (_, *frame), dtype = fields[stacks[0]]
+        super().__init__(capacity, row_fields(fields, stacks), alpha, rng, eps,
+                         extra_bytes=pool_frames * int(np.prod(frame)) * np.dtype(dtype).itemsize)
         self.fields = fields
         self.stacks, self.refs = stacks, {ref(k) for k in stacks}
-        (_, *frame), dtype = fields[stacks[0]]
         self.pool = FramePool(pool_frames, tuple(frame), dtype)
         self.dropped = 0  # rows dropped early because the pool was full
 

@@ -13,13 +13,18 @@ its frame pool is full).
 import numpy as np
 
 from drlmpi._core import SumTree
+from drlmpi.errors import UserError
+
+ROW_OVERHEAD = 40  # bytes a row costs beside its fields: its generation (8) and its sum-tree nodes (up to 32)
 
 
 class PrioritizedReplay:
     deal = 1  # rows a re-sharded checkpoint deals to one shard together (replay.plane.restore_shard)
 
     def __init__(self, capacity: int, fields: dict[str, tuple[tuple[int, ...], np.dtype]], alpha: float,
-                 rng: np.random.Generator, eps: float = 1e-6):
+                 rng: np.random.Generator, eps: float = 1e-6, extra_bytes: int = 0):
+        """extra_bytes: what a subclass allocates beside the rows (checked with them before anything is allocated)."""
+        check_fits(capacity * row_bytes(fields) + extra_bytes, capacity)
         self.capacity, self.alpha, self.eps, self.rng = capacity, alpha, eps, rng
         self.data = {k: np.zeros((capacity, *shape), dtype=dtype) for k, (shape, dtype) in fields.items()}
         self.tree = SumTree(capacity)
@@ -119,3 +124,29 @@ def importance_weights(p: np.ndarray, p_min: float, beta: float) -> np.ndarray:
     For sharded replay p_min must be the minimum over every shard.
     """
     return ((p / p_min) ** -beta).astype(np.float32)
+
+
+def row_bytes(fields: dict) -> int:
+    """Bytes one stored row takes: its fields and ROW_OVERHEAD."""
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in fields.values()) + ROW_OVERHEAD
+
+
+def check_fits(nbytes: int, rows: int) -> None:
+    """UserError (before allocating) unless this host has `nbytes` available (/proc/meminfo's MemAvailable; unchecked
+    where it is absent). Each shard checks its own storage: shards sharing a host are not summed."""
+    available = host_available_bytes()
+    if available is not None and nbytes > available:
+        raise UserError(f"a replay of {rows:,} rows needs {nbytes / 2**30:,.1f} GiB, more than the "
+                        f"{available / 2**30:,.1f} GiB this host has available: lower buffer_size or spread the "
+                        "replay over hosts (--layout replay=N)")
+
+
+def host_available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

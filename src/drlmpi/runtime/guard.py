@@ -1,8 +1,8 @@
 """Abort-on-exception: one failing rank ends the whole job, loudly, within seconds.
 
 MPI has no fault tolerance here (ULFM is not in MPICH), so an uncaught exception on
-any rank prints `rank R (role) failed:` with the traceback and calls
-`MPI.COMM_WORLD.Abort(1)`; mpiexec or srun then kills every other rank. The abort
+any rank prints `rank R (role) failed:` with the traceback (a UserError: its one line) and calls
+`MPI.COMM_WORLD.Abort(1)` (2 for a UserError); mpiexec or srun then kills every other rank. The abort
 waits `FORWARD_S` after the traceback is written: Hydra kills its proxies on an abort
 without draining their stdio, and a traceback still in the pipe is lost with them.
 """
@@ -23,12 +23,19 @@ def set_role(role: str) -> None:
 
 
 def report_and_abort(exc: BaseException, code: int = 1) -> None:
-    """Print this rank's traceback with its rank and role, then abort every rank."""
+    """Print this rank's traceback with its rank and role, then abort every rank. A UserError (bad input found
+    only once the job runs, e.g. a replay too large for the host) is one line, and the job's exit code is 2."""
     from mpi4py import MPI
 
+    from drlmpi.errors import UserError
+
     rank = MPI.COMM_WORLD.rank
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    sys.stderr.write(f"rank {rank} ({_role}) failed:\n{text}")
+    if isinstance(exc, UserError):
+        text, code = f"drlmpi: error: {exc} (rank {rank}, {_role})\n", 2
+    else:
+        text = f"rank {rank} ({_role}) failed:\n" + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))
+    sys.stderr.write(text)
     sys.stderr.flush()
     sys.stdout.flush()
     if MPI.COMM_WORLD.size > 1:

@@ -46,6 +46,8 @@ class RoleSpec:
         for role, n in overrides.items():
             if role not in ROLE_ORDER:
                 raise UserError(f"--layout: unknown role '{role}' (roles: {', '.join(ROLE_ORDER)})")
+            if n < 1 and fixed.get(role, 0) >= 1:  # (a role it has by default is one it cannot run without)
+                raise UserError(f"--layout: {algo} needs at least one {role} rank, got {role}={n}")
             if n < 0:
                 raise UserError(f"--layout: {role}={n} must be >= 0")
             fixed[role] = n
