@@ -24,20 +24,23 @@ import json
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from drlmpi import __version__
-from drlmpi.errors import CheckpointError, invariant
+from drlmpi.errors import CheckpointError, UserError, invariant
 
 FORMAT = "drlmpi-checkpoint"
 VERSION = 2
 SUFFIX = ".h5"
 USERBLOCK = 512
 MAGIC = b"drlmpi-checkpoint sha256 "
-NAME = re.compile(r"^ckpt-(\d{12})-(\d{6})\.h5$")
+NAME = re.compile(r"^ckpt-(\d{12})-(\d{6,})\.h5$")  # ckpt-<env steps>-<id>.h5
+PARTS = re.compile(r"^parts-(\d{6,})$")
+TEMP = re.compile(r"^\.(.+)\.tmp-[\w.-]+$")  # .<name>.tmp-<host>-<pid>: a file being written (or a dead writer's)
 
 
 @dataclass
@@ -93,15 +96,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path) -> None:
+    """Create a directory and its missing parents owner-only (0700, less what the umask removes)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def write_file(path: str | Path, fill) -> str:
     """Write an HDF5 file atomically: fill(h5py.File) under a temporary name, checksum into the user block,
     fsync, rename, fsync the directory. Returns the SHA-256 (hex) of the bytes after the user block."""
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    make_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # exclusively ours, owner-only
         with h5py.File(tmp, "w", userblock_size=USERBLOCK) as f:
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
@@ -114,6 +123,10 @@ def write_file(path: str | Path, fill) -> str:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:  # a full disk, a quota, a read-only file system: earlier files are intact
+        if isinstance(e, RuntimeError) and "errno" not in str(e):  # (HDF5 reports a failed write so)
+            raise
+        raise UserError(f"cannot write {path}: {getattr(e, 'strerror', None) or e} (no file was replaced)") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -275,11 +288,38 @@ def load(path: str | Path, parts: bool = True) -> State:
     return state
 
 
+def ids_on_disk(directory: str | Path) -> set[int]:
+    """Every checkpoint id a checkpoints directory holds a trace of: main files, parts directories, temporary files.
+    A writer takes the next id above all of them, so ids are unique per run directory (prune never deletes the
+    largest: it is the newest written or another branch's)."""
+    return {i for p in Path(directory).glob("*") if (i := id_of(p)) is not None}
+
+
+def id_of(path: Path) -> int | None:
+    """The checkpoint id a main file, parts directory, or temporary file of either names, else None."""
+    name = path.name
+    if (m := TEMP.match(name)) is not None:
+        name = m[1]
+    if (m := NAME.match(name)) is not None:
+        return int(m[2])
+    if (m := PARTS.match(name)) is not None:
+        return int(m[1])
+    if (m := PARTS.match(path.parent.name)) is not None and TEMP.match(path.name):  # a part's temporary file
+        return int(m[1])
+    return None
+
+
 def newest(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint main file of a run directory (most env steps, then highest id), or None.
-    Only names are compared: `load` verifies the file."""
-    found = [p for p in Path(run_dir).glob(f"checkpoints/ckpt-*{SUFFIX}") if NAME.match(p.name)]
-    return max(found, key=lambda p: p.name) if found else None
+    """The checkpoint main file of a run directory written last (the largest id: ids only grow, whichever branch
+    a resume started), or None. Only names are compared: `load` verifies the file."""
+    found = main_files(Path(run_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def main_files(directory: Path) -> list[Path]:
+    """A checkpoints directory's main files, oldest written first (by id)."""
+    found = [p for p in directory.glob(f"ckpt-*{SUFFIX}") if NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(NAME.match(p.name)[2]))
 
 
 def resolve(path: str | Path) -> Path:
@@ -295,20 +335,30 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def prune(directory: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` main files of a checkpoints directory, then the parts directories of no
-    kept checkpoint (but not those newer than every main file: a checkpoint being written). Returns what went."""
-    mains = sorted(p for p in directory.glob(f"ckpt-*{SUFFIX}") if NAME.match(p.name))
+def prune(directory: Path, keep: int, protected: range = range(0), live: set[int] = frozenset()) -> list[Path]:
+    """Delete all but the `keep` main files written last of a checkpoints directory, except `protected` ids (the
+    checkpoints another branch wrote: newer than the one this run resumed from); then the parts directories of no
+    kept checkpoint (but not those newer than every kept one: a checkpoint being written), and the temporary files
+    of dead writers (any id not in `live`, the checkpoints this run still writes, and not newer than every kept
+    one). Only one job writes in a run directory (rundir.lock). Returns what went."""
+    invariant(keep >= 1, "prune keeps at least one checkpoint")
+    mains = [p for p in main_files(directory) if int(NAME.match(p.name)[2]) not in protected]
     removed = []
     for p in mains[: max(0, len(mains) - keep)]:
         p.unlink(missing_ok=True)  # main first: a half-pruned checkpoint is never mistaken for a complete one
         removed.append(p)
-    kept = [int(NAME.match(p.name)[2]) for p in mains[max(0, len(mains) - keep):]]
+    kept = {int(NAME.match(p.name)[2]) for p in mains[max(0, len(mains) - keep):]} | set(protected)
+    newest_kept = max(kept, default=0)
     for d in directory.glob("parts-*"):
-        ckpt_id = int(d.name.split("-")[1]) if d.name.split("-")[1].isdigit() else -1
-        if ckpt_id not in kept and kept and ckpt_id < max(kept):
+        ckpt_id = id_of(d)
+        if ckpt_id is not None and ckpt_id not in kept and ckpt_id < newest_kept:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
+    for t in [*directory.glob(".*.tmp-*"), *directory.glob("parts-*/.*.tmp-*")]:
+        ckpt_id = id_of(t)
+        if ckpt_id is not None and ckpt_id not in live and ckpt_id <= newest_kept:
+            t.unlink(missing_ok=True)
+            removed.append(t)
     return removed
 
 

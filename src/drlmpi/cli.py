@@ -89,13 +89,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def prepare_train(args):
     """Validate everything that can be checked before MPI work starts; returns (module, cfg, resumed state)."""
-    from drlmpi import algos, config, lifecycle
+    from drlmpi import algos, config, lifecycle, rundir
     from drlmpi.envs import check_env_id
-    from drlmpi.rundir import default_run_dir
 
     module = algos.get(args.algo)
     flags = {"env": args.env, "seed": args.seed, "total_env_steps": args.total_env_steps, "run_dir": args.run_dir,
              "layout": args.layout}
+    if args.run_dir:
+        rundir.lock(args.run_dir)  # before reading its checkpoints: no other job writes there while this one runs
     resumed = lifecycle.resume_state(args.resume, args.run_dir) if args.resume else None
     if resumed is not None:
         flags["run_dir"] = args.run_dir or str(resumed.path.parent.parent)
@@ -106,7 +107,8 @@ def prepare_train(args):
     if hasattr(module, "validate"):  # what needs files, envs or networks: once, here, before any rank starts
         cfg = module.validate(cfg) or cfg
     if not cfg.run_dir:
-        cfg.run_dir = default_run_dir(args.algo, cfg.env)
+        cfg.run_dir = rundir.default_run_dir(args.algo, cfg.env)
+    rundir.lock(cfg.run_dir)
     return module, cfg, resumed
 
 

@@ -89,7 +89,11 @@ class Lifecycle:
     def __init__(self, cfg, log, collector: CheckpointCollector | None, resumed: State | None = None):
         self.cfg, self.log, self.collector = cfg, log, collector
         self.dir = Path(cfg.run_dir) / "checkpoints"
-        self.next_id = resumed.id + 1 if resumed else 1
+        self.next_id = max(checkpoint.ids_on_disk(self.dir), default=0) + 1  # unique in the run directory forever
+        # what this run never prunes: the checkpoints newer than the one it resumed from (another branch's) or,
+        # when it did not resume from this directory, every checkpoint already there
+        ours = resumed is not None and resumed.path is not None and Path(resumed.path).parent == self.dir
+        self.protected = range(resumed.id + 1 if ours else 0, self.next_id)
         self.open: dict[int, tuple[Path, State]] = {}
         self.pauses: list[float] = []  # seconds training paused per checkpoint (the state copy)
         self.written: list[Path] = []
@@ -214,21 +218,20 @@ class Lifecycle:
             path, state = item
             checkpoint.save(path, state)
             self.written.append(path)
-            checkpoint.prune(self.dir, self.cfg.keep_checkpoints)
+            checkpoint.prune(self.dir, self.cfg.keep_checkpoints, self.protected, live=set(list(self.open)))
 
 
 # ---- resume ----------------------------------------------------------------------------------------------
 
 
 def resume_state(arg: str, run_dir: str) -> State | None:
-    """The checkpoint `--resume` names: a file or run directory, or `auto` (the newest complete checkpoint of
-    run_dir, older ones tried when the newest is damaged, None when there is none). Raises CheckpointError."""
+    """The checkpoint `--resume` names: a file or run directory, or `auto` (run_dir's complete checkpoint written
+    last, older ones tried when it is damaged, None when there is none). Raises CheckpointError."""
     if arg != "auto":
         return checkpoint.load(arg)
     if not run_dir:
         raise UserError("--resume auto needs --run-dir (the run directory to continue)")
-    found = sorted(Path(run_dir).glob("checkpoints/ckpt-*.h5"), reverse=True)
-    for path in (p for p in found if checkpoint.NAME.match(p.name)):
+    for path in reversed(checkpoint.main_files(Path(run_dir) / "checkpoints")):
         try:
             return checkpoint.load(path)
         except CheckpointError as e:

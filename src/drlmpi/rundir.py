@@ -3,15 +3,19 @@
   <run_dir>/config.json          the full config, with algo and world size
   <run_dir>/metrics.csv          one row every `log_every` seconds (fixed columns per algorithm)
   <run_dir>/tb/                  TensorBoard event files, same scalars
-  <run_dir>/checkpoints/ckpt-<env_steps>-<id>.h5 (+ .parts/)   see drlmpi.checkpoint
+  <run_dir>/checkpoints/ckpt-<env_steps>-<id>.h5 (+ parts-<id>/)   see drlmpi.checkpoint
+  <run_dir>/.lock                the job using the directory holds it (flock); a second job is refused
 
 A resumed run continues in the same directory: metrics.csv is rewritten from the checkpoint's metrics
 history (rows after the checkpoint belonged to the lost part of the run) and goes on from there.
 """
 
 import csv
+import fcntl
 import json
+import os
 import re
+import socket
 import sys
 import time
 from collections import deque
@@ -19,10 +23,49 @@ from pathlib import Path
 
 import numpy as np
 
+from drlmpi.errors import UserError
+
+LOCK = ".lock"  # <run_dir>/.lock: held (flock) by the job that writes in the run directory
+_held: dict[Path, int] = {}  # run directory -> the open lock file of this process (the kernel frees it at exit)
+
 
 def default_run_dir(algo: str, env: str) -> str:
+    """runs/<algo>-<env>-<date>-<time>[-<n>], created here (mkdir is atomic): two jobs never get the same one."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", env)
-    return f"runs/{algo}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = f"runs/{algo}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    Path("runs").mkdir(mode=0o700, exist_ok=True)
+    for n in range(1, 10_000):
+        name = base if n == 1 else f"{base}-{n}"
+        try:
+            Path(name).mkdir(mode=0o700)
+            return name
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot create a run directory {base}-*: give one with --run-dir")
+
+
+def lock(run_dir: str | Path) -> None:
+    """Hold the run directory for this process (rank 0 of a job) until it exits, even by SIGKILL (flock). A second
+    job on it gets a UserError naming the holder; a file system without flock gets a warning, not a refusal."""
+    d = Path(run_dir).resolve()
+    if d in _held:
+        return
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(d / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"run directory {run_dir} is in use by another job ({holder}): wait for it to end or "
+                        "choose another --run-dir") from None
+    except OSError as e:  # (ENOLCK, EINVAL, ENOSYS: a file system mounted without locks)
+        os.close(fd)
+        print(f"drlmpi: warning: cannot lock {run_dir} ({e.strerror}): make sure no other job uses it", flush=True)
+        return
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    _held[d] = fd
 
 
 class RunLog:

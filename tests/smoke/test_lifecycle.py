@@ -214,3 +214,47 @@ def test_a_killed_rank_ends_the_job_within_5_s(tmp_path):
     assert p.returncode != 0 and took < 5, (p.returncode, took)
     left = subprocess.run(["pgrep", "-f", str(d)], capture_output=True, text=True).stdout.split()
     assert not left, f"survivors: {left}"
+
+
+DQN = [DRLMPI, "--algo", "dqn", "--env", "CartPole-v1", "--set", "learning_starts=200"]
+
+
+def test_a_second_job_on_a_run_dir_is_refused_until_the_first_dies(tmp_path):
+    """The run directory's lock: a second job is refused in one line naming the holder; a SIGKILL frees it."""
+    d = tmp_path / "run"
+    first = subprocess.Popen([*DQN, "--total-env-steps", "10000000", "--run-dir", str(d), "--set",
+                              "checkpoint_every=1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    wait_for(lambda: True if mains(d) else None, 120, "a first checkpoint")
+    second = run([*DQN, "--total-env-steps", "10000000", "--run-dir", str(d), "--resume", "auto"], timeout=60)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    assert f"run directory {d} is in use by another job (pid {first.pid} on " in lines[0], lines
+    kill_job(first)
+    st = checkpoint.load(d)
+    third = run([*DQN, "--total-env-steps", str(st.env_steps + 500), "--run-dir", str(d), "--resume", "auto"],
+                timeout=120)
+    assert third.returncode == 0 and f"resuming from {st.path}" in third.stdout, third.stdout + third.stderr
+
+
+def test_a_resume_from_an_older_checkpoint_writes_a_branch_beside_the_newer_files(tmp_path):
+    """Ids continue above every file in the directory: the newer checkpoints stay byte for byte, the branch's files
+    get new ids, and `--resume auto` continues the branch (written last), not the file with the most env steps."""
+    d = tmp_path / "run"
+    r = run([*DQN, "--total-env-steps", "800", "--run-dir", str(d), "--set", "checkpoint_every=0.2", "--set",
+             "keep_checkpoints=1000", "--set", "checkpoint_replay=false"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    before = {p.name: p.read_bytes() for p in mains(d)}
+    old = checkpoint.load(min(mains(d), key=lambda p: checkpoint.id_of(p)))
+    assert len(before) >= 3 and old.env_steps + 100 < 800, [checkpoint.load(p).env_steps for p in mains(d)]
+    r = run([*DQN, "--total-env-steps", str(old.env_steps + 100), "--run-dir", str(d), "--resume", str(old.path),
+             "--set", "keep_checkpoints=1"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    after = {p.name: p for p in mains(d)}
+    assert all(after[n].read_bytes() == b for n, b in before.items() if n != old.path.name), "a newer file changed"
+    branch = checkpoint.load(d)
+    assert branch.id > max(checkpoint.id_of(d / "checkpoints" / n) for n in before)
+    assert branch.env_steps == old.env_steps + 100 < max(checkpoint.load(p).env_steps for p in after.values())
+    r = run([*DQN, "--total-env-steps", str(branch.env_steps + 100), "--run-dir", str(d), "--resume", "auto"],
+            timeout=120)
+    assert r.returncode == 0 and f"resuming from {branch.path}" in r.stdout, r.stdout + r.stderr

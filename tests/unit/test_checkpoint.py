@@ -75,6 +75,81 @@ def test_newest_and_prune(tmp_path):
         checkpoint.resolve(tmp_path / "empty")
 
 
+def test_ids_are_unique_per_run_directory_and_newest_is_the_last_written(tmp_path):
+    """A resume from an older checkpoint takes ids above every trace in the directory (main files, parts, temporary
+    files), so its files never overwrite another branch's; `newest` (and --resume auto) is the largest id, not the
+    largest name."""
+    cdir = tmp_path / "checkpoints"
+    write(tmp_path, 9000, 4)
+    (cdir / "parts-000007").mkdir()
+    (cdir / ".ckpt-000000012000-000009.h5.tmp-host-12").write_bytes(b"")  # a killed writer's
+    assert checkpoint.ids_on_disk(cdir) == {4, 7, 9}
+    cfg = SimpleNamespace(run_dir=str(tmp_path), keep_checkpoints=1, checkpoint_every=600.0)
+    life = lifecycle.Lifecycle(cfg, None, None, resumed=checkpoint.load(write(tmp_path, 1000, 2)))
+    assert life.next_id == 10 and life.protected == range(3, 10)
+    branch = write(tmp_path, 2000, life.next_id)  # fewer env steps than the abandoned 9000, written last
+    assert checkpoint.resolve(tmp_path) == branch and lifecycle.resume_state("auto", str(tmp_path)).id == 10
+    write(tmp_path, 3000, 11)
+    gone = checkpoint.prune(cdir, 1, life.protected, live=set())
+    left = sorted(x.name for x in cdir.iterdir())
+    assert left == [checkpoint.name_of(3000, 11), checkpoint.name_of(9000, 4), "parts-000007"], left
+    assert {p.name for p in gone} == {checkpoint.name_of(1000, 2), checkpoint.name_of(2000, 10),
+                                      ".ckpt-000000012000-000009.h5.tmp-host-12"}
+
+
+def test_prune_keeps_what_is_being_written(tmp_path):
+    cdir = tmp_path / "checkpoints"
+    for i in (1, 2, 3):
+        write(tmp_path, 100 * i, i)
+    (cdir / "parts-000003").mkdir()
+    (cdir / "parts-000003" / ".replay-0.h5.tmp-h-1").write_bytes(b"")  # checkpoint 3's part, still being written
+    (cdir / "parts-000001").mkdir()
+    (cdir / "parts-000001" / ".replay-0.h5.tmp-h-1").write_bytes(b"")  # a dead writer's
+    checkpoint.prune(cdir, 2, live={3})
+    assert (cdir / "parts-000003" / ".replay-0.h5.tmp-h-1").exists() and not (cdir / "parts-000001").exists()
+    with pytest.raises(Exception, match="keeps at least one"):
+        checkpoint.prune(cdir, 0)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_previous_checkpoint_is_intact(tmp_path):
+    """Writes past RLIMIT_FSIZE fail as on a full disk (Python ignores SIGXFSZ): a UserError naming the file, no
+    temporary file left, the previous checkpoint loadable."""
+    import subprocess
+    import sys
+
+    child = f"""
+import resource, numpy as np
+from pathlib import Path
+from drlmpi import checkpoint
+from drlmpi.checkpoint import State
+d = Path({str(tmp_path)!r}) / "checkpoints"
+small = State(algo="dqn", env="CartPole-v1", config={{}}, nets={{"online": {{"w": np.ones(10, np.float32)}}}}, id=1)
+checkpoint.save(d / checkpoint.name_of(100, 1), small)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+big = State(algo="dqn", env="CartPole-v1", config={{}}, nets={{"online": {{"w": np.ones(10**6, np.float32)}}}}, id=2)
+try:
+    checkpoint.save(d / checkpoint.name_of(200, 2), big)
+except checkpoint.UserError as e:
+    print(e)
+"""
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r
+    assert r.stdout.startswith(f"cannot write {tmp_path / 'checkpoints' / checkpoint.name_of(200, 2)}: "), r.stdout
+    assert len(r.stdout.strip().splitlines()) == 1 and "File too large" in r.stdout
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [checkpoint.name_of(100, 1)]
+    assert checkpoint.load(tmp_path).id == 1
+
+
+def test_files_are_owner_only_and_default_run_dirs_never_collide(tmp_path, monkeypatch):
+    from drlmpi import rundir
+
+    p = write(tmp_path)
+    assert p.stat().st_mode & 0o077 == 0 and p.parent.stat().st_mode & 0o077 == 0
+    monkeypatch.chdir(tmp_path)
+    names = {rundir.default_run_dir("dqn", "ALE/Pong-v5") for _ in range(3)}  # within one second
+    assert len(names) == 3 and all(Path(n).is_dir() for n in names)
+
+
 def test_resume_auto_skips_a_damaged_newest(tmp_path):
     write(tmp_path, 100, 1)
     p = write(tmp_path, 200, 2)

@@ -70,6 +70,7 @@ from drlmpi.runtime.context import usable_cores
 
 LAYOUT = RoleSpec(min_actors=1, serial_ok=False)  # the world's; each member lays out its own group (check_layout)
 SPLITS_WORLD = True  # the CLI prints no world layout table: run_population prints the members'
+MEMBER_KEEP = 1_000_000  # a member's keep_checkpoints: the controller prunes them instead (prune_members)
 __all__ = ["LAYOUT", "ROLES", "Config", "check_layout", "policy_state"]
 
 
@@ -177,7 +178,7 @@ def member_config(cfg: Config, m: int, values: dict[str, float], pause_at: int, 
     module = algos.get(cfg.member)
     sets = [s.strip() for s in cfg.member_set.split(";") if s.strip()]
     flags = {"env": cfg.env, "seed": member_seed(cfg.seed, m), "run_dir": str(Path(cfg.run_dir) / f"member-{m}"),
-             "checkpoint_every": cfg.checkpoint_every, "keep_checkpoints": cfg.keep_checkpoints,
+             "checkpoint_every": cfg.checkpoint_every, "keep_checkpoints": MEMBER_KEEP,
              "checkpoint_replay": cfg.checkpoint_replay, "log_every": cfg.log_every, "device": cfg.device,
              "torch_threads": cfg.torch_threads or threads, "pause_at_env_steps": pause_at}
     if cfg.total_env_steps:
@@ -280,7 +281,24 @@ def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int,
                   id=ckpt_id)
     path = checkpoint.save(cdir / checkpoint.name_of(steps, ckpt_id), state)
     checkpoint.prune(cdir, cfg.keep_checkpoints)
+    prune_members(cdir)
     return path
+
+
+def prune_members(cdir: Path) -> None:
+    """Delete the member checkpoints that no kept population checkpoint links, but none newer than the newest one
+    linked (a member's checkpoints of the generation under way). Members prune nothing themselves (MEMBER_KEEP)."""
+    linked: dict[Path, set[int]] = {}  # a member's checkpoints directory -> the ids linked in it
+    for main in checkpoint.main_files(cdir):
+        state = checkpoint.load(main, parts=False)
+        for name in state.parts:
+            path = Path(os.path.normpath(state.part_path(name)))
+            linked.setdefault(path.parent, set()).add(checkpoint.id_of(path))
+    for mdir, ids in linked.items():
+        for main in checkpoint.main_files(mdir):
+            if checkpoint.id_of(main) not in ids and checkpoint.id_of(main) < max(ids):
+                main.unlink(missing_ok=True)  # main first: a half-pruned checkpoint is never mistaken for one
+        checkpoint.prune(mdir, MEMBER_KEEP, protected=range(0), live=set())  # (their parts and temporary files)
 
 
 # ---- one rank's run --------------------------------------------------------------------------------------
@@ -345,7 +363,7 @@ class Population:
         cfg, p = self.cfg, self.p
         self.parents, self.copy_ms = [-1] * p, 0.0  # whom each member copied this generation, this member's ms
         if not resumed:
-            self.generation, self.at_ready, self.mine, self.ckpt_id = 0, False, None, 1
+            self.generation, self.at_ready, self.mine = 0, False, None
             self.values = bcast_json(self.rt.world, initial_values(cfg, self.rt.gen) if self.lead0 else None,
                                      what="the starting values")
             return
@@ -355,7 +373,6 @@ class Population:
         if self.lead0:
             set_rng_state(self.rt.gen, resumed.rng["pbt"])
         self.mine = checkpoint.load(member_path(resumed, self.m), parts=self.root)
-        self.ckpt_id = resumed.id + 1
         if not self.at_ready:
             self.parents = [int(counters.get(f"parent.{j}", -1)) for j in range(p)]
             self.copy_ms = float(counters.get(f"copy_ms.{self.m}", 0.0))
@@ -403,9 +420,9 @@ class Population:
                            "parent": self.parents[r["member"]], "copy_ms": r["copy_ms"], "updates": r["updates"],
                            **{f"hp_{n}": v for n, v in self.values[r["member"]].items()}} for r in reports]
             write_records(Path(cfg.run_dir), self.cols, self.rows)
-        self.last = save_population(self.rt.gen, cfg, self.ckpt_id, g, ready, self.values, self.parents, reports,
+        ckpt_id = max(checkpoint.ids_on_disk(Path(cfg.run_dir) / "checkpoints"), default=0) + 1  # unique forever
+        self.last = save_population(self.rt.gen, cfg, ckpt_id, g, ready, self.values, self.parents, reports,
                                     self.rows, roles_dict(self.roles), time.monotonic() - self.start)
-        self.ckpt_id += 1
         print(f"pbt generation {g + 1}/{self.generations}: scores " + ", ".join(f"{r['score']:.1f}" for r in reports)
               + f"; best member {ops.best([r['score'] for r in reports])}", flush=True)
         return {"stop": stop, "done": stop or g + 1 >= self.generations or
