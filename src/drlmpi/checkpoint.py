@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,10 +134,14 @@ def write_file(path: str | Path, fill) -> str:
     return digest
 
 
-def verify(path: str | Path, sha256: str | None = None) -> Path:
-    """Check a file's user-block checksum (and that it is `sha256`, if given); raise CheckpointError."""
+def verify(path: str | Path, sha256: str | None = None, follow: bool = True) -> Path:
+    """Check a file's user-block checksum (and that it is `sha256`, if given); raise CheckpointError. The file must
+    be a regular file (a FIFO would block the reader), not a symbolic link unless `follow` (a path the user gave)."""
     path = Path(path)
     try:
+        st = os.stat(path) if follow else os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
         with open(path, "rb") as f:
             head = f.read(USERBLOCK)
     except FileNotFoundError:
@@ -172,11 +177,11 @@ def digest(path: str | Path) -> str:
         return f.read(USERBLOCK)[len(MAGIC):].split(b" ", 1)[0].decode()
 
 
-def open_verified(path: str | Path, sha256: str | None = None):
-    """h5py.File (read-only) of a verified drlmpi file."""
+def open_verified(path: str | Path, sha256: str | None = None, follow: bool = True):
+    """h5py.File (read-only) of a verified drlmpi file whose contents are plain data (check_contents)."""
     import h5py
 
-    path = verify(path, sha256)
+    path = verify(path, sha256, follow)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -188,7 +193,99 @@ def open_verified(path: str | Path, sha256: str | None = None):
     if version != VERSION:
         f.close()
         raise CheckpointError(f"{path}: checkpoint format version {version}; this drlmpi reads version {VERSION}")
+    try:
+        check_contents(f, path)
+    except BaseException:
+        f.close()
+        raise
     return f
+
+
+# ---- files are data: what a reader refuses before reading an array ---------------------------------------------
+
+MAX_DEPTH = 8  # groups in a drlmpi file nest at most 4 deep (/optim/<name>/state/<index>)
+MAX_JSON_DEPTH = 32  # JSON attributes nest at most 4 deep (a numpy bit generator's state)
+INFLATE = 1100  # the most bytes a deflated byte inflates to (deflate's limit is about 1032:1)
+FILTERS = (1, 2, 3)  # HDF5's deflate (gzip), shuffle and fletcher32: the only filters drlmpi writes
+
+
+def check_contents(f, path: Path) -> None:
+    """CheckpointError for anything a drlmpi file never holds, before any array is read: a link out of the file
+    (but the main file's /parts links to its manifest's own parts), a soft link, a named type, external or virtual
+    storage, a filter but deflate and shuffle, a dataset larger than its stored bytes can hold, objects, groups
+    nested deeper than MAX_DEPTH."""
+    import h5py
+
+    allowed = {f"/parts/{n}": (p.get("file"), "/") for n, p in manifest_of(f, path).items() if isinstance(p, dict)}
+    stack = [(f, 0)]
+    while stack:
+        group, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{path}: groups nested deeper than {MAX_DEPTH}")
+        for name in group:
+            full, link = f"{group.name.rstrip('/')}/{name}", group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                if allowed.get(full) != (link.filename, link.path):
+                    raise CheckpointError(f"{path}: an external link at {full} (to {link.filename}): refused")
+                continue
+            if not isinstance(link, h5py.HardLink):
+                raise CheckpointError(f"{path}: a {type(link).__name__} at {full}: refused")
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                stack.append((obj, depth + 1))
+            elif isinstance(obj, h5py.Dataset):
+                check_dataset(obj, path)
+            else:
+                raise CheckpointError(f"{path}: a {type(obj).__name__} at {full}: refused")
+
+
+def check_dataset(ds, path: Path) -> None:
+    """CheckpointError unless ds is plain numbers stored in this file, no larger than its stored bytes allow."""
+    plist = ds.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if ds.external or ds.is_virtual or ds.dtype.kind in "OV" or ds.dtype.hasobject:
+        raise CheckpointError(f"{path}: dataset {ds.name} is external, virtual or not plain numbers: refused")
+    if any(c not in FILTERS for c in filters):
+        raise CheckpointError(f"{path}: dataset {ds.name} uses a filter drlmpi does not write: refused")
+    stored, nbytes = ds.id.get_storage_size(), ds.size * ds.dtype.itemsize
+    if nbytes > (INFLATE * stored if filters else stored):
+        raise CheckpointError(f"{path}: dataset {ds.name} declares {nbytes:,} bytes but stores {stored:,}: refused")
+
+
+def manifest_of(f, path: Path) -> dict:
+    """The /parts manifest of a main file ({} in a part or demonstrations file)."""
+    if "parts" not in f or "manifest" not in f["parts"].attrs:
+        return {}
+    manifest = loads(f["parts"].attrs["manifest"], path, "the parts manifest")
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (the parts manifest is not an object)")
+    return manifest
+
+
+def loads(text, path: Path, what: str):
+    """A JSON attribute, nested at most MAX_JSON_DEPTH deep; CheckpointError otherwise."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        raise CheckpointError(f"{path}: damaged checkpoint ({what} is not JSON)") from None
+    stack = [(obj, 0)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise CheckpointError(f"{path}: {what} nested deeper than {MAX_JSON_DEPTH}: refused")
+        if isinstance(x, dict | list):
+            stack += [(v, depth + 1) for v in (x.values() if isinstance(x, dict) else x)]
+    return obj
+
+
+def check_part_file(main: Path, rel) -> None:
+    """CheckpointError unless a manifest's part path is relative, a .h5 file, and inside the run directory (the
+    main file's directory's parent: parts-<id>/ beside it, a PBT member's checkpoints in member-<m>/)."""
+    if not isinstance(rel, str) or not rel.endswith(SUFFIX) or os.path.isabs(rel):
+        raise CheckpointError(f"{main}: a part path {rel!r} that is not a relative .h5 file: refused")
+    run_dir = os.path.normpath(main.parent.parent)
+    if not os.path.normpath(main.parent / rel).startswith(run_dir + os.sep):
+        raise CheckpointError(f"{main}: a part path {rel!r} outside the run directory: refused")
 
 
 # ---- the main file ---------------------------------------------------------------------------------------
@@ -267,24 +364,29 @@ def load(path: str | Path, parts: bool = True) -> State:
         with f:
             if not bool(f.attrs.get("complete", False)):
                 raise CheckpointError(f"{path}: incomplete checkpoint (the writer stopped mid-write)")
-            optim = {name: {"groups": json.loads(g.attrs["groups"]), "state": _get_tree(g["state"])}
-                     for name, g in f["optim"].items()}
-            rng = {who: {"numpy": json.loads(g.attrs["numpy"]), "torch": g["torch"][()]} for who, g in f["rng"].items()}
-            columns = json.loads(f["metrics"].attrs["columns"])
+            optim = {name: {"groups": loads(g.attrs["groups"], path, "optimizer groups"),
+                            "state": _get_tree(g["state"])} for name, g in f["optim"].items()}
+            rng = {who: {"numpy": loads(g.attrs["numpy"], path, "an RNG state"), "torch": g["torch"][()]}
+                   for who, g in f["rng"].items()}
+            columns = loads(f["metrics"].attrs["columns"], path, "the metric columns")
             state = State(
-                algo=str(f.attrs["algo"]), env=str(f.attrs["env"]), config=json.loads(f.attrs["config"]),
+                algo=str(f.attrs["algo"]), env=str(f.attrs["env"]), config=loads(f.attrs["config"], path, "config"),
                 counters={k: v.item() if hasattr(v, "item") else v for k, v in f["counters"].attrs.items()},
                 nets=_get_tree(f["nets"]), optim=optim, rng=rng,
                 metrics={k: f["metrics"][k][()] for k in columns}, returns=f["returns"][()].tolist(),
-                layout=json.loads(f.attrs["layout"]), parts=json.loads(f["parts"].attrs["manifest"]),
+                layout=loads(f.attrs["layout"], path, "layout"), parts=manifest_of(f, path),
                 id=int(f.attrs["id"]), path=path)
     except CheckpointError:
         raise
-    except (KeyError, OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as e:
+    except (KeyError, OSError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+    for name, p in state.parts.items():
+        if not isinstance(p, dict) or not isinstance(p.get("sha256"), str):
+            raise CheckpointError(f"{path}: damaged checkpoint (manifest entry {name!r})")
+        check_part_file(path, p.get("file"))
     if parts:
         for name, p in state.parts.items():
-            verify(state.part_path(name), p["sha256"])
+            verify(state.part_path(name), p["sha256"], follow=False)
     return state
 
 
@@ -386,7 +488,7 @@ def load_part(state: State, name: str, kind: str) -> tuple[dict, dict[str, np.nd
     if name not in state.parts:
         raise CheckpointError(f"{state.path}: no part '{name}'")
     path = state.part_path(name)
-    f = open_verified(path, state.parts[name]["sha256"])
+    f = open_verified(path, state.parts[name]["sha256"], follow=False)
     try:
         with f:
             if f.attrs.get("kind") != kind or not bool(f.attrs.get("complete", False)):

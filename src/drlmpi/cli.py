@@ -2,11 +2,12 @@
 
   drlmpi [train] --algo A --env E [--config run.toml] [--set key=value ...] [--total-env-steps N]
                  [--seed S] [--run-dir D] [--layout learner=1,...] [--resume PATH|auto]
-  drlmpi eval PATH [--episodes K] [--json]      PATH: a checkpoint file or a run directory
+  drlmpi eval PATH [--episodes K] [--json] [--env E] [--trust]
+                                                PATH: a checkpoint file or a run directory
   drlmpi inspect PATH [--json]                   what a checkpoint holds (PATH: a file or a run directory)
   drlmpi report RUN_DIR [RUN_DIR ...] [--out D]  PNG figures and summary.md of runs (overlaid)
   drlmpi record --env E (--checkpoint PATH | --policy module:function) --episodes K --out FILE.h5 [--seed S]
-                [--epsilon P]                   demonstrations for R2D3, offline data for QT-Opt
+                [--epsilon P] [--trust]         demonstrations for R2D3, offline data for QT-Opt
                                                 (docs/demonstrations.md)
   drlmpi layout --algo A -n N [--ranks-per-host K]
                                                 print the rank layout N ranks would get
@@ -14,6 +15,8 @@
 
 User errors print one line on stderr (from rank 0) and exit 2 on every rank. Any other
 exception on any rank prints `rank R (role) failed:` with its traceback and aborts the job.
+Files are data: nothing a checkpoint, demonstrations file or run directory names is imported (algorithms come
+from the registry; a checkpoint's `module:Env` id is imported only when --env names it again, or with --trust).
 SIGTERM, SIGUSR1 or SIGINT make a training job checkpoint and exit with code 75 (resume it with
 `--resume auto`; see drlmpi.signals).
 """
@@ -48,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--run-dir")
     t.add_argument("--layout", help="role counts, e.g. learner=2,replay=4,ps=1")
+    t.add_argument("--trust", action="store_true", help="let a resumed checkpoint's config name a module to import "
+                   "(PBT's member)")
     t.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint file or run directory; auto: "
                    "the newest checkpoint of --run-dir, or a fresh start if it has none")
     e = sub.add_parser("eval", help="greedy evaluation of a checkpoint or run directory")
@@ -55,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--env", help="the checkpoint's env, named again: lets a module:Env id be imported")
+    e.add_argument("--trust", action="store_true", help="import the modules the checkpoint names (its algorithm, "
+                   "a module:Env id): only for files you trust, as they run that code")
     i = sub.add_parser("inspect", help="what a checkpoint holds: algorithm, counters, layout, sizes, last metrics")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -71,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--epsilon", type=float, default=0.0,
                      help="probability of a uniformly random action instead of the policy's (a broader dataset)")
+    rec.add_argument("--trust", action="store_true", help="import the algorithm module a --checkpoint names")
     lay = sub.add_parser("layout", help="print the rank layout for N ranks")
     lay.add_argument("--algo", required=True)
     lay.add_argument("-n", type=int, required=True)
@@ -100,7 +109,7 @@ def prepare_train(args):
     resumed = lifecycle.resume_state(args.resume, args.run_dir) if args.resume else None
     if resumed is not None:
         flags["run_dir"] = args.run_dir or str(resumed.path.parent.parent)
-        cfg = lifecycle.resumed_config(module, args.algo, resumed, args.config, args.set, **flags)
+        cfg = lifecycle.resumed_config(module, args.algo, resumed, args.config, args.set, args.trust, **flags)
     else:
         cfg = config.build(module.Config, args.config, args.set, **flags)
     check_env_id(cfg.env)
@@ -275,7 +284,7 @@ def evaluate(args) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-    result = run_eval(args.path, args.episodes, args.seed)
+    result = run_eval(args.path, args.episodes, args.seed, args.env, args.trust)
     if args.json:
         print(json.dumps(result))
     else:
@@ -342,7 +351,7 @@ def record_demos(args) -> int:
     else:
         from drlmpi.evaluate import policy_checkpoint
 
-        ckpt, module = policy_checkpoint(args.checkpoint)
+        ckpt, module = policy_checkpoint(args.checkpoint, args.trust)
         if ckpt.env != args.env:
             raise UserError(f"--checkpoint {ckpt.path} was trained on {ckpt.env}, not {args.env}")
         cfg, source = config.from_dict(module.Config, ckpt.config), f"checkpoint {ckpt.path}"

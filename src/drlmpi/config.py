@@ -25,13 +25,19 @@ import tomllib
 from drlmpi.errors import UserError
 
 
-def opt(default, doc: str, structural: bool = False):
+def opt(default, doc: str, structural: bool = False, names_module: bool = False):
     """A config field with its docstring; `structural`: a resumed run may not change it (it fixes the networks' or
-    the stored data's shapes: lifecycle.resumed_config)."""
-    meta = {"doc": doc, "structural": structural}
+    the stored data's shapes: lifecycle.resumed_config); `names_module`: its value may be a module path to import,
+    which a checkpoint's config may hold only if the user names it again (lifecycle.check_named_modules)."""
+    meta = {"doc": doc, "structural": structural, "names_module": names_module}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def module_keys(cls) -> tuple[str, ...]:
+    """The config keys of dataclass `cls` whose value may name a module to import."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("names_module"))
 
 
 def structural_keys(cls) -> tuple[str, ...]:
@@ -66,7 +72,8 @@ def apply_defaults(cls) -> None:
         if name not in fields or name in annotations:
             raise TypeError(f"{cls.__qualname__}.DEFAULTS: {name!r} is not an inherited config field")
         annotations[name] = fields[name].type
-        setattr(cls, name, opt(value, fields[name].metadata["doc"], fields[name].metadata.get("structural", False)))
+        meta = fields[name].metadata
+        setattr(cls, name, opt(value, meta["doc"], meta.get("structural", False), meta.get("names_module", False)))
     cls.__annotations__ = annotations
 
 

@@ -33,10 +33,14 @@ def episode_returns(env, policy, episodes: int) -> list[float]:
     return [r for rs in returns for r in rs]
 
 
-def policy_checkpoint(path: str):
+def policy_checkpoint(path: str, trust: bool = False):
     """(checkpoint, algorithm module) of the policy a checkpoint or run dir holds; a population's (PBT) is its best
-    member's (the module's `policy_state`)."""
+    member's (the module's `policy_state`). Files are data: the algorithm a checkpoint names is a built-in one,
+    unless `trust` (the user's --trust) lets it name a module to import."""
     def module_of(ckpt):
+        if ckpt.algo not in algos.ALGOS and not trust:
+            raise CheckpointError(f"{ckpt.path}: unknown algorithm '{ckpt.algo}' (a checkpoint's algorithm is a "
+                                  "built-in one; --trust imports the module it names)")
         try:
             return algos.get(ckpt.algo)
         except UserError:
@@ -50,10 +54,23 @@ def policy_checkpoint(path: str):
     return ckpt, module
 
 
-def evaluate(path: str, episodes: int, seed: int = 12345) -> dict:
-    ckpt, module = policy_checkpoint(path)
+def trusted_env(ckpt, env_id: str, given: str | None, trust: bool) -> str:
+    """The env a checkpoint names, unless it names a module (`module:Env`) that the user did not name again (`given`,
+    their --env) or allow (--trust): importing it would run that module's code."""
+    if ":" in env_id and env_id != given and not trust:
+        raise CheckpointError(f"{ckpt.path}: its env {env_id} names the module '{env_id.partition(':')[0]}': pass "
+                              f"--env {env_id} to import it, or --trust")
+    return env_id
+
+
+def evaluate(path: str, episodes: int, seed: int = 12345, env_id: str | None = None, trust: bool = False) -> dict:
+    """Greedy returns of `episodes` episodes of a checkpoint's policy. env_id: the user's --env, which must be the
+    checkpoint's (it lets a `module:Env` id be imported)."""
+    ckpt, module = policy_checkpoint(path, trust)
     cfg = config.from_dict(module.Config, ckpt.config)
-    env = make_vec(cfg.env, min(episodes, 8), seed=seed)
+    if env_id is not None and env_id != cfg.env:
+        raise UserError(f"--env {env_id}: {ckpt.path} was trained on {cfg.env}")
+    env = make_vec(trusted_env(ckpt, cfg.env, env_id, trust), min(episodes, 8), seed=seed)
     try:
         policy = module.load_policy(cfg, ckpt.weights, env)
     except (ValueError, KeyError) as e:

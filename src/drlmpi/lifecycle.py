@@ -239,13 +239,27 @@ def resume_state(arg: str, run_dir: str) -> State | None:
     return None
 
 
-def resumed_config(module, algo: str, state: State, toml_path, sets, **flags):
+def check_named_modules(module, state: State, sets, trust: bool) -> None:
+    """Files are data: a config key that names an algorithm (PBT's `member`) may hold a module path in a checkpoint
+    only when the user names it again (--set key=...) or passes --trust: importing it runs that module's code."""
+    from drlmpi import algos, config
+
+    given = {s.partition("=")[0].strip().replace("-", "_") for s in sets}
+    for key in config.module_keys(module.Config):
+        value = state.config.get(key)
+        if isinstance(value, str) and value not in algos.ALGOS and key not in given and not trust:
+            raise CheckpointError(f"{state.path}: its {key} {value!r} names a module: pass --set {key}={value} to "
+                                  "import it, or --trust")
+
+
+def resumed_config(module, algo: str, state: State, toml_path, sets, trust: bool = False, **flags):
     """The checkpoint's config with the given changes; refuses another algorithm or a structural change."""
     from drlmpi import config
 
     if state.algo != algo:
         raise CheckpointError(f"{state.path}: a checkpoint of {state.algo}, not {algo}")
     flags = {k: v for k, v in flags.items() if v is not None}
+    check_named_modules(module, state, sets, trust)
     cfg = config.build(module.Config, toml_path, sets, base=state.config, **flags)
     new = config.to_dict(cfg)
     for key in config.structural_keys(module.Config):  # (the networks' and stored data's shapes)

@@ -77,7 +77,7 @@ __all__ = ["LAYOUT", "ROLES", "Config", "check_layout", "policy_state"]
 @dataclass
 class Config(Common):
     member: str = opt("dqn", "the members' algorithm (any --algo name or module path); total_env_steps counts each "
-                             "member's env steps, and it and num_envs at 0 take the member's defaults", True)
+                             "member's env steps, and it and num_envs at 0 take the member's defaults", True, True)
     population: int = opt(4, "members: the world splits into this many groups of N / P ranks", True)
     ready_every: int = opt(10_000, "env steps of a member between exploit/explore rounds")
     search: str = opt("lr", "searched hyperparameters, comma-separated: name, or name:lo:hi to set its prior "
