@@ -22,6 +22,7 @@ A population's run dir (PBT: population.csv) stands for its members' run dirs in
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,9 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
         if Path(d) not in populations:
             runs.append(read_run(d))
             continue
-        for member in sorted(Path(d).glob("member-*/metrics.csv"), key=lambda f: int(f.parent.name.split("-")[1])):
+        found = [(int(m[1]), f) for f in Path(d).glob("member-*/metrics.csv")
+                 if (m := re.fullmatch(r"member-(\d+)", f.parent.name))]  # (other names are not members)
+        for _, member in sorted(found):
             runs.append(read_run(str(member.parent)))  # a population stands for its members
             runs[-1]["name"] = f"{Path(d).name}/{member.parent.name}"
     names = [r["name"] for r in runs]
@@ -123,10 +126,12 @@ def population_figures(d: Path, out_dir: Path, suffix: str, plt) -> list[Path]:
     try:
         with open(d / "population.csv", newline="") as f:
             rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    except (OSError, ValueError, csv.Error) as e:
+    except (OSError, ValueError, TypeError, csv.Error) as e:
         raise UserError(f"{d / 'population.csv'}: unreadable ({e})") from None
     if not rows:
         return []
+    if not {"member", "env_steps", "score"} <= set(rows[0]):
+        raise UserError(f"{d / 'population.csv'}: not a drlmpi population file (columns {', '.join(rows[0])})")
     hps = [k for k in rows[0] if k.startswith("hp_")]
     members = sorted({int(r["member"]) for r in rows})
     written = []

@@ -75,3 +75,15 @@ def test_population_run_reports_its_members_scores_and_hyperparameters(tmp_path)
     assert pngs == ["hparams", "population", "return_vs_steps", "return_vs_time"], pngs
     summary = (out / "summary.md").read_text()
     assert all(f"| pbt-run/member-{m} | dqn |" in summary for m in range(3)), summary
+    fake_run(d / "member-foo", "dqn", 9, ["time", "env_steps", "env_frames", "recent_return"])  # not a member
+    assert cli.main(["report", str(d), "--out", str(out)]) == 0
+    assert "member-foo" not in (out / "summary.md").read_text()
+
+
+def test_a_damaged_population_file_is_one_line(tmp_path, capsys):
+    d = fake_run(tmp_path / "pop" / "member-0", "dqn", 0).parent
+    for content in ("generation,member\n0,x\n", "a,b\n1,2\n"):
+        (d / "population.csv").write_text(content)
+        assert cli.main(["report", str(d)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "population.csv" in err, err
