@@ -121,3 +121,8 @@ def replay_rows(state, prefix: str = "") -> list[tuple[bytes, float]]:
         out += [(b"".join(a[k][i].tobytes() for k in keys), float(a[prefix + "priority"][i]))
                 for i in range(len(a[prefix + "priority"]))]
     return out
+
+
+def mpi_segments() -> set[str]:
+    """MPICH's shared-memory files in /dev/shm (RAM): a job must leave none of its own, however it ends."""
+    return {p.name for p in Path("/dev/shm").glob("mpich_shm_*")}

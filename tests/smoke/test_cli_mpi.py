@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import DRLMPI, layout_table, mpirun, run
+from helpers import DRLMPI, layout_table, mpi_segments, mpirun, run
 
 pytestmark = pytest.mark.mpi
 ENV = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -28,9 +28,10 @@ def test_layout_table_printed_once(tmp_path):
 
 
 def test_failing_rank_ends_the_cli_job(tmp_path):
-    t0 = time.monotonic()
+    t0, before = time.monotonic(), mpi_segments()
     r = mpirun(4, [DRLMPI, *TOY, "--run-dir", str(tmp_path), "--set", "fail_rank=3"], timeout=60, env=ENV)
     assert r.returncode != 0 and time.monotonic() - t0 < 15
+    assert mpi_segments() <= before, "an aborted job left MPI shared memory in /dev/shm"
     assert "rank 3 (actor) failed:" in r.stderr and "RuntimeError: toy failure on rank 3" in r.stderr, r.stderr
 
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import DRLMPI, MPIEXEC, mpirun, replay_rows, run
+from helpers import DRLMPI, MPIEXEC, mpi_segments, mpirun, replay_rows, run
 
 from drlmpi import checkpoint
 from drlmpi.signals import REQUEUE_EXIT
@@ -66,9 +66,11 @@ def test_apex_killed_job_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL right after a periodic checkpoint; `--resume auto` continues from its counters with its weights
     (lr=0 on resume: the weights must come out exactly as checkpointed)."""
     d = tmp_path / "run"
+    before = mpi_segments()
     p = start(4, [*APEX, "--total-env-steps", "1000000", "--run-dir", str(d), "--set", "checkpoint_every=3"])
     wait_for(lambda: True if mains(d) else None, 180, "a first checkpoint")
     kill_job(p)
+    assert mpi_segments() <= before, "a SIGKILLed job left MPI shared memory in /dev/shm"
     st = checkpoint.load(d)
     total = st.env_steps + 2000
     r = mpirun(4, [*APEX, "--total-env-steps", str(total), "--run-dir", str(d), "--resume", "auto",

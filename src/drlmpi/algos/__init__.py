@@ -50,9 +50,12 @@ def run(module, rt, cfg, resumed=None):
     """One rank's job, for every algorithm: set up the planes its roles share (collective), seed this rank's
     generators (restored from the checkpoint when it holds this rank's), run this rank's role, close the planes.
     Returns the role's summary (a learner's) or None."""
-    from drlmpi import lifecycle
+    from drlmpi import lifecycle, runtime
 
     planes = module.setup(rt, cfg) if hasattr(module, "setup") else None
+    if planes is not None:
+        runtime.barrier(rt.node, runtime.context.startup_timeout(rt.size), what="this host's ranks to set up")
+        runtime.unlink_mpi_segments()  # (every rank of the host attached what setup made)
     lifecycle.seed_rank(rt, resumed)
     summary = module.ROLES[rt.role](rt, cfg, planes, resumed)
     if hasattr(planes, "close"):

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from drlmpi.runtime.guard import set_role
+from drlmpi.runtime.guard import set_role, unlink_mpi_segments
 from drlmpi.runtime.layout import Layout, RoleSpec, build_layout
+from drlmpi.runtime.wait import PEER_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,10 @@ def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = No
     """Build the layout (raises UserError when it cannot), communicators, seeds; set torch threads."""
     world = world or MPI.COMM_WORLD
     node = node_comm(world)
+    from drlmpi.runtime.wait import barrier
+
+    barrier(node, PEER_TIMEOUT, what="the ranks of this host at start-up")  # every rank attached MPI's node memory
+    unlink_mpi_segments()
     from drlmpi.comm.control import allgather_json
 
     cores = tuple(allgather_json(world, usable_cores(), what="every rank's cores"))  # control plane, once

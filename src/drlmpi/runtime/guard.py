@@ -38,10 +38,31 @@ def report_and_abort(exc: BaseException, code: int = 1) -> None:
     sys.stderr.write(text)
     sys.stderr.flush()
     sys.stdout.flush()
+    unlink_mpi_segments()  # this node's ranks are killed next: nothing of theirs may stay in /dev/shm
     if MPI.COMM_WORLD.size > 1:
         time.sleep(FORWARD_S)
         MPI.COMM_WORLD.Abort(code)
     os._exit(code)
+
+
+SHM_PREFIX = "/dev/shm/mpich_shm_"  # MPICH's node shared-memory files
+
+
+def unlink_mpi_segments() -> None:
+    """Unlink every MPICH shared-memory file this process has mapped. The mappings stay valid (the memory is freed
+    when the last process unmaps it), so once every rank of the node has attached (after a node barrier), nothing
+    is left in RAM-backed /dev/shm however the job ends, SIGKILL included; MPI_Finalize does not mind."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {p.strip() for line in f if len(x := line.split(maxsplit=5)) == 6 and
+                     (p := x[5]).startswith(SHM_PREFIX) and not p.rstrip().endswith("(deleted)")}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def install_thread_hook() -> None:
