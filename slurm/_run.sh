@@ -4,10 +4,15 @@
 #   SRUN_MPI    srun's --mpi plugin (default pmi2: what the MPICH wheel speaks; a cluster MPI may want pmix)
 REQUEUE_EXIT=75  # drlmpi.signals.REQUEUE_EXIT: stopped with a complete checkpoint, resume me
 
+# Signals: the batch shell's USR1 (`--signal=B:USR1@T` before the time limit, or `scancel --signal=USR1 --batch`) is
+# forwarded to the step once. A TERM (scancel, pre-emption, the time limit itself) reaches the step's tasks from
+# slurmd directly: the shell only notes it and keeps waiting for the step, so the step gets one signal, never two
+# from here, and the shell lives to requeue. (A second signal within 5 s is one request to drlmpi anyway.)
 run_drlmpi() {
-  local step_pid rc
+  local step_pid rc forwarded=0
   echo "start ${SLURM_RESTART_COUNT:-0} of job ${SLURM_JOB_ID}: run dir ${RUN_DIR}"
-  trap 'echo "signal: asking drlmpi to checkpoint"; kill -USR1 "$step_pid" 2>/dev/null' USR1 TERM
+  trap 'if [ "$forwarded" = 0 ]; then forwarded=1; echo "signal: asking drlmpi to checkpoint"; kill -USR1 "$step_pid" 2>/dev/null; fi' USR1
+  trap 'echo "TERM: slurmd asks the step to stop; waiting for its checkpoint"' TERM
   # -K1: a rank that dies ends the whole step at once (no survivors waiting); --resume auto: a fresh start when
   # RUN_DIR has no checkpoint yet
   srun --mpi="${SRUN_MPI:-pmi2}" -K1 "${DRLMPI:-drlmpi}" "$@" --run-dir "$RUN_DIR" --resume auto &

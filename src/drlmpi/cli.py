@@ -398,6 +398,7 @@ def show_config(args) -> int:
     atari = config.merged(cls, "ATARI")
     for f in dataclasses.fields(cls):
         note = f" (Atari: {atari[f.name]!r})" if f.name in atari else ""
+        note += " [structural: fixed on resume]" if f.metadata.get("structural") else ""
         print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}{note}")
     space = config.search_space(cls)
     if space:

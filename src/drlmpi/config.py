@@ -85,7 +85,8 @@ class Common:
     num_envs: int = opt(1, "environments stepped together per acting rank")
     run_dir: str = opt("", "output directory; default runs/<algo>-<env>-<time>")
     checkpoint_every: float = opt(600.0, "seconds between checkpoints (one is always written at the end)")
-    keep_checkpoints: int = opt(3, "checkpoints kept in <run_dir>/checkpoints (older ones are deleted)")
+    keep_checkpoints: int = opt(3, "checkpoints kept in <run_dir>/checkpoints: the ones written last (older ones are "
+                                   "deleted, but never the newer ones of a branch this run did not resume)")
     checkpoint_replay: bool = opt(True, "checkpoints hold the replay buffer (each shard writes its own part file)")
     log_every: float = opt(10.0, "seconds between metric rows (and progress lines when not on a terminal)")
     torch_threads: int = opt(0, "torch threads per rank; 0 shares this host's cores among its ranks")
@@ -94,6 +95,9 @@ class Common:
     pause_at_env_steps: int = opt(0, "end this run with a final checkpoint once this many env steps are done, while "
                                      "schedules still span total_env_steps (resume to go on); 0: never. PBT sets it "
                                      "to each member's next ready point")
+    max_env_restarts: int = opt(100, "environment failures (an exception in reset or step) a rank survives within "
+                                     "a minute: its envs are rebuilt with a fresh seed; one more (or 10 in a row "
+                                     "with no step between) ends the job")
 
     POSITIVE: ClassVar[tuple[str, ...]] = ("keep_checkpoints",)
 
@@ -105,7 +109,8 @@ class Common:
         for name in ("checkpoint_every", "log_every"):
             if not getattr(self, name) >= 0:  # (NaN too; 0: as often as possible)
                 raise UserError(f"config: {name} must be >= 0 seconds, got {getattr(self, name)}")
-        require_at_least(self, ("seed", "total_env_steps", "torch_threads", "pause_at_env_steps"), least=0)
+        require_at_least(self, ("seed", "total_env_steps", "torch_threads", "pause_at_env_steps", "max_env_restarts"),
+                         least=0)
 
 
 @dataclass

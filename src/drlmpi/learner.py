@@ -27,7 +27,7 @@ from drlmpi.checkpoint import State
 from drlmpi.comm.checkpoint import CheckpointCollector
 from drlmpi.comm.metrics import ActorStats
 from drlmpi.config import to_dict
-from drlmpi.envs import frames_per_step
+from drlmpi.envs import env_restarts, frames_per_step
 from drlmpi.rundir import RunLog
 
 
@@ -86,6 +86,7 @@ class Learner:
         if actors:
             self.stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=fps, steps=self._steps)
             columns = [*columns, *ActorStats.COLUMNS]
+        columns = [*columns, "env_restarts"]
         self.log = RunLog(cfg.run_dir, algo, to_dict(cfg), columns, frames_per_step=fps,
                           world_size=rt.size, resumed=resumed)
         collector = CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)) if rt.size > 1 else None
@@ -127,10 +128,12 @@ class Learner:
         self.life.poll()
 
     def row(self, row=None) -> dict:
-        """The metrics row: the algorithm's columns, then the actors'."""
+        """The metrics row: the algorithm's columns, then the actors', then env_restarts (the actors' reported, and
+        this rank's own envs')."""
         out = dict(row() if row else {})
         if self.stats is not None:
             out.update(self.stats.row())
+        out["env_restarts"] = (self.stats.env_restarts if self.stats is not None else 0) + env_restarts()
         return out
 
     def checkpoint(self) -> None:

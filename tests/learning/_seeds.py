@@ -24,7 +24,8 @@ def train_and_eval(tmp_path, algo: str, ranks: int, seeds=(0, 1, 2), episodes: i
         wall = time.monotonic() - t0
         assert r.returncode == 0, r.stdout + r.stderr
         (run_dir,) = (cwd / "runs").iterdir()
-        e = run([DRLMPI, "eval", str(run_dir), "--episodes", str(episodes), "--json"], timeout=300, env=env)
+        e = run([DRLMPI, "eval", str(run_dir), "--episodes", str(episodes), "--json", "--env", env_id], timeout=300,
+                env=env)  # (--env named again: a module:Env id is imported only then)
         assert e.returncode == 0, e.stderr
         results[seed] = (json.loads(e.stdout)["mean_return"], wall)
         print(f"{algo} on {env_id} seed {seed}: greedy mean return {results[seed][0]:.1f} over {episodes} episodes, "

@@ -1,8 +1,8 @@
 """The learning table, written once: every algorithm learns with its defaults, `mpiexec -n RANKS drlmpi --algo A
 --env E --seed S` (plus only the arguments in the table) for S = 0, 1, 2, each in a fresh directory, then
 `drlmpi eval --json` of the run's default run directory over 20 greedy episodes; at least 2 of 3 seeds must reach
-the score within the wall time. Each algorithm's `test_<algo>.py` runs its row (`learns`). Run by
-`make test-learning` (about 3 hours on 2 cores); one algorithm: `pytest -m learning tests/learning/test_apex.py`.
+the score within the wall time. Each algorithm's `test_<algo>_learns.py` runs its row (`learns`). Run by
+`make test-learning` (about 3 hours on 2 cores); one algorithm: `pytest -m learning tests/learning/test_apex_learns.py`.
 
   dqn        one rank, the single-process baseline: 100K env steps (about 14 minutes a seed)
   apex       150K env steps, 160-250 s a seed

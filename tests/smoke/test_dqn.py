@@ -114,4 +114,7 @@ def test_env_from_module_import_form(tmp_path):
                    "--run-dir", str(d), "--set", "learning_starts=200"], timeout=120, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120, env=env)
+    assert e.returncode == 2 and "pass --env chain_env:DrlmpiChain-v0 to import it, or --trust" in e.stderr
+    e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json", "--env", "chain_env:DrlmpiChain-v0"], timeout=120,
+            env=env)  # (files are data: the user names the module again)
     assert e.returncode == 0 and json.loads(e.stdout)["env"] == "chain_env:DrlmpiChain-v0", e.stderr

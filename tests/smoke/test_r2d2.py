@@ -42,5 +42,6 @@ def test_r2d2_sigterm_checkpoints_sequences_and_resumes_on_another_layout(tmp_pa
     assert sorted(end.parts) == ["replay-0"] and sorted(end.rng) == ["actor-0", "actor-1", "learner-0", "replay-0"]
     after = {row for row, _ in replay_rows(end)}
     assert all(s in after for s in before), "a stored sequence was lost in the re-sharding"
-    e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120, env=ENV)
+    e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json", "--env", "masked_cartpole:CartPoleNoVel-v1"],
+            timeout=120, env=ENV)
     assert e.returncode == 0 and json.loads(e.stdout)["algo"] == "r2d2", e.stderr

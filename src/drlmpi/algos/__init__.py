@@ -50,8 +50,9 @@ def run(module, rt, cfg, resumed=None):
     """One rank's job, for every algorithm: set up the planes its roles share (collective), seed this rank's
     generators (restored from the checkpoint when it holds this rank's), run this rank's role, close the planes.
     Returns the role's summary (a learner's) or None."""
-    from drlmpi import lifecycle, runtime
+    from drlmpi import envs, lifecycle, runtime
 
+    envs.set_restart_limit(cfg.max_env_restarts)
     planes = module.setup(rt, cfg) if hasattr(module, "setup") else None
     if planes is not None:
         runtime.barrier(rt.node, runtime.context.startup_timeout(rt.size), what="this host's ranks to set up")

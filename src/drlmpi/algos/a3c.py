@@ -28,7 +28,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                                                                                                       (several hosts)
   STOP                   params    worker -> ps                empty                                  share done
   Ibcast + Bcast         weights   ps -> other hosts' leaders  version, float32 [n] (comm.weights)    publish_every
-  METRICS                reports   worker -> lead              float64 [8] (comm.metrics; the lead's  every 0.5 s
+  METRICS                reports   worker -> lead              float64 [9] (comm.metrics; the lead's  every 0.5 s
                                                                own are accounted in place)
   STOP                   reports   worker -> lead              empty                                  share done
   STOP                   control   ps -> lead                  int64 updates applied                  at the end

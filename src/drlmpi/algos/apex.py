@@ -24,7 +24,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                                                                no demo replay: 0, 0, 0, inf) [+ rows]
   PRIORITIES             replay    learner -> replay           slots, generations, |td| + eps         every update
   STOP                   replay    actor, learner -> replay    empty                                  at the end
-  METRICS                reports   actor -> lead learner       float64 [8] (comm.metrics)             every 0.5 s
+  METRICS                reports   actor -> lead learner       float64 [9] (comm.metrics)             every 0.5 s
   STOP                   reports   actor -> lead learner       empty                                  share done
   Ibcast + Bcast         weights   lead -> other hosts'        version, float32 weights               every
                                    leaders                                                            publish_every

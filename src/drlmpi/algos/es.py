@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import gymnasium as gym
 import numpy as np
 import torch
 from mpi4py import MPI
@@ -38,7 +39,7 @@ from torch import nn
 from drlmpi.checkpoint import State
 from drlmpi.comm.segments import sync
 from drlmpi.config import Hparam, Model, opt, require_at_least
-from drlmpi.envs import is_box, spaces
+from drlmpi.envs import Restarts, close_quietly, is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
@@ -153,6 +154,29 @@ def episode(env, policy: NumpyPolicy, theta: np.ndarray, seed: int, max_steps: i
             return total, steps
 
 
+class Env:
+    """A worker's env, rebuilt when an episode raises (envs.Restarts); that episode runs again on the new one with a
+    fresh seed (its fitness must come from a whole episode)."""
+
+    def __init__(self, env_id: str):
+        self.id, self.env, self.restarts = env_id, gym.make(env_id), Restarts(env_id)
+
+    def episode(self, policy: NumpyPolicy, theta: np.ndarray, seed: int, max_steps: int, stats: np.ndarray | None
+                ) -> tuple[float, int]:
+        while True:
+            try:
+                result = episode(self.env, policy, theta, seed, max_steps, stats)
+                self.restarts.ok()
+                return result
+            except Exception as e:  # noqa: BLE001 - any failure of the env's own code
+                self.restarts.failed(e)
+                close_quietly(self.env)
+                self.env, seed = gym.make(self.id), Restarts.fresh_seed(seed)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def centered_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks of x (any shape) scaled to [-0.5, 0.5]: the fitness shaping of the paper."""
     ranks = np.empty(x.size, np.float64)
@@ -229,15 +253,14 @@ def evaluate_pairs(rt: Runtime, cfg: Config, env, policy, table: np.ndarray, the
         i = int(rt.gen.integers(0, cfg.noise_size - P))
         eps = table[i : i + P]
         seed = int(rt.gen.integers(2**31))  # both members of a pair see the same episode start
-        fp, sp = episode(env, policy, theta + cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
-        fm, sm = episode(env, policy, theta - cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
+        fp, sp = env.episode(policy, theta + cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
+        fm, sm = env.episode(policy, theta - cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
         mine[k, :4] = i, fp, fm, sp + sm
 
 
 def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict:
     """The `actor` role (a worker): evaluate pairs -> exchange (i, F+, F-, steps) and observation statistics ->
     learn, every generation, until total_env_steps (the lead decides the stop)."""
-    import gymnasium as gym
 
     workers = rt.role_comm
     obs_space, act_space = spaces(cfg.env)
@@ -249,7 +272,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
                       actors=[], counters=lambda: {"obs_count": float(obs.totals[0])})
     obs = ObsStats(net, obs_space.shape[0], resumed)  # (from the restored network's normaliser)
     win, table = noise_table(rt.node, cfg.noise_size, cfg.seed)
-    theta, policy, env = flat_params(net), NumpyPolicy(net), gym.make(cfg.env)
+    theta, policy, env = flat_params(net), NumpyPolicy(net), Env(cfg.env)
     mine, everyone = np.zeros((cfg.pairs, FIELDS)), np.zeros((workers.size * cfg.pairs, FIELDS))
     last = {"eval_return": float("nan"), "exchange": 0.0, "since": time.perf_counter()}  # seconds in the exchange
 
@@ -275,7 +298,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
         theta = learn(net, opt, table, everyone, cfg)
         obs.update()
         if learner.lead and learner.updates % cfg.eval_every == 0:
-            last["eval_return"], _ = episode(env, policy, theta, int(rt.gen.integers(2**31)), 0, None)
+            last["eval_return"], _ = env.episode(policy, theta, int(rt.gen.integers(2**31)), 0, None)
             learner.log.episode(last["eval_return"])
         if not stop:
             learner.checkpoint()

@@ -28,7 +28,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   TRAJECTORY_SHM         trajectories  predictor -> learner    int64 (outbox slot, 0) (same host)     an unroll is full
   TRAJECTORY / _ACK      trajectories  predictor <-> learner   the unroll block / empty (other host)  an unroll is full
   STOP                   trajectories  predictor -> learner    empty                                  its actors done
-  METRICS, STOP          reports       actor -> learner        float64 [8] (comm.metrics); empty      every 0.5 s; end
+  METRICS, STOP          reports       actor -> learner        float64 [9] (comm.metrics); empty      every 0.5 s; end
   Ibcast + Bcast         weights       learner -> other hosts' version, float32 weights               publish_every
                                        leaders
   CHECKPOINT, _DONE,     control       learner <-> other ranks request; RNG state (comm.checkpoint)   checkpoint_every,

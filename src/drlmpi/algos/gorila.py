@@ -23,7 +23,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   tag / pattern          channel   from -> to                  payload                                when
   TRANSITIONS(_SHM), SAMPLE_REQUEST, SAMPLE_REPLY(_BLOCK), PRIORITIES, STOP
                          replay    as in Ape-X (algos/apex.py)
-  METRICS, STOP          reports   actor -> lead learner       float64 [8] / empty                    0.5 s / done
+  METRICS, STOP          reports   actor -> lead learner       float64 [9] / empty                    0.5 s / done
   GRADIENT               params    learner -> ps shard         float32 gradient slice, Isend          every update
   STOP                   params    learner -> ps shard         empty                                  learner done
   Ibcast + Bcast         weights   ps shard -> other hosts'    version, float32 slice                 every

@@ -22,7 +22,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                                                                the slot (same host)
   TRAJECTORY / _ACK      trajectories  actor <-> its learner   the unroll block / empty (other host)  an unroll is full
   STOP                   trajectories  actor -> its learner    empty                                  share done
-  METRICS, STOP          reports       actor -> lead learner   float64 [8] (comm.metrics); empty      every 0.5 s; end
+  METRICS, STOP          reports       actor -> lead learner   float64 [9] (comm.metrics); empty      every 0.5 s; end
   Ibcast + Bcast         weights       lead -> other hosts'    version, float32 weights               publish_every
                                        leaders
   Ibarrier + Allreduce   learners      learner <-> learners    gradients + (the lead's progress,      every update

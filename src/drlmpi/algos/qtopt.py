@@ -41,7 +41,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
                                                                   host)
   STOP                   trajectories  lead trainer -> bellman    empty                                 stop
   STOP                   trajectories  bellman -> its trainer     empty, after its last batch           its end
-  METRICS, STOP          reports       actor -> lead trainer      float64 [8] (comm.metrics); empty     0.5 s; end
+  METRICS, STOP          reports       actor -> lead trainer      float64 [9] (comm.metrics); empty     0.5 s; end
   Ibcast + Bcast         weights       lead -> other hosts'       version (= updates), float32          publish_every
                                        leaders                    [online | Q1' | Q2' | progress]
   Ibarrier + Allreduce   learners      trainer <-> trainers       gradients + (progress, had a batch)   every update

@@ -23,7 +23,7 @@ Messages: Ape-X's (see drlmpi.algos.apex), with sequences as the rows of TRANSIT
                                                                and 0, 0, 0, inf [+ sequences]
   PRIORITIES             replay    learner -> replay           slots, generations, sequence priority  every update
   STOP                   replay    actor, learner -> replay    empty                                  at the end
-  METRICS, STOP          reports   actor -> lead learner       float64 [8]; empty                     0.5 s; share done
+  METRICS, STOP          reports   actor -> lead learner       float64 [9]; empty                     0.5 s; share done
   Ibcast + Bcast         weights   lead -> other hosts' leaders version, float32 weights              publish_every
   Ibarrier + Allreduce   learners  learner <-> learners        gradients + (progress, stop)           every update
   CHECKPOINT(_DONE), SIGNAL  control / replay                  as Ape-X (drlmpi.lifecycle)            on demand

@@ -22,7 +22,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   INFER_REQUEST / _REPLY inference     actor <-> its learner   request block / reply block (other      every vector
                                                                host)                                   step
   STOP                   inference     actor -> its learner    empty                                  share done
-  METRICS, STOP          reports       actor -> lead learner   float64 [8] (comm.metrics); empty      every 0.5 s; end
+  METRICS, STOP          reports       actor -> lead learner   float64 [9] (comm.metrics); empty      every 0.5 s; end
   Ibarrier + Allreduce   learners      learner <-> learners    gradients + (the lead's progress,      every update
                                                                had a batch, summed policy lag)
   CHECKPOINT, _DONE,     control       lead <-> other ranks    request; RNG state (comm.checkpoint)   checkpoint_every,

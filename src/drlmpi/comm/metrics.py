@@ -1,8 +1,9 @@
 """Actors report to the lead learner on the reports channel: buffer messages, one in flight per actor.
 
-  METRICS  actor -> lead learner  float64 [8]: actor index, env steps, episodes ended, sum of their
+  METRICS  actor -> lead learner  float64 [9]: actor index, env steps, episodes ended, sum of their
                                   returns, sum over vector steps of the weights version that acted,
-                                  vector steps, seconds covered by this report, seconds paused in them
+                                  vector steps, seconds covered by this report, seconds paused in them,
+                                  environment restarts (envs.env_restarts) since the last report
   STOP     actor -> lead learner  empty: this actor has finished its share of env steps
 
 `ActorReport` (actor side) accumulates and sends at most every `every` seconds; `ActorStats`
@@ -19,9 +20,10 @@ import numpy as np
 from mpi4py import MPI
 
 from drlmpi.comm.tags import Tag
+from drlmpi.envs import env_restarts
 from drlmpi.runtime import wait
 
-FIELDS = 8
+FIELDS = 9
 
 
 class ActorReport:
@@ -32,6 +34,7 @@ class ActorReport:
         self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = self.paused = 0
         self.req = MPI.REQUEST_NULL
         self.last = time.monotonic()
+        self.restarts = env_restarts()  # this process's count when last reported
 
     def step(self, env_steps: int, returns: list[float], version: int) -> None:
         """Count one vector step of env_steps steps, the returns of episodes that ended, the acting version."""
@@ -54,11 +57,11 @@ class ActorReport:
             self.post()
 
     def pack(self) -> np.ndarray:
-        """What was counted since the last report, as the METRICS message (float64 [8]); the counts restart."""
-        now = time.monotonic()
+        """What was counted since the last report, as the METRICS message (float64 [9]); the counts restart."""
+        now, restarts = time.monotonic(), env_restarts()
         self.msg[:] = (self.index, self.steps, self.episodes, self.return_sum, self.version_sum, self.vsteps,
-                       now - self.last, self.paused)
-        self.last = now
+                       now - self.last, self.paused, restarts - self.restarts)
+        self.last, self.restarts = now, restarts
         self.steps = self.episodes = self.return_sum = self.version_sum = self.vsteps = self.paused = 0
         return self.msg
 
@@ -79,7 +82,7 @@ class ActorStats:
         """comm: the reports channel (only actor reports travel on it); n_actors: how many report; steps: env
         steps done before (a resumed run)."""
         self.comm, self.n_actors, self.frames_per_step = comm, n_actors, frames_per_step
-        self.steps, self.done, self.received = steps, 0, 0
+        self.steps, self.done, self.received, self.env_restarts = steps, 0, 0, 0
         self.fps, self.lag, self.paused = np.zeros(n_actors), np.zeros(n_actors), np.zeros(n_actors)
         self._msg, self._stop, self._status = np.zeros(FIELDS, np.float64), np.zeros(0, np.uint8), MPI.Status()
 
@@ -107,9 +110,10 @@ class ActorStats:
 
     def add(self, version: int, on_return=None) -> None:
         """Account the report in the message buffer (O(1))."""
-        index, steps, episodes, ret_sum, version_sum, vsteps, seconds, paused = self._msg.tolist()
+        index, steps, episodes, ret_sum, version_sum, vsteps, seconds, paused, restarts = self._msg.tolist()
         i = int(index)
         self.received += 1
+        self.env_restarts += int(restarts)
         self.steps += int(steps)
         self.fps[i] = steps * self.frames_per_step / max(seconds, 1e-9)
         self.paused[i] = paused / max(seconds, 1e-9)

@@ -19,7 +19,7 @@ class Tag(IntEnum):
     INFER_SHM = 61  # actor -> inference server on its node: (k, 0), the request in the actor's segment
     INFER_REPLY = 62  # inference server -> actor elsewhere: the reply block
     INFER_REPLY_SHM = 63  # inference server -> actor on its node: (version, k), the reply in the actor's segment
-    METRICS = 30  # actor -> lead learner: float64 [8], see comm.metrics
+    METRICS = 30  # actor -> lead learner: float64 [9], see comm.metrics
     CONTROL = 31  # lead learner -> other learners: float64 (env steps so far, stop flag)
     CHECKPOINT = 40  # lead learner -> any rank: int64 (checkpoint id, env steps, flags), see comm.checkpoint
     CHECKPOINT_DONE = 41  # any rank -> lead learner: uint8, its RNG state and part files (JSON + torch bytes)

@@ -9,9 +9,22 @@ unclipped rewards and reported in `Step.episodes` as (return, length) pairs.
 Atari (`ALE/<Game>-v5`) uses the standard DQN preprocessing: frame skip 4 with max-pool,
 84x84 grayscale, a stack of 4 frames, up to 30 no-op starts, fire on reset, and sticky
 actions with probability 0.25 as in v5; full episodes (no life-loss ends), unclipped rewards.
+
+A crashing environment is not a crashing job: an exception in `reset` or `step` rebuilds the envs with a fresh
+seed and the step comes back with `restarted` set: no transition happened, every episode was cut (truncated) at
+the observation that acted (`final_obs`), `obs` holds the new episodes' first observations, and the cut episodes
+are not reported as finished. Builders drop the step (replay.nstep, replay.sequence); unroll collectors keep it
+as a cut with reward 0 (its slot in a fixed-size unroll must be filled). Each restart prints one line and counts
+in `env_restarts()` (the metrics' `env_restarts`). An env that is broken rather than flaky ends the job with the
+last exception's traceback: more than `max_env_restarts` failures within RESTART_WINDOW seconds on one rank (a
+flaky env fails now and then; a broken one as fast as it can be rebuilt), or IN_A_ROW failures with no step done
+between them (a slow env that fails on every reset).
 """
 
 import importlib
+import sys
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -70,36 +83,111 @@ class Step:
     truncated: np.ndarray  # [E] bool
     final_obs: np.ndarray  # [E, *obs_shape]: last obs of a finished episode; rows valid where done
     episodes: list = field(default_factory=list)  # (return, length) of episodes that ended on this step
+    restarted: bool = False  # the envs failed and were rebuilt: no transition; every episode cut at final_obs
 
     @property
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
 
 
-class VecEnv:
-    """A batch of E environments with same-step autoreset and unclipped episode statistics."""
+RESTART_WINDOW = 60.0  # seconds over which max_env_restarts counts an actor's environment failures
+IN_A_ROW = 10  # failures with no successful step between them that end the job whatever the limit
+_restarts = {"count": 0, "limit": 100}  # this process's env restarts, and the most allowed within RESTART_WINDOW
 
-    def __init__(self, env, num_envs: int, seed: int, atari: bool):
-        self.env = env
-        self.num_envs = num_envs
-        self.atari = atari
-        self.seed = seed
+
+def env_restarts() -> int:
+    """Environment restarts in this process so far."""
+    return _restarts["count"]
+
+
+def set_restart_limit(limit: int) -> None:
+    """The most restarts a rank's envs may make within RESTART_WINDOW seconds (cfg.max_env_restarts)."""
+    _restarts["limit"] = limit
+
+
+class EnvFailure(RuntimeError):
+    """An environment failed more often than max_env_restarts within RESTART_WINDOW."""
+
+
+class Restarts:
+    """An actor's environment failures: `failed(exc)` counts one (EnvFailure, from exc, past the limit or when the
+    env cannot be rebuilt) and prints one line; the caller then rebuilds its envs."""
+
+    def __init__(self, env_id: str, rebuildable: bool = True):
+        self.env_id, self.rebuildable, self.times, self.in_a_row = env_id, rebuildable, deque(), 0
+
+    def ok(self) -> None:
+        """A step (or an episode) went through."""
+        self.in_a_row = 0
+
+    def failed(self, exc: Exception, envs: int = 1) -> None:
+        now = time.monotonic()
+        self.times.append(now)
+        self.in_a_row += 1
+        while now - self.times[0] > RESTART_WINDOW:
+            self.times.popleft()
+        if not self.rebuildable or len(self.times) > _restarts["limit"] or self.in_a_row > IN_A_ROW:
+            raise EnvFailure(f"{self.env_id}: {len(self.times)} environment failures within {RESTART_WINDOW:.0f} "
+                             f"s, {self.in_a_row} in a row (max_env_restarts {_restarts['limit']} a minute, "
+                             f"{IN_A_ROW} in a row); the last one above") from exc
+        _restarts["count"] += 1
+        sys.stderr.write(f"drlmpi: warning: {self.env_id} raised {type(exc).__name__}: {exc}; rebuilt its "
+                         f"{envs} env(s) with a fresh seed (restart {_restarts['count']} on this rank)\n")
+
+    @staticmethod
+    def fresh_seed(seed: int) -> int:
+        return int(np.random.SeedSequence([seed, _restarts["count"]]).generate_state(1)[0] % 2**31)
+
+
+def close_quietly(env) -> None:
+    """Close a failed env: it may not close cleanly; it is dropped either way."""
+    try:
+        env.close()
+    except Exception:  # noqa: BLE001,S110
+        pass
+
+
+class VecEnv:
+    """A batch of E environments with same-step autoreset and unclipped episode statistics; rebuilt with a fresh
+    seed when one raises (see the module docstring)."""
+
+    def __init__(self, env, num_envs: int, seed: int, atari: bool, build=None, env_id: str = ""):
+        """build() -> a new vector env like `env` (to restart it); None: an exception ends the job."""
+        self.env, self.num_envs, self.atari, self.seed = env, num_envs, atari, seed
+        self.build, self.restarts = build, Restarts(env_id, rebuildable=build is not None)
         self.observation_space = env.single_observation_space
         self.action_space = env.single_action_space
         self._ret = np.zeros(num_envs, dtype=np.float64)
         self._len = np.zeros(num_envs, dtype=np.int64)
+        self._obs: np.ndarray | None = None  # the observations the next actions act on
 
     def reset(self) -> np.ndarray:
+        while True:
+            try:
+                return self._reset()
+            except Exception as e:  # noqa: BLE001 - any failure of the env's own code
+                self._restart(e)
+
+    def _reset(self) -> np.ndarray:
         if self.atari:
             obs, _ = self.env.reset(seed=self.seed)
         else:
             obs, _ = self.env.reset(seed=[self.seed + i for i in range(self.num_envs)])
         self._ret[:] = 0
         self._len[:] = 0
+        self._obs = obs
         return obs
 
     def step(self, actions: np.ndarray) -> Step:
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(actions)
+        except Exception as e:  # noqa: BLE001
+            self._restart(e)
+            cut = self._obs
+            obs = self.reset()
+            zeros = np.zeros(self.num_envs, bool)
+            return Step(obs, np.zeros(self.num_envs, np.float32), zeros, ~zeros, cut, [], restarted=True)
+        self.restarts.in_a_row = 0  # (ok(), inlined: this runs every vector step)
         reward = np.asarray(reward, dtype=np.float32)
         self._ret += reward
         self._len += 1
@@ -114,7 +202,15 @@ class VecEnv:
                 episodes.append((float(self._ret[i]), int(self._len[i])))
             self._ret[done] = 0
             self._len[done] = 0
+        self._obs = obs
         return Step(obs, reward, terminated, truncated, final_obs, episodes)
+
+    def _restart(self, exc: Exception) -> None:
+        """Count the failure (EnvFailure past the limit), then close the envs and build new ones, freshly seeded."""
+        self.restarts.failed(exc, self.num_envs)
+        close_quietly(self.env)
+        self.env = self.build()
+        self.seed = Restarts.fresh_seed(self.seed)
 
     def close(self) -> None:
         self.env.close()
@@ -127,17 +223,20 @@ def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_m
         from ale_py.vector_env import AtariVectorEnv
 
         game = gym.spec(env_id).kwargs["game"]
-        env = AtariVectorEnv(
-            game, num_envs, num_threads=1, repeat_action_probability=sticky, noop_max=noop_max,
-            frameskip=4, maxpool=True, img_height=84, img_width=84, grayscale=True, stack_num=4,
-            episodic_life=False, reward_clipping=False, autoreset_mode="SameStep",
-        )
-        return VecEnv(env, num_envs, seed, atari=True)
-    from gymnasium.vector import AutoresetMode
 
-    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
-    return VecEnv(env, num_envs, seed, atari=False)
+        def build():
+            return AtariVectorEnv(
+                game, num_envs, num_threads=1, repeat_action_probability=sticky, noop_max=noop_max,
+                frameskip=4, maxpool=True, img_height=84, img_width=84, grayscale=True, stack_num=4,
+                episodic_life=False, reward_clipping=False, autoreset_mode="SameStep",
+            )
+    else:
+        from gymnasium.vector import AutoresetMode
+
+        def build():
+            return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+    return VecEnv(build(), num_envs, seed, atari=is_atari(env_id), build=build, env_id=env_id)
 
 
 def spaces(env_id: str):

@@ -45,6 +45,9 @@ class NStepBuilder:
         Returns the transitions that became complete (obs, action, ret, next_obs, discount, env, final,
         and x, next_x per extra; each [B, ...]), or None.
         """
+        if step.restarted:  # no transition happened: every episode ends (truncated) at the obs that acted
+            self._cut(step.final_obs)
+            return None
         i = self.count
         if self.obs is None:
             self.obs = np.zeros((self.W, *obs.shape), obs.dtype)
@@ -62,6 +65,14 @@ class NStepBuilder:
             self.final_obs[i, done] = step.final_obs[done]
         self.count += 1
         return self._emit(self.batch) if self.count == self.W else None
+
+    def _cut(self, last_obs: np.ndarray) -> None:
+        """Truncate every running episode after the last step pushed, at last_obs [E, ...] (that step's next obs)."""
+        if self.count:
+            j = self.count - 1
+            running = ~self.done[j]
+            self.final_obs[j, running] = last_obs[running]
+            self.done[j] = True  # (term stays False: a cut, bootstrapped from last_obs)
 
     def flush(self) -> dict[str, np.ndarray] | None:
         """Emit every start whose n later steps are in (those of a still-running episode keep waiting)."""

@@ -73,6 +73,8 @@ class SequenceBuilder:
     def push(self, obs: np.ndarray, actions: np.ndarray, step, state: np.ndarray) -> dict[str, np.ndarray] | None:
         """Add one vector step: obs [E, ...] acted on, actions [E], its env.Step, state [E, 2, H] acted from.
         Returns the sequences it completed (fields [n, ...]), or None."""
+        if step.restarted:  # no transition happened: every sequence ends, bootstrapped from its last obs
+            return self.flush()
         b, done = self.buf, step.done
         for e in range(self.E):
             j = int(self.len[e])
