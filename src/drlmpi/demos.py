@@ -99,10 +99,10 @@ def record(env_id: str, make_policy, episodes: int, seed: int, source: str, num_
             step = env.step(actions)
             if reset is not None:
                 reset(step.done)
-            if step.restarted:  # the envs failed and were rebuilt: their unfinished episodes are not recorded
-                running, obs = [{f: [] for f in STEP_FIELDS} for _ in range(E)], step.obs
-                continue
             for e in range(E):
+                if step.restarted is not None and step.restarted[e]:  # failed and rebuilt: its episode is dropped
+                    running[e] = {f: [] for f in STEP_FIELDS}
+                    continue
                 if done_per_env[e] >= quota[e]:
                     continue
                 r = running[e]

@@ -10,11 +10,12 @@ Atari (`ALE/<Game>-v5`) uses the standard DQN preprocessing: frame skip 4 with m
 84x84 grayscale, a stack of 4 frames, up to 30 no-op starts, fire on reset, and sticky
 actions with probability 0.25 as in v5; full episodes (no life-loss ends), unclipped rewards.
 
-A crashing environment is not a crashing job: an exception in `reset` or `step` rebuilds the envs with a fresh
-seed and the step comes back with `restarted` set: no transition happened, every episode was cut (truncated) at
-the observation that acted (`final_obs`), `obs` holds the new episodes' first observations, and the cut episodes
-are not reported as finished. Builders drop the step (replay.nstep, replay.sequence); unroll collectors keep it
-as a cut with reward 0 (its slot in a fixed-size unroll must be filled). Each restart prints one line and counts
+A crashing environment is not a crashing job: an exception in one env's `reset` or `step` rebuilds that env with
+a fresh seed (`Restarting`; Atari's vector env, one C++ object, is rebuilt whole), and the step marks it in
+`restarted` [E]: no transition happened for it, its episode was cut (truncated) at the observation that acted
+(`final_obs`), `obs` holds its new episode's first observation, and the cut episode is not reported as finished.
+Builders drop its transition (replay.nstep, replay.sequence); unroll collectors keep it as a cut with reward 0 (its
+slot in a fixed-size unroll must be filled). Each restart prints one line and counts
 in `env_restarts()` (the metrics' `env_restarts`). An env that is broken rather than flaky ends the job with the
 last exception's traceback: more than `max_env_restarts` failures within RESTART_WINDOW seconds on one rank (a
 flaky env fails now and then; a broken one as fast as it can be rebuilt), or IN_A_ROW failures with no step done
@@ -83,7 +84,8 @@ class Step:
     truncated: np.ndarray  # [E] bool
     final_obs: np.ndarray  # [E, *obs_shape]: last obs of a finished episode; rows valid where done
     episodes: list = field(default_factory=list)  # (return, length) of episodes that ended on this step
-    restarted: bool = False  # the envs failed and were rebuilt: no transition; every episode cut at final_obs
+    restarted: np.ndarray | None = None  # [E] bool, None if none: envs that failed and were rebuilt (no transition;
+    # their episodes cut at final_obs)
 
     @property
     def done(self) -> np.ndarray:
@@ -139,6 +141,44 @@ class Restarts:
         return int(np.random.SeedSequence([seed, _restarts["count"]]).generate_state(1)[0] % 2**31)
 
 
+class Restarting(gym.Wrapper):
+    """One env of a vector, rebuilt by make() (counted by `restarts`) when its step or reset raises. The failing step
+    returns the observation that acted, reward 0, truncated, and info {"restarted": True}: the vector env autoresets
+    it, and VecEnv marks it in Step.restarted. The rebuilt env's first reset gets a fresh seed."""
+
+    def __init__(self, make, restarts: Restarts):
+        super().__init__(make())
+        self.make, self.restarts, self.last, self.seed, self.pending = make, restarts, None, 0, None
+
+    def step(self, action):
+        try:
+            out = self.env.step(action)
+        except Exception as e:  # noqa: BLE001 - any failure of the env's own code
+            self.rebuild(e)
+            return self.last, 0.0, False, True, {"restarted": True}
+        self.last = out[0]
+        return out
+
+    def reset(self, **kwargs):
+        self.seed = kwargs.get("seed") if kwargs.get("seed") is not None else self.seed
+        while True:
+            if self.pending is not None and kwargs.get("seed") is None:
+                kwargs["seed"], self.pending = self.pending, None
+            try:
+                obs, info = self.env.reset(**kwargs)
+                self.last = obs
+                return obs, info
+            except Exception as e:  # noqa: BLE001
+                self.rebuild(e)
+                kwargs.pop("seed", None)
+
+    def rebuild(self, exc: Exception) -> None:
+        self.restarts.failed(exc)
+        close_quietly(self.env)
+        self.env = self.make()
+        self.pending = Restarts.fresh_seed(self.seed or 0)
+
+
 def close_quietly(env) -> None:
     """Close a failed env: it may not close cleanly; it is dropped either way."""
     try:
@@ -151,10 +191,12 @@ class VecEnv:
     """A batch of E environments with same-step autoreset and unclipped episode statistics; rebuilt with a fresh
     seed when one raises (see the module docstring)."""
 
-    def __init__(self, env, num_envs: int, seed: int, atari: bool, build=None, env_id: str = ""):
-        """build() -> a new vector env like `env` (to restart it); None: an exception ends the job."""
+    def __init__(self, env, num_envs: int, seed: int, atari: bool, build=None, env_id: str = "",
+                 restarts: Restarts | None = None):
+        """build() -> a new vector env like `env` (to restart it whole); None: an exception ends the job.
+        restarts: the failure count its envs' Restarting wrappers share (this vector's too)."""
         self.env, self.num_envs, self.atari, self.seed = env, num_envs, atari, seed
-        self.build, self.restarts = build, Restarts(env_id, rebuildable=build is not None)
+        self.build, self.restarts = build, restarts or Restarts(env_id, rebuildable=build is not None)
         self.observation_space = env.single_observation_space
         self.action_space = env.single_action_space
         self._ret = np.zeros(num_envs, dtype=np.float64)
@@ -165,6 +207,8 @@ class VecEnv:
         while True:
             try:
                 return self._reset()
+            except EnvFailure:  # (an env of the vector reached the limit: the job ends)
+                raise
             except Exception as e:  # noqa: BLE001 - any failure of the env's own code
                 self._restart(e)
 
@@ -181,29 +225,32 @@ class VecEnv:
     def step(self, actions: np.ndarray) -> Step:
         try:
             obs, reward, terminated, truncated, info = self.env.step(actions)
-        except Exception as e:  # noqa: BLE001
+        except EnvFailure:
+            raise
+        except Exception as e:  # noqa: BLE001 - the whole vector failed (Atari's): rebuild it whole
             self._restart(e)
             cut = self._obs
             obs = self.reset()
             zeros = np.zeros(self.num_envs, bool)
-            return Step(obs, np.zeros(self.num_envs, np.float32), zeros, ~zeros, cut, [], restarted=True)
+            return Step(obs, np.zeros(self.num_envs, np.float32), zeros, ~zeros, cut, [], restarted=~zeros)
         self.restarts.in_a_row = 0  # (ok(), inlined: this runs every vector step)
         reward = np.asarray(reward, dtype=np.float32)
         self._ret += reward
         self._len += 1
         done = terminated | truncated
-        final_obs = obs
-        episodes = []
+        final_obs, episodes, restarted = obs, [], None
         if done.any():
             final_obs = obs.copy()
             fo = info["final_obs"]
+            restarted = restarted_of(info, self.num_envs)
             for i in np.flatnonzero(done):
                 final_obs[i] = fo[i]
-                episodes.append((float(self._ret[i]), int(self._len[i])))
+                if restarted is None or not restarted[i]:  # (a cut by a failure is not a finished episode)
+                    episodes.append((float(self._ret[i]), int(self._len[i])))
             self._ret[done] = 0
             self._len[done] = 0
         self._obs = obs
-        return Step(obs, reward, terminated, truncated, final_obs, episodes)
+        return Step(obs, reward, terminated, truncated, final_obs, episodes, restarted)
 
     def _restart(self, exc: Exception) -> None:
         """Count the failure (EnvFailure past the limit), then close the envs and build new ones, freshly seeded."""
@@ -216,9 +263,18 @@ class VecEnv:
         self.env.close()
 
 
+def restarted_of(info: dict, num_envs: int) -> np.ndarray | None:
+    """[E] bool: the envs a Restarting wrapper rebuilt on this step (from the vector's final_info), or None."""
+    final = info.get("final_info", {})
+    if "restarted" not in final:
+        return None
+    return np.asarray(final["restarted"], bool) & np.asarray(final["_restarted"], bool)
+
+
 def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_max: int = 30) -> VecEnv:
     """Build E environments of env_id for one rank, seeded from `seed`."""
     check_env_id(env_id)
+    restarts = Restarts(env_id)  # (every env of the vector counts against one limit)
     if is_atari(env_id):
         from ale_py.vector_env import AtariVectorEnv
 
@@ -231,12 +287,12 @@ def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_m
                 episodic_life=False, reward_clipping=False, autoreset_mode="SameStep",
             )
     else:
-        from gymnasium.vector import AutoresetMode
+        from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
         def build():
-            return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
-    return VecEnv(build(), num_envs, seed, atari=is_atari(env_id), build=build, env_id=env_id)
+            return SyncVectorEnv([lambda: Restarting(lambda: gym.make(env_id), restarts) for _ in range(num_envs)],
+                                 autoreset_mode=AutoresetMode.SAME_STEP)
+    return VecEnv(build(), num_envs, seed, atari=is_atari(env_id), build=build, env_id=env_id, restarts=restarts)
 
 
 def spaces(env_id: str):

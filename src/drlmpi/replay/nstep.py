@@ -36,6 +36,7 @@ class NStepBuilder:
         self.rew = np.zeros((self.W, num_envs), np.float64)
         self.term = np.zeros((self.W, num_envs), bool)
         self.done = np.zeros((self.W, num_envs), bool)
+        self.valid = np.ones((self.W, num_envs), bool)  # False: no transition (a failed env's step, envs.Restarting)
         self.extras: dict[str, np.ndarray] = {}  # name -> [W, E]
         self.powers = gamma ** np.arange(n + 1)
 
@@ -45,9 +46,6 @@ class NStepBuilder:
         Returns the transitions that became complete (obs, action, ret, next_obs, discount, env, final,
         and x, next_x per extra; each [B, ...]), or None.
         """
-        if step.restarted:  # no transition happened: every episode ends (truncated) at the obs that acted
-            self._cut(step.final_obs)
-            return None
         i = self.count
         if self.obs is None:
             self.obs = np.zeros((self.W, *obs.shape), obs.dtype)
@@ -63,16 +61,20 @@ class NStepBuilder:
         self.term[i], self.done[i] = step.terminated, done
         if done.any():
             self.final_obs[i, done] = step.final_obs[done]
+        self.valid[i] = True
+        if step.restarted is not None:
+            self._cut(i, step.restarted)
         self.count += 1
         return self._emit(self.batch) if self.count == self.W else None
 
-    def _cut(self, last_obs: np.ndarray) -> None:
-        """Truncate every running episode after the last step pushed, at last_obs [E, ...] (that step's next obs)."""
-        if self.count:
-            j = self.count - 1
-            running = ~self.done[j]
-            self.final_obs[j, running] = last_obs[running]
-            self.done[j] = True  # (term stays False: a cut, bootstrapped from last_obs)
+    def _cut(self, i: int, envs: np.ndarray) -> None:
+        """Row i of `envs` [E] bool is no transition (their envs failed and were rebuilt): it is never emitted, and
+        their episodes end at the row before, truncated at row i's obs (the obs that acted)."""
+        self.valid[i, envs] = False
+        if i:
+            cut = envs & ~self.done[i - 1]
+            self.final_obs[i - 1, cut] = self.obs[i, cut]
+            self.done[i - 1, cut] = True  # (term stays False: a cut, bootstrapped from that obs)
 
     def flush(self) -> dict[str, np.ndarray] | None:
         """Emit every start whose n later steps are in (those of a still-running episode keep waiting)."""
@@ -110,8 +112,12 @@ class NStepBuilder:
         for name, v in self.extras.items():
             out[name] = rows(v[:m])
             out["next_" + name] = rows(np.where(final, 0, v[n : n + m]))
+        if not self.valid[:m].all():  # (rare: a failed env's steps are no transitions)
+            keep_rows = rows(self.valid[:m])
+            out = {k: v[keep_rows] for k, v in out.items()}
         keep = self.count - m  # rows m .. count-1 move to the front
-        for a in (self.obs, self.final_obs, self.act, self.rew, self.term, self.done, *self.extras.values()):
+        for a in (self.obs, self.final_obs, self.act, self.rew, self.term, self.done, self.valid,
+                  *self.extras.values()):
             a[:keep] = a[m : self.count]
         self.count = keep
         return out

@@ -73,10 +73,12 @@ class SequenceBuilder:
     def push(self, obs: np.ndarray, actions: np.ndarray, step, state: np.ndarray) -> dict[str, np.ndarray] | None:
         """Add one vector step: obs [E, ...] acted on, actions [E], its env.Step, state [E, 2, H] acted from.
         Returns the sequences it completed (fields [n, ...]), or None."""
-        if step.restarted:  # no transition happened: every sequence ends, bootstrapped from its last obs
-            return self.flush()
-        b, done = self.buf, step.done
+        b, done, failed = self.buf, step.done, step.restarted
         for e in range(self.E):
+            if failed is not None and failed[e]:  # no transition: its sequence ends, bootstrapped from its last obs
+                if self.len[e]:
+                    self._emit(e, continues=False)
+                continue
             j = int(self.len[e])
             if j == 0:
                 self._put_obs(e, 0, obs[e])  # (later positions were written as the previous step's next obs)
