@@ -61,6 +61,7 @@ class State:
     parts: dict[str, dict] = field(default_factory=dict)  # part name -> {"file": relative path, "sha256": hex}
     id: int = 0
     path: Path | None = None
+    protected: list = field(default_factory=list)  # [[lo, hi), ...]: ids of other branches its run never prunes
 
     @property
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
@@ -186,18 +187,19 @@ def open_verified(path: str | Path, sha256: str | None = None, follow: bool = Tr
         f = h5py.File(path, "r")
     except OSError as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({e})") from None
-    if f.attrs.get("format") != FORMAT:
-        f.close()
-        raise CheckpointError(f"{path}: not a drlmpi checkpoint")
-    version = int(f.attrs.get("version", -1))
-    if version != VERSION:
-        f.close()
-        raise CheckpointError(f"{path}: checkpoint format version {version}; this drlmpi reads version {VERSION}")
     try:
+        if f.attrs.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a drlmpi checkpoint")
+        version = f.attrs.get("version", -1)
+        if version != VERSION:
+            raise CheckpointError(f"{path}: checkpoint format version {version}; this drlmpi reads version {VERSION}")
         check_contents(f, path)
-    except BaseException:
+    except CheckpointError:
         f.close()
         raise
+    except (KeyError, OSError, ValueError, TypeError, AttributeError, RuntimeError) as e:  # what h5py raises on
+        f.close()  # types and shapes it cannot map (an empty dataset, an HDF5 type numpy lacks, ...)
+        raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
     return f
 
 
@@ -247,14 +249,24 @@ def check_dataset(ds, path: Path) -> None:
         raise CheckpointError(f"{path}: dataset {ds.name} is external, virtual or not plain numbers: refused")
     if any(c not in FILTERS for c in filters):
         raise CheckpointError(f"{path}: dataset {ds.name} uses a filter drlmpi does not write: refused")
+    if ds.shape is None:  # (an empty dataspace: h5py.Empty)
+        raise CheckpointError(f"{path}: dataset {ds.name} has no shape: refused")
     stored, nbytes = ds.id.get_storage_size(), ds.size * ds.dtype.itemsize
     if nbytes > (INFLATE * stored if filters else stored):
         raise CheckpointError(f"{path}: dataset {ds.name} declares {nbytes:,} bytes but stores {stored:,}: refused")
 
 
 def manifest_of(f, path: Path) -> dict:
-    """The /parts manifest of a main file ({} in a part or demonstrations file)."""
-    if "parts" not in f or "manifest" not in f["parts"].attrs:
+    """The /parts manifest of a main file ({} in a part or demonstrations file); /parts must be a group of this file
+    (reading a link would open the file it names)."""
+    import h5py
+
+    link = f.get("parts", getlink=True)
+    if link is None:
+        return {}
+    if not isinstance(link, h5py.HardLink) or not isinstance(f["parts"], h5py.Group):
+        raise CheckpointError(f"{path}: /parts is not a group of this file: refused")
+    if "manifest" not in f["parts"].attrs:
         return {}
     manifest = loads(f["parts"].attrs["manifest"], path, "the parts manifest")
     if not isinstance(manifest, dict):
@@ -278,13 +290,19 @@ def loads(text, path: Path, what: str):
     return obj
 
 
+def ranges_ok(x) -> bool:
+    """x is a list of [lo, hi) pairs of ints (a checkpoint's protected ids)."""
+    return isinstance(x, list) and all(isinstance(r, list) and len(r) == 2 and all(type(i) is int for i in r)
+                                       for r in x)
+
+
 def check_part_file(main: Path, rel) -> None:
     """CheckpointError unless a manifest's part path is relative, a .h5 file, and inside the run directory (the
     main file's directory's parent: parts-<id>/ beside it, a PBT member's checkpoints in member-<m>/)."""
     if not isinstance(rel, str) or not rel.endswith(SUFFIX) or os.path.isabs(rel):
         raise CheckpointError(f"{main}: a part path {rel!r} that is not a relative .h5 file: refused")
-    run_dir = os.path.normpath(main.parent.parent)
-    if not os.path.normpath(main.parent / rel).startswith(run_dir + os.sep):
+    run_dir = os.path.realpath(main.parent.parent)  # (real paths: a relative run dir, a symlinked parts directory)
+    if not os.path.realpath(main.parent / rel).startswith(run_dir + os.sep):
         raise CheckpointError(f"{main}: a part path {rel!r} outside the run directory: refused")
 
 
@@ -326,7 +344,8 @@ def save(path: str | Path, state: State) -> Path:
 
     def fill(f):
         f.attrs.update({"drlmpi_version": __version__, "algo": state.algo, "env": state.env,
-                        "config": _json(state.config), "layout": _json(state.layout), "id": state.id})
+                        "config": _json(state.config), "layout": _json(state.layout), "id": state.id,
+                        "protected": _json(state.protected)})
         c = f.create_group("counters")
         for k, v in state.counters.items():
             c.attrs[k] = v
@@ -375,11 +394,14 @@ def load(path: str | Path, parts: bool = True) -> State:
                 nets=_get_tree(f["nets"]), optim=optim, rng=rng,
                 metrics={k: f["metrics"][k][()] for k in columns}, returns=f["returns"][()].tolist(),
                 layout=loads(f.attrs["layout"], path, "layout"), parts=manifest_of(f, path),
-                id=int(f.attrs["id"]), path=path)
+                id=int(f.attrs["id"]), path=path,
+                protected=loads(f.attrs.get("protected", "[]"), path, "protected ids"))
     except CheckpointError:
         raise
     except (KeyError, OSError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state.config, dict) or not isinstance(state.layout, dict) or not ranges_ok(state.protected):
+        raise CheckpointError(f"{path}: damaged checkpoint (config, layout or protected ids of the wrong type)")
     for name, p in state.parts.items():
         if not isinstance(p, dict) or not isinstance(p.get("sha256"), str):
             raise CheckpointError(f"{path}: damaged checkpoint (manifest entry {name!r})")
@@ -437,23 +459,25 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def prune(directory: Path, keep: int, protected: range = range(0), live: set[int] = frozenset()) -> list[Path]:
+def prune(directory: Path, keep: int, protected: tuple[range, ...] = (), live: set[int] = frozenset()
+          ) -> list[Path]:
     """Delete all but the `keep` main files written last of a checkpoints directory, except `protected` ids (the
     checkpoints another branch wrote: newer than the one this run resumed from); then the parts directories of no
     kept checkpoint (but not those newer than every kept one: a checkpoint being written), and the temporary files
     of dead writers (any id not in `live`, the checkpoints this run still writes, and not newer than every kept
     one). Only one job writes in a run directory (rundir.lock). Returns what went."""
     invariant(keep >= 1, "prune keeps at least one checkpoint")
-    mains = [p for p in main_files(directory) if int(NAME.match(p.name)[2]) not in protected]
+    mains = [p for p in main_files(directory) if not any(int(NAME.match(p.name)[2]) in r for r in protected)]
     removed = []
     for p in mains[: max(0, len(mains) - keep)]:
         p.unlink(missing_ok=True)  # main first: a half-pruned checkpoint is never mistaken for a complete one
         removed.append(p)
-    kept = {int(NAME.match(p.name)[2]) for p in mains[max(0, len(mains) - keep):]} | set(protected)
-    newest_kept = max(kept, default=0)
+    kept = {int(NAME.match(p.name)[2]) for p in mains[max(0, len(mains) - keep):]}
+    newest_kept = max([*kept, *(r.stop - 1 for r in protected if r)], default=0)
     for d in directory.glob("parts-*"):
         ckpt_id = id_of(d)
-        if ckpt_id is not None and ckpt_id not in kept and ckpt_id < newest_kept:
+        if ckpt_id is not None and ckpt_id not in kept and not any(ckpt_id in r for r in protected) and \
+                ckpt_id < newest_kept:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     for t in [*directory.glob(".*.tmp-*"), *directory.glob("parts-*/.*.tmp-*")]:

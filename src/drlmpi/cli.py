@@ -29,7 +29,8 @@ import sys
 from drlmpi.errors import UserError
 
 COMMANDS = ("train", "eval", "inspect", "report", "record", "layout", "config")
-CHECKS_TIMEOUT = 600.0  # seconds the other ranks wait for rank 0's checks (validate may read large offline data)
+CHECKS_TIMEOUT = 3600.0  # seconds the other ranks wait for rank 0's checks (it verifies every part of the checkpoint
+# it resumes, replay included, and validate may read large offline data: the same bound as the final checkpoint's)
 REFUSE_TIMEOUT = 5.0  # seconds a rank refusing the job at start-up waits for the others to refuse it too
 END_TIMEOUT = 3600.0  # seconds ranks wait at the end for the lead's final checkpoint (replay parts may be large)
 
@@ -144,7 +145,10 @@ def agree(world, args) -> tuple[dict, object]:
             outcome = {"kind": "error", "message": f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")}
         except BaseException as e:  # noqa: BLE001 - a bug: its traceback, and the job ends (never a hang)
             runtime.report_and_abort(e)
-    outcome = bcast_json(world, outcome, what="rank 0's checks of the job", timeout=CHECKS_TIMEOUT)
+    try:
+        outcome = bcast_json(world, outcome, what="rank 0's checks of the job", timeout=CHECKS_TIMEOUT)
+    except BaseException as e:  # noqa: BLE001 - the time limit, or a second signal: the job ends
+        runtime.report_and_abort(e)
     if outcome["kind"] == "error":
         raise UserError(outcome["message"])
     return outcome, resumed

@@ -128,12 +128,12 @@ class Learner:
         self.life.poll()
 
     def row(self, row=None) -> dict:
-        """The metrics row: the algorithm's columns, then the actors', then env_restarts (the actors' reported, and
-        this rank's own envs')."""
+        """The metrics row: the algorithm's columns, then the actors', then env_restarts (the actors' reports, which
+        a lead that acts adds its own to (A3C); else this rank's own envs')."""
         out = dict(row() if row else {})
         if self.stats is not None:
             out.update(self.stats.row())
-        out["env_restarts"] = (self.stats.env_restarts if self.stats is not None else 0) + env_restarts()
+        out["env_restarts"] = self.stats.env_restarts if self.stats is not None else env_restarts()
         return out
 
     def checkpoint(self) -> None:

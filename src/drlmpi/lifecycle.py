@@ -83,6 +83,17 @@ def layout_dict(rt) -> dict:
     return {"roles": list(rt.layout.roles), "hosts": list(rt.layout.hosts)}
 
 
+def protected_ids(cdir: Path, resumed: State | None, next_id: int) -> tuple[range, ...]:
+    """The checkpoint ids a run in checkpoints directory `cdir` never prunes: those the checkpoint it resumed from
+    protects (kept in every checkpoint, so a later resume of this branch still keeps them), those newer than it
+    (another branch's), or, when it did not resume from this directory, every checkpoint already there."""
+    ours = resumed is not None and resumed.path is not None and Path(resumed.path).parent.resolve() == cdir.resolve()
+    if not ours:
+        return (range(0, next_id),) if next_id > 1 else ()
+    return tuple(range(lo, hi) for lo, hi in resumed.protected) + ((range(resumed.id + 1, next_id),)
+                                                                    if next_id > resumed.id + 1 else ())
+
+
 class Lifecycle:
     """The lead learner's checkpoints and stop requests."""
 
@@ -90,10 +101,7 @@ class Lifecycle:
         self.cfg, self.log, self.collector = cfg, log, collector
         self.dir = Path(cfg.run_dir) / "checkpoints"
         self.next_id = max(checkpoint.ids_on_disk(self.dir), default=0) + 1  # unique in the run directory forever
-        # what this run never prunes: the checkpoints newer than the one it resumed from (another branch's) or,
-        # when it did not resume from this directory, every checkpoint already there
-        ours = resumed is not None and resumed.path is not None and Path(resumed.path).parent == self.dir
-        self.protected = range(resumed.id + 1 if ours else 0, self.next_id)
+        self.protected = protected_ids(self.dir, resumed, self.next_id)
         self.open: dict[int, tuple[Path, State]] = {}
         self.pauses: list[float] = []  # seconds training paused per checkpoint (the state copy)
         self.written: list[Path] = []
@@ -139,7 +147,7 @@ class Lifecycle:
             state.parts.update(parts(ckpt_id, env_steps))
         self.pauses.append(time.perf_counter() - t0)
         self.log.checkpoint_started()
-        state.id = ckpt_id
+        state.id, state.protected = ckpt_id, [[r.start, r.stop] for r in self.protected]
         self.open[ckpt_id] = (self.dir / checkpoint.name_of(env_steps, ckpt_id), state)
         if self.collector:
             self.collector.request(ckpt_id, env_steps, flags)  # (the targets that have no LAST yet)

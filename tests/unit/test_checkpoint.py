@@ -86,11 +86,13 @@ def test_ids_are_unique_per_run_directory_and_newest_is_the_last_written(tmp_pat
     assert checkpoint.ids_on_disk(cdir) == {4, 7, 9}
     cfg = SimpleNamespace(run_dir=str(tmp_path), keep_checkpoints=1, checkpoint_every=600.0)
     life = lifecycle.Lifecycle(cfg, None, None, resumed=checkpoint.load(write(tmp_path, 1000, 2)))
-    assert life.next_id == 10 and life.protected == range(3, 10)
-    branch = write(tmp_path, 2000, life.next_id)  # fewer env steps than the abandoned 9000, written last
+    assert life.next_id == 10 and life.protected == (range(3, 10),)
+    branch = checkpoint.save(cdir / checkpoint.name_of(2000, 10), state(id=10, protected=[[3, 10]]))  # (as begin())
     assert checkpoint.resolve(tmp_path) == branch and lifecycle.resume_state("auto", str(tmp_path)).id == 10
+    again = lifecycle.Lifecycle(cfg, None, None, resumed=checkpoint.load(branch))  # a requeue resumes the branch
+    assert again.protected == (range(3, 10),), "a later resume of the branch would prune the other branch"
     write(tmp_path, 3000, 11)
-    gone = checkpoint.prune(cdir, 1, life.protected, live=set())
+    gone = checkpoint.prune(cdir, 1, again.protected, live=set())
     left = sorted(x.name for x in cdir.iterdir())
     assert left == [checkpoint.name_of(3000, 11), checkpoint.name_of(9000, 4), "parts-000007"], left
     assert {p.name for p in gone} == {checkpoint.name_of(1000, 2), checkpoint.name_of(2000, 10),

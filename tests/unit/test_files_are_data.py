@@ -114,11 +114,33 @@ def test_part_paths_outside_the_run_directory_or_not_regular_are_refused(where, 
     if where == "symlink":
         os.symlink(secret, cdir / rel)
     fragment = {"absolute": "not a relative .h5 file", "up": "outside the run directory", "fifo": "not a regular file",
-                "symlink": "not a regular file"}[where]
+                "symlink": "outside the run directory"}[where]  # (a symlink is followed to where it points)
     r = run([DRLMPI, "inspect", str(path)], timeout=30)  # a FIFO opened for reading would block forever
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("drlmpi: error: "), lines
     assert fragment in lines[0], lines
+
+
+def test_a_parts_group_that_is_a_link_is_refused_before_it_is_followed(tmp_path, capsys):
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)  # following the link would block on it forever
+
+    def edit(f):
+        del f["parts"]
+        f["parts"] = h5py.ExternalLink(str(fifo), "/")
+
+    refused(crafted(tmp_path, edit), capsys, "/parts is not a group of this file")
+
+
+def test_a_relative_run_directory_reads_its_parts(tmp_path, monkeypatch):
+    """Part paths are checked against the run directory's real path: `drlmpi eval .` from inside a run works."""
+    cdir = tmp_path / "run" / "checkpoints"
+    sha = checkpoint.save_part(cdir / "parts-000001" / "replay-0.h5", "replay", {}, {"obs": np.zeros(3)})
+    base(tmp_path, parts={"replay-0": {"file": "parts-000001/replay-0.h5", "sha256": sha}})
+    monkeypatch.chdir(tmp_path / "run")
+    assert checkpoint.load(".").parts["replay-0"]["sha256"] == sha
+    monkeypatch.chdir(cdir)
+    assert checkpoint.load(checkpoint.name_of(10, 1)).id == 1
 
 
 def test_a_plain_checkpoint_passes_every_check(tmp_path):

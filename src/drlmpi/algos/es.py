@@ -43,7 +43,7 @@ from drlmpi.envs import Restarts, close_quietly, is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
-from drlmpi.runtime import RoleSpec, Runtime, barrier, wait
+from drlmpi.runtime import RoleSpec, Runtime, barrier, unlink_mpi_segments, wait
 
 LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
 __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
@@ -195,6 +195,7 @@ def noise_table(node: MPI.Intracomm, size: int, seed: int) -> tuple[MPI.Win, np.
     sync(win)  # the table before the barrier; read-only after it
     barrier(node)
     sync(win)
+    unlink_mpi_segments()  # (every rank of the host attached it: nothing of it may outlive the job in /dev/shm)
     return win, table
 
 

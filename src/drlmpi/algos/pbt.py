@@ -56,7 +56,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from drlmpi import algos, checkpoint, config, runtime
+from drlmpi import algos, checkpoint, config, lifecycle, runtime
 from drlmpi.checkpoint import State
 from drlmpi.comm import states
 from drlmpi.comm.checkpoint import rng_state, set_rng_state
@@ -262,7 +262,7 @@ def rows_of(metrics: dict) -> list[dict]:
 
 
 def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int, ready: bool, values, parents,
-                    reports, rows, roles, wall: float) -> Path:
+                    reports, rows, roles, wall: float, protected: tuple[range, ...] = ()) -> Path:
     """World rank 0: the population checkpoint (member checkpoints as parts, verified on load). reports[m]: member m's
     env_steps, updates, checkpoint path and copy_ms; rows: the history (columns(cfg)); roles: layout_dict-like."""
     cdir = Path(cfg.run_dir) / "checkpoints"
@@ -278,9 +278,9 @@ def save_population(gen: np.random.Generator, cfg: Config, ckpt_id: int, g: int,
     state = State(algo="pbt", env=cfg.env, config=config.to_dict(cfg), counters=counters,
                   rng={"pbt": rng_state(gen)},
                   metrics={c: np.array([r[c] for r in rows], np.float64) for c in cols}, layout=roles, parts=parts,
-                  id=ckpt_id)
+                  id=ckpt_id, protected=[[r.start, r.stop] for r in protected])
     path = checkpoint.save(cdir / checkpoint.name_of(steps, ckpt_id), state)
-    checkpoint.prune(cdir, cfg.keep_checkpoints)
+    checkpoint.prune(cdir, cfg.keep_checkpoints, protected)
     prune_members(cdir)
     return path
 
@@ -290,7 +290,10 @@ def prune_members(cdir: Path) -> None:
     linked (a member's checkpoints of the generation under way). Members prune nothing themselves (MEMBER_KEEP)."""
     linked: dict[Path, set[int]] = {}  # a member's checkpoints directory -> the ids linked in it
     for main in checkpoint.main_files(cdir):
-        state = checkpoint.load(main, parts=False)
+        try:
+            state = checkpoint.load(main, parts=False)
+        except CheckpointError:  # (a damaged one links nothing usable)
+            continue
         for name in state.parts:
             path = Path(os.path.normpath(state.part_path(name)))
             linked.setdefault(path.parent, set()).add(checkpoint.id_of(path))
@@ -352,6 +355,7 @@ class Population:
         self.generations = math.ceil(cfg.total_env_steps / cfg.ready_every)
         self.cols, self.rows = columns(cfg), rows_of(resumed.metrics) if resumed else []
         self.reports, self.last, self.decision = [], None, {"stop": False, "done": False}
+        self.resumed, self.protected = resumed, None
         self.resume(resumed)
         if self.lead0:
             Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -420,9 +424,12 @@ class Population:
                            "parent": self.parents[r["member"]], "copy_ms": r["copy_ms"], "updates": r["updates"],
                            **{f"hp_{n}": v for n, v in self.values[r["member"]].items()}} for r in reports]
             write_records(Path(cfg.run_dir), self.cols, self.rows)
-        ckpt_id = max(checkpoint.ids_on_disk(Path(cfg.run_dir) / "checkpoints"), default=0) + 1  # unique forever
+        cdir = Path(cfg.run_dir) / "checkpoints"
+        ckpt_id = max(checkpoint.ids_on_disk(cdir), default=0) + 1  # unique forever
+        if self.protected is None:  # (another branch's population checkpoints: lifecycle.protected_ids)
+            self.protected = lifecycle.protected_ids(cdir, self.resumed, ckpt_id)
         self.last = save_population(self.rt.gen, cfg, ckpt_id, g, ready, self.values, self.parents, reports,
-                                    self.rows, roles_dict(self.roles), time.monotonic() - self.start)
+                                    self.rows, roles_dict(self.roles), time.monotonic() - self.start, self.protected)
         print(f"pbt generation {g + 1}/{self.generations}: scores " + ", ".join(f"{r['score']:.1f}" for r in reports)
               + f"; best member {ops.best([r['score'] for r in reports])}", flush=True)
         return {"stop": stop, "done": stop or g + 1 >= self.generations or

@@ -14,8 +14,9 @@ A crashing environment is not a crashing job: an exception in one env's `reset` 
 a fresh seed (`Restarting`; Atari's vector env, one C++ object, is rebuilt whole), and the step marks it in
 `restarted` [E]: no transition happened for it, its episode was cut (truncated) at the observation that acted
 (`final_obs`), `obs` holds its new episode's first observation, and the cut episode is not reported as finished.
-Builders drop its transition (replay.nstep, replay.sequence); unroll collectors keep it as a cut with reward 0 (its
-slot in a fixed-size unroll must be filled). Each restart prints one line and counts
+Builders drop its transition (replay.nstep, replay.sequence); unroll collectors keep it as a time-limit cut with
+reward 0, bootstrapped from the observation that acted (gamma V(obs); its slot in a fixed-size unroll must be
+filled). Each restart prints one line and counts
 in `env_restarts()` (the metrics' `env_restarts`). An env that is broken rather than flaky ends the job with the
 last exception's traceback: more than `max_env_restarts` failures within RESTART_WINDOW seconds on one rank (a
 flaky env fails now and then; a broken one as fast as it can be rebuilt), or IN_A_ROW failures with no step done
