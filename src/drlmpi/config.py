@@ -96,8 +96,8 @@ class Common:
                                      "schedules still span total_env_steps (resume to go on); 0: never. PBT sets it "
                                      "to each member's next ready point")
     max_env_restarts: int = opt(100, "environment failures (an exception in reset or step) a rank survives within "
-                                     "a minute: its envs are rebuilt with a fresh seed; one more (or 10 in a row "
-                                     "with no step between) ends the job")
+                                     "10,000 of its env steps: a failed env is rebuilt with a fresh seed; one more "
+                                     "(or 10 in a row with no step between) ends the job")
 
     POSITIVE: ClassVar[tuple[str, ...]] = ("keep_checkpoints",)
 

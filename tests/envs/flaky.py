@@ -1,8 +1,8 @@
 """CartPole-v1 that raises, registered on import as `flaky:FlakyCartPole-v1`: a flaky simulator.
 
-Every DRLMPI_TEST_FLAKY_EVERY-th step of a process (default 2000; steps of every env of its vector, counted over
-every instance, so a rebuilt env goes on counting) raises RuntimeError from `step`, and every
-DRLMPI_TEST_FLAKY_RESET_EVERY-th reset (default 0: never) raises from `reset`."""
+Every DRLMPI_TEST_FLAKY_EVERY-th step of an instance (default 2000: each env of a vector fails once every 2,000 of
+its own steps, a rebuilt one 2,000 steps after it was built) raises RuntimeError from `step`, and every
+DRLMPI_TEST_FLAKY_RESET_EVERY-th reset of a process (default 0: never) raises from `reset`."""
 
 import os
 
@@ -13,10 +13,13 @@ COUNTS = {"steps": 0, "resets": 0}
 
 
 class Flaky(gym.Wrapper):
+    steps = 0  # this instance's
+
     def step(self, action):
+        self.steps += 1
         COUNTS["steps"] += 1
-        if COUNTS["steps"] % int(os.environ.get("DRLMPI_TEST_FLAKY_EVERY", "2000")) == 0:
-            raise RuntimeError(f"flaky simulator: step {COUNTS['steps']} failed")
+        if self.steps % int(os.environ.get("DRLMPI_TEST_FLAKY_EVERY", "2000")) == 0:
+            raise RuntimeError(f"flaky simulator: step {self.steps} of an instance failed")
         return self.env.step(action)
 
     def reset(self, **kwargs):

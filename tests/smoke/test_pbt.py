@@ -108,3 +108,37 @@ def test_sigterm_then_resume_auto_continues_the_population(tmp_path):
     end = checkpoint.load(d)
     assert end.env_steps >= 12_000 and end.counters["generation"] == 3
     assert all(checkpoint.load(d / f"member-{m}").env_steps >= 12_000 for m in range(4))
+
+
+def test_a_population_killed_mid_generation_keeps_what_its_checkpoint_links(tmp_path):
+    """Members checkpoint often (checkpoint_every 0.3 s) during a generation; a SIGKILL after the first population
+    checkpoint leaves that checkpoint whole: every member checkpoint it links is still there (members used to prune
+    them), so `--resume auto` has something to resume."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import MPIEXEC
+
+    d = tmp_path / "run"
+    cmd = pbt_cmd(d, "ready_every=1000", "checkpoint_every=0.3", "keep_checkpoints=1",
+                  "member_set=learning_starts=100", steps=100_000)
+    p = subprocess.Popen([MPIEXEC, "-n", "4", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while not list((d / "checkpoints").glob("ckpt-*.h5")) and time.monotonic() - t0 < 180:
+            time.sleep(0.1)
+        first = sorted((d / "checkpoints").glob("ckpt-*.h5"))
+        assert first, "no population checkpoint"
+        linked = checkpoint.load(first[0], parts=False)
+        t1 = time.monotonic()  # members write periodic checkpoints of the next generation meanwhile
+        while sum(len(list((d / f"member-{m}" / "checkpoints").glob("ckpt-*.h5"))) for m in range(4)) < 12 and \
+                time.monotonic() - t1 < 60:
+            time.sleep(0.1)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+    st = checkpoint.load(d)  # the newest population checkpoint, every member checkpoint it links verified
+    assert st.id >= linked.id and all(st.part_path(f"member-{m}").exists() for m in range(4))

@@ -166,7 +166,7 @@ class Env:
         while True:
             try:
                 result = episode(self.env, policy, theta, seed, max_steps, stats)
-                self.restarts.ok()
+                self.restarts.ok(result[1])
                 return result
             except Exception as e:  # noqa: BLE001 - any failure of the env's own code
                 self.restarts.failed(e)

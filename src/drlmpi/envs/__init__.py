@@ -18,14 +18,13 @@ Builders drop its transition (replay.nstep, replay.sequence); unroll collectors 
 reward 0, bootstrapped from the observation that acted (gamma V(obs); its slot in a fixed-size unroll must be
 filled). Each restart prints one line and counts
 in `env_restarts()` (the metrics' `env_restarts`). An env that is broken rather than flaky ends the job with the
-last exception's traceback: more than `max_env_restarts` failures within RESTART_WINDOW seconds on one rank (a
-flaky env fails now and then; a broken one as fast as it can be rebuilt), or IN_A_ROW failures with no step done
-between them (a slow env that fails on every reset).
+last exception's traceback: more than `max_env_restarts` failures within RESTART_WINDOW env steps of one rank (a
+flaky env fails now and then; a broken one on a good part of its steps), or IN_A_ROW failures with no step done
+between them (one that fails on every reset).
 """
 
 import importlib
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -93,7 +92,7 @@ class Step:
         return self.terminated | self.truncated
 
 
-RESTART_WINDOW = 60.0  # seconds over which max_env_restarts counts an actor's environment failures
+RESTART_WINDOW = 10_000  # env steps of a rank over which max_env_restarts counts its environment failures
 IN_A_ROW = 10  # failures with no successful step between them that end the job whatever the limit
 _restarts = {"count": 0, "limit": 100}  # this process's env restarts, and the most allowed within RESTART_WINDOW
 
@@ -104,7 +103,7 @@ def env_restarts() -> int:
 
 
 def set_restart_limit(limit: int) -> None:
-    """The most restarts a rank's envs may make within RESTART_WINDOW seconds (cfg.max_env_restarts)."""
+    """The most restarts a rank's envs may make within RESTART_WINDOW env steps (cfg.max_env_restarts)."""
     _restarts["limit"] = limit
 
 
@@ -117,22 +116,21 @@ class Restarts:
     env cannot be rebuilt) and prints one line; the caller then rebuilds its envs."""
 
     def __init__(self, env_id: str, rebuildable: bool = True):
-        self.env_id, self.rebuildable, self.times, self.in_a_row = env_id, rebuildable, deque(), 0
+        self.env_id, self.rebuildable, self.marks, self.in_a_row, self.steps = env_id, rebuildable, deque(), 0, 0
 
-    def ok(self) -> None:
-        """A step (or an episode) went through."""
-        self.in_a_row = 0
+    def ok(self, steps: int) -> None:
+        """`steps` env steps went through (callers on a hot path inline it)."""
+        self.in_a_row, self.steps = 0, self.steps + steps
 
     def failed(self, exc: Exception, envs: int = 1) -> None:
-        now = time.monotonic()
-        self.times.append(now)
+        self.marks.append(self.steps)
         self.in_a_row += 1
-        while now - self.times[0] > RESTART_WINDOW:
-            self.times.popleft()
-        if not self.rebuildable or len(self.times) > _restarts["limit"] or self.in_a_row > IN_A_ROW:
-            raise EnvFailure(f"{self.env_id}: {len(self.times)} environment failures within {RESTART_WINDOW:.0f} "
-                             f"s, {self.in_a_row} in a row (max_env_restarts {_restarts['limit']} a minute, "
-                             f"{IN_A_ROW} in a row); the last one above") from exc
+        while self.steps - self.marks[0] >= RESTART_WINDOW:
+            self.marks.popleft()
+        if not self.rebuildable or len(self.marks) > _restarts["limit"] or self.in_a_row > IN_A_ROW:
+            raise EnvFailure(f"{self.env_id}: {len(self.marks)} environment failures within {RESTART_WINDOW:,} env "
+                             f"steps, {self.in_a_row} in a row (max_env_restarts {_restarts['limit']}, {IN_A_ROW} in a "
+                             "row); the last one above") from exc
         _restarts["count"] += 1
         sys.stderr.write(f"drlmpi: warning: {self.env_id} raised {type(exc).__name__}: {exc}; rebuilt its "
                          f"{envs} env(s) with a fresh seed (restart {_restarts['count']} on this rank)\n")
@@ -234,7 +232,8 @@ class VecEnv:
             obs = self.reset()
             zeros = np.zeros(self.num_envs, bool)
             return Step(obs, np.zeros(self.num_envs, np.float32), zeros, ~zeros, cut, [], restarted=~zeros)
-        self.restarts.in_a_row = 0  # (ok(), inlined: this runs every vector step)
+        r = self.restarts  # (ok(), inlined: this runs every vector step)
+        r.in_a_row, r.steps = 0, r.steps + self.num_envs
         reward = np.asarray(reward, dtype=np.float32)
         self._ret += reward
         self._len += 1
