@@ -23,7 +23,10 @@ run_drlmpi() {
   done
   if [ "$rc" -eq "$REQUEUE_EXIT" ]; then
     echo "drlmpi stopped with a checkpoint (exit $rc): requeueing job ${SLURM_JOB_ID}"
-    scontrol requeue "$SLURM_JOB_ID"
+    if ! scontrol requeue "$SLURM_JOB_ID"; then  # a cancelled job cannot be requeued: it was the user's stop
+      echo "job ${SLURM_JOB_ID} was not requeued (cancelled?): its checkpoint is complete; submit it again with" \
+           "RUN_DIR=${RUN_DIR} to continue"
+    fi
     exit 0
   fi
   exit "$rc"

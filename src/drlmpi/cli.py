@@ -372,7 +372,7 @@ def record_demos(args) -> int:
 
 
 def layout(args) -> int:
-    from drlmpi import algos, runtime
+    from drlmpi import algos, config, runtime
 
     module = algos.get(args.algo)
     if getattr(module, "SPLITS_WORLD", False):
@@ -389,6 +389,8 @@ def layout(args) -> int:
     cores = (runtime.context.usable_cores(),) * args.n
     lay = runtime.build_layout(args.n, spec, args.algo, hosts, cores)
     algos.check_roles(module, lay, args.algo)
+    if hasattr(module, "check_layout"):  # (with the default config: what `train` refuses with no --set)
+        module.check_layout(lay, config.build(module.Config))
     print(lay.table())
     return 0
 

@@ -132,3 +132,50 @@ def test_srun_k1_ends_the_step_when_a_rank_is_killed(slurm, tmp_path):
     assert took < kill_wait() + 5, f"the step's other ranks lived {took:.1f} s after one was killed"
     assert "requeueing" not in text, text
     print(f"SLURM: a SIGKILLed rank ended its step in {took:.2f} s (KillWait {kill_wait()} s)")
+
+
+def submit(tmp_path, *args: str, sbatch: tuple[str, ...] = ()) -> tuple[str, Path, Path]:
+    """sbatch slurm/drlmpi.sbatch ARGS with 4 tasks: (job id, run dir, output file)."""
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RUN_DIR": str(run_dir),
+           "DRLMPI": str(BIN / "drlmpi"), "PYTHONUNBUFFERED": "1"}
+    sub = subprocess.run(["sbatch", "--parsable", "--ntasks=4", f"--output={out}", *sbatch,
+                          str(ROOT / "slurm" / "drlmpi.sbatch"), *args],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)
+    return sub.stdout.strip().split(";")[0], run_dir, out
+
+
+def test_a_job_reaching_its_time_limit_checkpoints_once_and_requeues(slurm, tmp_path):
+    """The generic script under a 1-minute limit whose USR1 comes 35 s before it: the script forwards one signal,
+    drlmpi checkpoints and exits 75, and the job requeues itself, all before the limit (no signal from the test)."""
+    job, run_dir, out = submit(tmp_path, "apex", "CartPole-v1", "--total-env-steps", "10000000",
+                               sbatch=("--time=1", "--signal=B:USR1@35"))
+    try:
+        wait_until(lambda: True if out.exists() and "requeueing job" in out.read_text() else None, 150,
+                   "the requeue before the time limit", out)
+        text = out.read_text()
+        st = checkpoint.load(run_dir)
+    finally:
+        subprocess.run(["scancel", job], timeout=30)
+    assert text.count("signal: asking drlmpi to checkpoint") == 1 and "TIMEOUT" not in text, text
+    assert "stopped by a signal with a complete checkpoint" in text and 0 < st.env_steps < 10_000_000, text
+
+
+def test_scancel_of_a_running_job_leaves_a_complete_checkpoint(slurm, tmp_path):
+    """A plain `scancel`: slurmd TERMs the step's tasks (the batch shell only notes its own TERM); drlmpi writes its
+    final checkpoint within KillWait and exits 75. (A cancelled job is not requeued: it is the user's stop; submit it
+    again with the same RUN_DIR to continue.)"""
+    job, run_dir, out = submit(tmp_path, "apex", "CartPole-v1", "--total-env-steps", "10000000",
+                               sbatch=("--time=10",))
+    try:
+        wait_until(lambda: True if (run_dir / "metrics.csv").exists() else None, 240, "the job to train", out)
+        time.sleep(3)
+        sh("scancel", job)
+        wait_until(lambda: True if job_state(job) not in ("RUNNING", "COMPLETING") else None, 120,
+                   "the cancelled job to end", out)
+    finally:
+        subprocess.run(["scancel", job], timeout=30)
+    text = out.read_text()
+    st = checkpoint.load(run_dir)  # complete, parts verified
+    assert "stopped by a signal with a complete checkpoint" in text and 0 < st.env_steps, text
+    assert "Traceback" not in text and "tasks 0-3: Exited with exit code 75" in text, text

@@ -39,6 +39,7 @@ def assert_user_error(r, *fragments):
     (["layout", "--algo", "apex", "-n", "4", "--layout", "learner=0"], ["apex needs at least one learner rank"]),
     (["layout", "--algo", "apex", "-n", "4", "--layout", "replay=0"], ["apex needs at least one replay rank"]),
     (["layout", "--algo", "ga3c", "-n", "4", "--layout", "inference=0"], ["ga3c needs at least one inference"]),
+    (["layout", "--algo", "qtopt", "-n", "3"], ["qtopt without actor ranks learns from offline data only"]),
     (BASE + ["--config", "."], ["config file .: Is a directory"]),
     (BASE + ["--seed", "-1"], ["seed must be >= 0"]),
     (BASE + ["--set", "hidden=[-1]"], ["hidden sizes must be >= 1"]),
