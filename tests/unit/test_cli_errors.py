@@ -45,6 +45,8 @@ def assert_user_error(r, *fragments):
     (BASE + ["--set", "hidden=[-1]"], ["hidden sizes must be >= 1"]),
     (BASE + ["--set", "checkpoint_every=nan"], ["checkpoint_every must be >= 0"]),
     (BASE + ["--set", "log_every=-1"], ["log_every must be >= 0"]),
+    (BASE + ["--set", "keep_checkpoints=0"], ["keep_checkpoints must be >= 1"]),
+    (BASE + ["--set", "max_env_restarts=-1"], ["max_env_restarts must be >= 0"]),
     (BASE + ["--set", "buffer_size=10000000000000"], ["a replay of 10,000,000,000,000 rows needs", "GiB"]),
 ])
 def test_bad_input_one_line_exit_2(args, fragments, tmp_path):

@@ -7,6 +7,9 @@ request without sleeping for the first SPIN seconds (a reply that is about to
 arrive is caught without a wake-up delay), then sleep between tests, backing off
 from FIRST_SLEEP to `max_sleep` seconds, so an idle rank costs a few microseconds
 of CPU per millisecond.
+
+Every wait has a time limit, PEER_TIMEOUT unless the caller gives another, and its TimeoutError names what it waited
+for: a peer that never answers ends the job (through the abort path) instead of hanging it.
 """
 
 import time
@@ -19,7 +22,7 @@ MAX_SLEEP = 1e-3
 PEER_TIMEOUT = 600.0  # seconds a role waits for a peer's next message before it fails, naming what it waited for
 
 
-def poll(test, timeout: float | None = None, what: str = "a condition", max_sleep: float = MAX_SLEEP):
+def poll(test, timeout: float | None = PEER_TIMEOUT, what: str = "a condition", max_sleep: float = MAX_SLEEP):
     """Call test() until it returns something other than None (spin briefly, then sleep with back-off)."""
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
@@ -38,21 +41,21 @@ def poll(test, timeout: float | None = None, what: str = "a condition", max_slee
         delay = min(delay * 2, max_sleep)
 
 
-def wait(request: MPI.Request, timeout: float | None = None, what: str = "a request",
+def wait(request: MPI.Request, timeout: float | None = PEER_TIMEOUT, what: str = "a request",
          max_sleep: float = MAX_SLEEP) -> MPI.Status:
     """Wait for one request without busy-spinning; returns its status."""
     status = MPI.Status()
     return poll(lambda: status if request.Test(status) else None, timeout, what, max_sleep)
 
 
-def wait_all(requests: list[MPI.Request], timeout: float | None = None, what: str = "requests",
+def wait_all(requests: list[MPI.Request], timeout: float | None = PEER_TIMEOUT, what: str = "requests",
              max_sleep: float = MAX_SLEEP) -> None:
     """Wait for every request in the list."""
     if requests:
         poll(lambda: True if MPI.Request.Testall(requests) else None, timeout, what, max_sleep)
 
 
-def wait_any(requests: list[MPI.Request], timeout: float | None = None, what: str = "any request",
+def wait_any(requests: list[MPI.Request], timeout: float | None = PEER_TIMEOUT, what: str = "any request",
              max_sleep: float = MAX_SLEEP) -> tuple[int, MPI.Status]:
     """Wait until one request completes; returns (its index, its status)."""
     status = MPI.Status()
@@ -73,7 +76,7 @@ def probe(comm: MPI.Comm, source: int = MPI.ANY_SOURCE, tag: int = MPI.ANY_TAG,
                 what or f"a message from {src} (tag {'any' if tag == MPI.ANY_TAG else tag})", max_sleep)
 
 
-def barrier(comm: MPI.Comm, timeout: float | None = None, max_sleep: float = MAX_SLEEP, what: str = "a barrier"
+def barrier(comm: MPI.Comm, timeout: float | None = PEER_TIMEOUT, max_sleep: float = MAX_SLEEP, what: str = "a barrier"
             ) -> None:
     """`comm.Barrier()` without busy-spinning."""
     wait(comm.Ibarrier(), timeout, what, max_sleep)
