@@ -79,6 +79,7 @@ class Learner:
         self._steps = resumed.env_steps if resumed is not None else 0
         actors = rt.layout.ranks("actor") if actors is None else actors
         self.stats, self.log, self.life, self.ckpt = None, None, None, None
+        self.env_restarts: int | None = None  # the job's env restarts where the algorithm sums them (A2C, ES)
         if not self.lead:
             self.ckpt = lifecycle.client(rt, self.lead_rank)
             return
@@ -128,12 +129,13 @@ class Learner:
         self.life.poll()
 
     def row(self, row=None) -> dict:
-        """The metrics row: the algorithm's columns, then the actors', then env_restarts (the actors' reports, which
-        a lead that acts adds its own to (A3C); else this rank's own envs')."""
+        """The metrics row: the algorithm's columns, then the actors', then env_restarts (the sum the algorithm
+        set, else the actors' reports, which a lead that acts adds its own to (A3C), else this rank's own envs')."""
         out = dict(row() if row else {})
         if self.stats is not None:
             out.update(self.stats.row())
-        out["env_restarts"] = self.stats.env_restarts if self.stats is not None else env_restarts()
+        own = self.stats.env_restarts if self.stats is not None else env_restarts()
+        out["env_restarts"] = own if self.env_restarts is None else self.env_restarts
         return out
 
     def checkpoint(self) -> None:

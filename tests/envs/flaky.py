@@ -1,24 +1,32 @@
 """CartPole-v1 that raises, registered on import as `flaky:FlakyCartPole-v1`: a flaky simulator.
 
-Every DRLMPI_TEST_FLAKY_EVERY-th step of an instance (default 2000: each env of a vector fails once every 2,000 of
-its own steps, a rebuilt one 2,000 steps after it was built) raises RuntimeError from `step`, and every
-DRLMPI_TEST_FLAKY_RESET_EVERY-th reset of a process (default 0: never) raises from `reset`."""
+A step of an instance raises RuntimeError with probability 1 / DRLMPI_TEST_FLAKY_EVERY (default 2000: each env of a
+vector fails once every 2,000 of its steps on average; each instance draws from its own generator, seeded from the
+process and the number of instances built before it), or on exactly every EVERY-th step of the instance when
+DRLMPI_TEST_FLAKY_EXACT=1; every DRLMPI_TEST_FLAKY_RESET_EVERY-th reset of a process (default 0: never) raises from
+`reset`."""
 
 import os
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.envs.classic_control import CartPoleEnv
 
 COUNTS = {"steps": 0, "resets": 0}
 
 
 class Flaky(gym.Wrapper):
-    steps = 0  # this instance's
+    def __init__(self, env):
+        super().__init__(env)
+        COUNTS["instances"] = COUNTS.get("instances", 0) + 1
+        self.rng, self.steps = np.random.default_rng([os.getpid(), COUNTS["instances"]]), 0
+        self.every = int(os.environ.get("DRLMPI_TEST_FLAKY_EVERY", "2000"))
+        self.exact = os.environ.get("DRLMPI_TEST_FLAKY_EXACT") == "1"
 
     def step(self, action):
         self.steps += 1
         COUNTS["steps"] += 1
-        if self.steps % int(os.environ.get("DRLMPI_TEST_FLAKY_EVERY", "2000")) == 0:
+        if (self.steps % self.every == 0) if self.exact else (self.rng.random() * self.every < 1):
             raise RuntimeError(f"flaky simulator: step {self.steps} of an instance failed")
         return self.env.step(action)
 

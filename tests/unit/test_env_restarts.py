@@ -21,6 +21,7 @@ def flaky(monkeypatch):
     import flaky
 
     monkeypatch.setenv("DRLMPI_TEST_FLAKY_EVERY", "7")
+    monkeypatch.setenv("DRLMPI_TEST_FLAKY_EXACT", "1")
     monkeypatch.setenv("DRLMPI_TEST_FLAKY_RESET_EVERY", "5")
     monkeypatch.setitem(flaky.COUNTS, "steps", 0)
     monkeypatch.setitem(flaky.COUNTS, "resets", 0)
@@ -61,7 +62,7 @@ def test_more_failures_than_the_limit_end_the_job_with_the_last_one(flaky):
 
 def test_an_env_failing_on_every_reset_ends_the_job_however_slowly(flaky, monkeypatch):
     monkeypatch.setenv("DRLMPI_TEST_FLAKY_RESET_EVERY", "1")
-    with pytest.raises(envs.EnvFailure, match="11 in a row"):
+    with pytest.raises(envs.EnvFailure, match="11 of one env in a row"):
         envs.make_vec(ENV, 1, seed=0).reset()
 
 

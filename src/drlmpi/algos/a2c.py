@@ -14,7 +14,7 @@ Defaults are CartPole-v1's (greedy return 500 on 4 ranks); `Config.ATARI` is the
 Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
   tag / pattern          channel   from -> to                  payload                                when
   Ibarrier + Allreduce   workers   worker <-> workers          gradients + (stop, sum of episode      every update
-                                                               returns, episodes ended)
+                                                               returns, episodes ended, env restarts)
   CHECKPOINT, _DONE,     control   lead <-> workers            request; RNG state (comm.checkpoint)   checkpoint_every,
   SIGNAL                                                       signal number                          signal, end
 """
@@ -30,7 +30,7 @@ from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, collect, load
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
 from drlmpi.config import opt, require_choice
-from drlmpi.envs import clips_rewards, make_vec
+from drlmpi.envs import clips_rewards, env_restarts, make_vec
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params
 from drlmpi.ops.actor_critic import Losses
@@ -82,7 +82,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     parts = learner_parts(cfg, build_net(cfg, env.observation_space, env.action_space))
     net, opt = parts.nets["online"], parts.optims[cfg.optimizer]
     learner = Learner(rt, cfg, "a2c", parts, [*LOSS_COLUMNS, "workers"], resumed, lead_rank=0, actors=[])
-    allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=3)  # stop, returns, episodes
+    allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=4)  # stop, returns, episodes, restarts
     weights = flat_params(net)  # every worker starts from the lead's weights
     wait(workers.Ibcast(weights, root=0), what="the lead worker's first weights")
     nets.load_flat(net, weights)
@@ -95,9 +95,10 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     while True:
         unroll, obs = collect(net, env, obs, cfg, clip, episodes)
         stop = learner.lead and (learner.steps + per_update >= cfg.total_env_steps or bool(learner.signal()))
-        last["losses"], (stop_sum, ret_sum, n_eps) = learn(
+        last["losses"], (stop_sum, ret_sum, n_eps, restarts) = learn(
             net, opt, allreduce, unroll, obs, cfg, learner.steps / cfg.total_env_steps,
-            np.array([stop, sum(episodes), len(episodes)]))
+            np.array([stop, sum(episodes), len(episodes), env_restarts()]))
+        learner.env_restarts = int(restarts)  # (every worker's own count, summed)
         episodes.clear()
         learner.updates += 1
         learner.steps += per_update

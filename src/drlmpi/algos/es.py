@@ -18,8 +18,8 @@ Defaults are CartPole-v1's.
 
 Messages (each plane on its own channel, see runtime.Channels):
   pattern               channel   from -> to            payload                                      when
-  Allgather             workers   worker <-> workers    float64 [pairs, 5]: (noise index, F+, F-,    every
-                                                        steps, the lead's stop flag)                 generation
+  Allgather             workers   worker <-> workers    float64 [pairs, 6]: (noise index, F+, F-,    every
+                                                        steps, the lead's stop flag, restarts)       generation
   Allreduce             workers   worker <-> workers    float64 [2 obs_dim + 1]: obs count, sum,     every
                                                         sum of squares                               generation
   CHECKPOINT, _DONE,    control   lead <-> workers      request; RNG state (comm.checkpoint)         checkpoint_
@@ -39,7 +39,7 @@ from torch import nn
 from drlmpi.checkpoint import State
 from drlmpi.comm.segments import sync
 from drlmpi.config import Hparam, Model, opt, require_at_least
-from drlmpi.envs import Restarts, close_quietly, is_box, spaces
+from drlmpi.envs import Restarts, close_quietly, env_restarts, is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
@@ -47,7 +47,7 @@ from drlmpi.runtime import RoleSpec, Runtime, barrier, unlink_mpi_segments, wait
 
 LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
 __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
-FIELDS = 5  # per pair in the Allgather: noise index, F+, F-, env steps, the lead's stop flag
+FIELDS = 6  # per pair in the Allgather: noise index, F+, F-, env steps, the lead's stop flag, the worker's env restarts
 
 
 @dataclass
@@ -163,13 +163,15 @@ class Env:
 
     def episode(self, policy: NumpyPolicy, theta: np.ndarray, seed: int, max_steps: int, stats: np.ndarray | None
                 ) -> tuple[float, int]:
+        in_a_row = 0
         while True:
             try:
                 result = episode(self.env, policy, theta, seed, max_steps, stats)
-                self.restarts.ok(result[1])
+                self.restarts.steps += result[1]
                 return result
             except Exception as e:  # noqa: BLE001 - any failure of the env's own code
-                self.restarts.failed(e)
+                in_a_row += 1
+                self.restarts.failed(e, in_a_row)
                 close_quietly(self.env)
                 self.env, seed = gym.make(self.id), Restarts.fresh_seed(seed)
 
@@ -287,12 +289,15 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
 
     while True:
         evaluate_pairs(rt, cfg, env, policy, table, theta, obs, mine)
+        mine[:, 5] = 0
+        mine[0, 5] = env_restarts()  # (this worker's own count, once)
         mine[:, 4] = learner.lead and (learner.steps + mine[:, 3].sum() * workers.size >= cfg.total_env_steps or
                                        bool(learner.signal()))
         t0 = time.perf_counter()
         wait(workers.Iallgather(mine, everyone), what="the other workers' fitness")
         wait(workers.Iallreduce(MPI.IN_PLACE, obs.gen, op=MPI.SUM), what="the other workers' observation statistics")
         last["exchange"] += time.perf_counter() - t0
+        learner.env_restarts = int(everyone[:, 5].sum())
         stop = bool(everyone[0, 4])
         learner.steps += int(everyone[:, 3].sum())
         learner.updates += 1

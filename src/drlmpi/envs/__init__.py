@@ -116,21 +116,17 @@ class Restarts:
     env cannot be rebuilt) and prints one line; the caller then rebuilds its envs."""
 
     def __init__(self, env_id: str, rebuildable: bool = True):
-        self.env_id, self.rebuildable, self.marks, self.in_a_row, self.steps = env_id, rebuildable, deque(), 0, 0
+        self.env_id, self.rebuildable, self.marks, self.steps = env_id, rebuildable, deque(), 0
 
-    def ok(self, steps: int) -> None:
-        """`steps` env steps went through (callers on a hot path inline it)."""
-        self.in_a_row, self.steps = 0, self.steps + steps
-
-    def failed(self, exc: Exception, envs: int = 1) -> None:
+    def failed(self, exc: Exception, in_a_row: int, envs: int = 1) -> None:
+        """in_a_row: the failing env's failures with no successful step of its own between them, this one included."""
         self.marks.append(self.steps)
-        self.in_a_row += 1
         while self.steps - self.marks[0] >= RESTART_WINDOW:
             self.marks.popleft()
-        if not self.rebuildable or len(self.marks) > _restarts["limit"] or self.in_a_row > IN_A_ROW:
+        if not self.rebuildable or len(self.marks) > _restarts["limit"] or in_a_row > IN_A_ROW:
             raise EnvFailure(f"{self.env_id}: {len(self.marks)} environment failures within {RESTART_WINDOW:,} env "
-                             f"steps, {self.in_a_row} in a row (max_env_restarts {_restarts['limit']}, {IN_A_ROW} in a "
-                             "row); the last one above") from exc
+                             f"steps, {in_a_row} of one env in a row (max_env_restarts {_restarts['limit']}, "
+                             f"{IN_A_ROW} in a row); the last one above") from exc
         _restarts["count"] += 1
         sys.stderr.write(f"drlmpi: warning: {self.env_id} raised {type(exc).__name__}: {exc}; rebuilt its "
                          f"{envs} env(s) with a fresh seed (restart {_restarts['count']} on this rank)\n")
@@ -147,7 +143,7 @@ class Restarting(gym.Wrapper):
 
     def __init__(self, make, restarts: Restarts):
         super().__init__(make())
-        self.make, self.restarts, self.last, self.seed, self.pending = make, restarts, None, 0, None
+        self.make, self.restarts, self.last, self.seed, self.pending, self.in_a_row = make, restarts, None, 0, None, 0
 
     def step(self, action):
         try:
@@ -155,7 +151,7 @@ class Restarting(gym.Wrapper):
         except Exception as e:  # noqa: BLE001 - any failure of the env's own code
             self.rebuild(e)
             return self.last, 0.0, False, True, {"restarted": True}
-        self.last = out[0]
+        self.last, self.in_a_row = out[0], 0
         return out
 
     def reset(self, **kwargs):
@@ -172,7 +168,8 @@ class Restarting(gym.Wrapper):
                 kwargs.pop("seed", None)
 
     def rebuild(self, exc: Exception) -> None:
-        self.restarts.failed(exc)
+        self.in_a_row += 1
+        self.restarts.failed(exc, self.in_a_row)
         close_quietly(self.env)
         self.env = self.make()
         self.pending = Restarts.fresh_seed(self.seed or 0)
@@ -196,6 +193,7 @@ class VecEnv:
         restarts: the failure count its envs' Restarting wrappers share (this vector's too)."""
         self.env, self.num_envs, self.atari, self.seed = env, num_envs, atari, seed
         self.build, self.restarts = build, restarts or Restarts(env_id, rebuildable=build is not None)
+        self.in_a_row = 0  # failures of the whole vector with no successful step between
         self.observation_space = env.single_observation_space
         self.action_space = env.single_action_space
         self._ret = np.zeros(num_envs, dtype=np.float64)
@@ -232,8 +230,8 @@ class VecEnv:
             obs = self.reset()
             zeros = np.zeros(self.num_envs, bool)
             return Step(obs, np.zeros(self.num_envs, np.float32), zeros, ~zeros, cut, [], restarted=~zeros)
-        r = self.restarts  # (ok(), inlined: this runs every vector step)
-        r.in_a_row, r.steps = 0, r.steps + self.num_envs
+        self.in_a_row = 0
+        self.restarts.steps += self.num_envs
         reward = np.asarray(reward, dtype=np.float32)
         self._ret += reward
         self._len += 1
@@ -254,7 +252,8 @@ class VecEnv:
 
     def _restart(self, exc: Exception) -> None:
         """Count the failure (EnvFailure past the limit), then close the envs and build new ones, freshly seeded."""
-        self.restarts.failed(exc, self.num_envs)
+        self.in_a_row += 1
+        self.restarts.failed(exc, self.in_a_row, self.num_envs)
         close_quietly(self.env)
         self.env = self.build()
         self.seed = Restarts.fresh_seed(self.seed)
