@@ -97,7 +97,7 @@ class Common:
                                      "to each member's next ready point")
     max_env_restarts: int = opt(100, "environment failures (an exception in reset or step) a rank survives within "
                                      "10,000 of its env steps: a failed env is rebuilt with a fresh seed; one more "
-                                     "(or 10 in a row with no step between) ends the job")
+                                     "(or 10 of one env with no step between) ends the job")
 
     POSITIVE: ClassVar[tuple[str, ...]] = ("keep_checkpoints",)
 

@@ -16,11 +16,11 @@ a fresh seed (`Restarting`; Atari's vector env, one C++ object, is rebuilt whole
 (`final_obs`), `obs` holds its new episode's first observation, and the cut episode is not reported as finished.
 Builders drop its transition (replay.nstep, replay.sequence); unroll collectors keep it as a time-limit cut with
 reward 0, bootstrapped from the observation that acted (gamma V(obs); its slot in a fixed-size unroll must be
-filled). Each restart prints one line and counts
-in `env_restarts()` (the metrics' `env_restarts`). An env that is broken rather than flaky ends the job with the
-last exception's traceback: more than `max_env_restarts` failures within RESTART_WINDOW env steps of one rank (a
-flaky env fails now and then; a broken one on a good part of its steps), or IN_A_ROW failures with no step done
-between them (one that fails on every reset).
+filled). Each restart prints one line and counts in `env_restarts()` (the metrics' `env_restarts`). An env that is
+broken rather than flaky ends the job with the last exception's traceback: more than `max_env_restarts` failures
+within RESTART_WINDOW env steps of one rank (a flaky env fails now and then; a broken one on a good part of its
+steps), or IN_A_ROW failures of one env with no successful step of its own between them (one that fails on every
+reset, or at once).
 """
 
 import importlib
@@ -93,7 +93,7 @@ class Step:
 
 
 RESTART_WINDOW = 10_000  # env steps of a rank over which max_env_restarts counts its environment failures
-IN_A_ROW = 10  # failures with no successful step between them that end the job whatever the limit
+IN_A_ROW = 10  # failures of one env with no successful step of its own between them: the job ends
 _restarts = {"count": 0, "limit": 100}  # this process's env restarts, and the most allowed within RESTART_WINDOW
 
 
