@@ -131,12 +131,21 @@ def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip_reward: bool, episode
             if cut.any():  # bootstrap a time limit: it is not the end of the task
                 _, v, _ = net(torch.as_tensor(step.final_obs[cut])[None])
                 reward = reward.copy()
-                reward[cut] += cfg.gamma * v[0].numpy()
+                reward[cut] += restarted_bootstrap(step, cut, cfg.gamma) * v[0].numpy()
             u["action"][t], u["reward"][t] = action, reward
             u["discount"][t] = cfg.gamma * ~step.done
             episodes += [ret for ret, _ in step.episodes]
             obs = step.obs
     return u, obs
+
+
+def restarted_bootstrap(step, cut: np.ndarray, gamma: float) -> np.ndarray:
+    """The factor of V(final obs) in the reward of each cut env [cut.sum()]: gamma for a time limit; 1 for an env that
+    failed (envs.Restarting): its step did not happen, so its return is V of the obs that acted and its advantage
+    about 0 (the slot must be filled in a fixed-size unroll, but it teaches nothing)."""
+    if step.restarted is None:
+        return np.full(int(cut.sum()), gamma, np.float32)
+    return np.where(step.restarted[cut], 1.0, gamma).astype(np.float32)
 
 
 def nstep_loss(net, u: dict, last_obs: np.ndarray, cfg: ACConfig) -> Losses:

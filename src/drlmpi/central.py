@@ -73,7 +73,7 @@ def run_remote_actor(rt, cfg: CentralConfig, client, report, ckpt, share: int, s
         req["reward"][:] = np.clip(step.reward, -1, 1) if clip else step.reward
         req["discount"][:] = cfg.gamma * ~step.done
         cut = step.truncated & ~step.terminated
-        req["cut"][:] = cut
+        req["cut"][:] = cut if step.restarted is None else cut + step.restarted  # 2: a failed env (no transition)
         if cut.any():
             req["final_obs"][cut] = step.final_obs[cut]
         client.post()
@@ -117,7 +117,8 @@ def answer_batch(net, server, js: list[int], asm, version: int, states: list, cf
         reward = r["reward"]
         if len(c):
             reward = reward.copy()
-            reward[c] += cfg.gamma * bootstrap[off : off + len(c)]
+            factor = np.where(r["cut"][c] == 2, 1.0, cfg.gamma)  # (a failed env: its return is V, advantage ~0)
+            reward[c] += factor * bootstrap[off : off + len(c)]
             off += len(c)
         now = {"obs": r["obs"], "action": actions[rows], "logits": logits[rows]}
         first = server.k[j] == 0

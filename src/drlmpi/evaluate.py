@@ -24,8 +24,8 @@ def episode_returns(env, policy, episodes: int) -> list[float]:
         step = env.step(policy(obs))
         if reset is not None:
             reset(step.done)
-        done = np.flatnonzero(step.done)
-        for i, (ret, _) in zip(done, step.episodes):
+        ended = step.done if step.restarted is None else step.done & ~step.restarted  # (a cut by a failure: none)
+        for i, (ret, _) in zip(np.flatnonzero(ended), step.episodes):
             if len(returns[i]) < quota[i]:
                 returns[i].append(ret)
         obs = step.obs

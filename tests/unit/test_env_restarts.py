@@ -112,3 +112,37 @@ def test_sequence_builder_ends_its_sequences_at_a_restart():
     rows = b.push(obs[2], np.zeros(1, np.int64), envs.Step(obs[3], np.zeros(1, np.float32), no, ~no, obs[2],
                                                            restarted=~no), state)
     assert rows["valid"][0].tolist() == [1, 1, 0, 0] and rows["obs"][0, :3, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_eval_credits_each_return_to_its_own_env_when_another_was_cut():
+    """Env 0 fails and env 1 ends an episode on the same step: the return is env 1's (quotas are per env)."""
+    from drlmpi.evaluate import episode_returns
+
+    class TwoEnvs:
+        num_envs, calls = 2, 0
+
+        def reset(self):
+            return np.zeros((2, 1), np.float32)
+
+        def step(self, actions):
+            self.calls += 1
+            both = np.ones(2, bool)
+            if self.calls == 1:  # env 0 cut by a failure, env 1 ends with return 7
+                return envs.Step(np.zeros((2, 1)), np.zeros(2), ~both, both, np.zeros((2, 1)), [(7.0, 3)],
+                                 restarted=np.array([True, False]))
+            return envs.Step(np.zeros((2, 1)), np.zeros(2), both, ~both, np.zeros((2, 1)), [(5.0, 2), (6.0, 2)])
+
+        def close(self):
+            pass
+
+    assert episode_returns(TwoEnvs(), lambda obs: np.zeros(2), 2) == [5.0, 7.0]  # env 0's 5, env 1's 7
+
+
+def test_a_failed_envs_unroll_slot_teaches_nothing():
+    """Its reward is V(obs that acted), not gamma V: with discount 0 its return is V and its advantage about 0."""
+    from drlmpi.actor_critic import restarted_bootstrap
+
+    no = np.zeros(3, bool)
+    step = envs.Step(np.zeros((3, 1)), np.zeros(3), no, np.array([True, True, False]), np.zeros((3, 1)),
+                     restarted=np.array([True, False, False]))
+    np.testing.assert_allclose(restarted_bootstrap(step, step.truncated, 0.9), [1.0, 0.9])

@@ -162,13 +162,14 @@ class Env:
         self.id, self.env, self.restarts = env_id, gym.make(env_id), Restarts(env_id)
 
     def episode(self, policy: NumpyPolicy, theta: np.ndarray, seed: int, max_steps: int, stats: np.ndarray | None
-                ) -> tuple[float, int]:
+                ) -> tuple[float, int, int]:
+        """(return, steps, the seed the episode ran with: a rerun's fresh one)."""
         in_a_row = 0
         while True:
             try:
-                result = episode(self.env, policy, theta, seed, max_steps, stats)
-                self.restarts.steps += result[1]
-                return result
+                ret, steps = episode(self.env, policy, theta, seed, max_steps, stats)
+                self.restarts.steps += steps
+                return ret, steps, seed
             except Exception as e:  # noqa: BLE001 - any failure of the env's own code
                 in_a_row += 1
                 self.restarts.failed(e, in_a_row)
@@ -256,8 +257,9 @@ def evaluate_pairs(rt: Runtime, cfg: Config, env, policy, table: np.ndarray, the
         i = int(rt.gen.integers(0, cfg.noise_size - P))
         eps = table[i : i + P]
         seed = int(rt.gen.integers(2**31))  # both members of a pair see the same episode start
-        fp, sp = env.episode(policy, theta + cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
-        fm, sm = env.episode(policy, theta - cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
+        fp, sp, seed = env.episode(policy, theta + cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)
+        fm, sm, _ = env.episode(policy, theta - cfg.sigma * eps, seed, cfg.max_episode_steps, obs.gen)  # (the pair
+        # starts from one state: the seed the + episode ran with, a rerun's if its env failed)
         mine[k, :4] = i, fp, fm, sp + sm
 
 
@@ -297,14 +299,16 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
         wait(workers.Iallgather(mine, everyone), what="the other workers' fitness")
         wait(workers.Iallreduce(MPI.IN_PLACE, obs.gen, op=MPI.SUM), what="the other workers' observation statistics")
         last["exchange"] += time.perf_counter() - t0
-        learner.env_restarts = int(everyone[:, 5].sum())
+        learner.env_restarts = int(everyone[:, 5].sum() - everyone[0, 5]) if learner.lead else None
+        if learner.lead:  # (the lead's own count now: its evaluation episodes come after the allgather)
+            learner.env_restarts += env_restarts()
         stop = bool(everyone[0, 4])
         learner.steps += int(everyone[:, 3].sum())
         learner.updates += 1
         theta = learn(net, opt, table, everyone, cfg)
         obs.update()
         if learner.lead and learner.updates % cfg.eval_every == 0:
-            last["eval_return"], _ = env.episode(policy, theta, int(rt.gen.integers(2**31)), 0, None)
+            last["eval_return"], _, _ = env.episode(policy, theta, int(rt.gen.integers(2**31)), 0, None)
             learner.log.episode(last["eval_return"])
         if not stop:
             learner.checkpoint()

@@ -73,6 +73,8 @@ def decode_reply(buf: np.ndarray) -> tuple[dict, np.ndarray]:
     n = int(buf[:8].view(np.int64)[0])
     return json.loads(buf[8 : 8 + n].tobytes()), buf[8 + n :].copy()
 
+LAST_REQUEST_TIMEOUT = 86_400.0  # seconds a rank that finished early waits for the final checkpoint's request: until
+# the slowest actor ends (a dead lead ends the job through MPI's abort sooner)
 
 class CheckpointClient:
     """A rank's side of the protocol: answer requests, forward this rank's signal to the lead once."""
@@ -151,7 +153,7 @@ class CheckpointClient:
         self.finish_deferred()
         while self.last is None:
             probe(self.requests, self.lead, Tag.CHECKPOINT, what="the lead learner's last checkpoint request",
-                  max_sleep=0.01)
+                  max_sleep=0.01, timeout=LAST_REQUEST_TIMEOUT)
             self.handle(on_request)
         self.finish_deferred()
         parts = on_request(self.last) if on_request else None

@@ -93,6 +93,7 @@ class Step:
 
 
 RESTART_WINDOW = 10_000  # env steps of a rank over which max_env_restarts counts its environment failures
+RESTARTED = "drlmpi_restarted"  # the info key a Restarting wrapper sets on a failed step (an env's own keys differ)
 IN_A_ROW = 10  # failures of one env with no successful step of its own between them: the job ends
 _restarts = {"count": 0, "limit": 100}  # this process's env restarts, and the most allowed within RESTART_WINDOW
 
@@ -138,7 +139,7 @@ class Restarts:
 
 class Restarting(gym.Wrapper):
     """One env of a vector, rebuilt by make() (counted by `restarts`) when its step or reset raises. The failing step
-    returns the observation that acted, reward 0, truncated, and info {"restarted": True}: the vector env autoresets
+    returns the observation that acted, reward 0, truncated, and info {RESTARTED: True}: the vector env autoresets
     it, and VecEnv marks it in Step.restarted. The rebuilt env's first reset gets a fresh seed."""
 
     def __init__(self, make, restarts: Restarts):
@@ -150,7 +151,7 @@ class Restarting(gym.Wrapper):
             out = self.env.step(action)
         except Exception as e:  # noqa: BLE001 - any failure of the env's own code
             self.rebuild(e)
-            return self.last, 0.0, False, True, {"restarted": True}
+            return self.last, 0.0, False, True, {RESTARTED: True}
         self.last, self.in_a_row = out[0], 0
         return out
 
@@ -265,9 +266,9 @@ class VecEnv:
 def restarted_of(info: dict, num_envs: int) -> np.ndarray | None:
     """[E] bool: the envs a Restarting wrapper rebuilt on this step (from the vector's final_info), or None."""
     final = info.get("final_info", {})
-    if "restarted" not in final:
+    if RESTARTED not in final:
         return None
-    return np.asarray(final["restarted"], bool) & np.asarray(final["_restarted"], bool)
+    return np.asarray(final[RESTARTED], bool) & np.asarray(final["_" + RESTARTED], bool)
 
 
 def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_max: int = 30) -> VecEnv:

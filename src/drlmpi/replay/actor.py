@@ -69,6 +69,9 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
         steps, vsteps = steps + cfg.num_envs, vsteps + 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
         store(policy, builder.push(obs, actions, step, **extras), writer, step.done)
+        if getattr(builder, "dropped", 0):  # a failed env's step was dropped: blocks start whole again (one env's)
+            writer.flush()
+            builder.dropped = 0
         obs = step.obs
         report.maybe_post()
     store(policy, builder.flush(), writer)

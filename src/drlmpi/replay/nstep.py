@@ -37,6 +37,7 @@ class NStepBuilder:
         self.term = np.zeros((self.W, num_envs), bool)
         self.done = np.zeros((self.W, num_envs), bool)
         self.valid = np.ones((self.W, num_envs), bool)  # False: no transition (a failed env's step, envs.Restarting)
+        self.dropped = 0  # rows dropped so far (a writer whose blocks must hold whole env blocks realigns on it)
         self.extras: dict[str, np.ndarray] = {}  # name -> [W, E]
         self.powers = gamma ** np.arange(n + 1)
 
@@ -115,6 +116,7 @@ class NStepBuilder:
         if not self.valid[:m].all():  # (rare: a failed env's steps are no transitions)
             keep_rows = rows(self.valid[:m])
             out = {k: v[keep_rows] for k, v in out.items()}
+            self.dropped += int((~keep_rows).sum())
         keep = self.count - m  # rows m .. count-1 move to the front
         for a in (self.obs, self.final_obs, self.act, self.rew, self.term, self.done, self.valid,
                   *self.extras.values()):

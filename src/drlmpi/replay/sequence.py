@@ -78,6 +78,7 @@ class SequenceBuilder:
             if failed is not None and failed[e]:  # no transition: its sequence ends, bootstrapped from its last obs
                 if self.len[e]:
                     self._emit(e, continues=False)
+                self.first[e] = True  # (the next sequence starts an episode)
                 continue
             j = int(self.len[e])
             if j == 0:
