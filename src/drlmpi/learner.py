@@ -129,13 +129,14 @@ class Learner:
         self.life.poll()
 
     def row(self, row=None) -> dict:
-        """The metrics row: the algorithm's columns, then the actors', then env_restarts (the sum the algorithm
-        set, else the actors' reports, which a lead that acts adds its own to (A3C), else this rank's own envs')."""
+        """The metrics row: the algorithm's columns, then the actors', then env_restarts unless the row has it (the
+        sum the algorithm set, else the actors' reports, which a lead that acts adds its own to (A3C), else this rank's
+        own envs')."""
         out = dict(row() if row else {})
         if self.stats is not None:
             out.update(self.stats.row())
         own = self.stats.env_restarts if self.stats is not None else env_restarts()
-        out["env_restarts"] = own if self.env_restarts is None else self.env_restarts
+        out.setdefault("env_restarts", own if self.env_restarts is None else self.env_restarts)
         return out
 
     def checkpoint(self) -> None:

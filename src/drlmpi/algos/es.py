@@ -279,13 +279,15 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     win, table = noise_table(rt.node, cfg.noise_size, cfg.seed)
     theta, policy, env = flat_params(net), NumpyPolicy(net), Env(cfg.env)
     mine, everyone = np.zeros((cfg.pairs, FIELDS)), np.zeros((workers.size * cfg.pairs, FIELDS))
-    last = {"eval_return": float("nan"), "exchange": 0.0, "since": time.perf_counter()}  # seconds in the exchange
+    last = {"eval_return": float("nan"), "exchange": 0.0, "since": time.perf_counter(),  # seconds in the exchange
+            "others": 0}
 
     def row():
         f, now = everyone[:, 1:3], time.perf_counter()
         out = {"eval_return": last["eval_return"], "fitness_mean": float(f.mean()), "fitness_max": float(f.max()),
                "workers": workers.size, "bytes_per_generation": workers.size * (mine.nbytes + obs.gen.nbytes),
-               "exchange_fraction": round(last["exchange"] / max(now - last["since"], 1e-9), 4)}
+               "exchange_fraction": round(last["exchange"] / max(now - last["since"], 1e-9), 4),
+               "env_restarts": last["others"] + env_restarts()}  # (the lead's own now: its evaluations included)
         last.update(exchange=0.0, since=now)
         return out
 
@@ -299,9 +301,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
         wait(workers.Iallgather(mine, everyone), what="the other workers' fitness")
         wait(workers.Iallreduce(MPI.IN_PLACE, obs.gen, op=MPI.SUM), what="the other workers' observation statistics")
         last["exchange"] += time.perf_counter() - t0
-        learner.env_restarts = int(everyone[:, 5].sum() - everyone[0, 5]) if learner.lead else None
-        if learner.lead:  # (the lead's own count now: its evaluation episodes come after the allgather)
-            learner.env_restarts += env_restarts()
+        last["others"] = int(everyone[:, 5].sum() - everyone[0, 5])  # the other workers' restarts (row: + the lead's)
         stop = bool(everyone[0, 4])
         learner.steps += int(everyone[:, 3].sum())
         learner.updates += 1
