@@ -260,3 +260,19 @@ def test_a_resume_from_an_older_checkpoint_writes_a_branch_beside_the_newer_file
     r = run([*DQN, "--total-env-steps", str(branch.env_steps + 100), "--run-dir", str(d), "--resume", "auto"],
             timeout=120)
     assert r.returncode == 0 and f"resuming from {branch.path}" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_full_disk_ends_the_job_in_one_line_naming_the_file(tmp_path):
+    """Writes past RLIMIT_FSIZE fail as on a full disk (16 MiB: MPI's own files fit, not the final checkpoint of a
+    network of 2.3M parameters with its target and Adam's moments, 36 MB); the job ends with one line naming the file
+    and exit 2, no traceback, no crash."""
+    import resource
+
+    d = tmp_path / "run"
+    limit = 16 << 20
+    r = subprocess.run([*DQN, "--total-env-steps", "400", "--run-dir", str(d), "--set", "hidden=[1500,1500]"],
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    mine = [x for x in r.stderr.splitlines() if x.startswith("drlmpi: error: ")]
+    assert r.returncode == 2 and len(mine) == 1 and "cannot write " + str(d / "checkpoints") in mine[0], r.stderr
+    assert "Traceback" not in r.stderr
