@@ -12,20 +12,19 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control import CartPoleEnv
 
-COUNTS = {"steps": 0, "resets": 0}
+COUNTS = {"resets": 0, "instances": 0}
 
 
 class Flaky(gym.Wrapper):
     def __init__(self, env):
         super().__init__(env)
-        COUNTS["instances"] = COUNTS.get("instances", 0) + 1
+        COUNTS["instances"] += 1
         self.rng, self.steps = np.random.default_rng([os.getpid(), COUNTS["instances"]]), 0
         self.every = int(os.environ.get("DRLMPI_TEST_FLAKY_EVERY", "2000"))
         self.exact = os.environ.get("DRLMPI_TEST_FLAKY_EXACT") == "1"
 
     def step(self, action):
         self.steps += 1
-        COUNTS["steps"] += 1
         if (self.steps % self.every == 0) if self.exact else (self.rng.random() * self.every < 1):
             raise RuntimeError(f"flaky simulator: step {self.steps} of an instance failed")
         return self.env.step(action)

@@ -23,7 +23,6 @@ def flaky(monkeypatch):
     monkeypatch.setenv("DRLMPI_TEST_FLAKY_EVERY", "7")
     monkeypatch.setenv("DRLMPI_TEST_FLAKY_EXACT", "1")
     monkeypatch.setenv("DRLMPI_TEST_FLAKY_RESET_EVERY", "5")
-    monkeypatch.setitem(flaky.COUNTS, "steps", 0)
     monkeypatch.setitem(flaky.COUNTS, "resets", 0)
     envs.set_restart_limit(100)
     return flaky

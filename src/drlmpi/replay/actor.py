@@ -11,7 +11,8 @@ between algorithms comes in as arguments:
             .priorities(rows) -> float64 [n] (|td| + eps); a recurrent policy also has .reset(done [E]),
             called after each env step to zero the state of the envs whose episode ended
   builder   .push(obs, actions, step, **extras) -> rows {name: [n, ...]} | None; .flush() -> rows | None
-            (n-step transitions, or sequences: the rows match the replay plane's fields)
+            (n-step transitions, or sequences: the rows match the replay plane's fields); .dropped: rows it
+            dropped (a failed env's steps) since the actor last reset it to 0
   epsilon   (env steps done, this actor's share) -> exploration rate
   throttle  the replay-ratio throttle (its slack covers the builders' held steps)
   ckpt      this rank's comm.checkpoint.CheckpointClient: checkpoint requests are answered (with the
@@ -69,7 +70,7 @@ def run_actor(rt: Runtime, cfg, replay: ReplayPlane, window: NodeWeights, policy
         steps, vsteps = steps + cfg.num_envs, vsteps + 1
         report.step(cfg.num_envs, [r for r, _ in step.episodes], version)
         store(policy, builder.push(obs, actions, step, **extras), writer, step.done)
-        if getattr(builder, "dropped", 0):  # a failed env's step was dropped: blocks start whole again (one env's)
+        if builder.dropped:  # a failed env's step was dropped: blocks start whole again (one env's)
             writer.flush()
             builder.dropped = 0
         obs = step.obs

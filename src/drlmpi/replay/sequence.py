@@ -58,6 +58,7 @@ class SequenceBuilder:
         self.len = np.zeros(num_envs, np.int64)  # steps in each env's current sequence
         self.first = np.ones(num_envs, bool)  # whether it starts an episode
         self.rows: list[dict[str, np.ndarray]] = []
+        self.dropped = 0  # (the builder protocol's: a sequence is never split into blocks, so none is dropped)
 
     def _put_obs(self, e: int, j: int, obs: np.ndarray) -> None:
         """Observation position j of env e's sequence (a stack: only its newest frame, after position 0)."""
