@@ -19,9 +19,10 @@ ranks. Acting, target computation and training run asynchronously, and each scal
   learner   regresses Q(s, a) on y (importance-weighted squared error), several trainers averaging gradients
             with one allreduce per update; keeps the targets: Q1' Polyak-averaged (`tau`) every update, Q2' a
             copy of Q1' every `target_lag` updates (the paper's lagged pair); the lead publishes
-            [online | Q1' | Q2' | progress] every `publish_every` updates, hears the actors, logs and checkpoints,
-            waits while ahead of the replay ratio, and says STOP to every bellman rank once the actors are done
-            (or `updates` are made, offline), a signal came, ...; training ends when no trainer has a batch left.
+            [online | Q1' | Q2'] with its progress every `publish_every` updates, hears the actors, logs and
+            checkpoints, waits while ahead of the replay ratio, and says STOP to every bellman rank once the
+            actors are done (or `updates` are made, offline), a signal came, ...; training ends when no trainer
+            has a batch left.
 Defaults are Pendulum-v1's (greedy return about -150 in 30K env steps on 4 ranks).
 
 Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
@@ -42,8 +43,8 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   STOP                   trajectories  lead trainer -> bellman    empty                                 stop
   STOP                   trajectories  bellman -> its trainer     empty, after its last batch           its end
   METRICS, STOP          reports       actor -> lead trainer      float64 [9] (comm.metrics); empty     0.5 s; end
-  Ibcast + Bcast         weights       lead -> other hosts'       version (= updates), float32          publish_every
-                                       leaders                    [online | Q1' | Q2' | progress]
+  Ibcast + Bcast         weights       lead -> other hosts'       (version = updates, progress),        publish_every
+                                       leaders                    float32 [online | Q1' | Q2']
   Ibarrier + Allreduce   learners      trainer <-> trainers       gradients + (progress, had a batch)   every update
   CHECKPOINT, _DONE,     control       lead <-> other ranks       request; RNG state (comm.checkpoint)  checkpoint_
   SIGNAL                 (replay)                                 (replay: part files); signal number   every, end
@@ -188,7 +189,7 @@ class CEMPolicy:
         self.low, self.high = (net.centre - net.radius).numpy(), (net.centre + net.radius).numpy()
 
     def load(self, flat: np.ndarray) -> None:
-        load_flat(self.net, flat[: self.n])  # the online slice of [online | Q1' | Q2' | progress]
+        load_flat(self.net, flat[: self.n])  # the online slice of [online | Q1' | Q2']
 
     def act(self, obs: np.ndarray, eps: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         o = torch.as_tensor(obs, dtype=torch.float32)
@@ -276,7 +277,7 @@ def labelled_fields(cfg: Config, obs_space, act_space) -> dict:
 
 @dataclass
 class Planes:
-    value: vb.Planes  # weights [online | Q1' | Q2' | progress], replay
+    value: vb.Planes  # weights [online | Q1' | Q2'], replay
     labelled: TrajectoryPlane  # bellman -> trainer batches
 
     @property
@@ -288,12 +289,12 @@ class Planes:
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
-    """Collective: the weights plane (the lead trainer's three networks and the progress), the replay plane
-    (sampled by the bellman ranks) and the labelled batches' trajectory plane."""
+    """Collective: the weights plane (the lead trainer's three networks, its progress in the plane's header), the
+    replay plane (sampled by the bellman ranks) and the labelled batches' trajectory plane."""
     obs_space, act_space = spaces(cfg.env)
     torch.manual_seed(cfg.seed)
     n = sum(p.numel() for p in build_net(cfg, obs_space, act_space).parameters())
-    value = vb.setup(rt, cfg, rt.layout.ranks("learner")[:1], transitions, samplers="bellman", n_params=3 * n + 1)
+    value = vb.setup(rt, cfg, rt.layout.ranks("learner")[:1], transitions, samplers="bellman", n_params=3 * n)
     labelled = TrajectoryPlane.create(rt.channels.trajectories, rt.node, labelled_fields(cfg, obs_space, act_space),
                                       0, actor=rt.role == "bellman")
     return Planes(value, labelled)
@@ -341,7 +342,7 @@ def run_bellman(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
             version = window.read(flat)
             for i, net in enumerate((online, t1, t2)):
                 load_flat(net, flat[i * n : (i + 1) * n])
-        batch = sampler.receive(linear(cfg.beta_start, 1.0, float(flat[-1])))
+        batch = sampler.receive(linear(cfg.beta_start, 1.0, window.progress))
         sampler.request(cfg.batch_size, cfg.offline_ratio)  # the shards gather the next batch while we label
         d = {key: torch.as_tensor(v) for key, v in batch.data.items()}
         with torch.no_grad():
@@ -405,7 +406,7 @@ class LeadTrainer:
 
 def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
     """The `learner` role (a trainer): labelled batch -> learn -> allreduce and step (comm.allreduce.learners_step) ->
-    targets -> the lead publishes [online | Q1' | Q2' | progress], logs, checkpoints and stops the bellman ranks;
+    targets -> the lead publishes [online | Q1' | Q2'], logs, checkpoints and stops the bellman ranks;
     until no trainer has a batch left."""
     device = nets.device(cfg.device)
     trainers = rt.role_comm
@@ -424,8 +425,8 @@ def run_trainer(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None)
 
     def publish():
         planes.value.weights.publish(np.concatenate([flat_params(net), flat_params(parts.nets["target1"]),
-                                                   flat_params(parts.nets["target2"]),
-                                                   np.array([lead.progress()], np.float32)]), learner.updates)
+                                                   flat_params(parts.nets["target2"])]), learner.updates,
+                                     lead.progress())
 
     if lead:
         publish()

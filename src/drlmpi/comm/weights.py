@@ -3,18 +3,21 @@
 Node window (`NodeWeights`), one `MPI.Win.Allocate_shared` per node, owned by the node leader
 and mapped by every rank of the node with `Shared_query`:
 
-    byte 64*s      seq_s, version_s   int64 each, for shard s = 0..S-1 (one cache line each)
+    byte 64*s      seq_s, version_s   int64 each, for shard s = 0..S-1 (one cache line each),
+                   then progress_s    float64: the writer's training progress in [0, 1] at that version
     byte 64*S      weights            float32[n]; shard s owns the contiguous slice bounds[s]:bounds[s+1]
 
 Writing:
-  - `publish(vec, version, shard)`: one writer per shard (a parameter server, or a node leader
-    relaying one); readers copy with the shard's seqlock (`read`) and never see a torn slice;
+  - `publish(vec, version, shard, progress)`: one writer per shard (a parameter server, or a node
+    leader relaying one); readers copy with the shard's seqlock (`read`) and never see a torn slice,
+    and `progress` is what the writer said with the version they read (schedules of ranks that are
+    not learners, e.g. QT-Opt's bellman ranks' importance-sampling exponent);
   - `hogwild_add(delta, idx=...)`: any number of ranks add into the vector in place with no lock
     (Hogwild!, unsharded windows only); the version counts updates with an atomic fetch-and-add.
 
 Across nodes (`WeightsPush`): the parameter server broadcasts each new version on a communicator
 of itself and the leaders of the other nodes; a helper thread on each of those leaders waits
-politely (`Ibcast` + Test/sleep) for the 8-byte version, then takes the bulk with a blocking `Bcast`
+politely (`Ibcast` + Test/sleep) for the 16-byte (version, progress), then takes the bulk with a blocking `Bcast`
 (large messages move in chunks that need progress on both sides: sleeping between tests would
 stall them; the blocking call spins only while the data is in flight), then republishes it into
 its node window. One-sided
@@ -62,6 +65,8 @@ class NodeWeights:
         buf, _ = self.win.Shared_query(0)
         mem = np.frombuffer(buf, dtype=np.uint8)
         self._head = mem[:head].view(np.int64).reshape(shards, LINE // 8)  # [:, 0] seq, [:, 1] version
+        self._progress = mem[:head].view(np.float64).reshape(shards, LINE // 8)[:, 2]  # the same lines' word 2
+        self.progress = 0.0  # the smallest shard's progress as of the last read
         self.weights = mem[head : head + 4 * n].view(np.float32)  # [n], shared
         self.win.Lock_all(MPI.MODE_NOCHECK)
         if node.rank == 0:
@@ -85,22 +90,25 @@ class NodeWeights:
     def version(self) -> int:
         return int(self._head[:, 1].min())
 
-    def publish(self, vec: np.ndarray, version: int, shard: int = 0) -> None:
-        """Copy this shard's slice (vec holds the slice, or the whole vector) in as `version`; one writer per shard."""
+    def publish(self, vec: np.ndarray, version: int, shard: int = 0, progress: float = 0.0) -> None:
+        """Copy this shard's slice (vec holds the slice, or the whole vector) in as `version` (the writer's
+        training `progress` beside it); one writer per shard."""
         lo, hi = self.bounds[shard], self.bounds[shard + 1]
         h = self._head[shard]
         h[0] += 1  # odd: publish in progress
         sync(self.win)
         np.copyto(self.weights[lo:hi], vec if len(vec) == hi - lo else vec[lo:hi], casting="same_kind")
         h[1] = version
+        self._progress[shard] = progress
         sync(self.win)
         h[0] += 1  # even: consistent
         sync(self.win)
 
     def read(self, out: np.ndarray, timeout: float = 30.0) -> int:
-        """Copy the vector into out [n], each shard's slice consistent; returns the smallest shard version."""
+        """Copy the vector into out [n], each shard's slice consistent; returns the smallest shard version (and
+        sets `self.progress` to the smallest shard's progress)."""
         deadline = time.monotonic() + timeout
-        version = None
+        version = progress = None
         for s in range(self.shards):
             lo, hi = self.bounds[s], self.bounds[s + 1]
             h = self._head[s]
@@ -109,7 +117,7 @@ class NodeWeights:
                 s1 = int(h[0])
                 if not s1 & 1:
                     np.copyto(out[lo:hi], self.weights[lo:hi])
-                    v = int(h[1])
+                    v, p = int(h[1]), float(self._progress[s])
                     sync(self.win)
                     if int(h[0]) == s1:
                         break
@@ -117,6 +125,8 @@ class NodeWeights:
                     raise TimeoutError("weights window: no consistent read (writer stuck mid-publish?)")
                 time.sleep(0)
             version = v if version is None else min(version, v)
+            progress = p if progress is None else min(progress, p)
+        self.progress = progress
         return version
 
     def hogwild_add(self, delta: np.ndarray, scale: float = 1.0, idx: np.ndarray | None = None) -> int:
@@ -142,18 +152,19 @@ class NodeWeights:
         from drlmpi.runtime import barrier
 
         barrier(self.node, what="the node's ranks to be done with the weights window")
-        self.weights = self._head = None  # (views into the window's memory)
+        self.weights = self._head = self._progress = None  # (views into the window's memory)
         self.win.Unlock_all()
         self.win.Free()
 
 
 class WeightsPush:
-    """Cross-node push of one writer's slice: the writer `Ibcast`s [version | slice] to the other nodes' leaders.
+    """Cross-node push of one writer's slice: the writer `Ibcast`s (version, progress), then `Bcast`s the slice
+    to the other nodes' leaders.
 
     Collective over `comm` (the weights channel, all ranks): every rank constructs it with the same `writer`
-    rank and shard. On the writer, `publish(vec, version)` publishes into its own node window, then broadcasts.
-    On the leaders of the other nodes, a daemon thread receives each broadcast and publishes it into their node
-    window. `close()` (writer) sends the stop version -1 and joins nothing; leaders' threads end.
+    rank and shard. On the writer, `publish(vec, version, progress)` publishes into its own node window, then
+    broadcasts. On the leaders of the other nodes, a daemon thread receives each broadcast and publishes it into their
+    node window. `close()` (writer) sends the stop version -1 and joins nothing; leaders' threads end.
     """
 
     STOP = -1
@@ -170,7 +181,8 @@ class WeightsPush:
         member = world.rank == writer or (node.rank == 0 and node_id != writer_node)
         self.comm = world.Split(0 if member else MPI.UNDEFINED, 0 if world.rank == writer else world.rank + 1)
         self.active = member and self.comm.size > 1
-        self._version = np.zeros(1, dtype=np.int64)
+        self._version = np.zeros(2, dtype=np.int64)  # version, progress (float64 bits)
+        self._progress = self._version[1:].view(np.float64)
         self._slice = np.zeros(int(hi - lo), dtype=np.float32)
         self.thread = None
         if self.active and world.rank != writer:
@@ -180,14 +192,14 @@ class WeightsPush:
             self.thread = threading.Thread(target=self._relay, name="weights-relay", daemon=True)
             self.thread.start()
 
-    def publish(self, vec: np.ndarray, version: int) -> None:
+    def publish(self, vec: np.ndarray, version: int, progress: float = 0.0) -> None:
         """Writer only: publish locally, then broadcast to the other nodes (returns when the root's send is done)."""
         from drlmpi.runtime import wait
 
-        self.window.publish(vec, version, self.shard)
+        self.window.publish(vec, version, self.shard, progress)
         if self.active:
             lo, hi = self.window.bounds[self.shard], self.window.bounds[self.shard + 1]
-            self._version[0] = version
+            self._version[0], self._progress[0] = version, progress
             wait(self.comm.Ibcast(self._version, root=0), what="weights push")
             self.comm.Bcast(np.ascontiguousarray(vec[lo:hi] if len(vec) != hi - lo else vec, np.float32), root=0)
 
@@ -210,7 +222,7 @@ class WeightsPush:
             if version == self.STOP:
                 return
             self.comm.Bcast(self._slice, root=0)  # the writer is sending now: spin only for the transfer
-            self.window.publish(self._slice, version, self.shard)
+            self.window.publish(self._slice, version, self.shard, float(self._progress[0]))
 
 
 def first_weights(window: NodeWeights, timeout: float, what: str) -> tuple[int, np.ndarray]:
@@ -238,9 +250,10 @@ class WeightsPlane:
         pushes = [WeightsPush(comm, node, window, w, s) for s, w in enumerate(writers)]
         return WeightsPlane(window, pushes, writers, comm.rank)
 
-    def publish(self, vec: np.ndarray, version: int) -> None:
-        """Writer: publish its shard (vec: the slice or the whole vector) here and broadcast it to other hosts."""
-        self.pushes[self.writers.index(self.rank)].publish(vec, version)
+    def publish(self, vec: np.ndarray, version: int, progress: float = 0.0) -> None:
+        """Writer: publish its shard (vec: the slice or the whole vector) here, with the writer's training progress
+        in [0, 1], and broadcast it to other hosts."""
+        self.pushes[self.writers.index(self.rank)].publish(vec, version, progress)
 
     def close(self) -> None:
         """Collective over the node: stop the pushes (their relay threads end), then free the window."""

@@ -1,6 +1,7 @@
 """Cross-node weight push (run with DRLMPI_RANKS_PER_NODE for pretend hosts): every node sees every version.
 
-Part 1: one writer (rank 1, not a node leader) pushes versions 1..V of constant vectors (value == version).
+Part 1: one writer (rank 1, not a node leader) pushes versions 1..V of constant vectors (value == version), each
+with the progress version / V, which every node reads with the last version.
 Part 2: two shards, written by ranks 0 and size-1, each pushing its slice.
 Every rank polls its node window until the last version arrives, checking slices are never torn.
 """
@@ -36,6 +37,8 @@ def follow(window, last_version, out, label):
         if version == last_version:
             if not (out == last_version).all():
                 failures.append(f"rank {world.rank} {label}: version {last_version}, values {out.min()}..{out.max()}")
+            if window.progress != last_version / V:
+                failures.append(f"rank {world.rank} {label}: progress {window.progress} with version {last_version}")
             return seen
         time.sleep(0.001)
     failures.append(f"rank {world.rank} {label}: never saw version {last_version}, at {window.versions()}")
@@ -48,7 +51,7 @@ push = WeightsPush(world, node, w, writer=1)
 runtime.barrier(world)
 if world.rank == 1:
     for v in range(1, V + 1):
-        push.publish(np.full(N, v, np.float32), v)
+        push.publish(np.full(N, v, np.float32), v, v / V)
         time.sleep(0.01)
 follow(w, V, out, "single writer")
 runtime.barrier(world)
@@ -64,7 +67,7 @@ for s, r in enumerate(writers):
     if world.rank == r:
         lo, hi = w2.bounds[s], w2.bounds[s + 1]
         for v in range(1, V + 1):
-            pushes[s].publish(np.full(hi - lo, v, np.float32), v)
+            pushes[s].publish(np.full(hi - lo, v, np.float32), v, v / V)
 follow(w2, V, out, "two shards")
 runtime.barrier(world)
 for p in pushes:
