@@ -62,7 +62,7 @@ class SumTree {
     while (true) {
       sums_.emplace_back(n, sums_.empty() ? -0.0 : 0.0);
       mins_.emplace_back(sums_.size() == 1 ? 0 : n, kInf);  // no separate min leaves
-      stamps_.emplace_back(n, 0);
+      stamps_.emplace_back(sums_.size() == 1 ? 0 : n, 0);  // leaves are never stamped (levels >= 1 are)
       if (n == K) break;
       n = round_up(n / K);
     }
@@ -231,7 +231,7 @@ class SumTree {
   double total_ = 0.0;
   std::vector<Level> sums_;  // sums_[0]: leaves; sums_.back(): the K top entries
   std::vector<Level> mins_;  // mins_[0] is empty: leaf minima are read from sums_[0]
-  std::vector<std::vector<uint64_t>> stamps_;  // stamps_[l][j] == epoch_: parent j of level l done
+  std::vector<std::vector<uint64_t>> stamps_;  // stamps_[l][j] == epoch_: parent j of level l >= 1 done; [0] empty
   uint64_t epoch_ = 0;
   std::vector<int64_t> dirty_;  // level-1 blocks whose minima are stale (each once)
   std::vector<uint8_t> dirty_flag_;  // dirty_flag_[j]: block j is in dirty_
