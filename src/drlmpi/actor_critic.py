@@ -199,6 +199,7 @@ class UnrollPlanes:
 
     def close(self) -> None:
         self.weights.close()
+        self.trajectories.free()
 
 
 def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list[int]) -> dict:

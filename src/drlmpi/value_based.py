@@ -221,6 +221,7 @@ class Planes:
 
     def close(self) -> None:
         self.weights.close()
+        self.replay.free()
 
 
 def setup(rt: Runtime, cfg: ReplayConfig, writers: list[int], rows=transitions, samplers: str = "learner",

@@ -45,3 +45,14 @@ def test_a3c_workers_update_one_shared_vector_with_no_lock():
 def test_pbt_exploit_copies_a_members_state_exactly(n):
     r = mpirun(n, [sys.executable, script("pbt_exploit.py")], timeout=120)
     assert r.returncode == 0 and f"PASS {n} ranks" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("per_node", [0, 2])
+def test_every_algorithms_planes_free_the_windows_they_allocate(per_node):
+    env = {"DRLMPI_RANKS_PER_NODE": str(per_node)} if per_node else {}
+    from drlmpi import algos
+
+    with_planes = [a for a in algos.ALGOS if hasattr(algos.get(a), "setup") and a != "r2d3"]  # r2d3: r2d2's planes
+    assert len(with_planes) == 8, with_planes
+    r = mpirun(4, [sys.executable, script("planes_freed.py"), *with_planes], timeout=180, env=env)
+    assert r.returncode == 0 and "PASS 4 ranks" in r.stdout, r.stdout + r.stderr

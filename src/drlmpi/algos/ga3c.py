@@ -101,6 +101,10 @@ class Planes(UnrollPlanes):
     inference: InferencePlane | None = None
     server_of: dict[int, int] | None = None  # actor rank -> its predictor's rank
 
+    def close(self) -> None:
+        UnrollPlanes.close(self)
+        self.inference.free()
+
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the weights, inference and trajectory planes."""

@@ -286,6 +286,7 @@ class Planes:
 
     def close(self) -> None:
         self.value.close()
+        self.labelled.free()
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:

@@ -106,6 +106,9 @@ class Planes:
     fields: tuple  # central_fields: request, reply, unroll fields, one-row fields
     net: torch.nn.Module  # the initial network, the same on every rank
 
+    def close(self) -> None:
+        self.inference.free()
+
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the inference plane (actors' segments on every host)."""

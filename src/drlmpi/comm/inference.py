@@ -72,6 +72,10 @@ class InferencePlane:
         req, rep = BlockLayout.of(request, 1, HEADER), BlockLayout.of(reply, 1, HEADER)
         return InferencePlane(comm, req, rep, NodeSegments(comm, node, 1, req.nbytes + rep.nbytes if actor else 0))
 
+    def free(self) -> None:
+        """Collective over the node, after every rank's role: free the actors' segments' window."""
+        self.segments.free()
+
     def client(self, server: int, index: int) -> "InferenceClient":
         return InferenceClient(self, server, index)
 

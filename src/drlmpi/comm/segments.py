@@ -38,7 +38,7 @@ class NodeSegments:
         """Collective over `node`: this rank owns `slots` slots of `slot_bytes` (0 for none)."""
         from drlmpi.runtime import barrier
 
-        self.slots = slots
+        self.slots, self.node = slots, node
         self.slot_bytes = -(-slot_bytes // LINE) * LINE
         own = LINE * slots + slots * self.slot_bytes if slot_bytes else 0
         self.win = MPI.Win.Allocate_shared(own, 1, comm=node)
@@ -112,5 +112,11 @@ class NodeSegments:
         sync(self.win)
 
     def free(self) -> None:
+        """Collective over the node: free the window once every rank there is done with it (a polite barrier first:
+        the Free's own barrier would spin)."""
+        from drlmpi.runtime import barrier
+
+        barrier(self.node, what="the node's ranks to be done with their segments")
+        self._maps.clear()  # (views into the window's memory)
         self.win.Unlock_all()
         self.win.Free()

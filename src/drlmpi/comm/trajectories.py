@@ -56,6 +56,10 @@ class TrajectoryPlane:
         layout = unroll_layout(fields, unroll, once)
         return TrajectoryPlane(comm, layout, NodeSegments(comm, node, slots, layout.nbytes if actor else 0), slots)
 
+    def free(self) -> None:
+        """Collective over the node, after every rank's role: free the outboxes' window."""
+        self.outbox.free()
+
     def writer(self, learner: int, index: int) -> "UnrollWriter":
         return UnrollWriter(self, learner, index)
 

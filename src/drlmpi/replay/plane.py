@@ -42,6 +42,11 @@ class ReplayPlane:
         outbox, inbox = node_segments(comm, node, fields, block_rows, max_batch, writer, learner, stacks)
         return ReplayPlane(comm, shards, fields, block_rows, max_batch, outbox, inbox, tuple(stacks))
 
+    def free(self) -> None:
+        """Collective over the node, after every rank's role: free the outboxes' and inboxes' windows."""
+        self.outbox.free()
+        self.inbox.free()
+
     def writer(self, first: int = 0) -> ReplayWriter:
         """An actor's writer: blocks go to the shards round robin, starting at shard `first` mod S."""
         return ReplayWriter(self.comm, self.shards, self.fields, self.block_rows, self.outbox, first=first,
