@@ -44,6 +44,8 @@ class ACConfig(Trained):
     baseline_cost: float = opt(0.5, "weight of the value loss")
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 8, "total_env_steps": 1_000_000}
+    MINATAR: ClassVar[dict] = {"gamma": 0.99, "lr": 3e-4, "lr_final": 0.0, "entropy_cost": 0.01,  # MinAtar
+                               "total_env_steps": 5_000_000}  # (config.PRESETS), the paper's frames
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-5, 1e-2),  # what PBT may search (algos.pbt)
                               "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m"),
                               "entropy": Hparam(("entropy_cost",), 1e-4, 0.1)}

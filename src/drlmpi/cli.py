@@ -401,9 +401,10 @@ def show_config(args) -> int:
     from drlmpi import algos, config
 
     cls = algos.get(args.algo).Config
-    atari = config.merged(cls, "ATARI")
+    presets = {prefix: config.merged(cls, name) for prefix, name in config.PRESETS.items()}  # ALE/: {...}, ...
     for f in dataclasses.fields(cls):
-        note = f" (Atari: {atari[f.name]!r})" if f.name in atari else ""
+        notes = [f"{prefix}: {p[f.name]!r}" for prefix, p in presets.items() if f.name in p]
+        note = f" ({'; '.join(notes)})" if notes else ""
         note += " [structural: fixed on resume]" if f.metadata.get("structural") else ""
         print(f"{f.name:<22} {f.default!r:<16} {f.metadata.get('doc', '')}{note}")
     space = config.search_space(cls)

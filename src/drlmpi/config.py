@@ -5,12 +5,13 @@ has, the families' configs (value_based, actor_critic, central) what theirs shar
 (in its own file under algos/) only its own fields. An algorithm's other defaults for inherited fields are data, as
 its Atari preset is: class dicts merged over the class hierarchy by one rule (`merged`), nearer classes winning:
   DEFAULTS   {field: default} for any environment (applied to the dataclass itself: `Config()` has them)
-  ATARI      {field: default} for `ALE/` environments, above DEFAULTS
+  ATARI      {field: default} for `ALE/` environments, above DEFAULTS (a family's preset: PRESETS)
+  MINATAR    {field: default} for `MinAtar/` environments, above DEFAULTS
   SEARCH     {name: Hparam}: what population-based training may search (algos.pbt)
   POSITIVE   field names that must be >= 1
 A class's `check_own(self)` checks its own fields only; `check(cfg)` runs every class's, does no I/O and changes
 nothing (what needs files, envs or networks is the algorithm module's `validate(cfg)`, run once on rank 0 before
-the job starts). Precedence: defaults < Atari preset < TOML file < --set < flags.
+the job starts). Precedence: defaults < the env family's preset < TOML file < --set < flags.
 """
 
 import dataclasses
@@ -45,9 +46,17 @@ def structural_keys(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("structural"))
 
 
+PRESETS = {"ALE/": "ATARI", "MinAtar/": "MINATAR"}  # env id prefix -> the class dict of that family's defaults
+
+
+def preset_of(env: str) -> str | None:
+    """The name of the preset (a class dict) for env's family, or None."""
+    return next((name for prefix, name in PRESETS.items() if env.startswith(prefix)), None)
+
+
 def merged(cls, name: str) -> dict:
-    """The class dict `name` (DEFAULTS, ATARI, SEARCH) merged over cls's hierarchy, nearer classes winning; for a
-    tuple (POSITIVE), the names of every class in order, each once."""
+    """The class dict `name` (DEFAULTS, ATARI, MINATAR, SEARCH) merged over cls's hierarchy, nearer classes winning;
+    for a tuple (POSITIVE), the names of every class in order, each once."""
     out: dict = {}
     for klass in reversed(cls.__mro__):
         value = vars(klass).get(name)
@@ -79,7 +88,8 @@ def apply_defaults(cls) -> None:
 
 @dataclass
 class Common:
-    env: str = opt("CartPole-v1", "gymnasium id: `CartPole-v1`, `ALE/Pong-v5`, or `module:Env-v0`", True)
+    env: str = opt("CartPole-v1", "gymnasium id: `CartPole-v1`, `ALE/Pong-v5`, `MinAtar/Breakout-v1`, or "
+                                  "`module:Env-v0`", True)
     seed: int = opt(0, "root seed; every RNG is derived from it and the rank")
     total_env_steps: int = opt(100_000, "environment steps (agent steps, all envs and actors) to train for")
     num_envs: int = opt(1, "environments stepped together per acting rank")
@@ -244,8 +254,9 @@ def _coerce(name: str, kind, value):
 def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | None = None, **flags):
     """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None).
 
-    Precedence: defaults (with DEFAULTS) < the merged ATARI preset (for `ALE/...` envs) < the TOML file <
-    `key=value` < flags. base: the values to start from instead of the defaults (a resumed run's config).
+    Precedence: defaults (with DEFAULTS) < the env family's merged preset (ATARI for `ALE/...`, MINATAR for
+    `MinAtar/...`) < the TOML file < `key=value` < flags. base: the values to start from instead of the defaults (a
+    resumed run's config).
     """
     hints = typing.get_type_hints(cls)
     values: dict = {k: v for k, v in (base or {}).items() if k in hints}
@@ -266,8 +277,9 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
         values[key.strip().replace("-", "_")] = val.strip()
     values.update({k: v for k, v in flags.items() if v is not None})
     env = values.get("env", getattr(cls, "env", ""))
-    if str(env).startswith("ALE/"):  # the algorithm's Atari defaults: above its own, below everything given
-        for k, v in merged(cls, "ATARI").items():
+    preset = preset_of(str(env))
+    if preset:  # the algorithm's defaults for the env family: above its own, below everything given
+        for k, v in merged(cls, preset).items():
             values.setdefault(k, v)
     unknown = sorted(set(values) - set(hints))
     if unknown:

@@ -69,6 +69,10 @@ class ValueConfig(Trained):
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 4, "lr": 6e-4, "lr_final": 1e-5, "hidden": (256, 256),
                                 "max_grad_norm": 10.0}
+    MINATAR: ClassVar[dict] = {  # MinAtar (config.PRESETS): the MinAtar paper's DQN replay, batch, target period
+        # and frames (Young & Tian 2019), Adam at 1e-4 (Obando-Ceron & Castro 2021); 8 samples per env step
+        "gamma": 0.99, "buffer_size": 100_000, "batch_size": 32, "learning_starts": 5_000, "replay_ratio": 0.25,
+        "lr": 1e-4, "lr_final": 1e-5, "target_update_every": 1_000, "total_env_steps": 5_000_000}
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-6, 1e-2),  # what PBT may search (algos.pbt)
                               "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m")}
     POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "buffer_size", "batch_size", "n_step", "target_update_every",
@@ -90,6 +94,7 @@ class AnnealedEpsilon:
     eps_fraction: float = opt(0.2, "fraction of the steps over which epsilon decays linearly")
 
     SEARCH: ClassVar[dict] = {"eps": Hparam(("eps_end",), 1e-3, 0.2)}
+    MINATAR: ClassVar[dict] = {"eps_fraction": 0.02}  # the MinAtar paper's 100K frames of its 5M
 
     def epsilon(self, frac: float) -> float:
         """Epsilon after a fraction `frac` of the steps."""

@@ -19,3 +19,11 @@ def pendulum(obs: np.ndarray) -> np.ndarray:
 
 def pendulum_too_strong(obs: np.ndarray) -> np.ndarray:
     return np.full((len(obs), 1), 3.0, np.float32)
+
+
+def minatar_random(obs: np.ndarray) -> np.ndarray:
+    """Any MinAtar game (-v1, at least 3 actions): uniformly random actions from a fixed generator."""
+    return _RNG.integers(0, 3, len(obs))
+
+
+_RNG = np.random.default_rng(0)

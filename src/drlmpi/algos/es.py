@@ -39,7 +39,7 @@ from torch import nn
 from drlmpi.checkpoint import State
 from drlmpi.comm.segments import sync
 from drlmpi.config import Hparam, Model, opt, require_at_least
-from drlmpi.envs import Restarts, close_quietly, env_restarts, is_box, spaces
+from drlmpi.envs import Restarts, close_quietly, env_restarts, is_box, make_one, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
@@ -72,12 +72,11 @@ class Config(Model):
 
 
 def validate(cfg: Config) -> None:
-    """Rank 0, before the job starts: vector observations, discrete actions, and a noise table longer than the
-    policy (one line, exit 2)."""
+    """Rank 0, before the job starts: discrete actions, and a noise table longer than the policy (one line, exit 2).
+    Observations of any shape are flattened (a MinAtar grid is 400 or so inputs)."""
     obs_space, act_space = spaces(cfg.env)
-    if is_box(act_space) or len(obs_space.shape) != 1:
-        raise UserError(f"config: es needs vector observations and discrete actions; {cfg.env} has {obs_space} and "
-                        f"{act_space}")
+    if is_box(act_space):
+        raise UserError(f"config: es needs discrete actions; {cfg.env} has {act_space}")
     n = sum(p.numel() for p in build_net(cfg, obs_space, act_space).parameters())
     if n >= cfg.noise_size:
         raise UserError(f"config: noise_size ({cfg.noise_size}) must exceed the policy's {n} parameters")
@@ -103,11 +102,11 @@ def build_net(cfg: Config, obs_space, act_space) -> Policy:
 
 
 def load_policy(cfg: Config, weights: dict, env):
-    """The mean policy theta: obs [E, D] -> actions [E] (argmax)."""
+    """The mean policy theta: obs [E, *obs_shape] (flattened) -> actions [E] (argmax)."""
     net = build_net(cfg, env.observation_space, env.action_space)
     load_arrays(net, weights["online"])
     net.requires_grad_(False).eval()
-    return lambda obs: net(torch.as_tensor(obs)).argmax(dim=1).numpy()
+    return lambda obs: net(torch.as_tensor(obs).flatten(1)).argmax(dim=1).numpy()
 
 
 class NumpyPolicy:
@@ -154,12 +153,22 @@ def episode(env, policy: NumpyPolicy, theta: np.ndarray, seed: int, max_steps: i
             return total, steps
 
 
+def flat_env(env_id: str):
+    """One env of env_id with its observations flattened to float32 [D] (the numpy policy's input); vector
+    observations as they are."""
+    env = make_one(env_id)
+    if len(env.observation_space.shape) == 1:
+        return env
+    return gym.wrappers.TransformObservation(env, lambda o: np.asarray(o, np.float32).ravel(), gym.spaces.Box(
+        -np.inf, np.inf, (int(np.prod(env.observation_space.shape)),), np.float32))
+
+
 class Env:
     """A worker's env, rebuilt when an episode raises (envs.Restarts); that episode runs again on the new one with a
     fresh seed (its fitness must come from a whole episode)."""
 
     def __init__(self, env_id: str):
-        self.id, self.env, self.restarts = env_id, gym.make(env_id), Restarts(env_id)
+        self.id, self.env, self.restarts = env_id, flat_env(env_id), Restarts(env_id)
 
     def episode(self, policy: NumpyPolicy, theta: np.ndarray, seed: int, max_steps: int, stats: np.ndarray | None
                 ) -> tuple[float, int, int]:
@@ -174,7 +183,7 @@ class Env:
                 in_a_row += 1
                 self.restarts.failed(e, in_a_row)
                 close_quietly(self.env)
-                self.env, seed = gym.make(self.id), Restarts.fresh_seed(seed)
+                self.env, seed = flat_env(self.id), Restarts.fresh_seed(seed)
 
     def close(self) -> None:
         self.env.close()
@@ -275,7 +284,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     learner = Learner(rt, cfg, "es", parts, ["eval_return", "fitness_mean", "fitness_max", "workers",
                                              "bytes_per_generation", "exchange_fraction"], resumed, lead_rank=0,
                       actors=[], counters=lambda: {"obs_count": float(obs.totals[0])})
-    obs = ObsStats(net, obs_space.shape[0], resumed)  # (from the restored network's normaliser)
+    obs = ObsStats(net, int(np.prod(obs_space.shape)), resumed)  # (from the restored network's normaliser)
     win, table = noise_table(rt.node, cfg.noise_size, cfg.seed)
     theta, policy, env = flat_params(net), NumpyPolicy(net), Env(cfg.env)
     mine, everyone = np.zeros((cfg.pairs, FIELDS)), np.zeros((workers.size * cfg.pairs, FIELDS))

@@ -10,6 +10,12 @@ Atari (`ALE/<Game>-v5`) uses the standard DQN preprocessing: frame skip 4 with m
 84x84 grayscale, a stack of 4 frames, up to 30 no-op starts, fire on reset, and sticky
 actions with probability 0.25 as in v5; full episodes (no life-loss ends), unclipped rewards.
 
+MinAtar (`MinAtar/<Game>-v1` with the game's minimal action set, `-v0` with all 6 actions; Young & Tian 2019:
+Asterix, Breakout, Freeway, Seaquest, SpaceInvaders) as the `minatar` package defines it: sticky actions with
+probability 0.1, difficulty ramping; episodes truncated at MINATAR_MAX_STEPS (the package has no limit, and a
+Seaquest submarine that never dives lives forever: a greedy evaluation would never end); observations
+channel-first, bool [C, 10, 10] (one byte a cell in replay and unrolls; the networks see 0/1 floats).
+
 A crashing environment is not a crashing job: an exception in one env's `reset` or `step` rebuilds that env with
 a fresh seed (`Restarting`; Atari's vector env, one C++ object, is rebuilt whole), and the step marks it in
 `restarted` [E]: no transition happened for it, its episode was cut (truncated) at the observation that acted
@@ -38,6 +44,15 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/")
 
 
+def is_minatar(env_id: str) -> bool:
+    return env_id.startswith("MinAtar/")
+
+
+def family(env_id: str) -> str:
+    """The env family whose config preset applies (config.build): "atari", "minatar", or "" for any other."""
+    return "atari" if is_atari(env_id) else "minatar" if is_minatar(env_id) else ""
+
+
 def frames_per_step(env_id: str) -> int:
     """Emulator frames per agent step: 4 on Atari (frame skip), else 1."""
     return 4 if is_atari(env_id) else 1
@@ -59,6 +74,38 @@ def _register_ale() -> None:
     gym.register_envs(ale_py)
 
 
+def _register_minatar() -> None:
+    if "MinAtar/Breakout-v1" in gym.registry:
+        return
+    try:
+        from minatar.gym import register_envs
+    except ImportError as e:
+        raise UserError(f"MinAtar needs the minatar package (pip install minatar): {e}") from None
+    register_envs()
+
+
+MINATAR_MAX_STEPS = 27_000  # agent steps: ALE's 108,000 frames at frame skip 4, the field's cap on an Atari episode
+
+
+class ChannelFirst(gym.ObservationWrapper):
+    """A MinAtar env's bool [H, W, C] observations as bool [C, H, W] (the layout of the networks' convolutions)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 1, (c, h, w), dtype=bool)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(np.transpose(obs, (2, 0, 1)))
+
+
+def make_one(env_id: str):
+    """One env of env_id (a MinAtar game channel-first, truncated at MINATAR_MAX_STEPS), as a vector holds it."""
+    if is_minatar(env_id):
+        return ChannelFirst(gym.make(env_id, max_episode_steps=MINATAR_MAX_STEPS))
+    return gym.make(env_id)
+
+
 def check_env_id(env_id: str) -> None:
     """Raise UserError unless env_id names a registered gymnasium env (importing `module:` first)."""
     name = env_id
@@ -70,6 +117,8 @@ def check_env_id(env_id: str) -> None:
             raise UserError(f"--env {env_id}: cannot import module '{module}': {e}") from None
     if is_atari(name):
         _register_ale()
+    if is_minatar(name):
+        _register_minatar()
     try:
         gym.spec(name)
     except gym.error.Error as e:
@@ -290,7 +339,7 @@ def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_m
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
         def build():
-            return SyncVectorEnv([lambda: Restarting(lambda: gym.make(env_id), restarts) for _ in range(num_envs)],
+            return SyncVectorEnv([lambda: Restarting(lambda: make_one(env_id), restarts) for _ in range(num_envs)],
                                  autoreset_mode=AutoresetMode.SAME_STEP)
     return VecEnv(build(), num_envs, seed, atari=is_atari(env_id), build=build, env_id=env_id, restarts=restarts)
 

@@ -1,8 +1,9 @@
 """Networks: MLP and Nature-CNN torsos, dueling Q heads, Q(s, a) for a box of actions, an LSTM core, a recurrent
 Q-network, actor-critic heads.
 
-Image observations (uint8 [C, 84, 84]) get the Nature CNN (inputs scaled by 1/255);
-vector observations [D] get an MLP.
+Image observations get a convolutional torso: Atari's uint8 [C, 84, 84] stacks the Nature CNN (inputs scaled by
+1/255), MinAtar's bool [C, 10, 10] grids the MinAtar paper's network (one 3x3 convolution of 16 channels, then 128
+units); vector observations [D] get an MLP.
 """
 
 import numpy as np
@@ -33,6 +34,26 @@ class NatureCNN(nn.Module):
         return self.net(x.float() / 255.0)
 
 
+class MinAtarCNN(nn.Module):
+    """[B, C, H, W] bool or 0/1 (MinAtar: H = W = 10) -> [B, out_dim] (Young & Tian 2019): a 3x3 convolution of 16
+    channels, stride 1, ReLU, then a fully connected layer of out_dim units, ReLU."""
+
+    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 128):
+        super().__init__()
+        c, h, w = obs_shape
+        self.net = nn.Sequential(nn.Conv2d(c, 16, 3, stride=1), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(16 * (h - 2) * (w - 2), out_dim), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+
+def conv_torso(obs_shape: tuple[int, ...]) -> nn.Module:
+    """The Nature CNN for 84x84 frame stacks, the MinAtar network for any other image."""
+    return NatureCNN(obs_shape[0]) if tuple(obs_shape[1:]) == (84, 84) else MinAtarCNN(obs_shape)
+
+
 class MLP(nn.Module):
     """[B, D] -> [B, hidden[-1]] with ReLU after every layer."""
 
@@ -51,7 +72,7 @@ class MLP(nn.Module):
 
 def torso(obs_shape: tuple[int, ...], hidden: tuple[int, ...]) -> nn.Module:
     if is_image(obs_shape):
-        return NatureCNN(obs_shape[0])
+        return conv_torso(obs_shape)
     return MLP(int(np.prod(obs_shape)), hidden)
 
 
@@ -80,7 +101,7 @@ class QNetwork(nn.Module):
 
 class StateActionQ(nn.Module):
     """Q(s, a) for a box of actions (QT-Opt): obs [B, *obs_shape], action [B, A] (scaled from [low, high] to
-    [-1, 1]) -> Q [B]. Vector observations: an MLP on the concatenation; images: the Nature CNN's features
+    [-1, 1]) -> Q [B]. Vector observations: an MLP on the concatenation; images: the convolutional torso's features
     concatenated with the action, then the MLP."""
 
     def __init__(self, obs_shape: tuple[int, ...], low: np.ndarray, high: np.ndarray, hidden: tuple[int, ...] = (256,
@@ -90,7 +111,7 @@ class StateActionQ(nn.Module):
         self.register_buffer("centre", torch.as_tensor((np.asarray(high) + np.asarray(low)) / 2, dtype=torch.float32))
         self.register_buffer("radius", torch.as_tensor((np.asarray(high) - np.asarray(low)) / 2, dtype=torch.float32))
         a_dim = int(np.prod(np.shape(low)))
-        self.cnn = NatureCNN(obs_shape[0]) if is_image(self.obs_shape) else None
+        self.cnn = conv_torso(self.obs_shape) if is_image(self.obs_shape) else None
         d = self.cnn.out_dim if self.cnn else int(np.prod(obs_shape))
         self.mlp = MLP(d + a_dim, hidden)
         self.q = nn.Linear(self.mlp.out_dim, 1)
@@ -133,7 +154,7 @@ class LSTMCore(nn.Module):
 
 
 class RecurrentQNetwork(nn.Module):
-    """R2D2's Q-network: the MLP or Nature CNN torso, an LSTM core, a dueling (or plain) head.
+    """R2D2's Q-network: the MLP or convolutional torso, an LSTM core, a dueling (or plain) head.
 
     forward(obs [T, B, *obs_shape], state (h, c) [B, H] each, reset [T, B] | None) -> (Q [T, B, A], state)."""
 
@@ -162,7 +183,7 @@ class RecurrentQNetwork(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Policy logits and state value on the MLP or Nature CNN torso, with an optional LSTM core (lstm > 0).
+    """Policy logits and state value on the MLP or convolutional torso, with an optional LSTM core (lstm > 0).
 
     forward(obs [T, B, *obs_shape], state, reset [T, B]) -> (logits [T, B, A], value [T, B], state); state is
     () without a core, else the LSTMCore's (h, c). Categorical actions; a Gaussian head would sit beside `policy`.
