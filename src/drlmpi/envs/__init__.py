@@ -8,7 +8,12 @@ unclipped rewards and reported in `Step.episodes` as (return, length) pairs.
 
 Atari (`ALE/<Game>-v5`) uses the standard DQN preprocessing: frame skip 4 with max-pool,
 84x84 grayscale, a stack of 4 frames, up to 30 no-op starts, fire on reset, and sticky
-actions with probability 0.25 as in v5; full episodes (no life-loss ends), unclipped rewards.
+actions with probability 0.25 as in v5; full episodes (no life-loss ends, at most 108,000 frames), unclipped
+rewards. It is gymnasium's reference pipeline (`AtariPreprocessing` with frame skip 4, `FrameStackObservation` 4)
+frame for frame, but for what tests/unit/test_atari.py documents and checks: an episode's first stack is padded
+with zeros (gymnasium's default repeats the first frame), each reset is followed by one frame of FIRE (which
+gymnasium's wrappers do not press), and no-op counts and sticky repeats come from ale-py's vector env's own
+generators (gymnasium's from its AtariEnv's), so runs are reproducible per seed but not draw for draw the same.
 
 MinAtar (`MinAtar/<Game>-v1` with the game's minimal action set, `-v0` with all 6 actions; Young & Tian 2019:
 Asterix, Breakout, Freeway, Seaquest, SpaceInvaders) as the `minatar` package defines it: sticky actions with
@@ -320,8 +325,11 @@ def restarted_of(info: dict, num_envs: int) -> np.ndarray | None:
     return np.asarray(final[RESTARTED], bool) & np.asarray(final["_" + RESTARTED], bool)
 
 
-def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_max: int = 30) -> VecEnv:
-    """Build E environments of env_id for one rank, seeded from `seed`."""
+def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_max: int = 30,
+             fire_reset: bool = True) -> VecEnv:
+    """Build E environments of env_id for one rank, seeded from `seed`. Atari only: `sticky` (the probability ALE
+    repeats the previous action each frame), `noop_max`, `fire_reset` (one frame of FIRE after each reset, in the
+    games that have it; its screen is the episode's first observation)."""
     check_env_id(env_id)
     restarts = Restarts(env_id)  # (every env of the vector counts against one limit)
     if is_atari(env_id):
@@ -333,7 +341,7 @@ def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_m
             return AtariVectorEnv(
                 game, num_envs, num_threads=1, repeat_action_probability=sticky, noop_max=noop_max,
                 frameskip=4, maxpool=True, img_height=84, img_width=84, grayscale=True, stack_num=4,
-                episodic_life=False, reward_clipping=False, autoreset_mode="SameStep",
+                episodic_life=False, reward_clipping=False, autoreset_mode="SameStep", use_fire_reset=fire_reset,
             )
     else:
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
