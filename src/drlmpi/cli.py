@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--env", help="the checkpoint's env, named again: lets a module:Env id be imported")
     e.add_argument("--trust", action="store_true", help="import the modules the checkpoint names (its algorithm, "
                    "a module:Env id): only for files you trust, as they run that code")
+    e.add_argument("--video", metavar="DIR", help="write each episode to DIR/episode-<k>.mp4 (one env plays them in "
+                   "turn; needs the video extra)")
     i = sub.add_parser("inspect", help="what a checkpoint holds: algorithm, counters, layout, sizes, last metrics")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -288,12 +290,14 @@ def evaluate(args) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
-    result = run_eval(args.path, args.episodes, args.seed, args.env, args.trust)
+    result = run_eval(args.path, args.episodes, args.seed, args.env, args.trust, args.video)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['algo']} on {result['env']} ({result['env_steps']} env steps): mean return "
               f"{result['mean_return']:.2f} +- {result['std_return']:.2f} over {result['episodes']} episodes")
+        for v in result.get("videos", []):
+            print(f"  {v['file']}: {v['frames']} frames, return {v['return']:g}")
     return 0
 
 

@@ -104,11 +104,12 @@ class ChannelFirst(gym.ObservationWrapper):
         return np.ascontiguousarray(np.transpose(obs, (2, 0, 1)))
 
 
-def make_one(env_id: str):
-    """One env of env_id (a MinAtar game channel-first, truncated at MINATAR_MAX_STEPS), as a vector holds it."""
+def make_one(env_id: str, render: bool = False):
+    """One env of env_id (a MinAtar game channel-first, truncated at MINATAR_MAX_STEPS), as a vector holds it;
+    render: with gymnasium's rgb_array rendering (the video of `drlmpi eval --video`)."""
     if is_minatar(env_id):
         return ChannelFirst(gym.make(env_id, max_episode_steps=MINATAR_MAX_STEPS))
-    return gym.make(env_id)
+    return gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
 
 
 def check_env_id(env_id: str) -> None:
@@ -326,10 +327,11 @@ def restarted_of(info: dict, num_envs: int) -> np.ndarray | None:
 
 
 def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_max: int = 30,
-             fire_reset: bool = True) -> VecEnv:
+             fire_reset: bool = True, render: bool = False) -> VecEnv:
     """Build E environments of env_id for one rank, seeded from `seed`. Atari only: `sticky` (the probability ALE
     repeats the previous action each frame), `noop_max`, `fire_reset` (one frame of FIRE after each reset, in the
-    games that have it; its screen is the episode's first observation)."""
+    games that have it; its screen is the episode's first observation). render: other envs with rgb_array
+    rendering (Atari's and MinAtar's videos are drawn from the observations)."""
     check_env_id(env_id)
     restarts = Restarts(env_id)  # (every env of the vector counts against one limit)
     if is_atari(env_id):
@@ -347,7 +349,8 @@ def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_m
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
         def build():
-            return SyncVectorEnv([lambda: Restarting(lambda: make_one(env_id), restarts) for _ in range(num_envs)],
+            return SyncVectorEnv([lambda: Restarting(lambda: make_one(env_id, render), restarts)
+                                  for _ in range(num_envs)],
                                  autoreset_mode=AutoresetMode.SAME_STEP)
     return VecEnv(build(), num_envs, seed, atari=is_atari(env_id), build=build, env_id=env_id, restarts=restarts)
 
