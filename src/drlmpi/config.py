@@ -146,6 +146,9 @@ class Trained(Model):
     gamma: float = opt(0.99, "discount")
     max_grad_norm: float = opt(0.5, "gradient clipping by global norm")
     clip_rewards: str = opt("auto", "clip rewards to [-1, 1] for learning: auto (Atari only), on, off")
+    eval_every: int = opt(0, "env steps between greedy evaluations on the lead learner (the eval_return column; "
+                             "never pausing it); 0: a twentieth of total_env_steps")
+    eval_episodes: int = opt(10, "episodes per greedy evaluation during training; 0: none")
 
     def check_own(self):
         if not 0 < self.gamma <= 1:
@@ -154,6 +157,7 @@ class Trained(Model):
         if not self.lr_final >= 0 or not self.max_grad_norm > 0:
             raise UserError(f"config: lr_final must be >= 0 and max_grad_norm > 0, got {self.lr_final}, "
                             f"{self.max_grad_norm}")
+        require_at_least(self, ("eval_every", "eval_episodes"), least=0)
 
 
 @dataclass

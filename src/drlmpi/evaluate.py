@@ -1,8 +1,10 @@
-"""Greedy evaluation of a checkpoint: K full episodes, split over up to 8 envs with fixed quotas.
-
-Each env runs a fixed number of episodes decided in advance, so short episodes are
-not over-counted (taking the first K to finish would bias the mean low or high).
+"""Greedy evaluation: of a checkpoint (`drlmpi eval`), and during training on the lead learner (`GreedyEval`). K full
+episodes, split over up to 8 envs with fixed quotas: each env runs a fixed number of episodes decided in advance,
+so short episodes are not over-counted (taking the first K to finish would bias the mean low or high).
 """
+
+import math
+import time
 
 import numpy as np
 
@@ -11,33 +13,106 @@ from drlmpi.envs import make_vec
 from drlmpi.errors import CheckpointError, UserError
 
 
-def episode_returns(env, policy, episodes: int, recorder=None) -> list[float]:
-    """Returns of `episodes` full episodes of policy (obs [E, ...] -> actions [E], and `policy.reset(done [E])` if it
-    has state) on env (closed after), each of its E envs running a quota fixed in advance. recorder (video.Recorder,
-    E = 1): sees each observation acted on, and each episode's end."""
-    num_envs = env.num_envs
-    quota = np.full(num_envs, episodes // num_envs)
-    quota[: episodes % num_envs] += 1
-    returns: list[list[float]] = [[] for _ in range(num_envs)]
-    obs = env.reset()
-    reset = getattr(policy, "reset", None)  # a recurrent policy zeroes its state where episodes ended
-    while any(len(r) < q for r, q in zip(returns, quota)):
-        if recorder is not None:
-            recorder.see(obs)
-        step = env.step(policy(obs))
-        if reset is not None:
-            reset(step.done)
+class Episodes:
+    """`episodes` full episodes of policy (obs [E, ...] -> actions [E], and `policy.reset(done [E])` if it has state)
+    on env (reset here), each of its E envs running a quota fixed in advance; one vector step per `step()`, until
+    `done`. recorder (video.Recorder, E = 1): sees each observation acted on, and each episode's end."""
+
+    def __init__(self, env, policy, episodes: int, recorder=None):
+        self.env, self.policy, self.recorder = env, policy, recorder
+        self.quota = np.full(env.num_envs, episodes // env.num_envs)
+        self.quota[: episodes % env.num_envs] += 1
+        self.per_env: list[list[float]] = [[] for _ in range(env.num_envs)]
+        self.obs = env.reset()
+        self.reset = getattr(policy, "reset", None)  # a recurrent policy zeroes its state where episodes ended
+
+    @property
+    def done(self) -> bool:
+        return all(len(r) >= q for r, q in zip(self.per_env, self.quota))
+
+    def returns(self) -> list[float]:
+        return [r for rs in self.per_env for r in rs]
+
+    def step(self) -> bool:
+        """One step of every env; whether every quota is now met."""
+        rec = self.recorder
+        if rec is not None:
+            rec.see(self.obs)
+        step = self.env.step(self.policy(self.obs))
+        if self.reset is not None:
+            self.reset(step.done)
         ended = step.done if step.restarted is None else step.done & ~step.restarted  # (a cut by a failure: none)
         for i, (ret, length) in zip(np.flatnonzero(ended), step.episodes):
-            if len(returns[i]) < quota[i]:
-                returns[i].append(ret)
-                if recorder is not None:
-                    recorder.ended(ret, length)
-        if recorder is not None and step.restarted is not None and step.restarted.any():
-            recorder.cut()
-        obs = step.obs
+            if len(self.per_env[i]) < self.quota[i]:
+                self.per_env[i].append(ret)
+                if rec is not None:
+                    rec.ended(ret, length)
+        if rec is not None and step.restarted is not None and step.restarted.any():
+            rec.cut()
+        self.obs = step.obs
+        return self.done
+
+
+def episode_returns(env, policy, episodes: int, recorder=None) -> list[float]:
+    """Returns of `episodes` full episodes (Episodes) of policy on env, closed after."""
+    run = Episodes(env, policy, episodes, recorder)
+    while not run.done:
+        run.step()
     env.close()
-    return [r for rs in returns for r in rs]
+    return run.returns()
+
+
+class GreedyEval:
+    """The lead learner's greedy evaluation during training: every `cfg.eval_every` env steps (0: a twentieth of
+    total_env_steps), the networks a checkpoint would hold, copied then, play `cfg.eval_episodes` episodes on envs
+    of their own (the same seeded starts each time). Vector steps in each `poll` while evaluation has taken at most
+    BUDGET of the wall time since it began, and for at most SLICE_S: the learner is never paused longer, and slowed
+    by at most that share while an evaluation runs. `row()`: the mean return of the last finished evaluation and
+    the env steps of its weights (NaN before the first)."""
+
+    BUDGET = 0.1
+    SLICE_S = 0.002  # seconds of evaluation per poll, at most (one vector step at least)
+    SEED = 12345  # as `drlmpi eval`'s default
+
+    def __init__(self, cfg, algo: str, parts):
+        self.cfg, self.module, self.parts = cfg, algos.get(algo), parts
+        self.every = cfg.eval_every or max(1, cfg.total_env_steps // 20)
+        self.next_at, self.run, self.env = self.every, None, None
+        self.at = self.began = self.spent = 0.0
+        self.last = {"eval_return": math.nan, "eval_env_steps": math.nan}
+
+    def row(self) -> dict:
+        return dict(self.last)
+
+    def poll(self, steps: int) -> None:
+        if self.run is None:
+            if steps < self.next_at:
+                return
+            self.begin(steps)
+        t0 = now = time.perf_counter()
+        while now - t0 <= self.SLICE_S and self.spent + (now - t0) <= self.BUDGET * (now - self.began):
+            if self.run.step():
+                self.last = {"eval_return": float(np.mean(self.run.returns())), "eval_env_steps": self.at}
+                self.run = None
+                break
+            now = time.perf_counter()
+        self.spent += time.perf_counter() - t0
+
+    def begin(self, steps: int) -> None:
+        from drlmpi.nets import state_arrays
+
+        if self.parts.refresh:
+            self.parts.refresh()
+        weights = {k: state_arrays(m) for k, m in self.parts.nets.items()}  # (copies: a policy builds its own net)
+        if self.env is None:
+            self.env = make_vec(self.cfg.env, min(self.cfg.eval_episodes, 8), seed=self.SEED)
+        self.run = Episodes(self.env, self.module.load_policy(self.cfg, weights, self.env), self.cfg.eval_episodes)
+        self.at, self.began, self.spent = steps, time.perf_counter(), 0.0
+        self.next_at = (steps // self.every + 1) * self.every
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
 
 
 def policy_checkpoint(path: str, trust: bool = False):

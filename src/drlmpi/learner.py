@@ -5,8 +5,9 @@
   Learner   built on every learner rank from its Parts. The lead (the first learner, or the first worker) keeps
             the run log, the checkpoints (lifecycle.Lifecycle) and, when the job has actors, their reports
             (comm.metrics.ActorStats); every other learner keeps a checkpoint client. Its algorithm calls:
-              poll(row)        between messages and updates: the lead hears the actors, ticks the metrics row, stops
-                               the actors on a signal and moves checkpoints on; the others answer requests
+              poll(row)        between messages and updates: the lead hears the actors, steps its greedy evaluation
+                               (evaluate.GreedyEval), ticks the metrics row, stops the actors on a signal and
+                               moves checkpoints on; the others answer requests
               checkpoint()     a periodic checkpoint when one is due (the lead; a no-op elsewhere)
               finish(row, ...) the end, in one order for every algorithm (below)
             and counts `updates` (and `steps`, where no actors report them) itself.
@@ -78,7 +79,7 @@ class Learner:
         self.updates = parts.load(resumed) if resumed is not None and restore else 0
         self._steps = resumed.env_steps if resumed is not None else 0
         actors = rt.layout.ranks("actor") if actors is None else actors
-        self.stats, self.log, self.life, self.ckpt = None, None, None, None
+        self.stats, self.log, self.life, self.ckpt, self.evaluator = None, None, None, None, None
         self.env_restarts: int | None = None  # the job's env restarts where the algorithm sums them (A2C, ES)
         if not self.lead:
             self.ckpt = lifecycle.client(rt, self.lead_rank)
@@ -88,6 +89,12 @@ class Learner:
             self.stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=fps, steps=self._steps)
             columns = [*columns, *ActorStats.COLUMNS]
         columns = [*columns, "env_restarts"]
+        self.evaluator = None
+        if getattr(cfg, "eval_episodes", 0) > 0:  # (the Trained families; ES evaluates in its own loop)
+            from drlmpi.evaluate import GreedyEval
+
+            self.evaluator = GreedyEval(cfg, algo, parts)
+            columns = [*columns, "eval_return", "eval_env_steps"]
         self.log = RunLog(cfg.run_dir, algo, to_dict(cfg), columns, frames_per_step=fps,
                           world_size=rt.size, resumed=resumed)
         collector = CheckpointCollector(rt.channels.control, lifecycle.targets(rt, rt.rank)) if rt.size > 1 else None
@@ -123,18 +130,23 @@ class Learner:
             return
         if self.stats is not None:
             self.stats.drain(self.version(), self.log.episode)
+        if self.evaluator is not None:
+            self.evaluator.poll(self.steps)
         self.log.tick(self.steps, self.updates, self.cfg.total_env_steps, lambda: self.row(row))
         if self.life.signal():  # the actors (if any) stop and answer the final checkpoint: `stopping` from now on
             self.life.stop_actors(self.steps)
         self.life.poll()
 
     def row(self, row=None) -> dict:
-        """The metrics row: the algorithm's columns, then the actors', then env_restarts unless the row has it (the
+        """The metrics row: the algorithm's columns, then the actors', the greedy evaluation's (evaluate.GreedyEval),
+    then env_restarts unless the row has it (the
         sum the algorithm set, else the actors' reports, which a lead that acts adds its own to (A3C), else this rank's
         own envs')."""
         out = dict(row() if row else {})
         if self.stats is not None:
             out.update(self.stats.row())
+        if self.evaluator is not None:
+            out.update(self.evaluator.row())
         own = self.stats.env_restarts if self.stats is not None else env_restarts()
         out.setdefault("env_restarts", own if self.env_restarts is None else self.env_restarts)
         return out
@@ -164,6 +176,8 @@ class Learner:
         if self.stats is not None:
             self.life.last_reports(self.stats, self.rt.channels.reports, self.version())
         extra = final() if final else None
+        if self.evaluator is not None:
+            self.evaluator.close()  # (an evaluation under way is dropped)
         self.life.begin(self.steps, self.snapshot, last=True, parts=self.part_files,
                         final_row=(self.updates, self.row(row)))
         return self.life.close(self.steps, self.updates, {**self.summary(), **(extra or {})})

@@ -2,8 +2,9 @@
 
 One figure per metric, every run overlaid in it (a seed sweep or a comparison of algorithms):
 
-  return_vs_steps.png   recent return (mean of the last 100 episodes) against env frames
-  return_vs_time.png    recent return against wall time
+  return_vs_steps.png   recent return (mean of the last 100 episodes) against env frames, and the greedy
+                        evaluations during training (eval_return, dotted with dots) at their weights' frames
+  return_vs_time.png    the same against wall time (an evaluation at the time it finished)
   frames_per_s.png      frames/s of the job, and per actor (mean over actors, band from slowest to fastest)
   updates_per_s.png     learner updates/s
   policy_lag.png        learner updates between the weights an actor acted with and the learner's
@@ -92,33 +93,39 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
             r["name"] = f"{r['dir'].parent.name}/{r['dir'].name}"
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for file, title, y, x, ylabel in FIGURES:
-        have = [r for r in runs if y in r["cols"] and np.isfinite(r["cols"][y]).any()]
-        if not have:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for i, r in enumerate(have):
-            c, color = r["cols"], f"C{i % 10}"
-            ok = np.isfinite(c[y])
-            ax.plot(c[x][ok], c[y][ok], color=color, label=r["name"], marker="." if ok.sum() < 30 else None)
-            if file == "frames_per_s" and "actor_fps_mean" in c:
-                ax.plot(c[x], c["actor_fps_mean"], color=color, linestyle="--", linewidth=1)
-                if "actor_fps_min" in c and "actor_fps_max" in c:
-                    ax.fill_between(c[x], c["actor_fps_min"], c["actor_fps_max"], color=color, alpha=0.15)
-        ax.set(title=title, xlabel=X_LABEL[x], ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{file}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+    written = [path for spec in FIGURES if (path := figure(plt, runs, out_dir, *spec)) is not None]
     for d in populations:
         written += population_figures(d, out_dir, f"_{d.name}" if len(populations) > 1 else "", plt)
     summary = out_dir / "summary.md"
     summary.write_text(summary_md(runs, written))
     return [*written, summary]
+
+
+def figure(plt, runs: list[dict], out_dir: Path, file: str, title: str, y: str, x: str, ylabel: str) -> Path | None:
+    """One of FIGURES with every run that has its metric, or None if none has."""
+    have = [r for r in runs if y in r["cols"] and np.isfinite(r["cols"][y]).any()]
+    if not have:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, r in enumerate(have):
+        c, color = r["cols"], f"C{i % 10}"
+        ok = np.isfinite(c[y])
+        ax.plot(c[x][ok], c[y][ok], color=color, label=r["name"], marker="." if ok.sum() < 30 else None)
+        if y == "recent_return" and "eval_return" in c:
+            ex, ey = greedy_points(c, x)
+            ax.plot(ex, ey, color=color, linestyle=":", marker="o", markersize=3, label=f"{r['name']} (greedy)")
+        if file == "frames_per_s" and "actor_fps_mean" in c:
+            ax.plot(c[x], c["actor_fps_mean"], color=color, linestyle="--", linewidth=1)
+            if "actor_fps_min" in c and "actor_fps_max" in c:
+                ax.fill_between(c[x], c["actor_fps_min"], c["actor_fps_max"], color=color, alpha=0.15)
+    ax.set(title=title, xlabel=X_LABEL[x], ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / f"{file}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def population_figures(d: Path, out_dir: Path, suffix: str, plt) -> list[Path]:
@@ -161,6 +168,17 @@ def population_figures(d: Path, out_dir: Path, suffix: str, plt) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def greedy_points(c: dict, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each greedy evaluation once: (its x, its mean return). x "env_frames": the frames of the weights it played
+    (eval_env_steps scaled as env_frames is); x "time": the first row that reports it."""
+    steps = c["eval_env_steps"]
+    first = np.flatnonzero(np.isfinite(steps) & np.concatenate([[True], steps[1:] != steps[:-1]]))
+    if x == "time":
+        return c["time"][first], c["eval_return"][first]
+    per_step = np.nanmax(c["env_frames"]) / max(np.nanmax(c["env_steps"]), 1) if "env_steps" in c else 1.0
+    return steps[first] * per_step, c["eval_return"][first]
 
 
 def _last(a: np.ndarray) -> float:

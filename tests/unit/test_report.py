@@ -87,3 +87,18 @@ def test_a_damaged_population_file_is_one_line(tmp_path, capsys):
         assert cli.main(["report", str(d)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "population.csv" in err, err
+
+
+def test_each_greedy_evaluation_is_drawn_once_at_its_weights_frames_and_when_it_finished():
+    import numpy as np
+
+    from drlmpi.report import greedy_points
+
+    nan = float("nan")
+    c = {"time": np.array([1.0, 2, 3, 4, 5]), "env_steps": np.array([100.0, 200, 300, 400, 500]),
+         "env_frames": np.array([400.0, 800, 1200, 1600, 2000]),  # (4 frames a step: Atari)
+         "eval_return": np.array([nan, 10, 10, 30, 30]), "eval_env_steps": np.array([nan, 150, 150, 350, 350])}
+    x, y = greedy_points(c, "env_frames")
+    assert x.tolist() == [600, 1400] and y.tolist() == [10, 30]
+    x, y = greedy_points(c, "time")
+    assert x.tolist() == [2, 4] and y.tolist() == [10, 30]

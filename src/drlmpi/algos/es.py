@@ -11,7 +11,7 @@ Roles: every rank is a worker (`actor`); the first leads (logs, checkpoints, dec
             observation normaliser without any weights sent. Bytes per generation are O(workers x pairs),
             independent of P (the `bytes_per_generation` column; `exchange_fraction` is the lead's share of time in
             the exchange, waiting for the slowest worker included).
-  eval      every `eval_every` generations worker 0 runs the mean policy theta without noise for one episode:
+  eval      every `eval_generations` generations worker 0 runs the mean policy theta without noise for one episode:
             the `eval_return` column (what RLlib's ES lacked before ray PR #1225).
 Policies are deterministic: argmax of the MLP's logits (discrete actions) on normalised observations.
 Defaults are CartPole-v1's.
@@ -58,12 +58,12 @@ class Config(Model):
     sigma: float = opt(0.05, "std of the parameter noise")
     weight_decay: float = opt(0.005, "L2 coefficient on theta, added to the gradient estimate")
     noise_size: int = opt(1 << 24, "standard normals in the shared noise table (one copy per host)")
-    eval_every: int = opt(5, "generations between evaluations of the mean policy (worker 0, one episode)")
+    eval_generations: int = opt(5, "generations between evaluations of the mean policy (worker 0, one episode)")
     max_episode_steps: int = opt(1000, "longest episode evaluated (0: the env's own limit only)")
 
     DEFAULTS: ClassVar[dict] = {"total_env_steps": 1_500_000, "lr": 0.03, "hidden": (32, 32)}
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr",), 1e-3, 0.1), "sigma": Hparam(("sigma",), 5e-3, 0.2)}  # algos.pbt
-    POSITIVE: ClassVar[tuple[str, ...]] = ("pairs", "noise_size", "eval_every", "total_env_steps")
+    POSITIVE: ClassVar[tuple[str, ...]] = ("pairs", "noise_size", "eval_generations", "total_env_steps")
 
     def check_own(self):
         require_at_least(self, ("max_episode_steps",), least=0)
@@ -316,7 +316,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
         learner.updates += 1
         theta = learn(net, opt, table, everyone, cfg)
         obs.update()
-        if learner.lead and learner.updates % cfg.eval_every == 0:
+        if learner.lead and learner.updates % cfg.eval_generations == 0:
             last["eval_return"], _, _ = env.episode(policy, theta, int(rt.gen.integers(2**31)), 0, None)
             learner.log.episode(last["eval_return"])
         if not stop:
