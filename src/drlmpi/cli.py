@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="figures and a summary of one or more runs, overlaid")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", help="output directory (default: <first run dir>/report)")
+    rp.add_argument("--seeds", action="store_true", help="one line per algorithm and env: the mean of its runs "
+                    "(seeds), shaded from the lowest to the highest")
     rec = sub.add_parser("record", help="record demonstration episodes of a checkpoint or a function to HDF5")
     rec.add_argument("--env", required=True)
     src = rec.add_mutually_exclusive_group(required=True)
@@ -337,7 +339,8 @@ def inspect(args) -> int:
 def make_report(args) -> int:
     from drlmpi.report import report
 
-    files = report(args.run_dirs, args.out or str(__import__("pathlib").Path(args.run_dirs[0]) / "report"))
+    files = report(args.run_dirs, args.out or str(__import__("pathlib").Path(args.run_dirs[0]) / "report"),
+                   seeds=args.seeds)
     print(f"wrote {len(files)} files to {files[-1].parent}: " + ", ".join(f.name for f in files))
     return 0
 

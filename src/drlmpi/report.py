@@ -11,6 +11,10 @@ One figure per metric, every run overlaid in it (a seed sweep or a comparison of
   replay_fill.png       replay size / capacity
   loss.png              the learner's loss
 
+With --seeds, the runs of one algorithm on one env (its seeds) are one line: their mean on a common x grid,
+shaded from the lowest to the highest (runs from other tools in the same format, e.g. benchmarks/minatar_curves.py's
+peers, group by their config.json's algo and env too).
+
 A figure is left out when no run has its metric (DQN has no actors: no policy lag). Matplotlib's Agg
 backend draws them: no display needed.
 
@@ -69,8 +73,9 @@ def read_run(run_dir: str) -> dict:
     return {"dir": d, "name": d.name, "config": config if isinstance(config, dict) else {}, "cols": cols}
 
 
-def report(run_dirs: list[str], out: str) -> list[Path]:
-    """Write the figures and summary.md into `out`; returns the files written."""
+def report(run_dirs: list[str], out: str, seeds: bool = False) -> list[Path]:
+    """Write the figures and summary.md into `out`; returns the files written. seeds: one shaded line per algorithm
+    and env."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +98,8 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
             r["name"] = f"{r['dir'].parent.name}/{r['dir'].name}"
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [path for spec in FIGURES if (path := figure(plt, runs, out_dir, *spec)) is not None]
+    draw = shaded if seeds else figure
+    written = [path for spec in FIGURES if (path := draw(plt, runs, out_dir, *spec)) is not None]
     for d in populations:
         written += population_figures(d, out_dir, f"_{d.name}" if len(populations) > 1 else "", plt)
     summary = out_dir / "summary.md"
@@ -118,6 +124,10 @@ def figure(plt, runs: list[dict], out_dir: Path, file: str, title: str, y: str, 
             ax.plot(c[x], c["actor_fps_mean"], color=color, linestyle="--", linewidth=1)
             if "actor_fps_min" in c and "actor_fps_max" in c:
                 ax.fill_between(c[x], c["actor_fps_min"], c["actor_fps_max"], color=color, alpha=0.15)
+    return save(plt, fig, ax, out_dir, file, title, x, ylabel)
+
+
+def save(plt, fig, ax, out_dir: Path, file: str, title: str, x: str, ylabel: str) -> Path:
     ax.set(title=title, xlabel=X_LABEL[x], ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -168,6 +178,39 @@ def population_figures(d: Path, out_dir: Path, suffix: str, plt) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def shaded(plt, runs: list[dict], out_dir: Path, file: str, title: str, y: str, x: str, ylabel: str
+           ) -> Path | None:
+    """One of FIGURES with one line per algorithm and env: the mean of its runs interpolated onto a grid of the x
+    range they all cover, shaded from the lowest run to the highest (and the greedy evaluations the same way)."""
+    groups: dict = {}
+    for r in runs:
+        if y in r["cols"] and np.isfinite(r["cols"][y]).any():
+            groups.setdefault((r["config"].get("algo", r["name"]), r["config"].get("env", "")), []).append(r)
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, ((algo, env), group) in enumerate(sorted(groups.items())):
+        color, label = f"C{i % 10}", f"{algo} {env} ({len(group)} runs)"
+        band(ax, [(r["cols"][x], r["cols"][y]) for r in group], color, label, "-")
+        if y == "recent_return" and all("eval_return" in r["cols"] for r in group):
+            band(ax, [greedy_points(r["cols"], x) for r in group], color, f"{algo} greedy", ":")
+    return save(plt, fig, ax, out_dir, file, title, x, ylabel)
+
+
+def band(ax, curves: list[tuple[np.ndarray, np.ndarray]], color: str, label: str, style: str) -> None:
+    """The mean of curves (x, y) on the x range all of them cover (100 points), shaded min to max."""
+    curves = [(cx[ok], cy[ok]) for cx, cy in curves if (ok := np.isfinite(cx) & np.isfinite(cy)).sum() >= 2]
+    if not curves:
+        return
+    lo, hi = max(cx[0] for cx, _ in curves), min(cx[-1] for cx, _ in curves)
+    if not hi > lo:
+        return
+    grid = np.linspace(lo, hi, 100)
+    ys = np.stack([np.interp(grid, cx, cy) for cx, cy in curves])
+    ax.plot(grid, ys.mean(axis=0), color=color, linestyle=style, label=label)
+    ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.15)
 
 
 def greedy_points(c: dict, x: str) -> tuple[np.ndarray, np.ndarray]:

@@ -102,3 +102,33 @@ def test_each_greedy_evaluation_is_drawn_once_at_its_weights_frames_and_when_it_
     assert x.tolist() == [600, 1400] and y.tolist() == [10, 30]
     x, y = greedy_points(c, "time")
     assert x.tolist() == [2, 4] and y.tolist() == [10, 30]
+
+
+def test_with_seeds_each_algorithm_is_one_line_its_seeds_mean_shaded_min_to_max(tmp_path, monkeypatch):
+    from drlmpi import report as rep
+
+    lines = []
+    real_band = rep.band
+    monkeypatch.setattr(rep, "band", lambda ax, curves, color, label, style: (
+        lines.append((label, style, curves)), real_band(ax, curves, color, label, style)))
+    runs = [fake_run(tmp_path / f"apex{s}", "apex", s) for s in range(3)] + [fake_run(tmp_path / "dqn", "dqn", 0)]
+    out = tmp_path / "report"
+    assert cli.main(["report", *map(str, runs), "--out", str(out), "--seeds"]) == 0
+    assert (out / "return_vs_steps.png").exists()
+    labels = [label for label, _, _ in lines if label.endswith("runs)")]
+    assert "apex CartPole-v1 (3 runs)" in labels and "dqn CartPole-v1 (1 runs)" in labels
+
+    class Ax:
+        def plot(self, x, y, **kw):
+            self.mean = (x, y)
+
+        def fill_between(self, x, lo, hi, **kw):
+            self.lo, self.hi = lo, hi
+
+    import numpy as np
+
+    ax, x = Ax(), np.arange(10.0)
+    real_band(ax, [(x, x), (x + 0.5, x + 2)], "C0", "two", "-")  # the common range: [0.5, 9]
+    grid, mean = ax.mean
+    assert grid[0] == 0.5 and grid[-1] == 9 and np.allclose(mean, grid + 0.75)
+    assert np.allclose(ax.lo, grid) and np.allclose(ax.hi, grid + 1.5)
