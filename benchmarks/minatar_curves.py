@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -162,9 +163,11 @@ def main() -> None:
         for algo in a.algos.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
                 env_id, run_dir = f"MinAtar/{game}-v1", Path(a.out) / f"{algo}-{game}-{seed}"
-                if not (run_dir / "metrics.csv").exists():  # (a rerun picks up where an interrupted one stopped)
+                if not (run_dir / "finished").exists():  # (a rerun skips the runs that finished, redoes the rest)
+                    shutil.rmtree(run_dir, ignore_errors=True)
                     t0 = time.monotonic()
                     (sb3_run if algo.startswith("sb3") else drlmpi_run)(algo, env_id, seed, a.frames, run_dir)
+                    (run_dir / "finished").write_text(f"{time.monotonic() - t0:.0f} s\n")
                     print(f"{algo} {game} seed {seed}: {time.monotonic() - t0:.0f} s", flush=True)
                 runs.setdefault((algo, game), []).append(run_dir)
     print(table(runs, a.frames))

@@ -4,12 +4,13 @@ so short episodes are not over-counted (taking the first K to finish would bias 
 """
 
 import math
+import sys
 import time
 
 import numpy as np
 
 from drlmpi import algos, checkpoint, config
-from drlmpi.envs import make_vec
+from drlmpi.envs import close_quietly, make_vec
 from drlmpi.errors import CheckpointError, UserError
 
 
@@ -66,53 +67,83 @@ class GreedyEval:
     """The lead learner's greedy evaluation during training: every `cfg.eval_every` env steps (0: a twentieth of
     total_env_steps), the networks a checkpoint would hold, copied then, play `cfg.eval_episodes` episodes on envs
     of their own (the same seeded starts each time). Vector steps in each `poll` while evaluation has taken at most
-    BUDGET of the wall time since it began, and for at most SLICE_S: the learner is never paused longer, and slowed
-    by at most that share while an evaluation runs. `row()`: the mean return of the last finished evaluation and
-    the env steps of its weights (NaN before the first)."""
+    BUDGET of the wall time since it began (its start, building the policy, counted), and for at most SLICE_S: the
+    learner is paused no longer than that or one vector step (a CNN's forward on a CPU can take longer), and slowed
+    by at most that share while an evaluation runs. Its envs' failures are not training's (Restarts, counted=False);
+    an evaluation whose env fails for good is dropped with one line. The policy is built under a forked torch RNG:
+    training draws the same random numbers with or without evaluations. `row()`: the mean return of the last
+    finished evaluation and the env steps of its weights (NaN before the first).
+
+    `make(cfg, algo, parts, steps)` builds one for a learner, or None where the algorithm module cannot be found
+    by `algo` or has no `load_policy` (a user's module: one line says so)."""
 
     BUDGET = 0.1
     SLICE_S = 0.002  # seconds of evaluation per poll, at most (one vector step at least)
     SEED = 12345  # as `drlmpi eval`'s default
 
-    def __init__(self, cfg, algo: str, parts):
-        self.cfg, self.module, self.parts = cfg, algos.get(algo), parts
+    def __init__(self, cfg, module, parts, steps: int = 0):
+        """steps: env steps already done (a resumed run keeps the grid of every `eval_every` steps)."""
+        self.cfg, self.module, self.parts = cfg, module, parts
         self.every = cfg.eval_every or max(1, cfg.total_env_steps // 20)
-        self.next_at, self.run, self.env = self.every, None, None
+        self.next_at, self.run, self.env = (steps // self.every + 1) * self.every, None, None
         self.at = self.began = self.spent = 0.0
         self.last = {"eval_return": math.nan, "eval_env_steps": math.nan}
+
+    @staticmethod
+    def make(cfg, algo: str, parts, steps: int = 0) -> "GreedyEval | None":
+        try:
+            module = algos.get(algo)
+        except UserError:
+            module = None
+        if module is None or not hasattr(module, "load_policy"):
+            sys.stderr.write(f"drlmpi: warning: no greedy evaluation during training: algorithm '{algo}' has no "
+                             "module with a load_policy (drlmpi.algos)\n")
+            return None
+        return GreedyEval(cfg, module, parts, steps)
 
     def row(self) -> dict:
         return dict(self.last)
 
     def poll(self, steps: int) -> None:
-        if self.run is None:
-            if steps < self.next_at:
-                return
-            self.begin(steps)
         t0 = now = time.perf_counter()
-        while now - t0 <= self.SLICE_S and self.spent + (now - t0) <= self.BUDGET * (now - self.began):
-            if self.run.step():
-                self.last = {"eval_return": float(np.mean(self.run.returns())), "eval_env_steps": self.at}
-                self.run = None
-                break
-            now = time.perf_counter()
+        try:
+            if self.run is None:
+                if steps < self.next_at:
+                    return
+                self.begin(steps)
+            while now - t0 <= self.SLICE_S and self.spent + (now - t0) <= self.BUDGET * (now - self.began):
+                if self.run.step():
+                    self.last = {"eval_return": float(np.mean(self.run.returns())), "eval_env_steps": self.at}
+                    self.run = None
+                    break
+                now = time.perf_counter()
+        except Exception as e:  # noqa: BLE001 - an env failing for good: training goes on without this evaluation
+            sys.stderr.write(f"drlmpi: warning: greedy evaluation at {self.at} env steps dropped: "
+                             f"{type(e).__name__}: {e}\n")
+            self.run = None
+            self.close()
         self.spent += time.perf_counter() - t0
 
     def begin(self, steps: int) -> None:
+        import torch
+
         from drlmpi.nets import state_arrays
 
+        self.at, self.began, self.spent = steps, time.perf_counter(), 0.0
+        self.next_at = (steps // self.every + 1) * self.every
         if self.parts.refresh:
             self.parts.refresh()
         weights = {k: state_arrays(m) for k, m in self.parts.nets.items()}  # (copies: a policy builds its own net)
         if self.env is None:
-            self.env = make_vec(self.cfg.env, min(self.cfg.eval_episodes, 8), seed=self.SEED)
-        self.run = Episodes(self.env, self.module.load_policy(self.cfg, weights, self.env), self.cfg.eval_episodes)
-        self.at, self.began, self.spent = steps, time.perf_counter(), 0.0
-        self.next_at = (steps // self.every + 1) * self.every
+            self.env = make_vec(self.cfg.env, min(self.cfg.eval_episodes, 8), seed=self.SEED, counted=False)
+        with torch.random.fork_rng(devices=[]):  # (building the policy's net draws from torch's generator)
+            policy = self.module.load_policy(self.cfg, weights, self.env)
+        self.run = Episodes(self.env, policy, self.cfg.eval_episodes)
 
     def close(self) -> None:
         if self.env is not None:
-            self.env.close()
+            close_quietly(self.env)
+            self.env = None
 
 
 def policy_checkpoint(path: str, trust: bool = False):

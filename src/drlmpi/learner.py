@@ -89,11 +89,11 @@ class Learner:
             self.stats = ActorStats(rt.channels.reports, len(actors), frames_per_step=fps, steps=self._steps)
             columns = [*columns, *ActorStats.COLUMNS]
         columns = [*columns, "env_restarts"]
-        self.evaluator = None
         if getattr(cfg, "eval_episodes", 0) > 0:  # (the Trained families; ES evaluates in its own loop)
             from drlmpi.evaluate import GreedyEval
 
-            self.evaluator = GreedyEval(cfg, algo, parts)
+            self.evaluator = GreedyEval.make(cfg, algo, parts, self._steps)
+        if self.evaluator is not None:
             columns = [*columns, "eval_return", "eval_env_steps"]
         self.log = RunLog(cfg.run_dir, algo, to_dict(cfg), columns, frames_per_step=fps,
                           world_size=rt.size, resumed=resumed)

@@ -215,9 +215,13 @@ def band(ax, curves: list[tuple[np.ndarray, np.ndarray]], color: str, label: str
 
 def greedy_points(c: dict, x: str) -> tuple[np.ndarray, np.ndarray]:
     """Each greedy evaluation once: (its x, its mean return). x "env_frames": the frames of the weights it played
-    (eval_env_steps scaled as env_frames is); x "time": the first row that reports it."""
-    steps = c["eval_env_steps"]
+    (eval_env_steps scaled as env_frames is; without that column, as ES logs, the first row reporting it); x
+    "time": the first row that reports it."""
+    key = "eval_env_steps" if "eval_env_steps" in c else "eval_return"
+    steps = c[key]
     first = np.flatnonzero(np.isfinite(steps) & np.concatenate([[True], steps[1:] != steps[:-1]]))
+    if key == "eval_return":
+        return c[x][first], c["eval_return"][first]
     if x == "time":
         return c["time"][first], c["eval_return"][first]
     per_step = np.nanmax(c["env_frames"]) / max(np.nanmax(c["env_steps"]), 1) if "env_steps" in c else 1.0

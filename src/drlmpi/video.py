@@ -39,15 +39,19 @@ def minatar_rgb(grid: np.ndarray) -> np.ndarray:
 
 
 class Recorder:
-    """Collects the frames of env 0 of a one-env vector `vec` (set before the first `see(obs)`, called before each
-    step) and writes each finished episode (`ended(ret)`) to `<out>/episode-<k>.mp4`; `cut()` drops an episode an
-    env failure cut short."""
+    """Streams the frames of env 0 of a one-env vector `vec` (set before the first `see(obs)`, called before each
+    step) into `<out>/episode-<k>.mp4` (no episode is held in memory), closed by `ended(ret, length)`; `cut()`
+    deletes an episode an env failure cut short."""
 
     def __init__(self, out: str, env_id: str):
         self.out, self.env_id, self.vec, self.iio = Path(out), env_id, None, imageio()
         self.out.mkdir(parents=True, exist_ok=True)
-        self.frames: list[np.ndarray] = []
+        self.writer, self.frames = None, 0
         self.files: list[dict] = []
+
+    @property
+    def path(self) -> Path:
+        return self.out / f"episode-{len(self.files)}.mp4"
 
     def frame(self, obs: np.ndarray) -> np.ndarray:
         if is_atari(self.env_id):
@@ -57,17 +61,23 @@ class Recorder:
         return np.asarray(self.vec.env.render()[0], np.uint8)
 
     def see(self, obs: np.ndarray) -> None:
-        self.frames.append(self.frame(obs))
+        if self.writer is None:
+            self.writer = self.iio.get_writer(self.path, fps=FPS, codec="libx264", macro_block_size=1, quality=7)
+        frame = self.frame(obs)
+        h, w = frame.shape[:2]
+        self.writer.append_data(np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0))))  # (H.264 wants even sizes)
+        self.frames += 1
 
     def cut(self) -> None:
-        self.frames = []
+        if self.writer is not None:
+            self.writer.close()
+            self.path.unlink(missing_ok=True)
+        self.writer, self.frames = None, 0
 
     def ended(self, ret: float, length: int) -> None:
-        """Write the episode that just ended (`length` steps: as many frames as were seen)."""
-        invariant(len(self.frames) == length, f"{len(self.frames)} frames seen for an episode of {length} steps")
-        path = self.out / f"episode-{len(self.files)}.mp4"
-        with self.iio.get_writer(path, fps=FPS, codec="libx264", macro_block_size=1, quality=7) as writer:
-            for f in self.frames:
-                writer.append_data(f)
-        self.files.append({"file": str(path), "frames": len(self.frames), "steps": length, "return": ret})
-        self.frames = []
+        """Close the episode that just ended (`length` steps: as many frames as were seen)."""
+        invariant(self.writer is not None and self.frames == length,
+                  f"{self.frames} frames seen for an episode of {length} steps")
+        self.writer.close()
+        self.files.append({"file": str(self.path), "frames": self.frames, "steps": length, "return": ret})
+        self.writer, self.frames = None, 0

@@ -110,3 +110,21 @@ def test_a_minatar_episode_ends_at_the_step_limit_even_where_the_game_never_ends
         if step.truncated[0]:
             break
     assert t == envs.MINATAR_MAX_STEPS and step.episodes == [(0.0, t)]
+
+
+def test_es_refuses_atari_whose_frames_its_one_env_episodes_would_not_preprocess():
+    from drlmpi.algos import es
+    from drlmpi.errors import UserError
+
+    with pytest.raises(UserError, match="vector observations"):
+        es.validate(config.build(es.Config, env="ALE/Pong-v5"))
+    es.validate(config.build(es.Config, env="MinAtar/Breakout-v1"))  # (a grid, flattened)
+
+
+def test_one_minatar_env_registers_the_family_itself():
+    import subprocess
+    import sys
+
+    code = "from drlmpi.envs import make_one; print(make_one('MinAtar/Asterix-v1').observation_space.shape)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "(4, 10, 10)" in r.stdout, r.stderr

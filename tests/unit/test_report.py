@@ -132,3 +132,12 @@ def test_with_seeds_each_algorithm_is_one_line_its_seeds_mean_shaded_min_to_max(
     grid, mean = ax.mean
     assert grid[0] == 0.5 and grid[-1] == 9 and np.allclose(mean, grid + 0.75)
     assert np.allclose(ax.lo, grid) and np.allclose(ax.hi, grid + 1.5)
+
+
+def test_a_run_whose_greedy_returns_come_without_their_env_steps_is_drawn_too(tmp_path):
+    """ES logs eval_return (every eval_generations generations) but no eval_env_steps."""
+    d = fake_run(tmp_path / "es", "es", 0, ["time", "env_steps", "env_frames", "recent_return", "eval_return"])
+    out = tmp_path / "report"
+    assert cli.main(["report", str(d), "--out", str(out)]) == 0
+    assert cli.main(["report", str(d), "--out", str(out), "--seeds"]) == 0
+    assert (out / "return_vs_steps.png").exists()

@@ -39,7 +39,7 @@ from torch import nn
 from drlmpi.checkpoint import State
 from drlmpi.comm.segments import sync
 from drlmpi.config import Hparam, Model, opt, require_at_least
-from drlmpi.envs import Restarts, close_quietly, env_restarts, is_box, make_one, spaces
+from drlmpi.envs import Restarts, close_quietly, env_restarts, is_box, is_minatar, make_one, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
@@ -72,11 +72,13 @@ class Config(Model):
 
 
 def validate(cfg: Config) -> None:
-    """Rank 0, before the job starts: discrete actions, and a noise table longer than the policy (one line, exit 2).
-    Observations of any shape are flattened (a MinAtar grid is 400 or so inputs)."""
+    """Rank 0, before the job starts: discrete actions, vector observations or a MinAtar grid (flattened: 400 or so
+    inputs), and a noise table longer than the policy (one line, exit 2). Atari is refused: its frames come
+    preprocessed from a vector env, which ES's one-env episodes do not use."""
     obs_space, act_space = spaces(cfg.env)
-    if is_box(act_space):
-        raise UserError(f"config: es needs discrete actions; {cfg.env} has {act_space}")
+    if is_box(act_space) or not (len(obs_space.shape) == 1 or is_minatar(cfg.env)):
+        raise UserError(f"config: es needs discrete actions and vector observations (or a MinAtar grid); {cfg.env} "
+                        f"has {obs_space} and {act_space}")
     n = sum(p.numel() for p in build_net(cfg, obs_space, act_space).parameters())
     if n >= cfg.noise_size:
         raise UserError(f"config: noise_size ({cfg.noise_size}) must exceed the policy's {n} parameters")

@@ -106,7 +106,9 @@ class NodeWeights:
 
     def read(self, out: np.ndarray, timeout: float = 30.0) -> int:
         """Copy the vector into out [n], each shard's slice consistent; returns the smallest shard version (and
-        sets `self.progress` to the smallest shard's progress)."""
+        sets `self.progress` to the smallest shard's progress). A writer publishing back to back, with no pause at
+        all, can starve a reader (TimeoutError after `timeout`); every writer here does other work between
+        publications (tests/mpi/scripts/weights_node.py)."""
         deadline = time.monotonic() + timeout
         version = progress = None
         for s in range(self.shards):

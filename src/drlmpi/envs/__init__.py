@@ -108,6 +108,7 @@ def make_one(env_id: str, render: bool = False):
     """One env of env_id (a MinAtar game channel-first, truncated at MINATAR_MAX_STEPS), as a vector holds it;
     render: with gymnasium's rgb_array rendering (the video of `drlmpi eval --video`)."""
     if is_minatar(env_id):
+        _register_minatar()
         return ChannelFirst(gym.make(env_id, max_episode_steps=MINATAR_MAX_STEPS))
     return gym.make(env_id, render_mode="rgb_array") if render else gym.make(env_id)
 
@@ -169,10 +170,12 @@ class EnvFailure(RuntimeError):
 
 class Restarts:
     """An actor's environment failures: `failed(exc)` counts one (EnvFailure, from exc, past the limit or when the
-    env cannot be rebuilt) and prints one line; the caller then rebuilds its envs."""
+    env cannot be rebuilt) and prints one line; the caller then rebuilds its envs. counted=False: envs outside
+    training (the lead's greedy evaluation): their failures print a line of their own and count nowhere."""
 
-    def __init__(self, env_id: str, rebuildable: bool = True):
+    def __init__(self, env_id: str, rebuildable: bool = True, counted: bool = True):
         self.env_id, self.rebuildable, self.marks, self.steps = env_id, rebuildable, deque(), 0
+        self.counted = counted
 
     def failed(self, exc: Exception, in_a_row: int, envs: int = 1) -> None:
         """in_a_row: the failing env's failures with no successful step of its own between them, this one included."""
@@ -183,6 +186,10 @@ class Restarts:
             raise EnvFailure(f"{self.env_id}: {len(self.marks)} environment failures within {RESTART_WINDOW:,} env "
                              f"steps, {in_a_row} of one env in a row (max_env_restarts {_restarts['limit']}, "
                              f"{IN_A_ROW} in a row); the last one above") from exc
+        if not self.counted:
+            sys.stderr.write(f"drlmpi: warning: greedy evaluation: {self.env_id} raised {type(exc).__name__}: {exc}; "
+                             "made anew (not a restart of training)\n")
+            return
         _restarts["count"] += 1
         sys.stderr.write(f"drlmpi: warning: {self.env_id} raised {type(exc).__name__}: {exc}; rebuilt its "
                          f"{envs} env(s) with a fresh seed (restart {_restarts['count']} on this rank)\n")
@@ -327,13 +334,14 @@ def restarted_of(info: dict, num_envs: int) -> np.ndarray | None:
 
 
 def make_vec(env_id: str, num_envs: int, seed: int, sticky: float = 0.25, noop_max: int = 30,
-             fire_reset: bool = True, render: bool = False) -> VecEnv:
+             fire_reset: bool = True, render: bool = False, counted: bool = True) -> VecEnv:
     """Build E environments of env_id for one rank, seeded from `seed`. Atari only: `sticky` (the probability ALE
     repeats the previous action each frame), `noop_max`, `fire_reset` (one frame of FIRE after each reset, in the
     games that have it; its screen is the episode's first observation). render: other envs with rgb_array
-    rendering (Atari's and MinAtar's videos are drawn from the observations)."""
+    rendering (Atari's and MinAtar's videos are drawn from the observations). counted=False: restarts of these envs
+    are not training's (Restarts)."""
     check_env_id(env_id)
-    restarts = Restarts(env_id)  # (every env of the vector counts against one limit)
+    restarts = Restarts(env_id, counted=counted)  # (every env of the vector counts against one limit)
     if is_atari(env_id):
         from ale_py.vector_env import AtariVectorEnv
 
