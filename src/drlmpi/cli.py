@@ -118,6 +118,8 @@ def prepare_train(args):
     else:
         cfg = config.build(module.Config, args.config, args.set, **flags)
     check_env_id(cfg.env)
+    if cfg.wandb:
+        rundir.require_wandb()
     if hasattr(module, "validate"):  # what needs files, envs or networks: once, here, before any rank starts
         cfg = module.validate(cfg) or cfg
     if not cfg.run_dir:

@@ -105,6 +105,8 @@ class Common:
     pause_at_env_steps: int = opt(0, "end this run with a final checkpoint once this many env steps are done, while "
                                      "schedules still span total_env_steps (resume to go on); 0: never. PBT sets it "
                                      "to each member's next ready point")
+    wandb: str = opt("", "Weights & Biases project the metrics rows also go to (the wandb extra); offline, under "
+                         "<run_dir>/wandb, unless WANDB_MODE or WANDB_API_KEY say online; empty: off")
     max_env_restarts: int = opt(100, "environment failures (an exception in reset or step) a rank survives within "
                                      "10,000 of its env steps: a failed env is rebuilt with a fresh seed; one more "
                                      "(or 10 of one env with no step between) ends the job")

@@ -68,6 +68,31 @@ def lock(run_dir: str | Path) -> None:
     _held[d] = fd
 
 
+def require_wandb() -> None:
+    """UserError (one line, before the job starts) where --set wandb=... has no wandb package to use."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"config: wandb=PROJECT needs the wandb package (pip install 'drlmpi[wandb]'): {e}") from None
+
+
+def start_wandb(run_dir: Path, algo: str, config: dict):
+    """A Weights & Biases run for the metrics rows: project config['wandb'], named after the run directory, the
+    same run across resumes (its id from the directory's path); offline (files under <run_dir>/wandb, `wandb sync`
+    uploads them) unless WANDB_MODE says otherwise or WANDB_API_KEY is set."""
+    import hashlib
+
+    import wandb
+
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):  # (set but empty: as if unset; wandb itself refuses an empty mode)
+        if not os.environ.get(key, "x"):
+            del os.environ[key]
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return wandb.init(project=config["wandb"], name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
+                      config={"algo": algo, **config}, mode=mode, settings=wandb.Settings(console="off"))
+
+
 class RunLog:
     """Metrics, progress and checkpoints of one run; used on one rank (rank 0)."""
 
@@ -94,6 +119,7 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self._tb = SummaryWriter(str(self.dir / "tb"))
+        self._wandb = start_wandb(self.dir, algo, config) if config.get("wandb") else None
         self.frames_per_step = frames_per_step
         self.returns: deque[float] = deque(resumed.returns if resumed else (), maxlen=100)
         self.start = time.monotonic() - (resumed.counters.get("wall_time", 0.0) if resumed else 0.0)
@@ -143,6 +169,8 @@ class RunLog:
         for k, v in row.items():
             if k not in ("time", "env_steps") and isinstance(v, int | float):
                 self._tb.add_scalar(k, v, env_steps)
+        if self._wandb is not None:
+            self._wandb.log(self._rows[-1], step=env_steps)
 
     def progress(self, env_steps: int, total: int) -> None:
         frac = env_steps / max(1, total)
@@ -173,3 +201,5 @@ class RunLog:
             sys.stderr.write("\n")
         self._tb.close()
         self._csv_file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
