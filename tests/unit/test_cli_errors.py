@@ -1,9 +1,12 @@
 """Every kind of bad input gives one line on stderr and exit code 2, never a traceback."""
 
+import subprocess
 import sys
 
 import pytest
 from helpers import DRLMPI, mpirun, run
+
+from drlmpi import cli
 
 BASE = ["--algo", "dqn", "--env", "CartPole-v1", "--total-env-steps", "100"]
 
@@ -30,16 +33,6 @@ def assert_user_error(r, *fragments):
     (BASE + ["--set", "lr"], ["--set expects key=value"]),
     (BASE + ["--config", "/nonexistent.toml"], ["config file not found"]),
     (BASE + ["--layout", "learner=2"], ["runs on a single rank"]),
-    (["--algo", "dqn"], ["--env"]),
-    (BASE + ["--total-env-steps", "many"], ["invalid int value"]),
-    (["eval", "/nonexistent/ckpt.h5"], ["checkpoint not found"]),
-    (["layout", "--algo", "dqn", "-n", "3"], ["dqn runs on exactly 1 rank; got 3"]),
-    (["layout", "--algo", "apex", "-n", "5", "--layout", "ps=1"], ["apex has no ps role"]),
-    (["layout", "--algo", "impala", "-n", "5", "--layout", "inference=1"], ["impala has no inference role"]),
-    (["layout", "--algo", "apex", "-n", "4", "--layout", "learner=0"], ["apex needs at least one learner rank"]),
-    (["layout", "--algo", "apex", "-n", "4", "--layout", "replay=0"], ["apex needs at least one replay rank"]),
-    (["layout", "--algo", "ga3c", "-n", "4", "--layout", "inference=0"], ["ga3c needs at least one inference"]),
-    (["layout", "--algo", "qtopt", "-n", "3"], ["qtopt without actor ranks learns from offline data only"]),
     (BASE + ["--config", "."], ["config file .: Is a directory"]),
     (BASE + ["--seed", "-1"], ["seed must be >= 0"]),
     (BASE + ["--set", "hidden=[-1]"], ["hidden sizes must be >= 1"]),
@@ -51,6 +44,25 @@ def assert_user_error(r, *fragments):
 ])
 def test_bad_input_one_line_exit_2(args, fragments, tmp_path):
     assert_user_error(run([DRLMPI, *args], timeout=60, cwd=tmp_path), *fragments)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--algo", "dqn"], ["--env"]),
+    (BASE + ["--total-env-steps", "many"], ["invalid int value"]),
+    (["eval", "/nonexistent/ckpt.h5"], ["checkpoint not found"]),
+    (["layout", "--algo", "dqn", "-n", "3"], ["dqn runs on exactly 1 rank; got 3"]),
+    (["layout", "--algo", "apex", "-n", "5", "--layout", "ps=1"], ["apex has no ps role"]),
+    (["layout", "--algo", "impala", "-n", "5", "--layout", "inference=1"], ["impala has no inference role"]),
+    (["layout", "--algo", "apex", "-n", "4", "--layout", "learner=0"], ["apex needs at least one learner rank"]),
+    (["layout", "--algo", "apex", "-n", "4", "--layout", "replay=0"], ["apex needs at least one replay rank"]),
+    (["layout", "--algo", "ga3c", "-n", "4", "--layout", "inference=0"], ["ga3c needs at least one inference"]),
+    (["layout", "--algo", "qtopt", "-n", "3"], ["qtopt without actor ranks learns from offline data only"]),
+])
+def test_bad_input_of_commands_that_start_no_job_one_line_exit_2(args, fragments, capsys):
+    """The same promise through cli.main in this process (no job starts, so no process of its own is needed)."""
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    assert_user_error(subprocess.CompletedProcess(args, code, out, err), *fragments)
 
 
 def test_bad_toml_file(tmp_path):
