@@ -64,8 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--env", help="the checkpoint's env, named again: lets a module:Env id be imported")
     e.add_argument("--trust", action="store_true", help="import the modules the checkpoint names (its algorithm, "
                    "a module:Env id): only for files you trust, as they run that code")
-    e.add_argument("--video", metavar="DIR", help="write each episode to DIR/episode-<k>.mp4 (one env plays them in "
-                   "turn; needs the video extra)")
+    e.add_argument("--video", metavar="DIR", help="each episode to DIR/episode-<k>.mp4 (needs the video extra)")
     i = sub.add_parser("inspect", help="what a checkpoint holds: algorithm, counters, layout, sizes, last metrics")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="print one JSON object")
