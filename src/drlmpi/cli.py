@@ -118,7 +118,7 @@ def prepare_train(args):
         cfg = config.build(module.Config, args.config, args.set, **flags)
     check_env_id(cfg.env)
     if cfg.wandb:
-        rundir.require_wandb()
+        rundir.require_wandb(cfg.wandb)
     if hasattr(module, "validate"):  # what needs files, envs or networks: once, here, before any rank starts
         cfg = module.validate(cfg) or cfg
     if not cfg.run_dir:

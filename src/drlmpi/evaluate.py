@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from drlmpi import algos, checkpoint, config
-from drlmpi.envs import close_quietly, make_vec
+from drlmpi.envs import EnvFailure, close_quietly, make_vec
 from drlmpi.errors import CheckpointError, UserError
 
 
@@ -57,9 +57,15 @@ class Episodes:
 def episode_returns(env, policy, episodes: int, recorder=None) -> list[float]:
     """Returns of `episodes` full episodes (Episodes) of policy on env, closed after."""
     run = Episodes(env, policy, episodes, recorder)
-    while not run.done:
-        run.step()
-    env.close()
+    try:
+        while not run.done:
+            run.step()
+    except BaseException:
+        if recorder is not None:
+            recorder.cut()  # (no half episode left to look whole)
+        raise
+    finally:
+        env.close()
     return run.returns()
 
 
@@ -68,7 +74,8 @@ class GreedyEval:
     total_env_steps), the networks a checkpoint would hold, copied then, play `cfg.eval_episodes` episodes on envs
     of their own (the same seeded starts each time). Vector steps in each `poll` while evaluation has taken at most
     BUDGET of the wall time since it began (its start, building the policy, counted), and for at most SLICE_S: the
-    learner is paused no longer than that or one vector step (a CNN's forward on a CPU can take longer), and slowed
+    learner is paused no longer than that, one vector step (a CNN's forward on a CPU can take longer) or an
+    evaluation's start (its envs made once, the policy built), and slowed
     by at most that share while an evaluation runs. Its envs' failures are not training's (Restarts, counted=False);
     an evaluation whose env fails for good is dropped with one line. The policy is built under a forked torch RNG:
     training draws the same random numbers with or without evaluations. `row()`: the mean return of the last
@@ -117,7 +124,7 @@ class GreedyEval:
                     self.run = None
                     break
                 now = time.perf_counter()
-        except Exception as e:  # noqa: BLE001 - an env failing for good: training goes on without this evaluation
+        except (EnvFailure, OSError) as e:  # an env failing for good: training goes on without this evaluation
             sys.stderr.write(f"drlmpi: warning: greedy evaluation at {self.at} env steps dropped: "
                              f"{type(e).__name__}: {e}\n")
             self.run = None

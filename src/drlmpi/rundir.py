@@ -68,29 +68,52 @@ def lock(run_dir: str | Path) -> None:
     _held[d] = fd
 
 
-def require_wandb() -> None:
-    """UserError (one line, before the job starts) where --set wandb=... has no wandb package to use."""
+WANDB_MODES = ("online", "offline", "disabled")
+WANDB_ID = "wandb-id"  # a run directory's W&B run id: made on a fresh start, reused by a resume
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE (set but empty: as if unset), else online where WANDB_API_KEY is set, else offline."""
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):  # (wandb itself refuses an empty mode)
+        if not os.environ.get(key, "x"):
+            del os.environ[key]
+    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
+def require_wandb(project: str) -> None:
+    """UserError (one line, before the job starts) for --set wandb=PROJECT without the wandb package, with a name
+    W&B refuses, or with a WANDB_MODE it does not know."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", project):
+        raise UserError(f"config: wandb={project!r}: a W&B project name (letters, digits, _ . -, at most 128; the "
+                        "entity comes from WANDB_ENTITY)")
+    if wandb_mode() not in WANDB_MODES:
+        raise UserError(f"WANDB_MODE={os.environ['WANDB_MODE']!r}: one of {', '.join(WANDB_MODES)}")
     try:
         import wandb  # noqa: F401
     except ImportError as e:
         raise UserError(f"config: wandb=PROJECT needs the wandb package (pip install 'drlmpi[wandb]'): {e}") from None
 
 
-def start_wandb(run_dir: Path, algo: str, config: dict):
-    """A Weights & Biases run for the metrics rows: project config['wandb'], named after the run directory, the
-    same run across resumes (its id from the directory's path); offline (files under <run_dir>/wandb, `wandb sync`
-    uploads them) unless WANDB_MODE says otherwise or WANDB_API_KEY is set."""
-    import hashlib
+def start_wandb(run_dir: Path, algo: str, config: dict, resumed: bool):
+    """A Weights & Biases run for the metrics rows (x axis: env_steps): project config['wandb'], named after the
+    run directory; a fresh start makes a new run id (kept in <run_dir>/wandb-id), a resume continues that run;
+    offline (files under <run_dir>/wandb, `wandb sync` uploads them) unless WANDB_MODE or WANDB_API_KEY say online.
+    A run W&B cannot start is one line (UserError)."""
+    import secrets
 
     import wandb
 
-    for key in ("WANDB_MODE", "WANDB_API_KEY"):  # (set but empty: as if unset; wandb itself refuses an empty mode)
-        if not os.environ.get(key, "x"):
-            del os.environ[key]
-    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
-    return wandb.init(project=config["wandb"], name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
-                      config={"algo": algo, **config}, mode=mode, settings=wandb.Settings(console="off"))
+    id_file = run_dir / WANDB_ID
+    run_id = id_file.read_text().strip() if resumed and id_file.exists() else secrets.token_hex(8)
+    id_file.write_text(run_id + "\n")
+    try:
+        run = wandb.init(project=config["wandb"], name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
+                         config={"algo": algo, **config}, mode=wandb_mode(), settings=wandb.Settings(console="off"))
+        run.define_metric("*", step_metric="env_steps")
+    except Exception as e:  # noqa: BLE001 - wandb's own errors (no login, no network, a refused name, ...)
+        raise UserError(f"config: wandb={config['wandb']}: W&B could not start a run: {type(e).__name__}: {e}") \
+            from None
+    return run
 
 
 class RunLog:
@@ -119,7 +142,7 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self._tb = SummaryWriter(str(self.dir / "tb"))
-        self._wandb = start_wandb(self.dir, algo, config) if config.get("wandb") else None
+        self._wandb = start_wandb(self.dir, algo, config, resumed is not None) if config.get("wandb") else None
         self.frames_per_step = frames_per_step
         self.returns: deque[float] = deque(resumed.returns if resumed else (), maxlen=100)
         self.start = time.monotonic() - (resumed.counters.get("wall_time", 0.0) if resumed else 0.0)
@@ -170,7 +193,15 @@ class RunLog:
             if k not in ("time", "env_steps") and isinstance(v, int | float):
                 self._tb.add_scalar(k, v, env_steps)
         if self._wandb is not None:
-            self._wandb.log(self._rows[-1], step=env_steps)
+            self.to_wandb(lambda run: run.log(self._rows[-1]))
+
+    def to_wandb(self, call) -> None:
+        """call(the W&B run); a W&B failure costs W&B's rows, never the run (one warning, then no more W&B)."""
+        try:
+            call(self._wandb)
+        except Exception as e:  # noqa: BLE001 - wandb's own errors (its service process gone, ...)
+            sys.stderr.write(f"drlmpi: warning: W&B logging stopped: {type(e).__name__}: {e}\n")
+            self._wandb = None
 
     def progress(self, env_steps: int, total: int) -> None:
         frac = env_steps / max(1, total)
@@ -202,4 +233,4 @@ class RunLog:
         self._tb.close()
         self._csv_file.close()
         if self._wandb is not None:
-            self._wandb.finish()
+            self.to_wandb(lambda run: run.finish())

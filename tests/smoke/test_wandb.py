@@ -1,8 +1,6 @@
 """--set wandb=PROJECT: the metrics rows also go to a Weights & Biases run, offline with no credentials (files under
 the run directory), the same run across resumes; without the package, one line and exit 2 before the job starts."""
 
-import hashlib
-
 import pytest
 from helpers import DRLMPI, ROOT, run
 
@@ -10,11 +8,11 @@ ARGS = ["--algo", "dqn", "--env", "CartPole-v1", "--set", "log_every=0.2", "--se
 OFFLINE = {"WANDB_MODE": "", "WANDB_API_KEY": "", "WANDB_SILENT": "true"}
 
 
-def test_rows_go_to_an_offline_wandb_run_named_by_the_run_directory(tmp_path):
+def test_rows_go_to_an_offline_wandb_run_that_a_resume_continues_and_a_fresh_start_does_not(tmp_path):
     d = tmp_path / "run"
     r = run([DRLMPI, *ARGS, "--total-env-steps", "1500", "--run-dir", str(d)], timeout=180, env=OFFLINE)
     assert r.returncode == 0, r.stdout + r.stderr
-    run_id = hashlib.sha256(str(d.resolve()).encode()).hexdigest()[:16]
+    run_id = (d / "wandb-id").read_text().strip()
     files = list((d / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(files) == 1, list((d / "wandb").iterdir())
     data = files[0].read_bytes()
@@ -22,7 +20,19 @@ def test_rows_go_to_an_offline_wandb_run_named_by_the_run_directory(tmp_path):
     r = run([DRLMPI, *ARGS, "--total-env-steps", "3000", "--run-dir", str(d), "--resume", "auto"], timeout=180,
             env=OFFLINE)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert len(list((d / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # two sessions of one run id
+    assert (d / "wandb-id").read_text().strip() == run_id
+    assert len(list((d / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # two sessions of one run
+    r = run([DRLMPI, *ARGS, "--total-env-steps", "300", "--run-dir", str(d / "again")], timeout=180, env=OFFLINE)
+    assert r.returncode == 0 and (d / "again" / "wandb-id").read_text().strip() != run_id, r.stderr
+
+
+@pytest.mark.parametrize("sets,env,fragment", [(["--set", "wandb=team/project"], {}, "a W&B project name"),
+                                               ([], {"WANDB_MODE": "Offline"}, "WANDB_MODE='Offline'")])
+def test_a_project_or_mode_wandb_refuses_is_one_line_before_the_job(tmp_path, sets, env, fragment):
+    r = run([DRLMPI, *ARGS, *sets, "--total-env-steps", "300", "--run-dir", str(tmp_path / "run")], timeout=120,
+            env={**OFFLINE, **env})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
 @pytest.mark.parametrize("set_wandb", [True, False])

@@ -29,3 +29,10 @@ def test_the_check_would_catch_one():
     body = "\n".join(f"    x{i} = {i}" for i in range(61))
     assert long_functions(f'def f():\n    """doc\n    more"""\n{body}\n', "x.py")
     assert not long_functions(f'def f():\n    """doc\n    more"""\n{body[: body.rindex(chr(10))]}\n', "x.py")
+
+
+def test_every_test_file_name_is_unique_across_the_test_folders():
+    """pytest's default import mode imports test files by basename: two with one name stop the whole collection."""
+    root = Path(__file__).resolve().parents[1]
+    names = [p.name for p in root.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

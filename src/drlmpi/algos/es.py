@@ -283,20 +283,22 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     torch.manual_seed(cfg.seed)  # the same initial theta on every worker
     parts = learner_parts(cfg, build_net(cfg, obs_space, act_space).requires_grad_(False))
     net, opt = parts.nets["online"], parts.optims["adam"]
-    learner = Learner(rt, cfg, "es", parts, ["eval_return", "fitness_mean", "fitness_max", "workers",
-                                             "bytes_per_generation", "exchange_fraction"], resumed, lead_rank=0,
+    learner = Learner(rt, cfg, "es", parts, ["eval_return", "eval_env_steps", "fitness_mean", "fitness_max",
+                                             "workers", "bytes_per_generation", "exchange_fraction"], resumed,
+                      lead_rank=0,
                       actors=[], counters=lambda: {"obs_count": float(obs.totals[0])})
     obs = ObsStats(net, int(np.prod(obs_space.shape)), resumed)  # (from the restored network's normaliser)
     win, table = noise_table(rt.node, cfg.noise_size, cfg.seed)
     theta, policy, env = flat_params(net), NumpyPolicy(net), Env(cfg.env)
     mine, everyone = np.zeros((cfg.pairs, FIELDS)), np.zeros((workers.size * cfg.pairs, FIELDS))
-    last = {"eval_return": float("nan"), "exchange": 0.0, "since": time.perf_counter(),  # seconds in the exchange
-            "others": 0}
+    last = {"eval_return": float("nan"), "eval_env_steps": float("nan"), "exchange": 0.0,
+            "since": time.perf_counter(), "others": 0}  # (since: the exchange's seconds are counted from it)
 
     def row():
         f, now = everyone[:, 1:3], time.perf_counter()
-        out = {"eval_return": last["eval_return"], "fitness_mean": float(f.mean()), "fitness_max": float(f.max()),
-               "workers": workers.size, "bytes_per_generation": workers.size * (mine.nbytes + obs.gen.nbytes),
+        out = {"eval_return": last["eval_return"], "eval_env_steps": last["eval_env_steps"],
+               "fitness_mean": float(f.mean()), "fitness_max": float(f.max()), "workers": workers.size,
+               "bytes_per_generation": workers.size * (mine.nbytes + obs.gen.nbytes),
                "exchange_fraction": round(last["exchange"] / max(now - last["since"], 1e-9), 4),
                "env_restarts": last["others"] + env_restarts()}  # (the lead's own now: its evaluations included)
         last.update(exchange=0.0, since=now)
@@ -320,6 +322,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
         obs.update()
         if learner.lead and learner.updates % cfg.eval_generations == 0:
             last["eval_return"], _, _ = env.episode(policy, theta, int(rt.gen.integers(2**31)), 0, None)
+            last["eval_env_steps"] = learner.steps
             learner.log.episode(last["eval_return"])
         if not stop:
             learner.checkpoint()

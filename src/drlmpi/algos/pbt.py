@@ -180,7 +180,7 @@ def member_config(cfg: Config, m: int, values: dict[str, float], pause_at: int, 
     flags = {"env": cfg.env, "seed": member_seed(cfg.seed, m), "run_dir": str(Path(cfg.run_dir) / f"member-{m}"),
              "checkpoint_every": cfg.checkpoint_every, "keep_checkpoints": MEMBER_KEEP,
              "checkpoint_replay": cfg.checkpoint_replay, "log_every": cfg.log_every, "device": cfg.device,
-             "torch_threads": cfg.torch_threads or threads, "pause_at_env_steps": pause_at}
+             "torch_threads": cfg.torch_threads or threads, "pause_at_env_steps": pause_at, "wandb": cfg.wandb}
     if cfg.total_env_steps:
         flags["total_env_steps"] = cfg.total_env_steps
     if cfg.num_envs:
