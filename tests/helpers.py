@@ -62,7 +62,6 @@ def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
     rows = (d / "metrics.csv").read_text().splitlines()
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert float(last["entropy"]) > 0 and int(last["updates"]) > 0, last
-    assert float(last["eval_return"]) >= 1 and 0 < float(last["eval_env_steps"]) <= 20_000, last  # greedy, on the lead
     assert len(st.metrics["time"]) == len(rows) - 1 and st.metrics["time"][-1] == float(last["time"]), \
         "the final checkpoint's history ends with the run's last metrics row"
     e = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120)

@@ -35,6 +35,8 @@ def test_run_dir_has_config_metrics_tensorboard_checkpoint(cartpole_run):
     assert len(rows) >= 2
     assert int(rows[-1]["env_steps"]) == 4000 and float(rows[-1]["updates"]) > 0
     assert {"frames_per_s", "updates_per_s", "recent_return", "loss", "epsilon"} <= set(rows[0])
+    evals = {(r["eval_env_steps"], r["eval_return"]) for r in rows if r["eval_return"] not in ("", "nan")}
+    assert evals and all(0 < float(s) <= 4000 and float(v) >= 1 for s, v in evals), evals  # greedy, on the lead
     assert list((d / "tb").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["ckpt-000000004000-000001.h5", "parts-000001"]
 
