@@ -13,6 +13,9 @@ from drlmpi import algos, checkpoint, config
 from drlmpi.envs import EnvFailure, close_quietly, make_vec
 from drlmpi.errors import CheckpointError, UserError
 
+EVAL_SEED = 12345  # the envs' seed of every greedy evaluation (drlmpi eval's default, and during training)
+EVAL_ENVS = 8  # envs playing an evaluation's episodes side by side, at most
+
 
 class Episodes:
     """`episodes` full episodes of policy (obs [E, ...] -> actions [E], and `policy.reset(done [E])` if it has state)
@@ -86,7 +89,6 @@ class GreedyEval:
 
     BUDGET = 0.1
     SLICE_S = 0.002  # seconds of evaluation per poll, at most (one vector step at least)
-    SEED = 12345  # as `drlmpi eval`'s default
 
     def __init__(self, cfg, module, parts, steps: int = 0):
         """steps: env steps already done (a resumed run keeps the grid of every `eval_every` steps)."""
@@ -142,7 +144,7 @@ class GreedyEval:
             self.parts.refresh()
         weights = {k: state_arrays(m) for k, m in self.parts.nets.items()}  # (copies: a policy builds its own net)
         if self.env is None:
-            self.env = make_vec(self.cfg.env, min(self.cfg.eval_episodes, 8), seed=self.SEED, counted=False)
+            self.env = make_vec(self.cfg.env, min(self.cfg.eval_episodes, EVAL_ENVS), seed=EVAL_SEED, counted=False)
         with torch.random.fork_rng(devices=[]):  # (building the policy's net draws from torch's generator)
             policy = self.module.load_policy(self.cfg, weights, self.env)
         self.run = Episodes(self.env, policy, self.cfg.eval_episodes)
@@ -183,7 +185,7 @@ def trusted_env(ckpt, env_id: str, given: str | None, trust: bool) -> str:
     return env_id
 
 
-def evaluate(path: str, episodes: int, seed: int = 12345, env_id: str | None = None, trust: bool = False,
+def evaluate(path: str, episodes: int, seed: int = EVAL_SEED, env_id: str | None = None, trust: bool = False,
              video: str | None = None) -> dict:
     """Greedy returns of `episodes` episodes of a checkpoint's policy. env_id: the user's --env, which must be the
     checkpoint's (it lets a `module:Env` id be imported). video: a directory for one MP4 per episode (one env
@@ -198,7 +200,7 @@ def evaluate(path: str, episodes: int, seed: int = 12345, env_id: str | None = N
         from drlmpi.video import Recorder
 
         recorder = Recorder(video, name)  # (one line if the video extra is missing, before any env is made)
-    env = make_vec(name, 1 if video else min(episodes, 8), seed=seed, render=video is not None)
+    env = make_vec(name, 1 if video else min(episodes, EVAL_ENVS), seed=seed, render=video is not None)
     if recorder is not None:
         recorder.vec = env
     try:

@@ -10,7 +10,7 @@ import torch
 
 from drlmpi import config, envs
 from drlmpi.algos import dqn
-from drlmpi.evaluate import GreedyEval, episode_returns
+from drlmpi.evaluate import EVAL_SEED, GreedyEval, episode_returns
 from drlmpi.learner import Parts
 from drlmpi.nets import state_arrays
 
@@ -35,7 +35,7 @@ def test_it_returns_what_drlmpi_eval_returns_for_the_same_weights_at_its_seed():
     while ev.run is not None:
         ev.poll(1003)
         time.sleep(0.0005)
-    env = envs.make_vec(cfg.env, 8, seed=GreedyEval.SEED)
+    env = envs.make_vec(cfg.env, 8, seed=EVAL_SEED)
     want = episode_returns(env, dqn.load_policy(cfg, weights, env), 10)
     assert ev.row() == {"eval_return": float(np.mean(want)), "eval_env_steps": 1003}
     assert ev.next_at == 2000

@@ -53,10 +53,6 @@ def is_minatar(env_id: str) -> bool:
     return env_id.startswith("MinAtar/")
 
 
-def family(env_id: str) -> str:
-    """The env family whose config preset applies (config.build): "atari", "minatar", or "" for any other."""
-    return "atari" if is_atari(env_id) else "minatar" if is_minatar(env_id) else ""
-
 
 def frames_per_step(env_id: str) -> int:
     """Emulator frames per agent step: 4 on Atari (frame skip), else 1."""
