@@ -7,6 +7,7 @@ its Atari preset is: class dicts merged over the class hierarchy by one rule (`m
   DEFAULTS   {field: default} for any environment (applied to the dataclass itself: `Config()` has them)
   ATARI      {field: default} for `ALE/` environments, above DEFAULTS (a family's preset: PRESETS)
   MINATAR    {field: default} for `MinAtar/` environments, above DEFAULTS
+  CONTINUOUS {field: default} for the other environments whose actions are a Box (Pendulum, MuJoCo), above DEFAULTS
   SEARCH     {name: Hparam}: what population-based training may search (algos.pbt)
   POSITIVE   field names that must be >= 1
 A class's `check_own(self)` checks its own fields only; `check(cfg)` runs every class's, does no I/O and changes
@@ -47,11 +48,18 @@ def structural_keys(cls) -> tuple[str, ...]:
 
 
 PRESETS = {"ALE/": "ATARI", "MinAtar/": "MINATAR"}  # env id prefix -> the class dict of that family's defaults
+BOX_ACTIONS = "Box actions"  # the label of the CONTINUOUS preset: every other env whose action space is a Box
 
 
-def preset_of(env: str) -> str | None:
-    """The name of the preset (a class dict) for env's family, or None."""
-    return next((name for prefix, name in PRESETS.items() if env.startswith(prefix)), None)
+def preset_of(env: str, cls=None) -> str | None:
+    """The name of the preset (a class dict) for env's family, or None. With cls: an env of no prefix family whose
+    action space is a Box gets cls's CONTINUOUS preset, where it has one (the env is made once to see its space)."""
+    name = next((name for prefix, name in PRESETS.items() if env.startswith(prefix)), None)
+    if name is None and cls is not None and merged(cls, "CONTINUOUS"):
+        from drlmpi.envs import is_box, spaces
+
+        return "CONTINUOUS" if is_box(spaces(env)[1]) else None
+    return name
 
 
 def merged(cls, name: str) -> dict:
@@ -261,7 +269,7 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
     """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None).
 
     Precedence: defaults (with DEFAULTS) < the env family's merged preset (ATARI for `ALE/...`, MINATAR for
-    `MinAtar/...`) < the TOML file < `key=value` < flags. base: the values to start from instead of the defaults (a
+    `MinAtar/...`, CONTINUOUS for other Box-action envs where the class has one) < the TOML file < `key=value` < flags. base: the values to start from instead of the defaults (a
     resumed run's config).
     """
     hints = typing.get_type_hints(cls)
@@ -283,7 +291,7 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
         values[key.strip().replace("-", "_")] = val.strip()
     values.update({k: v for k, v in flags.items() if v is not None})
     env = values.get("env", getattr(cls, "env", ""))
-    preset = preset_of(str(env))
+    preset = preset_of(str(env), cls if base is None else None)  # (a resumed config has every value already)
     if preset:  # the algorithm's defaults for the env family: above its own, below everything given
         for k, v in merged(cls, preset).items():
             values.setdefault(k, v)

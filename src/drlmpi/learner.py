@@ -183,5 +183,7 @@ class Learner:
         return self.life.close(self.steps, self.updates, {**self.summary(), **(extra or {})})
 
     def summary(self) -> dict:
-        """This learner's update count and the hash of its "online" network (equal learners, equal hashes)."""
-        return lifecycle.summary_of(self.parts.nets["online"], self.updates)
+        """This learner's update count, the hash of its "online" network's weights and that of every declared
+        network's state, buffers included (equal learners, equal hashes)."""
+        return {**lifecycle.summary_of(self.parts.nets["online"], self.updates),
+                "state_sha256": lifecycle.state_sha256(self.parts.nets)}

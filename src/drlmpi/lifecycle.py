@@ -314,6 +314,18 @@ def summary_of(net, updates: int) -> dict:
     return {"updates": updates, "weights_sha256": hashlib.sha256(flat_params(net).tobytes()).hexdigest()}
 
 
+def state_sha256(modules: dict) -> str:
+    """The SHA-256 of every module's state (parameters and buffers: running statistics too), by name."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        for key, value in sorted(modules[name].state_dict().items()):
+            h.update(f"{name}.{key}".encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def restore_rng(state: State | None, who: str, gen: np.random.Generator) -> bool:
     """Set this rank's generators from the checkpoint, if it holds `who`'s; True if it did."""
     if state is not None and who in state.rng:

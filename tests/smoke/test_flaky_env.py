@@ -1,4 +1,4 @@
-"""Every actor loop survives a failing environment and counts it: A2C's and ES's workers (summed over workers in
+"""Every actor loop survives a failing environment and counts it: A2C's, PPO's and ES's workers (summed over workers in
 their allreduce or allgather), SEED RL's model-less actors (central inference) and R2D2's sequence actors, each on
 CartPole whose every env instance raises on 1 step in 300 (1 in 2,000 for ES, which reruns a failed episode whole:
 a 500-step episode must get through; tests/envs/flaky.py); metrics.csv's last `env_restarts` is the job's total:
@@ -14,7 +14,8 @@ ENV = {"PYTHONPATH": str(ROOT / "tests" / "envs")}
 
 
 @pytest.mark.parametrize("algo,ranks,steps,every", [("a2c", 2, 12_000, 300), ("es", 2, 40_000, 2000),
-                                                    ("seed", 3, 12_000, 300), ("r2d2", 4, 3_000, 300)])
+                                                    ("seed", 3, 12_000, 300), ("r2d2", 4, 3_000, 300),
+                                                    ("ppo", 2, 12_000, 300)])
 def test_every_actor_loop_survives_and_counts_env_failures(algo, ranks, steps, every, tmp_path):
     d = tmp_path / "run"
     r = mpirun(ranks, [DRLMPI, "--algo", algo, "--env", "flaky:FlakyCartPole-v1", "--total-env-steps", str(steps),

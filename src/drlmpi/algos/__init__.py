@@ -19,7 +19,8 @@ ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlm
          "a2c": "drlmpi.algos.a2c", "a3c": "drlmpi.algos.a3c",
          "impala": "drlmpi.algos.impala", "ga3c": "drlmpi.algos.ga3c", "seed": "drlmpi.algos.seed",
          "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt",
-         "es": "drlmpi.algos.es", "pbt": "drlmpi.algos.pbt"}
+         "es": "drlmpi.algos.es", "pbt": "drlmpi.algos.pbt",
+         "ppo": "drlmpi.algos.ppo"}
 REQUIRED = ("Config", "LAYOUT", "ROLES")
 
 

@@ -24,4 +24,5 @@ class Tag(IntEnum):
     CHECKPOINT = 40  # lead learner -> any rank: int64 (checkpoint id, env steps, flags), see comm.checkpoint
     CHECKPOINT_DONE = 41  # any rank -> lead learner: uint8, its RNG state and part files (JSON + torch bytes)
     SIGNAL = 42  # any rank -> lead learner: int64 (signal number), a stop was asked for on that rank
+    COLLECTED = 70  # PPO worker -> every other worker: this worker stopped collecting this round (comm.preempt)
     STATE = 43  # PBT top member's rank 0 -> bottom member's: uint8 JSON header, then uint8 body (comm.states)

@@ -54,14 +54,17 @@ def conv_torso(obs_shape: tuple[int, ...]) -> nn.Module:
     return NatureCNN(obs_shape[0]) if tuple(obs_shape[1:]) == (84, 84) else MinAtarCNN(obs_shape)
 
 
-class MLP(nn.Module):
-    """[B, D] -> [B, hidden[-1]] with ReLU after every layer."""
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...]):
+
+class MLP(nn.Module):
+    """[B, D] -> [B, hidden[-1]] with the activation (ACTIVATIONS: relu or tanh) after every layer."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str = "relu"):
         super().__init__()
         layers, d = [], in_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
+            layers += [nn.Linear(d, h), ACTIVATIONS[activation]()]
             d = h
         self.net = nn.Sequential(*layers)
         self.out_dim = d
@@ -70,10 +73,10 @@ class MLP(nn.Module):
         return self.net(x.float())
 
 
-def torso(obs_shape: tuple[int, ...], hidden: tuple[int, ...]) -> nn.Module:
+def torso(obs_shape: tuple[int, ...], hidden: tuple[int, ...], activation: str = "relu") -> nn.Module:
     if is_image(obs_shape):
         return conv_torso(obs_shape)
-    return MLP(int(np.prod(obs_shape)), hidden)
+    return MLP(int(np.prod(obs_shape)), hidden, activation)
 
 
 class QNetwork(nn.Module):
@@ -183,22 +186,32 @@ class RecurrentQNetwork(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Policy logits and state value on the MLP or convolutional torso, with an optional LSTM core (lstm > 0).
+    """A policy head and a state value on the MLP or convolutional torso, with an optional LSTM core (lstm > 0).
 
-    forward(obs [T, B, *obs_shape], state, reset [T, B]) -> (logits [T, B, A], value [T, B], state); state is
-    () without a core, else the LSTMCore's (h, c). Categorical actions; a Gaussian head would sit beside `policy`.
+    forward(obs [T, B, *obs_shape], state, reset [T, B]) -> (head [T, B, A], value [T, B], state); state is
+    () without a core, else the LSTMCore's (h, c). head: categorical logits, or with `continuous` the means of a
+    diagonal Gaussian whose log standard deviation is the parameter `log_std` [A] (None when categorical;
+    ops.policy takes both). separate: the value has a torso of its own (no LSTM then); activation: the MLP's
+    (relu or tanh); orthogonal: PPO's initialisation (orthogonal, gain sqrt 2; the policy head's 0.01, the
+    value's 1; biases 0).
     """
 
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden: tuple[int, ...] = (64, 64),
-                 lstm: int = 0):
+                 lstm: int = 0, *, continuous: bool = False, separate: bool = False, activation: str = "relu",
+                 orthogonal: bool = False):
         super().__init__()
+        assert not (separate and lstm), "a separate value torso has no LSTM core"
         self.obs_shape = tuple(obs_shape)
-        self.torso = torso(obs_shape, hidden)
+        self.torso = torso(obs_shape, hidden, activation)
+        self.value_torso = torso(obs_shape, hidden, activation) if separate else None
         d = self.torso.out_dim
         self.core = LSTMCore(d, lstm) if lstm else None
         d = lstm or d
         self.policy = nn.Linear(d, num_actions)
         self.value = nn.Linear(d, 1)
+        self.log_std = nn.Parameter(torch.zeros(num_actions)) if continuous else None
+        if orthogonal:
+            orthogonal_init(self)
 
     def initial_state(self, batch: int, device=None) -> tuple:
         return self.core.initial_state(batch, device) if self.core else ()
@@ -206,12 +219,66 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor, state: tuple = (), reset: torch.Tensor | None = None):
         T, B = obs.shape[:2]
         assert tuple(obs.shape[2:]) == self.obs_shape, f"obs [T, B, {self.obs_shape}], got {tuple(obs.shape)}"
-        h = self.torso(obs.reshape(T * B, *self.obs_shape) if is_image(self.obs_shape) else obs.reshape(T * B, -1))
+        x = obs.reshape(T * B, *self.obs_shape) if is_image(self.obs_shape) else obs.reshape(T * B, -1)
+        h = self.torso(x)
         if self.core is not None:
             reset = torch.zeros(T, B, dtype=torch.bool, device=obs.device) if reset is None else reset
             out, state = self.core(h.view(T, B, -1), state, reset)
             h = out.reshape(T * B, -1)
-        return self.policy(h).view(T, B, -1), self.value(h).view(T, B), state
+        hv = h if self.value_torso is None else self.value_torso(x)
+        return self.policy(h).view(T, B, -1), self.value(hv).view(T, B), state
+
+
+def orthogonal_init(net: ActorCritic) -> None:
+    """PPO's initialisation of an actor-critic: every linear and convolutional layer orthogonal with gain sqrt(2)
+    and bias 0, then the policy head's gain 0.01 and the value head's 1."""
+    for m in net.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            gain = 0.01 if m is net.policy else 1.0 if m is net.value else np.sqrt(2)
+            nn.init.orthogonal_(m.weight, gain)
+            nn.init.zeros_(m.bias)
+
+
+class RunningMoments(nn.Module):
+    """Running mean and variance of a stream of vectors [D] (buffers: checkpoints save them with the networks),
+    merged a batch's moments at a time (Chan et al.'s parallel rule), so workers that merge the same reduced
+    moments hold the same statistics. normalize(x [..., D]) -> (x - mean) / sqrt(var + eps), clipped to
+    +-clip; scale(x) -> x / sqrt(var + eps), clipped (rewards)."""
+
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+
+    def merge(self, n: float, total: np.ndarray, total_sq: np.ndarray) -> None:
+        """Merge a batch of n vectors given their sum [D] and sum of squares [D] (float64)."""
+        if n <= 0:
+            return
+        mean_b = torch.as_tensor(total, dtype=torch.float64) / n
+        var_b = (torch.as_tensor(total_sq, dtype=torch.float64) / n - mean_b.pow(2)).clamp(min=0.0)
+        n_a = self.count.clone()
+        tot = n_a + n
+        delta = mean_b - self.mean
+        m2 = self.var * n_a + var_b * n + delta.pow(2) * n_a * n / tot
+        self.mean += delta * n / tot
+        self.var.copy_(m2 / tot)
+        self.count.fill_(float(tot))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        std = np.sqrt(self.var.numpy() + self.eps)
+        return np.clip((x - self.mean.numpy()) / std, -self.clip, self.clip).astype(np.float32)
+
+    def scale(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(x / np.sqrt(self.var.numpy() + self.eps), -self.clip, self.clip).astype(np.float32)
+
+
+def moments(x: np.ndarray) -> np.ndarray:
+    """[count, sum [D], sum of squares [D]] of rows x [N, D], float64 [1 + 2D]: what workers allreduce before
+    RunningMoments.merge."""
+    x = x.reshape(len(x), -1).astype(np.float64)
+    return np.concatenate([[len(x)], x.sum(0), (x * x).sum(0)])
 
 
 def state_arrays(module: nn.Module) -> dict[str, np.ndarray]:
