@@ -269,8 +269,8 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
     """Build a config of dataclass `cls` from defaults, a TOML file, `key=value` strings and flags (not None).
 
     Precedence: defaults (with DEFAULTS) < the env family's merged preset (ATARI for `ALE/...`, MINATAR for
-    `MinAtar/...`, CONTINUOUS for other Box-action envs where the class has one) < the TOML file < `key=value` < flags. base: the values to start from instead of the defaults (a
-    resumed run's config).
+    `MinAtar/...`, CONTINUOUS for other Box-action envs where the class has one) < the TOML file < `key=value` <
+    flags. base: the values to start from instead of the defaults (a resumed run's config).
     """
     hints = typing.get_type_hints(cls)
     values: dict = {k: v for k, v in (base or {}).items() if k in hints}

@@ -209,8 +209,8 @@ def collect(net: ActorCritic, env, obs: np.ndarray, cfg: Config, norms: Norms, p
     """One rollout of at most n_steps [t, E] with the current policy, until the preemption threshold stops it:
     obs (normalised as acted on), action, log_prob and value at acting, raw reward, discount (gamma, 0 after a
     termination), boot (gamma V(final obs) where a time limit cut the episode, in the normalised reward's units).
-    Returns (rollout, next obs, normalised); finished episodes' returns go to `episodes`."""
-    T, E = cfg.n_steps, env.num_envs
+    Returns (rollout, next obs); finished episodes' returns go to `episodes`."""
+    T = cfg.n_steps
     clip, to_env = clips_rewards(cfg), env_actions(env.action_space)
     rows: dict[str, list] = {k: [] for k in ("obs", "action", "log_prob", "value", "reward", "discount", "boot")}
     preempt.begin()
