@@ -43,7 +43,7 @@ def local_forward(kind: str, b: int, seconds: float) -> float:
     """Seconds per forward + sample of b observations in this process."""
     import torch
 
-    from drlmpi.ops.actor_critic import sample_actions
+    from drlmpi.ops import policy as pi
 
     torch.set_num_threads(1)  # as the server (and every actor rank) has
     _, net, shape, dtype = setup(kind, b)
@@ -51,7 +51,7 @@ def local_forward(kind: str, b: int, seconds: float) -> float:
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or n < 20:
         with torch.no_grad():
-            sample_actions(net(x)[0][0]).numpy()
+            pi.sample(net(x)[0][0]).numpy()
         n += 1
     return (time.perf_counter() - t0) / n
 

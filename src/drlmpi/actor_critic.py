@@ -4,8 +4,12 @@
   UnrollBatch, PolicyLag, VTraceClip
                   config mixins of the unroll learners (batch size; stale unrolls dropped; V-trace's thresholds)
   build_net, load_policy
-                  the actor-critic network (MLP or Nature CNN torso; policy logits and value) and the greedy
-                  (most probable action) policy of a checkpoint
+                  the actor-critic network (MLP or convolutional torso; a categorical policy's logits, or a
+                  Gaussian's means for Box actions, and the value) and the greedy policy of a checkpoint (the most
+                  probable action, or the mean clipped to the box)
+  behaviour_field, policy_terms, behaviour_log_prob
+                  the acting policy an unroll carries (logits, or the log-probability of a continuous action), and
+                  the learner's log-probabilities and entropies (ops.policy)
   collect         one on-policy unroll [n_steps, E] with the current weights
   nstep_loss      the n-step advantage actor-critic loss of an unroll (A2C, A3C)
   forward_unrolls a learner's forward over a batch of unrolls [T + 1, N], with the recurrent state at each
@@ -27,12 +31,14 @@ from drlmpi import nets
 from drlmpi.comm.allreduce import GradAllreduce, learners_step
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import Hparam, Publishes, Trained, opt
+from drlmpi.config import Hparam, Publishes, Trained, opt, require_choice
+from drlmpi.envs import env_actions, is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, flat_params, load_arrays
+from drlmpi.ops import policy as pi
 from drlmpi.ops import vtrace
-from drlmpi.ops.actor_critic import Losses, actor_critic_loss, sample_actions
+from drlmpi.ops.actor_critic import Losses, actor_critic_loss
 
 
 @dataclass
@@ -42,6 +48,9 @@ class ACConfig(Trained):
     n_steps: int = opt(5, "steps per unroll T (the n of the n-step returns)")
     entropy_cost: float = opt(0.01, "weight of the entropy bonus")
     baseline_cost: float = opt(0.5, "weight of the value loss")
+    separate_value: bool = opt(False, "the value has a torso of its own (no LSTM core then)", True)
+    activation: str = opt("relu", "MLP activation: relu or tanh", True)
+    orthogonal_init: bool = opt(False, "PPO's initialisation: orthogonal layers, the policy head's gain 0.01", True)
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 8, "total_env_steps": 1_000_000}
     MINATAR: ClassVar[dict] = {"gamma": 0.99, "lr": 3e-4, "lr_final": 0.0, "entropy_cost": 0.01,  # MinAtar
@@ -50,6 +59,11 @@ class ACConfig(Trained):
                               "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m"),
                               "entropy": Hparam(("entropy_cost",), 1e-4, 0.1)}
     POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "n_steps", "total_env_steps")
+
+    def check_own(self):
+        require_choice(self, "activation", tuple(nets.ACTIVATIONS))
+        if self.separate_value and getattr(self, "lstm", 0):
+            raise UserError("config: separate_value has no LSTM core: set lstm=0 or separate_value=false")
 
 
 @dataclass
@@ -86,21 +100,54 @@ class VTraceClip:
 
 
 def build_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
-    return ActorCritic(obs_space.shape, act_space.n, cfg.hidden, getattr(cfg, "lstm", 0))
+    """Categorical for Discrete actions, a Gaussian (nets.ActorCritic's log_std) for a 1-D Box."""
+    continuous = is_box(act_space)
+    return ActorCritic(obs_space.shape, act_space.shape[0] if continuous else act_space.n, cfg.hidden,
+                       getattr(cfg, "lstm", 0), continuous=continuous, separate=cfg.separate_value,
+                       activation=cfg.activation, orthogonal=cfg.orthogonal_init)
+
+
+def require_discrete(cfg, algo: str) -> None:
+    """UserError (one line) for an env whose actions are not Discrete (the central-inference algorithms)."""
+    if is_box(spaces(cfg.env)[1]):
+        raise UserError(f"config: {algo} acts on Discrete actions; {cfg.env} has a Box (continuous actions: a2c, "
+                        "a3c, impala, ppo, appo)")
+
+
+def behaviour_field(E: int, act_space) -> dict:
+    """The unroll fields of the acting policy and its actions: {name: ((E, ...), dtype)}; logits [E, A] for
+    categorical actions, the log-probability [E] of each Gaussian action [E, A]."""
+    if is_box(act_space):
+        return {"action": ((E, act_space.shape[0]), np.float32), "log_prob": ((E,), np.float32)}
+    return {"action": ((E,), np.int64), "logits": ((E, act_space.n), np.float32)}
+
+
+def policy_terms(net: ActorCritic, head: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log pi(action | x) [T, B], H(pi(. | x)) [T, B]) of the net's policy head [T, B, A]."""
+    return pi.log_prob(head, action, net.log_std), pi.entropy(head, net.log_std)
+
+
+def behaviour_log_prob(b: dict, T: int) -> torch.Tensor:
+    """log mu(a | x) [T, N] of the acting policy, from an unroll batch's `log_prob` or `logits` (behaviour_field)."""
+    if "log_prob" in b:
+        return b["log_prob"][:T]
+    return pi.log_prob(b["logits"][:T], b["action"][:T])
 
 
 def load_policy(cfg: ACConfig, weights: dict, env):
-    """Greedy policy obs [E, ...] -> actions [E] (the most probable action) from checkpoint weights; with an LSTM
-    core it carries its state, which `policy.reset(done [E])` zeroes where episodes ended."""
+    """Greedy policy obs [E, ...] -> actions [E] (the most probable action, or the Gaussian's mean clipped to the
+    action box) from checkpoint weights; with an LSTM core it carries its state, which `policy.reset(done [E])`
+    zeroes where episodes ended."""
     net = build_net(cfg, env.observation_space, env.action_space)
     load_arrays(net, weights["online"])
     net.eval()
     state = [net.initial_state(env.num_envs)]
+    to_env = env_actions(env.action_space)
 
     def policy(obs):
         with torch.no_grad():
-            logits, _, state[0] = net(torch.as_tensor(obs)[None], state[0])
-            return logits[0].argmax(-1).numpy()
+            head, _, state[0] = net(torch.as_tensor(obs)[None], state[0])
+            return to_env(pi.mode(head[0], net.log_std).numpy())
 
     def reset(done: np.ndarray):
         keep = torch.as_tensor(~done, dtype=torch.float32).unsqueeze(1)
@@ -112,22 +159,29 @@ def load_policy(cfg: ACConfig, weights: dict, env):
 
 def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip_reward: bool, episodes: list, out: dict | None = None
             ) -> tuple[dict, np.ndarray]:
-    """One unroll [n_steps, E] with the current weights: obs, action, reward (clipped to [-1, 1] if clip_reward),
-    discount (gamma, 0 after a termination), and the acting logits [n_steps, E, A] if `out` has them; a truncated
-    episode's reward gets gamma V(final obs) and discount 0. Fills `out` (field views with at least n_steps rows,
-    e.g. an unroll slot) or new arrays. Returns (unroll, next obs); finished episodes' returns go to `episodes`."""
+    """One unroll [n_steps, E] with the current weights: obs, action ([n_steps, E] or [n_steps, E, A] for a
+    Gaussian's, unclipped; the env gets them clipped to its box), reward (clipped to [-1, 1] if clip_reward),
+    discount (gamma, 0 after a termination), and the acting policy where `out` has its field (behaviour_field:
+    logits [n_steps, E, A] or log_prob [n_steps, E]); a truncated episode's reward gets gamma V(final obs) and
+    discount 0. Fills `out` (field views with at least n_steps rows, e.g. an unroll slot) or new arrays. Returns
+    (unroll, next obs); finished episodes' returns go to `episodes`."""
     T, E = cfg.n_steps, env.num_envs
+    shape, dtype = behaviour_field(E, env.action_space)["action"]
     u = out if out is not None else {
-        "obs": np.empty((T, *obs.shape), obs.dtype), "action": np.empty((T, E), np.int64),
+        "obs": np.empty((T, *obs.shape), obs.dtype), "action": np.empty((T, *shape), dtype),
         "reward": np.empty((T, E), np.float32), "discount": np.empty((T, E), np.float32)}
+    to_env = env_actions(env.action_space)
     with torch.no_grad():
         for t in range(T):
             u["obs"][t] = obs
-            logits, _, _ = net(torch.as_tensor(obs)[None])
-            action = sample_actions(logits[0]).numpy()
+            head, _, _ = net(torch.as_tensor(obs)[None])
+            action = pi.sample(head[0], net.log_std)
             if "logits" in u:
-                u["logits"][t] = logits[0].numpy()
-            step = env.step(action)
+                u["logits"][t] = head[0].numpy()
+            if "log_prob" in u:
+                u["log_prob"][t] = pi.log_prob(head[0], action, net.log_std).numpy()
+            action = action.numpy()
+            step = env.step(to_env(action))
             reward = np.clip(step.reward, -1, 1) if clip_reward else step.reward
             cut = step.truncated & ~step.terminated
             if cut.any():  # bootstrap a time limit: it is not the end of the task
@@ -152,13 +206,13 @@ def restarted_bootstrap(step, cut: np.ndarray, gamma: float) -> np.ndarray:
 
 def nstep_loss(net, u: dict, last_obs: np.ndarray, cfg: ACConfig) -> Losses:
     """The n-step advantage actor-critic loss of an unroll (V-trace with log rhos 0: the bootstrapped returns)."""
-    logits, values, _ = net(torch.as_tensor(u["obs"]))
+    head, values, _ = net(torch.as_tensor(u["obs"]))
     with torch.no_grad():
         bootstrap = net(torch.as_tensor(last_obs)[None])[1][0]
     discounts, rewards = torch.as_tensor(u["discount"]), torch.as_tensor(u["reward"])
     ret = vtrace.from_importance_weights(torch.zeros_like(rewards), discounts, rewards, values.detach(), bootstrap)
-    return actor_critic_loss(logits, values, torch.as_tensor(u["action"]), ret.vs, ret.pg_advantages,
-                             cfg.baseline_cost, cfg.entropy_cost)
+    return actor_critic_loss(*policy_terms(net, head, torch.as_tensor(u["action"])), values, ret.vs,
+                             ret.pg_advantages, cfg.baseline_cost, cfg.entropy_cost)
 
 
 
@@ -204,12 +258,14 @@ class UnrollPlanes:
         self.trajectories.free()
 
 
-def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list[int]) -> dict:
-    """The learner of unrolls (IMPALA, GA3C): batches of `batch_size` unrolls from its share of `sources` (the ranks
-    that send them) -> learn(net, batch, cfg, device) -> Losses -> backward -> one allreduce of every learner's
-    gradients (comm.allreduce.learners_step: the mean over the learners that had a batch, clipping, the lr, the
-    step) -> the lead publishes every `publish_every` updates, logs and checkpoints; until no learner has a batch
-    (every source has stopped). `max_policy_lag` drops stale unrolls (counted)."""
+def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list[int], split=None) -> dict:
+    """The learner of unrolls (IMPALA, GA3C, APPO): batches of `batch_size` unrolls from its share of `sources` (the
+    ranks that send them) -> learn(net, batch, cfg, device) -> Losses -> backward -> one allreduce of every
+    learner's gradients (comm.allreduce.learners_step: the mean over the learners that had a batch, clipping, the
+    lr, the step) -> the lead publishes every `publish_every` updates, logs and checkpoints; until no learner has a
+    batch (every source has stopped). `max_policy_lag` drops stale unrolls (counted). split(batch) -> the
+    minibatches a batch is learnt from, one update each (APPO's passes), and for None as many Nones (a learner
+    without a batch joins every allreduce); None: the batch in one update."""
     learners = rt.role_comm
     device = nets.device(cfg.device)
     parts = learner_parts(cfg, planes.net.to(device))
@@ -229,19 +285,24 @@ def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list
     def row():
         return {**loss_row(last["losses"]), "dropped_unrolls": last["dropped"], "learners": learners.size}
 
-    while True:
-        batch = reader.receive(learner.updates, on_idle=lambda: learner.poll(row))
+    def update(batch) -> bool:  # one step on a batch (or on none); False when no learner had one
         opt.zero_grad(set_to_none=True)
         if batch is not None:
             last["losses"] = learn(net, batch, cfg, device)
             last["losses"].total.backward()
         dropped = learners_step(net, opt, allreduce, learner.progress, batch is not None, reader.dropped, cfg)
         if dropped is None:
-            break  # no learner has a batch: every source has stopped
+            return False  # no learner has a batch: every source has stopped
         learner.updates += 1
         last["dropped"] = int(dropped)
         if learner.lead and learner.updates % cfg.publish_every == 0:
             publish()
         learner.checkpoint()
         learner.poll(row)
+        return True
+
+    while True:
+        batch = reader.receive(learner.updates, on_idle=lambda: learner.poll(row))
+        if not all(update(mb) for mb in (split(batch) if split else [batch])):
+            break
     return learner.finish(row, reader, allreduce, final=publish)

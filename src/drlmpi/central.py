@@ -17,7 +17,7 @@ import torch
 from drlmpi.actor_critic import ACConfig
 from drlmpi.config import opt, require_at_least
 from drlmpi.errors import UserError
-from drlmpi.ops.actor_critic import sample_actions
+from drlmpi.ops import policy as pi
 
 
 @dataclass
@@ -106,7 +106,7 @@ def answer_batch(net, server, js: list[int], asm, version: int, states: list, cf
                       for i, s in enumerate(entering))
     with torch.no_grad():
         logits, values, new = net(torch.as_tensor(x, device=device)[None], state)
-    actions = sample_actions(logits[0, :n]).cpu().numpy()
+    actions = pi.sample(logits[0, :n]).cpu().numpy()
     for a, j in enumerate(js):
         server.reply(j)["action"][:] = actions[a * E : (a + 1) * E]
     server.answer(js, version)  # the actors step on while the server files the steps

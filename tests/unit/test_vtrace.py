@@ -70,17 +70,17 @@ def test_float32_and_no_gradient():
     assert got.vs.dtype == torch.float32 and not got.vs.requires_grad and not got.pg_advantages.requires_grad
 
 
-def test_from_logits_uses_the_log_ratio_of_the_actions_taken():
+def test_the_behaviour_log_probabilities_are_those_of_the_actions_taken():
+    from drlmpi.actor_critic import behaviour_log_prob
+
     rng = np.random.default_rng(5)
-    mu, pi = (torch.as_tensor(rng.normal(size=(6, 3, 4))) for _ in range(2))
-    actions = torch.as_tensor(rng.integers(0, 4, (6, 3)))
-    _, discounts, rewards, values, bootstrap = (torch.as_tensor(a) for a in inputs(6, 3, 6))
-    got = vtrace.from_logits(mu, pi, actions, discounts, rewards, values, bootstrap)
-    p_pi = torch.softmax(pi, -1).gather(-1, actions[..., None])[..., 0]
+    mu = torch.as_tensor(rng.normal(size=(7, 3, 4)))
+    actions = torch.as_tensor(rng.integers(0, 4, (7, 3)))
     p_mu = torch.softmax(mu, -1).gather(-1, actions[..., None])[..., 0]
-    want = vtrace.from_importance_weights(torch.log(p_pi / p_mu), discounts, rewards, values, bootstrap)
-    torch.testing.assert_close(got.vs, want.vs)
-    torch.testing.assert_close(got.pg_advantages, want.pg_advantages)
+    got = behaviour_log_prob({"logits": mu, "action": actions}, 6)  # (row 6: the bootstrap row, not acted on)
+    torch.testing.assert_close(got, torch.log(p_mu[:6]))
+    log_prob = torch.as_tensor(rng.normal(size=(7, 3)))  # a Gaussian policy's, as acted
+    assert torch.equal(behaviour_log_prob({"log_prob": log_prob, "action": torch.zeros(7, 3, 2)}, 6), log_prob[:6])
 
 
 def test_shapes_are_asserted():

@@ -20,7 +20,7 @@ ALGOS = {"dqn": "drlmpi.algos.dqn", "apex": "drlmpi.algos.apex", "gorila": "drlm
          "impala": "drlmpi.algos.impala", "ga3c": "drlmpi.algos.ga3c", "seed": "drlmpi.algos.seed",
          "r2d2": "drlmpi.algos.r2d2", "r2d3": "drlmpi.algos.r2d3", "qtopt": "drlmpi.algos.qtopt",
          "es": "drlmpi.algos.es", "pbt": "drlmpi.algos.pbt",
-         "ppo": "drlmpi.algos.ppo"}
+         "ppo": "drlmpi.algos.ppo", "appo": "drlmpi.algos.appo"}
 REQUIRED = ("Config", "LAYOUT", "ROLES")
 
 

@@ -52,6 +52,8 @@ from drlmpi.actor_critic import (
     forward_unrolls,
     learner_parts,
     load_policy,
+    policy_terms,
+    require_discrete,
     run_unroll_learner,
 )
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
@@ -90,8 +92,13 @@ def learn(net, batch: dict, cfg: Config, device) -> Losses:
     reward = b["reward"][:T]
     returns = vtrace.from_importance_weights(torch.zeros_like(reward), b["discount"][:T], reward,
                                              values[:T].detach(), values[T].detach())  # log rhos 0: n-step returns
-    return actor_critic_loss(logits[:T], values[:T], b["action"][:T], returns.vs, returns.pg_advantages,
-                             cfg.baseline_cost, cfg.entropy_cost)
+    return actor_critic_loss(*policy_terms(net, logits[:T], b["action"][:T]), values[:T], returns.vs,
+                             returns.pg_advantages, cfg.baseline_cost, cfg.entropy_cost)
+
+
+def validate(cfg: Config) -> None:
+    """Rank 0, before the job starts: Discrete actions (the predictors sample categorical ones)."""
+    require_discrete(cfg, "ga3c")
 
 
 @dataclass

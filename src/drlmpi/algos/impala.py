@@ -44,11 +44,14 @@ from drlmpi.actor_critic import (
     UnrollBatch,
     UnrollPlanes,
     VTraceClip,
+    behaviour_field,
+    behaviour_log_prob,
     build_net,
     collect,
     forward_unrolls,
     learner_parts,
     load_policy,
+    policy_terms,
     run_unroll_learner,
 )
 from drlmpi.checkpoint import State
@@ -77,14 +80,16 @@ class Config(AllreduceOption, VTraceClip, PolicyLag, UnrollBatch, ACConfig):
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:
     """IMPALA's loss on a batch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation) acted by
-    behaviour `logits` [T, N, A]: V-trace targets vs and policy-gradient advantages from the target policy's (the
-    learner's) logits, then the policy gradient, baseline and entropy losses. The caller steps (learners_step)."""
+    the behaviour policy (its logits [T, N, A], or its log-probabilities [T, N] of Gaussian actions): V-trace
+    targets vs and policy-gradient advantages from the log ratio of the target policy's (the learner's) and the
+    behaviour's log-probabilities, then the policy gradient, baseline and entropy losses. The caller steps
+    (learners_step)."""
     T = cfg.n_steps
-    b, logits, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
-    action = b["action"][:T]
-    vt = vtrace.from_logits(b["logits"][:T], logits[:T].detach(), action, b["discount"][:T], b["reward"][:T],
-                            values[:T].detach(), values[T].detach(), *cfg.vtrace_clip())
-    return actor_critic_loss(logits[:T], values[:T], action, vt.vs, vt.pg_advantages, cfg.baseline_cost,
+    b, head, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
+    log_pi, entropy = policy_terms(net, head[:T], b["action"][:T])
+    vt = vtrace.from_importance_weights(log_pi.detach() - behaviour_log_prob(b, T), b["discount"][:T],
+                                        b["reward"][:T], values[:T].detach(), values[T].detach(), *cfg.vtrace_clip())
+    return actor_critic_loss(log_pi, entropy, values[:T], vt.vs, vt.pg_advantages, cfg.baseline_cost,
                              cfg.entropy_cost)
 
 
@@ -97,9 +102,8 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     torch.manual_seed(cfg.seed)
     net = build_net(cfg, obs_space, act_space)
     E = cfg.num_envs
-    fields = {"obs": ((E, *obs_space.shape), obs_space.dtype), "action": ((E,), np.int64),
-              "reward": ((E,), np.float32), "discount": ((E,), np.float32),
-              "logits": ((E, act_space.n), np.float32)}
+    fields = {"obs": ((E, *obs_space.shape), obs_space.dtype), "reward": ((E,), np.float32),
+              "discount": ((E,), np.float32), **behaviour_field(E, act_space)}
     n = sum(p.numel() for p in net.parameters())
     weights = WeightsPlane.create(rt.channels.weights, rt.node, n, rt.layout.ranks("learner")[:1])
     traj = TrajectoryPlane.create(rt.channels.trajectories, rt.node, fields, cfg.n_steps, actor=rt.role == "actor")

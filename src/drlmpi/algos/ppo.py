@@ -37,12 +37,12 @@ import torch
 from mpi4py import MPI
 
 from drlmpi import nets
-from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, loss_row, restarted_bootstrap
+from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, loss_row, restarted_bootstrap
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
 from drlmpi.comm.preempt import Preemption
-from drlmpi.config import Hparam, opt, require_choice
-from drlmpi.envs import clips_rewards, env_restarts, is_box, make_vec, spaces
+from drlmpi.config import Hparam, opt
+from drlmpi.envs import clips_rewards, env_actions, env_restarts, is_box, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, RunningMoments, flat_params, load_arrays, moments
@@ -67,14 +67,13 @@ class Config(ACConfig):
                                      "(vector observations)", True)
     normalize_reward: bool = opt(False, "rewards scaled by the running std of the discounted return, the same on "
                                         "every worker", True)
-    separate_value: bool = opt(False, "the value has a torso of its own", True)
-    activation: str = opt("tanh", "MLP activation: tanh or relu", True)
     preempt_fraction: float = opt(0.6, "DD-PPO's preemption threshold: a worker stops collecting once this fraction "
                                        "of the workers have finished their rollouts (1: never)")
     preempt_least: float = opt(0.25, "the fraction of n_steps a worker always collects before it may be preempted")
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 2, "n_steps": 32, "lr": 1e-3, "lr_final": 0.0, "gamma": 0.98,
-                                "entropy_cost": 0.0, "total_env_steps": 150_000}
+                                "entropy_cost": 0.0, "activation": "tanh", "orthogonal_init": True,
+                                "total_env_steps": 150_000}
     CONTINUOUS: ClassVar[dict] = {"num_envs": 1, "n_steps": 512, "epochs": 10, "minibatches": 32, "lr": 3e-4,
                                   "lr_final": 0.0, "gamma": 0.99, "gae_lambda": 0.95, "clip": 0.2,
                                   "clip_final": 0.2, "value_clip": 0.2, "entropy_cost": 0.0,
@@ -90,7 +89,6 @@ class Config(ACConfig):
     POSITIVE: ClassVar[tuple[str, ...]] = ("epochs", "minibatches")
 
     def check_own(self):
-        require_choice(self, "activation", tuple(nets.ACTIVATIONS))
         for name in ("clip", "clip_final", "preempt_fraction", "preempt_least"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"config: {name} must be in [0, 1], got {getattr(self, name)}")
@@ -104,13 +102,6 @@ def validate(cfg: Config) -> None:
     obs_space, _ = spaces(cfg.env)
     if cfg.normalize_obs and nets.is_image(obs_space.shape):
         raise UserError(f"config: normalize_obs is for vector observations; {cfg.env} has images {obs_space.shape}")
-
-
-def build_net(cfg: Config, obs_space, act_space) -> ActorCritic:
-    continuous = is_box(act_space)
-    return ActorCritic(obs_space.shape, act_space.shape[0] if continuous else act_space.n, cfg.hidden,
-                       continuous=continuous, separate=cfg.separate_value, activation=cfg.activation,
-                       orthogonal=True)
 
 
 def learner_parts(cfg: Config, net: ActorCritic, obs_space) -> Parts:
@@ -141,13 +132,6 @@ def load_policy(cfg: Config, weights: dict, env):
             return to_env(pi.mode(head[0], net.log_std).numpy())
 
     return policy
-
-
-def env_actions(space):
-    """actions -> what the env receives: a Box's clipped to its bounds, a Discrete's as they are."""
-    if is_box(space):
-        return lambda a: np.clip(a, space.low, space.high)
-    return lambda a: a
 
 
 class Norms:

@@ -36,7 +36,16 @@ import numpy as np
 import torch
 
 from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import LOSS_COLUMNS, UnrollBatch, VTraceClip, build_net, learner_parts, load_policy, loss_row
+from drlmpi.actor_critic import (
+    LOSS_COLUMNS,
+    UnrollBatch,
+    VTraceClip,
+    build_net,
+    learner_parts,
+    load_policy,
+    loss_row,
+    require_discrete,
+)
 from drlmpi.algos import impala
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
@@ -65,6 +74,12 @@ def learn(net, batch: dict, cfg: Config, device) -> Losses:
     """SEED's loss is IMPALA's (algos.impala.learn: V-trace, rho-bar = c-bar = 1 by default) on the unrolls
     {field: [T + 1, N, ...]} this learner assembled itself; behaviour `logits` are its own at acting time."""
     return impala.learn(net, batch, cfg, device)
+
+
+def validate(cfg: Config) -> None:
+    """Rank 0, before the job starts: Discrete actions (the learner, serving inference, samples categorical
+    ones)."""
+    require_discrete(cfg, "seed")
 
 
 class UnrollPool:

@@ -69,6 +69,14 @@ def is_box(space) -> bool:
     return isinstance(space, gym.spaces.Box)
 
 
+def env_actions(space):
+    """A policy's actions -> what the env receives: a Box's clipped to its bounds (a Gaussian policy's samples are
+    unbounded), a Discrete's as they are."""
+    if is_box(space):
+        return lambda a: np.clip(a, space.low, space.high)
+    return lambda a: a
+
+
 def _register_ale() -> None:
     import ale_py
 

@@ -3,7 +3,7 @@
 not depend on the state). `log_std` None means categorical everywhere.
 
 A Gaussian policy's actions are the unbounded samples: they are what its log-probabilities and entropy are of, and
-what the trajectory carries; the env receives them clipped to its action box (envs.clip_actions), a part of the
+what the trajectory carries; the env receives them clipped to its action box (envs.env_actions), a part of the
 env's dynamics, as in PPO's reference implementations.
 """
 

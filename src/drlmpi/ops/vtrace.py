@@ -45,19 +45,3 @@ def from_importance_weights(log_rhos: torch.Tensor, discounts: torch.Tensor, rew
     next_vs = torch.cat([vs[1:], bootstrap_value[None]], dim=0)
     pg_rhos = rhos if clip_pg_rho_threshold is None else torch.clamp(rhos, max=clip_pg_rho_threshold)
     return VTraceReturns(vs, pg_rhos * (rewards + discounts * next_vs - values))
-
-
-def from_logits(behaviour_logits: torch.Tensor, target_logits: torch.Tensor, actions: torch.Tensor,
-                discounts: torch.Tensor, rewards: torch.Tensor, values: torch.Tensor,
-                bootstrap_value: torch.Tensor, clip_rho_threshold: float | None = 1.0,
-                clip_pg_rho_threshold: float | None = 1.0) -> VTraceReturns:
-    """V-trace for categorical policies: logits [T, B, A] of mu (acting) and pi (learning), actions int64 [T, B]."""
-    return from_importance_weights(log_prob(target_logits, actions) - log_prob(behaviour_logits, actions),
-                                   discounts, rewards, values, bootstrap_value, clip_rho_threshold,
-                                   clip_pg_rho_threshold)
-
-
-def log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[..., a]: logits [T, B, A], actions int64 [T, B] -> [T, B]."""
-    assert logits.shape[:-1] == actions.shape, "logits [T, B, A] and actions [T, B]"
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
