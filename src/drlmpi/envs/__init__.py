@@ -131,9 +131,14 @@ def check_env_id(env_id: str) -> None:
     if is_minatar(name):
         _register_minatar()
     try:
-        gym.spec(name)
+        spec = gym.spec(name)
     except gym.error.Error as e:
         raise UserError(f"--env {env_id}: unknown environment ({e})") from None
+    if "gymnasium.envs.mujoco" in str(spec.entry_point):
+        try:
+            import mujoco  # noqa: F401 - gymnasium's MuJoCo envs need it (the mujoco extra)
+        except ImportError:
+            raise UserError(f"--env {env_id} needs MuJoCo: pip install 'drlmpi[mujoco]'") from None
 
 
 @dataclass
