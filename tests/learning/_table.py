@@ -10,6 +10,7 @@ the score within the wall time. Each algorithm's `test_<algo>_learns.py` runs it
   r2d3       MountainCar-v0 from 10 recorded demonstrations of a scripted policy (tests/envs/scripted.py)
   qtopt      Pendulum-v1 (continuous actions); offline-only learning is tested below
   es         8 workers; pbt: the best of 4 DQN members
+  ppo        also Pendulum-v1 (row ppo-pendulum: Gaussian actions, the continuous preset)
 """
 
 
@@ -35,8 +36,11 @@ TABLE = [
     ("qtopt", 4, "Pendulum-v1", -200, 900, 3600),
     ("es", 8, "CartPole-v1", 475, 300, 1800),
     ("pbt", 4, "CartPole-v1", 475, 900, 3600),
+    ("ppo", 4, "CartPole-v1", 475, 600, 2400),
+    ("appo", 4, "CartPole-v1", 475, 600, 2400),
 ]
 ROW = {row[0]: row for row in TABLE}
+ROW["ppo-pendulum"] = ("ppo", 4, "Pendulum-v1", -200, 900, 3600)  # (a second row of an algorithm, by its name)
 
 
 def r2d3_demos(tmp_path) -> tuple[str, ...]:
@@ -49,9 +53,10 @@ def r2d3_demos(tmp_path) -> tuple[str, ...]:
     return ("--set", f"demos={demos}", "--total-env-steps", "100000")
 
 
-def learns(algo: str, tmp_path) -> None:
-    """The algorithm's row: 2 of 3 seeds reach the score (within the wall time where it has one)."""
-    _, ranks, env_id, score, wall, _ = ROW[algo]
+def learns(name: str, tmp_path) -> None:
+    """The row `name` (an algorithm's, or a second row's name): 2 of 3 seeds reach the score (within the wall time
+    where it has one)."""
+    algo, ranks, env_id, score, wall, _ = ROW[name]
     extra = r2d3_demos(tmp_path) if algo == "r2d3" else ()
     results = train_and_eval(tmp_path, algo, ranks, env_id=env_id, env=ENVS, extra=extra)
     assert sum(ret >= score and (wall is None or took <= wall) for ret, took in results.values()) >= 2, results

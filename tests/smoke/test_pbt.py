@@ -1,5 +1,6 @@
 """Population-based training end to end: the PBT paper's toy problem against exploit/explore off, an exact state copy
-between DQN members, Ape-X members of 4 ranks under -n 16, and SIGTERM then `--resume auto`."""
+between DQN members, PPO members searching PPO's hyperparameters, Ape-X members of 4 ranks under -n 16, and SIGTERM
+then `--resume auto`."""
 
 import csv
 import json
@@ -75,6 +76,22 @@ def test_dqn_members_copy_networks_exactly(tmp_path):
     ins = run([DRLMPI, "inspect", str(d), "--json"], timeout=60)
     info = json.loads(ins.stdout)
     assert info["algo"] == "pbt" and sorted(info["parts"]) == [f"member-{m}" for m in range(4)], info
+
+
+def test_ppo_members_search_lr_clip_entropy_and_gae_lambda(tmp_path):
+    """`--set member=ppo --set search=lr,clip,entropy,gae_lambda`: members exploit and explore PPO's own
+    hyperparameters (clip and clip_final together), and the best member evaluates."""
+    d = tmp_path / "run"
+    r = mpirun(4, pbt_cmd(d, "ready_every=2000", "search=lr,clip,entropy,gae_lambda", member="ppo", steps=6000),
+               timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    events = lineage(d)
+    assert events and all(set(e["hparams_before"]) == {"lr", "clip", "entropy", "gae_lambda"} for e in events), events
+    configs = [json.loads((d / f"member-{m}" / "config.json").read_text()) for m in range(4)]
+    assert len({c["clip"] for c in configs}) > 1 and all(c["clip_final"] == 0 for c in configs), \
+        "clip searched; clip_final keeps its default ratio to clip (0)"
+    ev = run([DRLMPI, "eval", str(d), "--episodes", "3", "--json"], timeout=120)
+    assert ev.returncode == 0 and json.loads(ev.stdout)["algo"] == "ppo", ev.stderr
 
 
 def test_four_apex_members_of_four_ranks(tmp_path):
