@@ -1,16 +1,18 @@
 """Time to a greedy return of 475 on CartPole-v1: drlmpi's algorithms with their defaults (the learning tests'
-runs) and a peer, stable-baselines3's `A2C` (the `bench` extra), on this machine.
+runs) and the peers, stable-baselines3's `A2C` and `PPO` (the `bench` extra), on this machine.
 
 Each drlmpi run trains with a checkpoint every `--every` seconds; afterwards each checkpoint, in order, is
 evaluated greedily over 20 episodes (`drlmpi.evaluate`, the code behind `drlmpi eval`). Time-to-475 is
 the training wall time (from the checkpoint's counters: seconds since the learner started) and env
-steps of the first checkpoint whose mean return is >= 475; "-" if none reached it. sb3-a2c is SB3's A2C with
-the RL Zoo's CartPole-v1 settings (8 envs, ent_coef 0, 500K steps), one process (it has no multi-process
-A2C): its policy is copied every `--every` seconds of training and each copy evaluated the same way after
-training (the deterministic action, 20 episodes by `drlmpi.evaluate.episode_returns`). Only one run trains at a
-time, so runs do not share the CPU.
+steps of the first checkpoint whose mean return is >= 475; "-" if none reached it. sb3-a2c and sb3-ppo are SB3's
+A2C and PPO with the RL Zoo's CartPole-v1 settings (A2C: 8 envs, ent_coef 0, 500K steps; PPO: 8 envs x 32 steps,
+batch 256, 20 epochs, gamma 0.98, GAE 0.8, lr and clip annealed from 1e-3 and 0.2, ent_coef 0, 100K steps), one
+process each (SB3 trains in one): the policy is copied every `--every` seconds of training and each copy
+evaluated the same way after training (the deterministic action, 20 episodes by
+`drlmpi.evaluate.episode_returns`). Only one run trains at a time, so runs do not share the CPU.
 
-Usage: python benchmarks/time_to_475.py [--algos dqn,apex,gorila,a2c,a3c,impala,sb3-a2c] [--seeds 0,1,2] [--every 10]
+Usage: python benchmarks/time_to_475.py [--algos dqn,apex,gorila,a2c,a3c,impala,ppo,appo,sb3-a2c,sb3-ppo]
+                                        [--seeds 0,1,2] [--every 10]
 """
 
 import argparse
@@ -29,18 +31,29 @@ from drlmpi.evaluate import evaluate
 BIN = os.path.dirname(sys.executable)
 RUNS = {"dqn": (1, 100_000), "apex": (4, 150_000), "gorila": (4, 150_000), "a2c": (4, 1_000_000),
         "a3c": (4, 1_000_000), "impala": (4, 2_000_000), "ga3c": (4, 1_000_000), "seed": (4, 2_000_000),
-        "sb3-a2c": (1, 500_000)}  # ranks, env steps (defaults)
+        "ppo": (4, 150_000), "appo": (4, 1_000_000), "sb3-a2c": (1, 500_000), "sb3-ppo": (1, 100_000)}
+# ranks, env steps (defaults)
 
 
-def sb3_a2c(seed: int, steps: int, every: float) -> tuple[tuple[float, int, float] | None, float]:
-    """Train SB3's A2C, copying its policy every `every` s; (first copy reaching 475, final return)."""
+def sb3_model(algo: str, seed: int):
+    """SB3's A2C or PPO with the RL Zoo's CartPole-v1 settings, on CPU."""
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    if algo == "sb3-a2c":
+        return A2C("MlpPolicy", env, ent_coef=0.0, seed=seed, device="cpu")
+    return PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+               learning_rate=lambda f: 1e-3 * f, clip_range=lambda f: 0.2 * f, seed=seed, device="cpu")
+
+
+def sb3_run(algo: str, seed: int, steps: int, every: float) -> tuple[tuple[float, int, float] | None, float]:
+    """Train SB3's A2C or PPO, copying its policy every `every` s; (first copy reaching 475, final return)."""
     import copy
     import time
 
     import torch
-    from stable_baselines3 import A2C
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
 
     from drlmpi.envs import make_vec
     from drlmpi.evaluate import episode_returns
@@ -58,7 +71,7 @@ def sb3_a2c(seed: int, steps: int, every: float) -> tuple[tuple[float, int, floa
                 copies.append((self.last - self.t0, self.num_timesteps, copy.deepcopy(self.model.policy.state_dict())))
             return True
 
-    model = A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed, device="cpu")
+    model = sb3_model(algo, seed)
     cb = Every()
     model.learn(steps, callback=cb)
     copies.append((time.monotonic() - cb.t0, model.num_timesteps, copy.deepcopy(model.policy.state_dict())))
@@ -88,7 +101,7 @@ def first_reach(run_dir: str, bar: float = 475.0) -> tuple[float, int, float] | 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--algos", default="dqn,apex,gorila,a2c,a3c,impala,sb3-a2c")
+    ap.add_argument("--algos", default="dqn,apex,gorila,a2c,a3c,impala,ppo,appo,sb3-a2c,sb3-ppo")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--every", type=float, default=10.0)
     a = ap.parse_args()
@@ -97,8 +110,8 @@ def main() -> None:
         for algo in a.algos.split(","):
             ranks, steps = RUNS[algo]
             for seed in (int(s) for s in a.seeds.split(",")):
-                if algo == "sb3-a2c":
-                    hit, final = sb3_a2c(seed, steps, a.every)
+                if algo.startswith("sb3-"):
+                    hit, final = sb3_run(algo, seed, steps, a.every)
                     rows.append((algo, ranks, seed, hit, final))
                     print(f"{algo} seed {seed}: {hit}, final {final:.1f}", flush=True)
                     continue
