@@ -1,8 +1,10 @@
 """What the actor-critic algorithms (A2C, A3C, IMPALA, GA3C, SEED) share, written once.
 
-  ACConfig        the fields and checks of every actor-critic learner: unroll length, loss weights (and Trained's)
-  UnrollBatch, PolicyLag, VTraceClip
-                  config mixins of the unroll learners (batch size; stale unrolls dropped; V-trace's thresholds)
+  ACConfig        the fields and checks of every actor-critic learner: unroll length, loss weights, the network's
+                  shape (and Trained's)
+  UnrollBatch, PolicyLag, VTraceClip, Surrogate
+                  config mixins of the unroll learners (batch size; stale unrolls dropped; V-trace's thresholds) and
+                  of the clipped-surrogate ones (epochs, minibatches, clip: PPO, APPO)
   build_net, load_policy
                   the actor-critic network (MLP or convolutional torso; a categorical policy's logits, or a
                   Gaussian's means for Box actions, and the value) and the greedy policy of a checkpoint (the most
@@ -53,7 +55,9 @@ class ACConfig(Trained):
     orthogonal_init: bool = opt(False, "PPO's initialisation: orthogonal layers, the policy head's gain 0.01", True)
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 8, "total_env_steps": 1_000_000}
-    MINATAR: ClassVar[dict] = {"gamma": 0.99, "lr": 3e-4, "lr_final": 0.0, "entropy_cost": 0.01,  # MinAtar
+    IMAGES: ClassVar[dict] = {"separate_value": False, "orthogonal_init": False}  # one conv torso
+    ATARI: ClassVar[dict] = IMAGES
+    MINATAR: ClassVar[dict] = {**IMAGES, "gamma": 0.99, "lr": 3e-4, "lr_final": 0.0, "entropy_cost": 0.01,  # MinAtar
                                "total_env_steps": 5_000_000}  # (config.PRESETS), the paper's frames
     SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-5, 1e-2),  # what PBT may search (algos.pbt)
                               "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m"),
@@ -85,6 +89,23 @@ class PolicyLag(Publishes):
         if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
             raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
                             f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")
+
+
+@dataclass
+class Surrogate:
+    """Config mixin of the clipped-surrogate learners (PPO, APPO)."""
+
+    epochs: int = opt(4, "passes over each batch of experience")
+    minibatches: int = opt(4, "minibatches each pass splits a batch into, one update each (PPO: each worker's rollout, "
+                              "one allreduce each)")
+    clip: float = opt(0.2, "the surrogate's clipping epsilon for the ratio to the acting policy (PPO: at the start, "
+                           "annealed to clip_final)")
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ("epochs", "minibatches")
+
+    def check_own(self):
+        if not 0 < self.clip <= 1:
+            raise UserError(f"config: clip must be in (0, 1], got {self.clip}")
 
 
 @dataclass

@@ -410,7 +410,7 @@ def show_config(args) -> int:
 
     cls = algos.get(args.algo).Config
     presets = {prefix: config.merged(cls, name) for prefix, name in config.PRESETS.items()}  # ALE/: {...}, ...
-    presets[config.BOX_ACTIONS] = config.merged(cls, "CONTINUOUS")
+    presets.update({label: config.merged(cls, name) for label, name in config.BOX_ACTIONS.items()})
     for f in dataclasses.fields(cls):
         notes = [f"{prefix}: {p[f.name]!r}" for prefix, p in presets.items() if f.name in p]
         note = f" ({'; '.join(notes)})" if notes else ""

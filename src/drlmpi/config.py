@@ -7,7 +7,8 @@ its Atari preset is: class dicts merged over the class hierarchy by one rule (`m
   DEFAULTS   {field: default} for any environment (applied to the dataclass itself: `Config()` has them)
   ATARI      {field: default} for `ALE/` environments, above DEFAULTS (a family's preset: PRESETS)
   MINATAR    {field: default} for `MinAtar/` environments, above DEFAULTS
-  CONTINUOUS {field: default} for the other environments whose actions are a Box (Pendulum, MuJoCo), above DEFAULTS
+  CONTINUOUS {field: default} for the other environments whose actions are a Box (Pendulum), above DEFAULTS
+  MUJOCO     {field: default} for gymnasium's MuJoCo environments (Hopper-v5, ...), instead of CONTINUOUS
   SEARCH     {name: Hparam}: what population-based training may search (algos.pbt)
   POSITIVE   field names that must be >= 1
 A class's `check_own(self)` checks its own fields only; `check(cfg)` runs every class's, does no I/O and changes
@@ -48,17 +49,23 @@ def structural_keys(cls) -> tuple[str, ...]:
 
 
 PRESETS = {"ALE/": "ATARI", "MinAtar/": "MINATAR"}  # env id prefix -> the class dict of that family's defaults
-BOX_ACTIONS = "Box actions"  # the label of the CONTINUOUS preset: every other env whose action space is a Box
+BOX_ACTIONS = {"MuJoCo": "MUJOCO", "Box actions": "CONTINUOUS"}  # labels of the presets chosen by the action space
 
 
 def preset_of(env: str, cls=None) -> str | None:
     """The name of the preset (a class dict) for env's family, or None. With cls: an env of no prefix family whose
-    action space is a Box gets cls's CONTINUOUS preset, where it has one (the env is made once to see its space)."""
+    action space is a Box gets cls's MUJOCO preset if gymnasium's MuJoCo envs define it, else its CONTINUOUS one,
+    where cls has them (the env is made once to see its space)."""
     name = next((name for prefix, name in PRESETS.items() if env.startswith(prefix)), None)
     if name is None and cls is not None and merged(cls, "CONTINUOUS"):
+        import gymnasium as gym
+
         from drlmpi.envs import is_box, spaces
 
-        return "CONTINUOUS" if is_box(spaces(env)[1]) else None
+        if not is_box(spaces(env)[1]):
+            return None
+        mujoco = "gymnasium.envs.mujoco" in str(gym.spec(env.rpartition(":")[2]).entry_point)
+        return "MUJOCO" if mujoco and merged(cls, "MUJOCO") else "CONTINUOUS"
     return name
 
 

@@ -34,27 +34,27 @@ def test_a3c_one_rank_runs_serially(tmp_path):
 
 
 def test_a3c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
-    check_sigterm_then_resume_on_3_ranks("a3c", tmp_path / "run", unroll=8 * 5)
+    check_sigterm_then_resume_on_3_ranks("a3c", tmp_path / "run", unroll=2 * 5)
 
 
 def test_a3c_across_pretend_hosts_through_a_ps_then_resumed_onto_one_host(tmp_path):
     """2 pretend hosts: the layout adds a ps, which applies every worker's gradient (updates = env steps / 40, the
-    steps of one unroll) and whose final vector is the checkpoint's network; resumed onto one host, the same
+    steps of one unroll of 8 envs) and whose final vector is the checkpoint's network; resumed onto one host, the same
     weights and RMSProp statistic go on in place (Hogwild!), still one update per unroll."""
     d = tmp_path / "run"
-    r = mpirun(4, ac_cmd("a3c", d, 20_000), timeout=300, env={"DRLMPI_RANKS_PER_NODE": "2"})
+    r = mpirun(4, ac_cmd("a3c", d, 20_000, "--set", "num_envs=8"), timeout=300, env={"DRLMPI_RANKS_PER_NODE": "2"})
     assert r.returncode == 0, r.stdout + r.stderr
     table = layout_table(r.stdout)
     assert [row[1] for row in table] == ["ps", "actor", "actor", "actor"] and len({row[3] for row in table}) == 2
     assert "done: 20040 env steps, 501 updates" in r.stdout, r.stdout
     st = checkpoint.load(d)
     assert sorted(st.parts) == ["ps-0"] and st.counters["updates"] == st.env_steps // 40 == 501, st.counters
-    net = a3c.build_net(a3c.Config(), *spaces("CartPole-v1"))
+    net = a3c.build_net(a3c.Config(num_envs=8), *spaces("CartPole-v1"))
     lifecycle.restore_learner(st, {"online": net}, {})
     ps = param_server.restore(st, sum(p.numel() for p in net.parameters()))
     np.testing.assert_array_equal(flat_params(net), ps["w"])
     assert ps["version"] == 501 and ps["opt"]["acc"].min() >= 0 and ps["opt"]["acc"].max() > 0
-    r = mpirun(3, ac_cmd("a3c", d, 40_000, "--resume", "auto"), timeout=300)
+    r = mpirun(3, ac_cmd("a3c", d, 40_000, "--resume", "auto", "--set", "num_envs=8"), timeout=300)
     assert r.returncode == 0 and f"resuming from {st.path}" in r.stdout, r.stdout + r.stderr
     end = checkpoint.load(d)
     assert not end.parts and "shared_rmsprop" in end.optim

@@ -15,14 +15,14 @@ def test_appo_four_ranks_run_and_evaluate(tmp_path):
 
 
 def test_appo_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
-    check_sigterm_then_resume_on_3_ranks("appo", tmp_path / "run", unroll=8 * 20)
+    check_sigterm_then_resume_on_3_ranks("appo", tmp_path / "run", unroll=2 * 5)
 
 
 def test_appo_makes_epochs_times_minibatches_updates_a_batch(tmp_path):
-    """batch_size 1 (8 envs: 8 unrolls a batch), 3 passes of 4 minibatches: 12 updates for each 160-step batch."""
+    """batch_size 1 (8 envs x 20 steps: 8 unrolls a batch), 3 passes of 4 minibatches: 12 updates a 160-step batch."""
     d = tmp_path / "run"
-    r = mpirun(2, ac_cmd("appo", d, 1600, "--set", "batch_size=1", "--set", "epochs=3", "--set", "minibatches=4"),
-               timeout=120)
+    r = mpirun(2, ac_cmd("appo", d, 1600, "--set", "batch_size=1", "--set", "num_envs=8", "--set", "n_steps=20",
+                         "--set", "epochs=3", "--set", "minibatches=4"), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     st = checkpoint.load(d)
     assert st.env_steps == 1600 and st.counters["updates"] == 12 * 1600 // 160, st.counters

@@ -21,7 +21,7 @@ def test_impala_four_ranks_run_and_evaluate(tmp_path):
 
 
 def test_impala_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
-    check_sigterm_then_resume_on_3_ranks("impala", tmp_path / "run", unroll=8 * 20)
+    check_sigterm_then_resume_on_3_ranks("impala", tmp_path / "run", unroll=2 * 5)
 
 
 def test_impala_unrolls_cross_hosts_and_old_ones_are_dropped(tmp_path):

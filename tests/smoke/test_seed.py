@@ -16,4 +16,4 @@ def test_seed_four_ranks_run_and_evaluate(tmp_path):
 
 
 def test_seed_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks_across_pretend_hosts(tmp_path):
-    check_sigterm_then_resume_on_3_ranks("seed", tmp_path / "run", unroll=16, env={"DRLMPI_RANKS_PER_NODE": "1"})
+    check_sigterm_then_resume_on_3_ranks("seed", tmp_path / "run", unroll=4, env={"DRLMPI_RANKS_PER_NODE": "1"})

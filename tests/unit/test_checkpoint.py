@@ -213,8 +213,10 @@ class _Log:  # what lifecycle.snapshot reads of a RunLog
 
 
 # every registered algorithm; a new one is added here (checked below)
-ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt", "es"]
-ENV = {"qtopt": "Pendulum-v1"}  # continuous actions; the others run on CartPole-v1
+ROUND_TRIP = ["dqn", "apex", "gorila", "a2c", "a3c", "impala", "ga3c", "seed", "r2d2", "r2d3", "qtopt", "es", "ppo",
+              "appo"]
+ENV = {"qtopt": "Pendulum-v1", "ppo": "Pendulum-v1"}  # continuous actions; the others run on CartPole-v1
+SETS = {"ppo": {"normalize_obs": True, "normalize_reward": True}}  # (its running statistics are state too)
 
 
 def declared(module, cfg, seed: int) -> Parts:
@@ -274,7 +276,7 @@ def test_round_trip(algo, tmp_path):
     learner restores it (Parts.load) into another instance: every network, optimizer, RNG stream and counter
     identical, and the checkpoint holds exactly the declared parts."""
     module = algos.get(algo)
-    cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path))
+    cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path), **SETS.get(algo, {}))
     parts = declared(module, cfg, 3)
     gen = np.random.default_rng(11)
     gen.random(7)
@@ -305,7 +307,7 @@ def declared_names() -> list[tuple[str, str, str]]:
     out = []
     for algo in ROUND_TRIP:
         module = algos.get(algo)
-        parts = declared(module, module.Config(env=ENV.get(algo, "CartPole-v1")), 0)
+        parts = declared(module, module.Config(env=ENV.get(algo, "CartPole-v1"), **SETS.get(algo, {})), 0)
         out += [(algo, "nets", n) for n in parts.nets] + [(algo, "optim", n) for n in parts.optims]
     return out
 
@@ -313,7 +315,7 @@ def declared_names() -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("algo,kind,name", declared_names())
 def test_restore_refuses_a_checkpoint_missing_a_declared_part(algo, kind, name, tmp_path):
     module = algos.get(algo)
-    cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path))
+    cfg = module.Config(env=ENV.get(algo, "CartPole-v1"), run_dir=str(tmp_path), **SETS.get(algo, {}))
     parts = declared(module, cfg, 3)
     s = parts.snapshot(algo, cfg, _Log(), {"env_steps": 1, "updates": 1}, np.random.default_rng(0), "learner-0", {})
     del getattr(s, kind)[name]

@@ -45,8 +45,12 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 class Config(ACConfig):
     optimizer: str = opt("rmsprop", "rmsprop (the paper's: alpha 0.99, eps 1e-5) or adam")
 
-    ATARI: ClassVar[dict] = {"n_steps": 5, "lr": 7e-4, "entropy_cost": 0.01, "max_grad_norm": 0.5,
+    DEFAULTS: ClassVar[dict] = {"num_envs": 2, "lr": 7e-4, "lr_final": 0.0, "entropy_cost": 0.0,
+                                "separate_value": True, "activation": "tanh", "orthogonal_init": True,
+                                "total_env_steps": 300_000}
+    ATARI: ClassVar[dict] = {"n_steps": 5, "lr": 7e-4, "entropy_cost": 0.01, "max_grad_norm": 0.5, "num_envs": 8,
                              "total_env_steps": 10_000_000}
+    MINATAR: ClassVar[dict] = {"num_envs": 8}
 
     def check_own(self):
         require_choice(self, "optimizer", ("rmsprop", "adam"))

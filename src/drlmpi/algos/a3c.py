@@ -70,8 +70,12 @@ class Config(Publishes, ACConfig):
     rmsprop_alpha: float = opt(0.99, "decay of the shared RMSProp statistic")
     rmsprop_eps: float = opt(1e-5, "epsilon of the shared RMSProp step, w -= lr d / (sqrt(g) + eps)")
 
+    DEFAULTS: ClassVar[dict] = {"num_envs": 2, "lr": 7e-4, "lr_final": 0.0, "entropy_cost": 0.0,
+                                "separate_value": True, "activation": "tanh", "orthogonal_init": True,
+                                "total_env_steps": 300_000}
     ATARI: ClassVar[dict] = {"n_steps": 5, "lr": 7e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0,
-                             "rmsprop_eps": 0.1, "total_env_steps": 10_000_000}
+                             "rmsprop_eps": 0.1, "num_envs": 8, "total_env_steps": 10_000_000}
+    MINATAR: ClassVar[dict] = {"num_envs": 8}
 
     def check_own(self):
         if not 0 <= self.rmsprop_alpha < 1 or self.rmsprop_eps <= 0:

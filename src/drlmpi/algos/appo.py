@@ -38,6 +38,7 @@ import torch
 from drlmpi.actor_critic import (
     ACConfig,
     PolicyLag,
+    Surrogate,
     UnrollBatch,
     behaviour_log_prob,
     build_net,
@@ -49,7 +50,7 @@ from drlmpi.actor_critic import (
 )
 from drlmpi.algos import impala
 from drlmpi.checkpoint import State
-from drlmpi.config import AllreduceOption, Hparam, opt
+from drlmpi.config import AllreduceOption, Hparam
 from drlmpi.errors import UserError
 from drlmpi.ops import vtrace
 from drlmpi.ops.ppo import PPOLosses, clipped_loss, normalized
@@ -60,21 +61,19 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 
 @dataclass
-class Config(AllreduceOption, PolicyLag, UnrollBatch, ACConfig):
-    epochs: int = opt(2, "passes over each batch of unrolls")
-    minibatches: int = opt(2, "minibatches of whole unrolls a batch is split into, each pass (one update each)")
-    clip: float = opt(0.2, "the surrogate's clipping epsilon for the ratio pi / mu to the behaviour policy")
+class Config(AllreduceOption, PolicyLag, UnrollBatch, Surrogate, ACConfig):
+    """minibatches: of whole unrolls."""
 
-    DEFAULTS: ClassVar[dict] = {"total_env_steps": 1_000_000, "n_steps": 20, "batch_size": 4, "lr": 1e-3,
-                                "entropy_cost": 0.01}
+    DEFAULTS: ClassVar[dict] = {"epochs": 2, "minibatches": 2, "num_envs": 2, "n_steps": 5, "batch_size": 4,
+                                "lr": 7e-4, "lr_final": 0.0,
+                                "entropy_cost": 0.0, "separate_value": True, "activation": "tanh",
+                                "orthogonal_init": True, "total_env_steps": 200_000}
     ATARI: ClassVar[dict] = {"lr": 2.5e-4, "entropy_cost": 0.01, "max_grad_norm": 0.5, "batch_size": 8,
-                             "clip": 0.1, "total_env_steps": 50_000_000}
+                             "num_envs": 8, "n_steps": 20, "clip": 0.1, "total_env_steps": 50_000_000}
+    MINATAR: ClassVar[dict] = {"num_envs": 8, "n_steps": 20}
     SEARCH: ClassVar[dict] = {"clip": Hparam(("clip",), 0.05, 0.5)}
-    POSITIVE: ClassVar[tuple[str, ...]] = ("epochs", "minibatches")
 
     def check_own(self):
-        if not 0 < self.clip <= 1:
-            raise UserError(f"config: clip must be in (0, 1], got {self.clip}")
         if self.minibatches > self.batch_size * self.num_envs:
             raise UserError(f"config: minibatches ({self.minibatches}) must be at most the unrolls of a batch "
                             f"(batch_size * num_envs = {self.batch_size * self.num_envs})")

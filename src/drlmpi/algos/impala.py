@@ -73,9 +73,12 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 @dataclass
 class Config(AllreduceOption, VTraceClip, PolicyLag, UnrollBatch, ACConfig):
-    DEFAULTS: ClassVar[dict] = {"total_env_steps": 2_000_000, "n_steps": 20}
+    DEFAULTS: ClassVar[dict] = {"num_envs": 2, "n_steps": 5, "lr": 7e-4, "lr_final": 0.0, "entropy_cost": 0.0,
+                                "separate_value": True, "activation": "tanh", "orthogonal_init": True,
+                                "total_env_steps": 400_000}
     ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "batch_size": 8,
-                             "total_env_steps": 50_000_000}
+                             "num_envs": 8, "n_steps": 20, "total_env_steps": 50_000_000}
+    MINATAR: ClassVar[dict] = {"num_envs": 8, "n_steps": 20}
 
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:

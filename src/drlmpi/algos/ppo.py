@@ -13,8 +13,9 @@ Roles: every rank is a worker (`actor`); the first leads (logs, checkpoints, ask
 One rank runs it serially (a worker alone: PPO as a single process). Actions: categorical (Discrete) or a diagonal
 Gaussian (Box; ops.policy: the unbounded sample is the action learnt from, the env receives it clipped).
 Defaults are CartPole-v1's (greedy return 500 on 4 ranks, the RL Zoo's settings with 4 workers sharing its batch);
-`Config.CONTINUOUS` is the preset of every env with a Box action space (Pendulum, MuJoCo: cleanrl's MuJoCo
-settings, its 2,048-step batch shared by 4 workers), `Config.ATARI` and `Config.MINATAR` the image presets.
+`Config.CONTINUOUS` is the preset of every env with a Box action space (Pendulum: cleanrl's MuJoCo settings, its
+2,048-step batch shared by 4 workers, for 300K steps), `Config.MUJOCO` the same for 1M steps on gymnasium's MuJoCo
+envs, `Config.ATARI` and `Config.MINATAR` the image presets.
 
 Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
   tag / pattern          channel        from -> to             payload                                 when
@@ -37,7 +38,7 @@ import torch
 from mpi4py import MPI
 
 from drlmpi import nets
-from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, loss_row, restarted_bootstrap
+from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, Surrogate, build_net, loss_row, restarted_bootstrap
 from drlmpi.checkpoint import State
 from drlmpi.comm.allreduce import GradAllreduce
 from drlmpi.comm.preempt import Preemption
@@ -56,10 +57,7 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 
 @dataclass
-class Config(ACConfig):
-    epochs: int = opt(20, "passes over each round's rollout")
-    minibatches: int = opt(1, "minibatches a worker splits its rollout into, each pass (one allreduce each)")
-    clip: float = opt(0.2, "the surrogate's clipping epsilon at the start (annealed linearly to clip_final)")
+class Config(Surrogate, ACConfig):
     clip_final: float = opt(0.0, "the clipping epsilon at the end of training")
     value_clip: float = opt(0.0, "clip each value update to +-value_clip around the value at acting (0: off)")
     gae_lambda: float = opt(0.8, "GAE's lambda")
@@ -71,25 +69,26 @@ class Config(ACConfig):
                                        "of the workers have finished their rollouts (1: never)")
     preempt_least: float = opt(0.25, "the fraction of n_steps a worker always collects before it may be preempted")
 
-    DEFAULTS: ClassVar[dict] = {"num_envs": 2, "n_steps": 32, "lr": 1e-3, "lr_final": 0.0, "gamma": 0.98,
+    DEFAULTS: ClassVar[dict] = {"epochs": 20, "minibatches": 1, "num_envs": 2, "n_steps": 32, "lr": 1e-3,
+                                "lr_final": 0.0, "gamma": 0.98,
                                 "entropy_cost": 0.0, "activation": "tanh", "orthogonal_init": True,
                                 "total_env_steps": 150_000}
     CONTINUOUS: ClassVar[dict] = {"num_envs": 1, "n_steps": 512, "epochs": 10, "minibatches": 32, "lr": 3e-4,
                                   "lr_final": 0.0, "gamma": 0.99, "gae_lambda": 0.95, "clip": 0.2,
                                   "clip_final": 0.2, "value_clip": 0.2, "entropy_cost": 0.0,
                                   "normalize_obs": True, "normalize_reward": True, "separate_value": True,
-                                  "total_env_steps": 1_000_000}
-    ATARI: ClassVar[dict] = {"num_envs": 2, "n_steps": 128, "epochs": 4, "minibatches": 1, "lr": 2.5e-4,
+                                  "total_env_steps": 300_000}
+    MUJOCO: ClassVar[dict] = {**CONTINUOUS, "total_env_steps": 1_000_000}
+    ATARI: ClassVar[dict] = {"num_envs": 2, "n_steps": 128, "epochs": 4, "minibatches": 4, "lr": 2.5e-4,
                              "gamma": 0.99, "gae_lambda": 0.95, "clip": 0.1, "clip_final": 0.1,
-                             "value_clip": 0.1, "entropy_cost": 0.01, "total_env_steps": 10_000_000}
+                             "value_clip": 0.1, "entropy_cost": 0.01, "orthogonal_init": True,
+                             "total_env_steps": 10_000_000}
     MINATAR: ClassVar[dict] = {**ATARI, "total_env_steps": 5_000_000}
     SEARCH: ClassVar[dict] = {"clip": Hparam(("clip", "clip_final"), 0.05, 0.5),
                               "gae_lambda": Hparam(("gae_lambda",), 0.8, 0.999, "log1m")}
 
-    POSITIVE: ClassVar[tuple[str, ...]] = ("epochs", "minibatches")
-
     def check_own(self):
-        for name in ("clip", "clip_final", "preempt_fraction", "preempt_least"):
+        for name in ("clip_final", "preempt_fraction", "preempt_least"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"config: {name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.gae_lambda <= 1 or not self.value_clip >= 0:
@@ -104,11 +103,11 @@ def validate(cfg: Config) -> None:
         raise UserError(f"config: normalize_obs is for vector observations; {cfg.env} has images {obs_space.shape}")
 
 
-def learner_parts(cfg: Config, net: ActorCritic, obs_space) -> Parts:
+def learner_parts(cfg: Config, net: ActorCritic) -> Parts:
     """A worker's declared state: the network, Adam (eps 1e-5), and the running statistics it normalises by."""
     parts = {"online": net}
     if cfg.normalize_obs:
-        parts["obs_norm"] = RunningMoments(int(np.prod(obs_space.shape)))
+        parts["obs_norm"] = RunningMoments(int(np.prod(net.obs_shape)))
     if cfg.normalize_reward:
         parts["ret_norm"] = RunningMoments(1)
     return Parts(parts, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
@@ -189,11 +188,12 @@ class Norms:
 
 
 def collect(net: ActorCritic, env, obs: np.ndarray, cfg: Config, norms: Norms, preempt: Preemption,
-            episodes: list) -> tuple[dict, np.ndarray]:
+            episodes: list, poll) -> tuple[dict, np.ndarray]:
     """One rollout of at most n_steps [t, E] with the current policy, until the preemption threshold stops it:
     obs (normalised as acted on), action, log_prob and value at acting, raw reward, discount (gamma, 0 after a
     termination), boot (gamma V(final obs) where a time limit cut the episode, in the normalised reward's units).
-    Returns (rollout, next obs); finished episodes' returns go to `episodes`."""
+    Returns (rollout, next obs); finished episodes' returns go to `episodes`. poll(): after every step (the
+    learner's: a long rollout must not starve the lead's greedy evaluation, metrics and checkpoint requests)."""
     T = cfg.n_steps
     clip, to_env = clips_rewards(cfg), env_actions(env.action_space)
     rows: dict[str, list] = {k: [] for k in ("obs", "action", "log_prob", "value", "reward", "discount", "boot")}
@@ -212,6 +212,7 @@ def collect(net: ActorCritic, env, obs: np.ndarray, cfg: Config, norms: Norms, p
                 rows[k].append(v)
             episodes += [ret for ret, _ in step.episodes]
             obs = step.obs
+            poll()
             if preempt.stop(t, T):
                 break
     preempt.end()
@@ -282,7 +283,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     (the workers' summed steps; the lead asks for the stop on a signal)."""
     workers = rt.role_comm
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
-    parts = learner_parts(cfg, build_net(cfg, env.observation_space, env.action_space), env.observation_space)
+    parts = learner_parts(cfg, build_net(cfg, env.observation_space, env.action_space))
     net, opt = parts.nets["online"], parts.optims["adam"]
     learner = Learner(rt, cfg, "ppo", parts, [*LOSS_COLUMNS, "approx_kl", "clip_frac", "preempted", "workers"],
                       resumed, lead_rank=0, actors=[])
@@ -301,7 +302,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
                 "preempted": last["preempted"], "workers": workers.size}
 
     while True:
-        rollout, obs = collect(net, env, obs, cfg, norms, preempt, episodes)
+        rollout, obs = collect(net, env, obs, cfg, norms, preempt, episodes, lambda: learner.poll(row))
         norms.merge(workers)
         batch = advantages(net, rollout, obs, cfg, norms)
         control = np.array([bool(learner.signal()), sum(episodes), len(episodes), env_restarts(),

@@ -65,9 +65,12 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 
 @dataclass
 class Config(AllreduceOption, VTraceClip, UnrollBatch, CentralConfig):
-    DEFAULTS: ClassVar[dict] = {"total_env_steps": 2_000_000, "n_steps": 20}
-    ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8,
+    DEFAULTS: ClassVar[dict] = {"num_envs": 4, "n_steps": 5, "batch_size": 2, "lr": 7e-4, "lr_final": 0.0,
+                                "entropy_cost": 0.0, "separate_value": True, "activation": "tanh",
+                                "orthogonal_init": True, "total_env_steps": 400_000}
+    ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "num_envs": 8, "n_steps": 20,
                              "batch_size": 8, "total_env_steps": 50_000_000}
+    MINATAR: ClassVar[dict] = {"num_envs": 16, "n_steps": 20, "batch_size": 4}
 
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:

@@ -20,7 +20,7 @@ SETS = {"apex": ["learning_starts=300", "batch_size=32", "replay_ratio=0.5", "to
         "r2d2": ["learning_starts=20", "batch_size=4", "replay_ratio=0.5", "total_env_steps=1600", "lstm=16",
                  "seq_len=8", "burn_in=2", "seq_overlap=2"],
         "impala": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000"],
-        "seed": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000", "lstm=16"]}
+        "seed": ["batch_size=1", "n_steps=5", "num_envs=4", "total_env_steps=20000", "lstm=16", "separate_value=false"]}
 world = MPI.COMM_WORLD
 algo, run_dir, backend = sys.argv[1:4]
 module = algos.get(algo)
