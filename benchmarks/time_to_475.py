@@ -118,7 +118,8 @@ def main() -> None:
                 run_dir = os.path.join(d, f"{algo}-{seed}")
                 cmd = [os.path.join(BIN, "mpiexec"), "-n", str(ranks), os.path.join(BIN, "drlmpi"), "--algo", algo,
                        "--env", "CartPole-v1", "--total-env-steps", str(steps), "--seed", str(seed),
-                       "--run-dir", run_dir, "--set", f"checkpoint_every={a.every}"]
+                       "--run-dir", run_dir, "--set", f"checkpoint_every={a.every}",
+                       "--set", "keep_checkpoints=1000000"]  # (every checkpoint is evaluated afterwards)
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
                 if r.returncode:
                     sys.exit(f"{algo} seed {seed} failed:\n{r.stdout}\n{r.stderr}")
