@@ -32,7 +32,8 @@ import numpy as np
 from _timing import machine
 
 BIN = os.path.dirname(sys.executable)
-RANKS = {"dqn": 1, "apex": 4, "gorila": 4, "r2d2": 4, "a2c": 4, "a3c": 4, "impala": 4, "ga3c": 4, "seed": 4}
+RANKS = {"dqn": 1, "apex": 4, "gorila": 4, "r2d2": 4, "a2c": 4, "a3c": 4, "impala": 4, "ga3c": 4, "seed": 4, "ppo": 4,
+         "appo": 4}
 LOG_EVERY = 10.0
 
 
@@ -65,7 +66,6 @@ def sb3_run(algo: str, env_id: str, seed: int, frames: int, run_dir: Path) -> No
     """Train SB3's DQN or PPO (one process, one torch thread) and log in drlmpi's metrics format."""
     import torch
     from stable_baselines3 import DQN, PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     from drlmpi.envs import check_env_id, make_one
@@ -86,20 +86,24 @@ def sb3_run(algo: str, env_id: str, seed: int, frames: int, run_dir: Path) -> No
                     learning_rate=lambda f: 2.5e-4 * f, n_steps=128, batch_size=256, n_epochs=4, gamma=0.99,
                     gae_lambda=0.95, clip_range=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
                     policy_kwargs={**policy_kwargs, "net_arch": {"pi": [], "vf": []}}, seed=seed, device="cpu")
+    model.learn(frames, callback=log_callback(run_dir))
+
+
+def log_callback(run_dir: Path):
+    """An SB3 callback writing drlmpi's metrics.csv (time, env_steps, env_frames, recent_return: the mean of the
+    last 100 training episodes' raw returns) every LOG_EVERY seconds and at the end."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
     class Log(BaseCallback):
         def _on_training_start(self):
             self.t0 = self.last = time.monotonic()
-            self.returns, self.running = deque(maxlen=100), np.zeros(self.training_env.num_envs)
+            self.returns = deque(maxlen=100)
             self.f = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115 - closed at the end
             self.w = csv.writer(self.f)
             self.w.writerow(["time", "env_steps", "env_frames", "recent_return"])
 
-        def _on_step(self):
-            self.running += self.locals["rewards"]
-            for i in np.flatnonzero(self.locals["dones"]):
-                self.returns.append(self.running[i])
-                self.running[i] = 0.0
+        def _on_step(self):  # (make_vec_env's Monitor reports each episode's raw return, even under VecNormalize)
+            self.returns.extend(info["episode"]["r"] for info in self.locals["infos"] if "episode" in info)
             if time.monotonic() - self.last >= LOG_EVERY:
                 self.row()
             return True
@@ -114,7 +118,7 @@ def sb3_run(algo: str, env_id: str, seed: int, frames: int, run_dir: Path) -> No
             self.row()
             self.f.close()
 
-    model.learn(frames, callback=Log())
+    return Log()
 
 
 def curve(run_dir: Path) -> dict:
