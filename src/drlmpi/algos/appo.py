@@ -14,19 +14,10 @@ Roles: `learner`s (the first leads) and `actor`s on the other ranks.
             allreduce per update; `max_policy_lag` drops unrolls acted on weights too old, as in IMPALA.
 Defaults are CartPole-v1's (greedy return 475+ on 4 ranks).
 
-Messages: IMPALA's (algos.impala), every one of them; the learners' allreduce runs once per minibatch:
-  tag / pattern          channel       from -> to              payload                                when
-  TRAJECTORY_SHM         trajectories  actor -> its learner    int64 (outbox slot, 0); the unroll in  an unroll is full
-                                                               the slot (same host)
-  TRAJECTORY / _ACK      trajectories  actor <-> its learner   the unroll block / empty (other host)  an unroll is full
-  STOP                   trajectories  actor -> its learner    empty                                  share done
-  METRICS, STOP          reports       actor -> lead learner   float64 [9] (comm.metrics); empty      every 0.5 s; end
-  Ibcast + Bcast         weights       lead -> other hosts'    version, float32 weights               publish_every
-                                       leaders
-  Ibarrier + Allreduce   learners      learner <-> learners    gradients + (the lead's progress,      every minibatch
-                                                               had a batch, unrolls dropped)
-  CHECKPOINT, _DONE,     control       lead <-> other ranks    request; RNG state (comm.checkpoint)   checkpoint_every,
-  SIGNAL                                                       signal number                          signal, end
+Messages: IMPALA's, every one (algos.impala's table: TRAJECTORY_SHM, TRAJECTORY / _ACK and STOP on the trajectories
+channel, METRICS and STOP on reports, the weights' Ibcast + Bcast across hosts, the learners' Ibarrier + Allreduce,
+CHECKPOINT, _DONE and SIGNAL on control), but the learners' allreduce runs once per minibatch, `epochs` x
+`minibatches` times a batch, instead of once.
 """
 
 from dataclasses import dataclass
