@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--algos", default="dqn,apex,gorila,a2c,a3c,impala,ppo,appo,sb3-a2c,sb3-ppo")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--set", action="append", default=[], help="key=value for every drlmpi run (not the defaults)")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -119,7 +120,8 @@ def main() -> None:
                 cmd = [os.path.join(BIN, "mpiexec"), "-n", str(ranks), os.path.join(BIN, "drlmpi"), "--algo", algo,
                        "--env", "CartPole-v1", "--total-env-steps", str(steps), "--seed", str(seed),
                        "--run-dir", run_dir, "--set", f"checkpoint_every={a.every}",
-                       "--set", "keep_checkpoints=1000000"]  # (every checkpoint is evaluated afterwards)
+                       "--set", "keep_checkpoints=1000000",  # (every checkpoint is evaluated afterwards)
+                       *[x for s in a.set for x in ("--set", s)]]
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
                 if r.returncode:
                     sys.exit(f"{algo} seed {seed} failed:\n{r.stdout}\n{r.stderr}")

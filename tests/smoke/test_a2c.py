@@ -20,4 +20,4 @@ def test_a2c_one_rank_runs_serially(tmp_path):
 
 
 def test_a2c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
-    check_sigterm_then_resume_on_3_ranks("a2c", tmp_path / "run", unroll=2 * 5)
+    check_sigterm_then_resume_on_3_ranks("a2c", tmp_path / "run", unroll=4 * 5)

@@ -45,7 +45,7 @@ __all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_poli
 class Config(ACConfig):
     optimizer: str = opt("rmsprop", "rmsprop (the paper's: alpha 0.99, eps 1e-5) or adam")
 
-    DEFAULTS: ClassVar[dict] = {"num_envs": 2, "lr": 7e-4, "lr_final": 0.0, "entropy_cost": 0.0,
+    DEFAULTS: ClassVar[dict] = {"num_envs": 4, "lr": 7e-4, "lr_final": 0.0, "entropy_cost": 0.0,
                                 "separate_value": True, "activation": "tanh", "orthogonal_init": True,
                                 "total_env_steps": 300_000}
     ATARI: ClassVar[dict] = {"n_steps": 5, "lr": 7e-4, "entropy_cost": 0.01, "max_grad_norm": 0.5, "num_envs": 8,
