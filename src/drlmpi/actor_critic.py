@@ -56,6 +56,7 @@ class ACConfig(Trained):
 
     DEFAULTS: ClassVar[dict] = {"num_envs": 8, "total_env_steps": 1_000_000}
     IMAGES: ClassVar[dict] = {"separate_value": False, "orthogonal_init": False}  # one conv torso
+    SAVED_BEFORE: ClassVar[dict] = {"separate_value": False, "activation": "relu", "orthogonal_init": False}
     ATARI: ClassVar[dict] = IMAGES
     MINATAR: ClassVar[dict] = {**IMAGES, "gamma": 0.99, "lr": 3e-4, "lr_final": 0.0, "entropy_cost": 0.01,  # MinAtar
                                "total_env_steps": 5_000_000}  # (config.PRESETS), the paper's frames

@@ -10,6 +10,7 @@ its Atari preset is: class dicts merged over the class hierarchy by one rule (`m
   CONTINUOUS {field: default} for the other environments whose actions are a Box (Pendulum), above DEFAULTS
   MUJOCO     {field: default} for gymnasium's MuJoCo environments (Hopper-v5, ...), instead of CONTINUOUS
   SEARCH     {name: Hparam}: what population-based training may search (algos.pbt)
+  SAVED_BEFORE {field: value} a field had in effect before it existed: what a saved config without it means
   POSITIVE   field names that must be >= 1
 A class's `check_own(self)` checks its own fields only; `check(cfg)` runs every class's, does no I/O and changes
 nothing (what needs files, envs or networks is the algorithm module's `validate(cfg)`, run once on rank 0 before
@@ -280,7 +281,7 @@ def build(cls, toml_path: str | None = None, sets: list[str] = (), base: dict | 
     flags. base: the values to start from instead of the defaults (a resumed run's config).
     """
     hints = typing.get_type_hints(cls)
-    values: dict = {k: v for k, v in (base or {}).items() if k in hints}
+    values: dict = {k: v for k, v in ({**merged(cls, "SAVED_BEFORE"), **base} if base else {}).items() if k in hints}
     if toml_path:
         try:
             data = tomllib.loads(Path(toml_path).read_text())
@@ -338,7 +339,9 @@ def to_dict(cfg) -> dict:
 
 
 def from_dict(cls, data: dict):
-    """Rebuild a config from a saved dict (e.g. a checkpoint), ignoring keys this version does not know."""
+    """Rebuild a config from a saved dict (e.g. a checkpoint), ignoring keys this version does not know; a key it
+    lacks takes the value configs had before the key existed (`SAVED_BEFORE`), else today's default."""
     hints = typing.get_type_hints(cls)
+    data = {**merged(cls, "SAVED_BEFORE"), **data}
     return cls(**{k: _coerce(k, hints[k], v) for k, v in data.items() if k in hints})
 

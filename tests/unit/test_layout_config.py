@@ -257,3 +257,26 @@ def test_structural_keys_are_declared_with_their_fields_and_refused_on_resume():
         with pytest.raises(CheckpointError, match=f"cannot resume with {key}="):
             lifecycle.resumed_config(module, algo, state, None, [f"{key}={value}"])
         assert lifecycle.resumed_config(module, algo, state, None, ["lr=0.01"]).lr == 0.01
+
+
+def test_a_config_saved_before_the_actor_critic_network_keys_keeps_its_network():
+    """Checkpoints written before separate_value, activation and orthogonal_init existed hold a shared ReLU torso:
+    their saved config (without those keys) rebuilds that network (SAVED_BEFORE), for eval and for a resume, while
+    a new config gets today's defaults."""
+    from drlmpi import lifecycle
+    from drlmpi.checkpoint import State
+    from drlmpi.envs import spaces
+
+    for algo in ("a2c", "impala"):
+        module = algos.get(algo)
+        saved = config.to_dict(config.build(module.Config))
+        for key in ("separate_value", "activation", "orthogonal_init"):
+            del saved[key]
+        old = config.from_dict(module.Config, saved)
+        assert (old.separate_value, old.activation, old.orthogonal_init) == (False, "relu", False), algo
+        net = module.build_net(old, *spaces("CartPole-v1"))
+        assert net.value_torso is None and "value_torso.net.0.weight" not in net.state_dict()
+        state = State(algo=algo, env="CartPole-v1", config=saved, path="c.h5")
+        resumed = lifecycle.resumed_config(module, algo, state, None, ["lr=0.01"])
+        assert (resumed.separate_value, resumed.activation) == (False, "relu") and resumed.lr == 0.01
+        assert config.build(module.Config).separate_value, "a new run gets today's default"

@@ -11,7 +11,9 @@ Roles: `learner`s (the first leads) and `actor`s on the other ranks.
             to the behaviour policy (rho-bar = c-bar = 1), advantages r_t + gamma_t v_{t+1} - V(x_t) (normalised
             over the minibatch), and the clipped surrogate of the ratio pi / mu to the behaviour policy, the value
             loss to the V-trace targets and the entropy bonus. Several learners average gradients with one
-            allreduce per update; `max_policy_lag` drops unrolls acted on weights too old, as in IMPALA.
+            allreduce per update; `max_policy_lag` drops unrolls acted on weights too old, as in IMPALA. Updates
+            (the weights' version, `publish_every`, `max_policy_lag`) count minibatch steps: epochs x minibatches a
+            batch.
 Defaults are CartPole-v1's (greedy return 475+ on 4 ranks).
 
 Messages: IMPALA's, every one (algos.impala's table: TRAJECTORY_SHM, TRAJECTORY / _ACK and STOP on the trajectories

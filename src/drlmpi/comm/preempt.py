@@ -8,7 +8,9 @@ gradient allreduce.
                  and ceil(fraction * workers) other workers have stopped (it counts the receives that completed)
   end()          this worker stopped: sends COLLECTED to every other worker, then waits (politely, with a timeout)
                  until every send and every receive of the round completed, so no message outlives its round.
-With one worker, or fraction >= 1, no message is sent and stop() is True only for a full rollout.
+With one worker, or fraction >= 1, no message is sent and stop() is True only for a full rollout. A worker still
+collecting is not finished, so the others must make up the fraction: with 0.6, 4 workers preempt the last one, 2
+workers never (1 of 2 finished is below 0.6), as DD-PPO's rule (finished >= fraction x workers) has it.
 Cost: W - 1 empty messages per worker and round, tested without blocking once per env step.
 """
 
