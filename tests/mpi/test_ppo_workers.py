@@ -1,5 +1,6 @@
-"""PPO's workers under mpiexec: identical after every update (weights and running statistics), and DD-PPO's
-preemption threshold cutting a straggler's rollouts short, only when it is on (tests/mpi/scripts/ppo_workers.py)."""
+"""PPO's workers under mpiexec: each worker's loss weighted by its samples (tests/mpi/scripts/ppo_weighting.py),
+identical after every update (weights and running statistics), and DD-PPO's preemption threshold cutting a
+straggler's rollouts short, only when it is on (tests/mpi/scripts/ppo_workers.py)."""
 
 import re
 import sys
@@ -9,6 +10,11 @@ from helpers import ROOT, mpirun, script
 
 pytestmark = pytest.mark.mpi
 ENV = {"PYTHONPATH": str(ROOT / "tests" / "envs"), "DRLMPI_TEST_SLOW_RANKS": "1", "DRLMPI_TEST_SLOW_S": "0.002"}
+
+
+def test_ppo_weights_each_workers_loss_by_its_samples():
+    r = mpirun(2, [sys.executable, script("ppo_weighting.py")], timeout=120)
+    assert r.returncode == 0 and "PASS 2 ranks" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("fraction,normalize", [("0.6", "1"), ("1", "0")])
