@@ -162,19 +162,27 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1_000_000)
     ap.add_argument("--out", default="runs/minatar")
     a = ap.parse_args()
+    runs = run_grid(a.games.split(","), a.algos.split(","), a.seeds, a.frames, Path(a.out),
+                    lambda game: f"MinAtar/{game}-v1", sb3_run)
+    print(table(runs, a.frames))
+
+
+def run_grid(names: list[str], algos: list[str], seeds: str, steps: int, out: Path, env_of, peer_run) -> dict:
+    """Every (name, algo, seed) run, one at a time, into out/<algo>-<name>-<seed> (drlmpi_run, or peer_run for an
+    `sb3-` algo); a run with a `finished` marker is skipped, any other redone. Returns {(algo, name): [run dirs]}."""
     runs: dict = {}
-    for game in a.games.split(","):
-        for algo in a.algos.split(","):
-            for seed in (int(s) for s in a.seeds.split(",")):
-                env_id, run_dir = f"MinAtar/{game}-v1", Path(a.out) / f"{algo}-{game}-{seed}"
-                if not (run_dir / "finished").exists():  # (a rerun skips the runs that finished, redoes the rest)
+    for name in names:
+        for algo in algos:
+            for seed in (int(s) for s in seeds.split(",")):
+                run_dir = out / f"{algo}-{name}-{seed}"
+                if not (run_dir / "finished").exists():
                     shutil.rmtree(run_dir, ignore_errors=True)
                     t0 = time.monotonic()
-                    (sb3_run if algo.startswith("sb3") else drlmpi_run)(algo, env_id, seed, a.frames, run_dir)
+                    (peer_run if algo.startswith("sb3") else drlmpi_run)(algo, env_of(name), seed, steps, run_dir)
                     (run_dir / "finished").write_text(f"{time.monotonic() - t0:.0f} s\n")
-                    print(f"{algo} {game} seed {seed}: {time.monotonic() - t0:.0f} s", flush=True)
-                runs.setdefault((algo, game), []).append(run_dir)
-    print(table(runs, a.frames))
+                    print(f"{algo} {name} seed {seed}: {time.monotonic() - t0:.0f} s", flush=True)
+                runs.setdefault((algo, name), []).append(run_dir)
+    return runs
 
 
 if __name__ == "__main__":

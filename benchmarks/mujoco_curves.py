@@ -20,13 +20,11 @@ Usage: python benchmarks/mujoco_curves.py --algos ppo,sb3-ppo --envs Hopper-v5,H
 """
 
 import argparse
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 from _timing import machine
-from minatar_curves import at_time, curve, drlmpi_run, log_callback
+from minatar_curves import at_time, curve, log_callback, run_grid
 
 
 def sb3_run(algo: str, env_id: str, seed: int, steps: int, run_dir: Path) -> None:
@@ -76,18 +74,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--out", default="runs/mujoco")
     a = ap.parse_args()
-    runs: dict = {}
-    for env_id in a.envs.split(","):
-        for algo in a.algos.split(","):
-            for seed in (int(s) for s in a.seeds.split(",")):
-                run_dir = Path(a.out) / f"{algo}-{env_id}-{seed}"
-                if not (run_dir / "finished").exists():  # (a rerun skips the runs that finished, redoes the rest)
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                    t0 = time.monotonic()
-                    (sb3_run if algo.startswith("sb3") else drlmpi_run)(algo, env_id, seed, a.steps, run_dir)
-                    (run_dir / "finished").write_text(f"{time.monotonic() - t0:.0f} s\n")
-                    print(f"{algo} {env_id} seed {seed}: {time.monotonic() - t0:.0f} s", flush=True)
-                runs.setdefault((algo, env_id), []).append(run_dir)
+    runs = run_grid(a.envs.split(","), a.algos.split(","), a.seeds, a.steps, Path(a.out), lambda env: env, sb3_run)
     print(table(runs, a.steps))
 
 
