@@ -45,13 +45,14 @@ def check_one_rank_runs_serially(algo: str, d) -> None:
     assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
 
 
-def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
-    """4 ranks run 20K steps with these roles and save every rank's RNG and metrics; the checkpoint evaluates."""
+def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: str) -> None:
+    """4 ranks run 20K steps with these roles (and extra arguments) and save every rank's RNG and metrics; the
+    checkpoint evaluates."""
     import json
 
     from drlmpi import checkpoint
 
-    r = mpirun(4, ac_cmd(algo, d, 20_000), timeout=300)
+    r = mpirun(4, ac_cmd(algo, d, 20_000, *extra), timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert [row[1] for row in layout_table(r.stdout)] == roles, out
@@ -68,18 +69,19 @@ def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d) -> None:
     assert e.returncode == 0 and json.loads(e.stdout)["algo"] == algo, e.stderr
 
 
-def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | None = None) -> None:
-    """SIGTERM to a 4-rank run: complete checkpoint, exit 75; `--resume auto` on 3 ranks continues to the new total
-    (within 3 unrolls of `unroll` env steps per worker) with more updates and the metrics history kept."""
+def check_sigterm_then_resume_on_3_ranks(algo: str, d, unroll: int, env: dict | None = None,
+                                         extra: tuple[str, ...] = ()) -> None:
+    """SIGTERM to a 4-rank run: complete checkpoint, exit 75; `--resume auto` on 3 ranks continues 10K steps to the
+    new total (within 3 unrolls of `unroll` env steps per worker) with more updates and the metrics history kept."""
     from drlmpi import checkpoint
     from drlmpi.signals import REQUEUE_EXIT
 
-    code, out, err = sigterm_once_logging(4, ac_cmd(algo, d, 10_000_000), d, env=env)
+    code, out, err = sigterm_once_logging(4, ac_cmd(algo, d, 10_000_000, *extra), d, env=env)
     assert code == REQUEUE_EXIT, out + err
     st = checkpoint.load(d)
     assert 0 < st.env_steps < 10_000_000 and len(st.rng) == 4
-    total = st.env_steps + 30_000
-    r = mpirun(3, ac_cmd(algo, d, total, "--resume", "auto"), timeout=300, env=env)
+    total = st.env_steps + 10_000
+    r = mpirun(3, ac_cmd(algo, d, total, *extra, "--resume", "auto"), timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resuming from {st.path}" in r.stdout
     end = checkpoint.load(d)

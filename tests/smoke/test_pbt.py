@@ -82,8 +82,9 @@ def test_ppo_members_search_lr_clip_entropy_and_gae_lambda(tmp_path):
     """`--set member=ppo --set search=lr,clip,entropy,gae_lambda`: members exploit and explore PPO's own
     hyperparameters (clip and clip_final together), and the best member evaluates."""
     d = tmp_path / "run"
-    r = mpirun(4, pbt_cmd(d, "ready_every=2000", "search=lr,clip,entropy,gae_lambda", member="ppo", steps=6000),
-               timeout=180)
+    cmd = pbt_cmd(d, "ready_every=2000", "search=lr,clip,entropy,gae_lambda", "member_set=epochs=4", member="ppo",
+                  steps=6000)
+    r = mpirun(4, cmd, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     events = lineage(d)
     assert events and all(set(e["hparams_before"]) == {"lr", "clip", "entropy", "gae_lambda"} for e in events), events
@@ -98,7 +99,7 @@ def test_four_apex_members_of_four_ranks(tmp_path):
     """`mpiexec -n 16 drlmpi --algo pbt --set member=apex --set population=4` (shortened): exit 0, every member
     on its own Ape-X layout, at least one exploit in the lineage."""
     d = tmp_path / "run"
-    r = mpirun(16, pbt_cmd(d, "population=4", "ready_every=3000", member="apex", steps=6000), timeout=400)
+    r = mpirun(16, pbt_cmd(d, "population=4", "ready_every=2000", member="apex", steps=4000), timeout=400)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "pbt: 4 apex member(s) of 4 rank(s)" in r.stdout, r.stdout
     assert len(lineage(d)) >= 1 and len(population(d)) == 8
@@ -113,18 +114,18 @@ def test_sigterm_then_resume_auto_continues_the_population(tmp_path):
     from drlmpi.signals import REQUEUE_EXIT
 
     d = tmp_path / "run"
-    cmd = pbt_cmd(d, "ready_every=3000", "log_every=1", steps=12_000)
+    cmd = pbt_cmd(d, "ready_every=2000", "log_every=1", steps=8000)
     code, out, err = sigterm_once_logging(4, cmd, d / "member-0", after=6.0)
     assert code == REQUEUE_EXIT, out + err
     st = checkpoint.load(d)
-    assert st.algo == "pbt" and st.env_steps < 12_000, st.counters
+    assert st.algo == "pbt" and st.env_steps < 8000, st.counters
     r = mpirun(4, cmd + ["--resume", "auto"], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = population(d)
     assert [(int(x["generation"]), int(x["member"])) for x in rows] == [(g, m) for g in range(4) for m in range(4)]
     end = checkpoint.load(d)
-    assert end.env_steps >= 12_000 and end.counters["generation"] == 3
-    assert all(checkpoint.load(d / f"member-{m}").env_steps >= 12_000 for m in range(4))
+    assert end.env_steps >= 8000 and end.counters["generation"] == 3
+    assert all(checkpoint.load(d / f"member-{m}").env_steps >= 8000 for m in range(4))
 
 
 def test_a_population_killed_mid_generation_keeps_what_its_checkpoint_links(tmp_path):

@@ -19,8 +19,12 @@ from helpers import (
 pytestmark = pytest.mark.mpi
 
 
+# (4 epochs, not CartPole's 20: each epoch's allreduce costs these tests more than the mechanisms they check)
+EPOCHS = ("--set", "epochs=4")
+
+
 def test_ppo_four_ranks_run_and_evaluate(tmp_path):
-    check_four_ranks_run_and_evaluate("ppo", ["actor"] * 4, tmp_path / "ppo")
+    check_four_ranks_run_and_evaluate("ppo", ["actor"] * 4, tmp_path / "ppo", *EPOCHS)
 
 
 def test_ppo_one_rank_runs_serially(tmp_path):
@@ -28,12 +32,12 @@ def test_ppo_one_rank_runs_serially(tmp_path):
 
 
 def test_ppo_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):
-    check_sigterm_then_resume_on_3_ranks("ppo", tmp_path / "run", unroll=2 * 32)
+    check_sigterm_then_resume_on_3_ranks("ppo", tmp_path / "run", unroll=2 * 32, extra=EPOCHS)
 
 
 def pendulum(d, steps: int, *extra: str) -> list[str]:
     return [DRLMPI, "--algo", "ppo", "--env", "Pendulum-v1", "--total-env-steps", str(steps), "--run-dir", str(d),
-            "--set", "n_steps=128", "--set", "minibatches=4", *extra]
+            "--set", "n_steps=128", "--set", "minibatches=4", *EPOCHS, *extra]
 
 
 def test_ppo_gaussian_policy_resumes_its_statistics_on_2_workers(tmp_path):
