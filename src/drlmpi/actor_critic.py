@@ -38,6 +38,7 @@ from drlmpi.envs import env_actions, is_box, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, flat_params, load_arrays
+from drlmpi.nets.optim import RMSprop
 from drlmpi.ops import policy as pi
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss
@@ -255,7 +256,7 @@ def forward_unrolls(net, batch: dict, T: int, device) -> tuple[dict, torch.Tenso
 
 def learner_parts(cfg: ACConfig, net: torch.nn.Module) -> Parts:
     """An unroll learner's declared state (IMPALA, GA3C, SEED): the network and its RMSProp."""
-    return Parts({"online": net}, {"rmsprop": torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)})
+    return Parts({"online": net}, {"rmsprop": RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)})
 
 
 LOSS_COLUMNS = ["loss", "pg_loss", "baseline_loss", "entropy"]

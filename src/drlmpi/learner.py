@@ -34,7 +34,7 @@ from drlmpi.rundir import RunLog
 
 @dataclass
 class Parts:
-    """A learner's declared state. optims: torch optimizers, or any object with torch's `state_dict()` shape (A3C's
+    """A learner's declared state. optims: nets.optim optimizers, or any object with torch's `state_dict()` shape (A3C's
     shared RMSProp window, which its `restore` reads back). refresh(): brings the networks up to date before a
     copy (A3C reads the global weights from its window); restore(state) -> updates: how a checkpoint restores them,
     where that is not simply network by network and optimizer by optimizer (A3C: also from parameter-server

@@ -1,6 +1,6 @@
 """The run lifecycle, written once for every algorithm: checkpoints, resume, stop on a signal.
 
-  optim_state, load_optim_state   a torch optimizer's state as arrays and JSON, and back
+  optim_state, load_optim_state   an optimizer's state (nets.optim, torch's layout) as arrays and JSON, and back
   snapshot         the lead's state copied into memory: the only pause of training for a checkpoint
   Lifecycle        the lead's checkpoints: asks every other rank (comm.checkpoint), collects their replies
                    (RNG states, part files), and writes the main file in a thread once every part is in
@@ -33,7 +33,8 @@ PAUSE = -1  # Lifecycle.signal() once the run reached cfg.pause_at_env_steps: a 
 
 
 def optim_state(opt) -> dict:
-    """A torch optimizer's state: {"groups": param groups (JSON-able), "state": {param index: {key: array}}}."""
+    """An optimizer's state (nets.optim's or torch.optim's): {"groups": param groups (JSON-able), "state": {param
+    index: {key: array}}}."""
     sd = opt.state_dict()
     return {"groups": [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]],
             "state": {str(i): {k: v.detach().cpu().numpy().copy() for k, v in s.items()}
@@ -50,7 +51,7 @@ def load_optim_state(opt, saved: dict) -> None:
 
 def snapshot(algo: str, cfg, log, counters: dict, nets: dict, optims: dict, gen: np.random.Generator, who: str,
              layout: dict) -> State:
-    """The lead's state as arrays in memory: nets {name: module}, optims {name: torch optimizer}."""
+    """The lead's state as arrays in memory: nets {name: module}, optims {name: optimizer}."""
     from drlmpi.config import to_dict
     from drlmpi.nets import state_arrays
 
@@ -282,7 +283,7 @@ def _norm(v):
 
 
 def restore_learner(state: State, nets: dict, optims: dict) -> int:
-    """Load networks {name: module} and optimizers {name: torch optimizer} from a checkpoint; returns its
+    """Load networks {name: module} and optimizers {name: nets.optim optimizer} from a checkpoint; returns its
     update count. A mismatch (another network shape) raises CheckpointError."""
     from drlmpi.nets import load_arrays
 

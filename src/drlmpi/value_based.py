@@ -38,6 +38,7 @@ from drlmpi.envs import spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import QNetwork, flat_params, greedy, load_arrays, load_flat, q_values
+from drlmpi.nets.optim import Adam
 from drlmpi.ops.qlearning import actor_priority, double_dqn_td, weighted_huber
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, actor, transition_fields
@@ -142,7 +143,7 @@ def build_net(cfg: ValueConfig, obs_space, act_space) -> QNetwork:
 def learner_parts(cfg: ValueConfig, net: torch.nn.Module) -> Parts:
     """A double-DQN learner's declared state: the online network, its target copy, Adam."""
     target = copy.deepcopy(net).requires_grad_(False)
-    return Parts({"online": net, "target": target}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
+    return Parts({"online": net, "target": target}, {"adam": Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
 
 
 def load_policy(cfg: ValueConfig, weights: dict, env):

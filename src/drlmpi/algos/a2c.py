@@ -33,6 +33,7 @@ from drlmpi.config import opt, require_choice
 from drlmpi.envs import clips_rewards, env_restarts, make_vec
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import flat_params
+from drlmpi.nets.optim import Adam, RMSprop
 from drlmpi.ops.actor_critic import Losses
 from drlmpi.ops.schedules import linear
 from drlmpi.runtime import RoleSpec, Runtime, wait
@@ -59,8 +60,8 @@ class Config(ACConfig):
 def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
     """A worker's declared state: the network and its optimizer (RMSProp, alpha 0.99, eps 1e-5; or Adam)."""
     if cfg.optimizer == "adam":
-        return Parts({"online": net}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
-    return Parts({"online": net}, {"rmsprop": torch.optim.RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)})
+        return Parts({"online": net}, {"adam": Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
+    return Parts({"online": net}, {"rmsprop": RMSprop(net.parameters(), lr=cfg.lr, alpha=0.99, eps=1e-5)})
 
 
 def learn(net, opt, allreduce: GradAllreduce, unroll: dict, last_obs: np.ndarray, cfg: Config, frac: float,

@@ -43,6 +43,7 @@ from drlmpi.envs import Restarts, close_quietly, env_restarts, is_box, is_minata
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import MLP, flat_params, load_arrays
+from drlmpi.nets.optim import Adam
 from drlmpi.runtime import RoleSpec, Runtime, barrier, unlink_mpi_segments, wait
 
 LAYOUT = RoleSpec(fixed=(), min_actors=1, serial_ok=True)
@@ -215,7 +216,7 @@ def noise_table(node: MPI.Intracomm, size: int, seed: int) -> tuple[MPI.Win, np.
 
 def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
     """A worker's declared state: the policy (its observation normaliser in buffers) and Adam on theta."""
-    return Parts({"online": net}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr)})
+    return Parts({"online": net}, {"adam": Adam(net.parameters(), lr=cfg.lr)})
 
 
 def learn(net, opt, table: np.ndarray, everyone: np.ndarray, cfg: Config) -> np.ndarray:

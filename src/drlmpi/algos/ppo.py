@@ -47,6 +47,7 @@ from drlmpi.envs import clips_rewards, env_actions, env_restarts, is_box, make_v
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, RunningMoments, flat_params, load_arrays, moments
+from drlmpi.nets.optim import Adam
 from drlmpi.ops import policy as pi
 from drlmpi.ops.ppo import PPOLosses, clipped_loss, gae, normalized
 from drlmpi.ops.schedules import linear
@@ -110,7 +111,7 @@ def learner_parts(cfg: Config, net: ActorCritic) -> Parts:
         parts["obs_norm"] = RunningMoments(int(np.prod(net.obs_shape)))
     if cfg.normalize_reward:
         parts["ret_norm"] = RunningMoments(1)
-    return Parts(parts, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
+    return Parts(parts, {"adam": Adam(net.parameters(), lr=cfg.lr, eps=1e-5)})
 
 
 def load_policy(cfg: Config, weights: dict, env):

@@ -70,6 +70,7 @@ from drlmpi.envs import is_box, spaces
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
+from drlmpi.nets.optim import Adam
 from drlmpi.ops.cem import cem
 from drlmpi.ops.qlearning import actor_priority
 from drlmpi.ops.schedules import linear
@@ -137,7 +138,7 @@ def validate(cfg: Config) -> None:
 def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
     """A trainer's declared state: Q, the Polyak-averaged target Q1', the lagged target Q2', Adam."""
     t1, t2 = copy.deepcopy(net).requires_grad_(False), copy.deepcopy(net).requires_grad_(False)
-    return Parts({"online": net, "target1": t1, "target2": t2}, {"adam": torch.optim.Adam(net.parameters(), lr=cfg.lr)})
+    return Parts({"online": net, "target1": t1, "target2": t2}, {"adam": Adam(net.parameters(), lr=cfg.lr)})
 
 
 def learn(net, batch: dict, device) -> tuple[torch.Tensor, dict]:

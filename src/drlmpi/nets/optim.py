@@ -1,0 +1,100 @@
+"""Adam and RMSprop on torch parameters, without torch.optim.
+
+torch.optim's optimizers import torch._dynamo on their first use (about 0.9 s of CPU and 70 MiB in every rank
+that builds one). These are the same single-tensor updates torch runs on CPU, step for step (bit-identical:
+tests/unit/test_torch_optim.py), with torch's `state_dict()` layout, so checkpoints written with torch.optim
+(drlmpi before these) load and continue. What the algorithms use of an optimizer: `param_groups` (one group; its
+"lr" is annealed in place), `zero_grad()`, `step()`, `state_dict()`, `load_state_dict()`.
+"""
+
+import torch
+
+
+class _Optimizer:
+    hyper: tuple[str, ...] = ()  # the group keys a checkpoint must carry (others, such as torch's flags, are ignored)
+
+    def __init__(self, params, **group) -> None:
+        self.params = [p for p in params]
+        self.param_groups = [{**group, "params": self.params}]
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                s = self.state.get(i) or self.state.setdefault(i, self.fresh(p))
+                s["step"] += 1
+                self.update(p, p.grad, s, group, s["step"].item())
+
+    def state_dict(self) -> dict:
+        """{"param_groups": [{hyperparameters, "params": [0..n-1]}], "state": {index: {name: tensor}}}."""
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"param_groups": [{**group, "params": list(range(len(self.params)))}],
+                "state": {i: dict(s) for i, s in self.state.items()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Hyperparameters and per-parameter state, checked against these parameters (count and shapes)."""
+        (group,) = sd["param_groups"]
+        if len(group["params"]) != len(self.params):
+            raise ValueError(f"optimizer state for {len(group['params'])} parameters, not {len(self.params)}")
+        if missing := [k for k in self.hyper if k not in group]:
+            raise ValueError(f"optimizer state without {', '.join(missing)}: not {type(self).__name__}'s")
+        self.param_groups[0].update({k: group[k] for k in self.hyper})
+        state = {}
+        for i, s in sd["state"].items():
+            p = self.params[int(i)]
+            fresh = self.fresh(p)
+            if set(s) != set(fresh) or any(s[k].shape != v.shape for k, v in fresh.items()):
+                raise ValueError(f"optimizer state of parameter {i} does not fit its {tuple(p.shape)} shape")
+            state[int(i)] = {k: torch.as_tensor(s[k]).to(v, copy=True) for k, v in fresh.items()}
+        self.state = state
+
+
+class Adam(_Optimizer):
+    """torch.optim.Adam's update (no weight decay, no amsgrad), state: step, exp_avg, exp_avg_sq."""
+
+    hyper = ("lr", "betas", "eps")
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps)
+
+    @staticmethod
+    def fresh(p: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    @staticmethod
+    def update(p: torch.Tensor, g: torch.Tensor, s: dict, group: dict, step: float) -> None:
+        """m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
+        p <- p - lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+        beta1, beta2 = group["betas"]
+        s["exp_avg"].lerp_(g, 1 - beta1)
+        s["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = (s["exp_avg_sq"].sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
+        p.addcdiv_(s["exp_avg"], denom, value=-(group["lr"] / (1 - beta1**step)))
+
+
+class RMSprop(_Optimizer):
+    """torch.optim.RMSprop's update (not centered, no momentum or weight decay), state: step, square_avg."""
+
+    hyper = ("lr", "alpha", "eps")
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8):
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps)
+
+    @staticmethod
+    def fresh(p: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"step": torch.tensor(0.0), "square_avg": torch.zeros_like(p)}
+
+    @staticmethod
+    def update(p: torch.Tensor, g: torch.Tensor, s: dict, group: dict, step: float) -> None:
+        """sq <- alpha sq + (1 - alpha) g^2; p <- p - lr g / (sqrt(sq) + eps)."""
+        s["square_avg"].mul_(group["alpha"]).addcmul_(g, g, value=1 - group["alpha"])
+        p.addcdiv_(g, s["square_avg"].sqrt().add_(group["eps"]), value=-group["lr"])
