@@ -1,7 +1,7 @@
-"""nets.optim's Adam and RMSprop: torch.optim's updates step for step (bit-identical on CPU, lr annealed in place,
-parameters with no gradient left alone); state from either (checkpoints written before them held torch.optim's)
-continuing in them through a checkpoint's arrays; state for other parameters refused; and no torch._dynamo in a
-process that trains with them (what they are for)."""
+"""nets.optim's Adam and RMSprop: torch.optim's multi-tensor updates step for step (bit-identical, lr annealed in
+place, parameters with no gradient left alone); its global-norm clipping torch's; state from either (checkpoints
+written before them held torch.optim's) continuing in them through a checkpoint's arrays; state for other
+parameters refused; and no torch._dynamo in a process that trains with them (what they are for)."""
 
 import copy
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from drlmpi.lifecycle import load_optim_state, optim_state
-from drlmpi.nets.optim import Adam, RMSprop
+from drlmpi.nets.optim import Adam, RMSprop, clip_grad_norm
 
 PAIRS = [(Adam, torch.optim.Adam, {"lr": 3e-3, "eps": 1e-5}),
          (RMSprop, torch.optim.RMSprop, {"lr": 7e-4, "alpha": 0.99, "eps": 1e-5})]
@@ -43,7 +43,7 @@ def same(a, b) -> bool:
 def test_the_same_updates_as_torch_optim_bit_for_bit(ours, theirs, kw):
     a, b = twins()
     train(a, ours(a.parameters(), **kw), 60, seed=1)
-    train(b, theirs(b.parameters(), **kw), 60, seed=1)
+    train(b, theirs(b.parameters(), **kw, foreach=True), 60, seed=1)
     assert same(a, b)
     before = copy.deepcopy(a)
     train(a, ours(a.parameters(), **kw), 1, seed=2)
@@ -54,7 +54,8 @@ def test_the_same_updates_as_torch_optim_bit_for_bit(ours, theirs, kw):
 @pytest.mark.parametrize("first", ["torch", "ours"])
 def test_state_from_torch_optim_or_ours_continues_in_ours_through_a_checkpoints_arrays(ours, theirs, kw, first):
     a, b = twins()
-    oa, ob = {"torch": theirs, "ours": ours}[first](a.parameters(), **kw), ours(b.parameters(), **kw)
+    oa = theirs(a.parameters(), **kw, foreach=True) if first == "torch" else ours(a.parameters(), **kw)
+    ob = ours(b.parameters(), **kw)
     train(a, oa, 20, seed=1)
     b.load_state_dict(a.state_dict())
     load_optim_state(ob, optim_state(oa))
@@ -62,6 +63,22 @@ def test_state_from_torch_optim_or_ours_continues_in_ours_through_a_checkpoints_
     train(a, oa, 20, seed=2)
     train(b, ob, 20, seed=2)
     assert same(a, b), "the moments and step counts came across: the next updates are the same"
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_clip_grad_norm_clips_as_torch_does(scale):
+    a, b = twins()
+    for net in (a, b):
+        net(torch.randn(16, 4, generator=torch.Generator().manual_seed(3))).pow(2).mean().mul(scale).backward()
+    a[2].bias.grad = b[2].bias.grad = None
+    ours = clip_grad_norm(list(a.parameters()), 0.5)
+    theirs = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.5)
+    torch.testing.assert_close(ours, theirs)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=0)
+    assert (ours > 0.5) == (scale > 1)  # one case clips, the other does not
 
 
 def test_state_for_other_parameters_is_refused():

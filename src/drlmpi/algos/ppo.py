@@ -47,7 +47,7 @@ from drlmpi.envs import clips_rewards, env_actions, env_restarts, is_box, make_v
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, RunningMoments, flat_params, load_arrays, moments
-from drlmpi.nets.optim import Adam
+from drlmpi.nets.optim import Adam, clip_grad_norm
 from drlmpi.ops import policy as pi
 from drlmpi.ops.ppo import PPOLosses, clipped_loss, gae, normalized
 from drlmpi.ops.schedules import linear
@@ -257,7 +257,7 @@ def learn(net, opt, allreduce: GradAllreduce, batch: dict, cfg: Config, frac: fl
     minibatch's loss times its m samples -> backward -> one allreduce (m and, on the first, `control`) -> the
     gradient mean over every worker's samples -> clipped Adam step at the lr and clip of progress `frac`.
     Returns (the last minibatch's losses, the sums of `control` over the workers)."""
-    n, W = len(batch["advantage"]), allreduce.comm.size
+    n, W, params = len(batch["advantage"]), allreduce.comm.size, allreduce.params
     clip = linear(cfg.clip, cfg.clip_final, frac)
     for g in opt.param_groups:
         g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
@@ -271,10 +271,8 @@ def learn(net, opt, allreduce: GradAllreduce, batch: dict, cfg: Config, frac: fl
             tail = allreduce(np.concatenate([[len(idx)], control if sums is None else np.zeros_like(control)]))
             sums = tail[1:].copy() if sums is None else sums
             if tail[0] > 0:
-                for p in net.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(W / tail[0])
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+                torch._foreach_mul_([p.grad for p in params if p.grad is not None], W / tail[0])
+                clip_grad_norm(params, cfg.max_grad_norm)
                 opt.step()
     return losses, sums
 

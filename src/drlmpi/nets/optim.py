@@ -1,10 +1,11 @@
 """Adam and RMSprop on torch parameters, without torch.optim.
 
 torch.optim's optimizers import torch._dynamo on their first use (about 0.9 s of CPU and 70 MiB in every rank
-that builds one). These are the same single-tensor updates torch runs on CPU, step for step (bit-identical:
-tests/unit/test_torch_optim.py), with torch's `state_dict()` layout, so checkpoints written with torch.optim
-(drlmpi before these) load and continue. What the algorithms use of an optimizer: `param_groups` (one group; its
-"lr" is annealed in place), `zero_grad()`, `step()`, `state_dict()`, `load_state_dict()`.
+that builds one). These are torch's multi-tensor (`foreach=True`) updates, step for step (bit-identical:
+tests/unit/test_torch_optim.py): a handful of kernel calls a step for all the parameters, not a handful per
+parameter as torch's CPU default runs. State has torch's `state_dict()` layout, so checkpoints written with
+torch.optim (drlmpi before these) load and continue. What the algorithms use of an optimizer: `param_groups` (one
+group; its "lr" is annealed in place), `zero_grad()`, `step()`, `state_dict()`, `load_state_dict()`.
 """
 
 import torch
@@ -27,12 +28,12 @@ class _Optimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        group = self.param_groups[0]
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                s = self.state.get(i) or self.state.setdefault(i, self.fresh(p))
-                s["step"] += 1
-                self.update(p, p.grad, s, group, s["step"].item())
+        """One update of the parameters that have a gradient (the others and their state stay as they are)."""
+        live = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
+        if live:
+            states = [self.state.get(i) or self.state.setdefault(i, self.fresh(p)) for i, p in live]
+            torch._foreach_add_([s["step"] for s in states], 1.0)
+            self.update([p for _, p in live], [p.grad for _, p in live], states, self.param_groups[0])
 
     def state_dict(self) -> dict:
         """{"param_groups": [{hyperparameters, "params": [0..n-1]}], "state": {index: {name: tensor}}}."""
@@ -71,14 +72,19 @@ class Adam(_Optimizer):
         return {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
 
     @staticmethod
-    def update(p: torch.Tensor, g: torch.Tensor, s: dict, group: dict, step: float) -> None:
-        """m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
+    def update(ps: list, gs: list, states: list[dict], group: dict) -> None:
+        """For each parameter p, gradient g, step t: m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2;
         p <- p - lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
         beta1, beta2 = group["betas"]
-        s["exp_avg"].lerp_(g, 1 - beta1)
-        s["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = (s["exp_avg_sq"].sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
-        p.addcdiv_(s["exp_avg"], denom, value=-(group["lr"] / (1 - beta1**step)))
+        m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        t = [s["step"].item() for s in states]
+        torch._foreach_lerp_(m, gs, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, gs, gs, 1 - beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, [(1 - beta2**k) ** 0.5 for k in t])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(ps, m, denom, [(group["lr"] / (1 - beta1**k)) * -1 for k in t])
 
 
 class RMSprop(_Optimizer):
@@ -94,7 +100,22 @@ class RMSprop(_Optimizer):
         return {"step": torch.tensor(0.0), "square_avg": torch.zeros_like(p)}
 
     @staticmethod
-    def update(p: torch.Tensor, g: torch.Tensor, s: dict, group: dict, step: float) -> None:
-        """sq <- alpha sq + (1 - alpha) g^2; p <- p - lr g / (sqrt(sq) + eps)."""
-        s["square_avg"].mul_(group["alpha"]).addcmul_(g, g, value=1 - group["alpha"])
-        p.addcdiv_(g, s["square_avg"].sqrt().add_(group["eps"]), value=-group["lr"])
+    def update(ps: list, gs: list, states: list[dict], group: dict) -> None:
+        """For each parameter p and gradient g: sq <- alpha sq + (1 - alpha) g^2; p <- p - lr g / (sqrt(sq) + eps)."""
+        sq = [s["square_avg"] for s in states]
+        torch._foreach_mul_(sq, group["alpha"])
+        torch._foreach_addcmul_(sq, gs, gs, value=1 - group["alpha"])
+        avg = torch._foreach_sqrt(sq)
+        torch._foreach_add_(avg, group["eps"])
+        torch._foreach_addcdiv_(ps, gs, avg, value=-group["lr"])
+
+
+def clip_grad_norm(params: list, max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ (global 2-norm, scaled by min(1, max_norm / (norm + 1e-6))) in one foreach
+    pass over a list of parameters (torch's runs per parameter on CPU); returns the norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
