@@ -162,11 +162,13 @@ def test_a_job_reaching_its_time_limit_checkpoints_once_and_requeues(slurm, tmp_
 
 
 def task_exits(text: str) -> dict[int, int]:
-    """{task: exit code} from srun's "task 3: Exited ..." and "tasks 0-2: Exited ..." lines (srun groups the tasks
+    """{task: exit code} from srun's "task 3: Exited ..." and "tasks 0,2-3: Exited ..." lines (srun groups the tasks
     that end together, so one job may report 0-3 at once or in pieces)."""
     exits = {}
-    for first, last, code in re.findall(r"tasks? (\d+)(?:-(\d+))?: Exited with exit code (\d+)", text):
-        exits.update(dict.fromkeys(range(int(first), int(last or first) + 1), int(code)))
+    for tasks, code in re.findall(r"tasks? ([\d,-]+): Exited with exit code (\d+)", text):
+        for part in tasks.split(","):
+            first, _, last = part.partition("-")
+            exits.update(dict.fromkeys(range(int(first), int(last or first) + 1), int(code)))
     return exits
 
 

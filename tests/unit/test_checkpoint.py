@@ -355,6 +355,8 @@ def test_learner_state_is_built_only_in_learner_parts():
 def test_the_learner_state_check_would_catch_one():
     for code in ("def run_learner(net):\n    target = copy.deepcopy(net)",
                  "def run(net):\n    opt = torch.optim.Adam(net.parameters())",
+                 "def run(net):\n    opt = Adam(net.parameters())",
+                 "def run(net):\n    opt = RMSprop(net.parameters())",
                  "from torch.optim import Adam", "OPT = torch.optim.SGD([], lr=1)",
                  "class X:\n    t = copy.deepcopy(NET)"):
         assert state_built_outside_learner_parts(code, "x.py"), code
@@ -362,7 +364,7 @@ def test_the_learner_state_check_would_catch_one():
 
 
 SRC = Path(algos.__file__).resolve().parents[1]
-BUILDS = {"copy.deepcopy", "deepcopy", "SharedRMSProp", "FlatOptimizer"}
+BUILDS = {"copy.deepcopy", "deepcopy", "SharedRMSProp", "FlatOptimizer", "Adam", "RMSprop"}  # (nets.optim's too)
 ALLOWED = {("qtopt.py", "run_bellman")}  # the bellman rank's read-only copies, refreshed from the weights window
 
 

@@ -93,6 +93,11 @@ def test_state_for_other_parameters_is_refused():
         load_optim_state(Adam(torch.nn.Linear(4, 2).parameters()), saved)
     with pytest.raises(ValueError, match="without alpha: not RMSprop's"):
         load_optim_state(RMSprop(a.parameters()), saved)
+    crafted = {**saved, "state": {"7": saved["state"]["0"]}, "groups": [{**saved["groups"][0], "lr": 1.0}]}
+    fresh = Adam(a.parameters(), lr=0.5)
+    with pytest.raises(ValueError, match="parameter 7, of 4"):
+        load_optim_state(fresh, crafted)
+    assert fresh.param_groups[0]["lr"] == 0.5 and not fresh.state, "nothing of a refused state was taken"
 
 
 def test_a_process_training_with_them_never_imports_torch_dynamo():

@@ -42,20 +42,23 @@ class _Optimizer:
                 "state": {i: dict(s) for i, s in self.state.items()}}
 
     def load_state_dict(self, sd: dict) -> None:
-        """Hyperparameters and per-parameter state, checked against these parameters (count and shapes)."""
+        """Hyperparameters and per-parameter state, checked against these parameters (count and shapes) before
+        any of it is taken (ValueError)."""
         (group,) = sd["param_groups"]
         if len(group["params"]) != len(self.params):
             raise ValueError(f"optimizer state for {len(group['params'])} parameters, not {len(self.params)}")
         if missing := [k for k in self.hyper if k not in group]:
             raise ValueError(f"optimizer state without {', '.join(missing)}: not {type(self).__name__}'s")
-        self.param_groups[0].update({k: group[k] for k in self.hyper})
         state = {}
         for i, s in sd["state"].items():
+            if not 0 <= int(i) < len(self.params):
+                raise ValueError(f"optimizer state of parameter {i}, of {len(self.params)}")
             p = self.params[int(i)]
             fresh = self.fresh(p)
             if set(s) != set(fresh) or any(s[k].shape != v.shape for k, v in fresh.items()):
                 raise ValueError(f"optimizer state of parameter {i} does not fit its {tuple(p.shape)} shape")
             state[int(i)] = {k: torch.as_tensor(s[k]).to(v, copy=True) for k, v in fresh.items()}
+        self.param_groups[0].update({k: group[k] for k in self.hyper})
         self.state = state
 
 
@@ -110,9 +113,10 @@ class RMSprop(_Optimizer):
         torch._foreach_addcdiv_(ps, gs, avg, value=-group["lr"])
 
 
+@torch.no_grad()
 def clip_grad_norm(params: list, max_norm: float) -> torch.Tensor:
-    """torch.nn.utils.clip_grad_norm_ (global 2-norm, scaled by min(1, max_norm / (norm + 1e-6))) in one foreach
-    pass over a list of parameters (torch's runs per parameter on CPU); returns the norm before clipping."""
+    """torch.nn.utils.clip_grad_norm_ (global 2-norm, scaled by min(1, max_norm / (norm + 1e-6))) over a list of
+    parameters made once, without torch's per-call grouping by device and dtype; returns the norm before clipping."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
