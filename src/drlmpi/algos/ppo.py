@@ -47,7 +47,7 @@ from drlmpi.envs import clips_rewards, env_actions, env_restarts, is_box, make_v
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, RunningMoments, flat_params, load_arrays, moments
-from drlmpi.nets.optim import Adam, clip_grad_norm
+from drlmpi.nets.optim import Adam, clip_
 from drlmpi.ops import policy as pi
 from drlmpi.ops.ppo import PPOLosses, clipped_loss, gae, normalized
 from drlmpi.ops.schedules import linear
@@ -253,28 +253,42 @@ def minibatch_loss(net: ActorCritic, mb: dict, cfg: Config, clip: float) -> PPOL
 
 def learn(net, opt, allreduce: GradAllreduce, batch: dict, cfg: Config, frac: float, control: np.ndarray,
           gen: np.random.Generator) -> tuple[PPOLosses, np.ndarray]:
-    """One round's update: `epochs` passes of `minibatches` minibatches over this worker's samples; each
-    minibatch's loss times its m samples -> backward -> one allreduce (m and, on the first, `control`) -> the
-    gradient mean over every worker's samples -> clipped Adam step at the lr and clip of progress `frac`.
-    Returns (the last minibatch's losses, the sums of `control` over the workers)."""
-    n, W, params = len(batch["advantage"]), allreduce.comm.size, allreduce.params
+    """One round's update: `epochs` passes of `minibatches` minibatches over this worker's samples (shuffled once
+    an epoch, then cut in consecutive slices); each minibatch's loss times its m samples -> backward into the
+    allreduce's buffer (bound gradients) -> one allreduce of the sums (m and, on the first, `control`) -> the
+    gradient mean over every worker's samples, clipped, in one multiply -> Adam step at the lr and clip of
+    progress `frac`. Returns (the last minibatch's losses, the sums of `control` over the workers)."""
+    n = len(batch["advantage"])
     clip = linear(cfg.clip, cfg.clip_final, frac)
     for g in opt.param_groups:
         g["lr"] = linear(cfg.lr, cfg.lr_final, frac)
     sums, losses = None, None
     for _ in range(cfg.epochs):
-        for idx in np.array_split(gen.permutation(n), cfg.minibatches):
-            opt.zero_grad(set_to_none=True)
-            if len(idx):
-                losses = minibatch_loss(net, {k: v[idx] for k, v in batch.items()}, cfg, clip)
-                (losses.total * len(idx)).backward()
-            tail = allreduce(np.concatenate([[len(idx)], control if sums is None else np.zeros_like(control)]))
+        perm = gen.permutation(n)
+        shuffled = {k: v[perm] for k, v in batch.items()}
+        for lo, hi in splits(n, cfg.minibatches):
+            allreduce.zero_grad()
+            if hi > lo:
+                losses = minibatch_loss(net, {k: v[lo:hi] for k, v in shuffled.items()}, cfg, clip)
+                (losses.total * (hi - lo)).backward()
+            tail = allreduce(np.concatenate([[hi - lo], control if sums is None else np.zeros_like(control)]),
+                             mean=False)
             sums = tail[1:].copy() if sums is None else sums
             if tail[0] > 0:
-                torch._foreach_mul_([p.grad for p in params if p.grad is not None], W / tail[0])
-                clip_grad_norm(params, cfg.max_grad_norm)
+                clip_(grads(allreduce), cfg.max_grad_norm, scale=1 / tail[0])
                 opt.step()
     return losses, sums
+
+
+def splits(n: int, k: int) -> list[tuple[int, int]]:
+    """np.array_split's k parts of range(n) as (start, stop) pairs."""
+    bounds = np.cumsum([0] + [len(p) for p in np.array_split(np.arange(n), k)])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def grads(allreduce: GradAllreduce) -> list[torch.Tensor]:
+    """The gradients to clip: the allreduce's flat buffer where they are bound to it, else each parameter's."""
+    return [allreduce.flat] if allreduce.bound() else [p.grad for p in allreduce.params if p.grad is not None]
 
 
 def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict:
@@ -287,6 +301,7 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     learner = Learner(rt, cfg, "ppo", parts, [*LOSS_COLUMNS, "approx_kl", "clip_frac", "preempted", "workers"],
                       resumed, lead_rank=0, actors=[])
     allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=7)  # samples + control (below)
+    allreduce.bind_grads()
     weights = flat_params(net)  # every worker starts from the lead's weights
     wait(workers.Ibcast(weights, root=0), what="the lead worker's first weights")
     nets.load_flat(net, weights)

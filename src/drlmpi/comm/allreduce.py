@@ -28,10 +28,12 @@ import torch
 from mpi4py import MPI
 
 from drlmpi.config import AllreduceOption
+from drlmpi.nets.optim import clip_grad_norm
 from drlmpi.ops.schedules import linear
 from drlmpi.runtime import wait
 
 BACKENDS = AllreduceOption.BACKENDS
+MEET_SPIN = 5e-3  # s a learner at the allreduce's barrier tests it, yielding its core, before sleeping (see below)
 
 
 def free_port() -> int:
@@ -75,14 +77,39 @@ class GradAllreduce:
         on_gpu = self.backend == "nccl"
         self.buf = torch.zeros(self.n + extra, dtype=torch.float32, device=device if on_gpu else "cpu")
         self.host = self.buf.numpy() if not on_gpu else None  # the MPI view of the buffer
+        self.views = torch.split(self.buf[: self.n], self.sizes)  # each parameter's gradient in the buffer
+        self.flat = self.buf[: self.n]  # every gradient, flat [n]
         self.tail = np.zeros(extra, np.float64)
         if self.backend in ("gloo", "nccl") and comm.size > 1:
             if self.backend == "nccl":
                 os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
             init_torch_group(comm, self.backend)
 
-    def __call__(self, extra: np.ndarray | None = None) -> np.ndarray:
-        """Replace every .grad by its mean over the learners; returns the summed extra slots (float64 [extra]).
+    def bind_grads(self) -> bool:
+        """Make every parameter's .grad a view of the buffer, zeroed: backward then accumulates in place into what
+        is allreduced, with no copies in or out (zero_grad() keeps the views). False where the buffer is not on
+        the parameters' device (MPI with a GPU learner): the gradients are copied through host memory then."""
+        if self.buf.device != self.params[0].device:
+            return False
+        self.buf.zero_()
+        for v, p in zip(self.views, self.params):
+            p.grad = v.view_as(p)
+        return True
+
+    def bound(self) -> bool:
+        return all(p.grad is not None and p.grad.data_ptr() == v.data_ptr() for v, p in zip(self.views, self.params))
+
+    def zero_grad(self) -> None:
+        """Bound gradients zeroed in place (one fill), else set to None."""
+        if self.bound():
+            self.flat.zero_()
+        else:
+            for p in self.params:
+                p.grad = None
+
+    def __call__(self, extra: np.ndarray | None = None, mean: bool = True) -> np.ndarray:
+        """Replace every .grad by its mean over the learners (mean False: its sum); returns the summed extra slots
+        (float64 [extra]).
 
         extra: this learner's values for the trailing slots (float [extra]); zeros when None.
         Parameters without a gradient contribute zeros.
@@ -90,31 +117,40 @@ class GradAllreduce:
         if self.comm.size == 1:  # one learner: nothing to average
             self.tail[:] = extra if extra is not None else 0
             return self.tail
-        views = torch.split(self.buf[: self.n], self.sizes)
+        bound = self.bound()
         with torch.no_grad():
-            for v, p in zip(views, self.params):
-                if p.grad is None:
-                    v.zero_()
-                else:
-                    v.copy_(p.grad.reshape(-1))
+            if not bound:
+                self._pack()
             if self.extra:
                 self.buf[self.n :] = torch.as_tensor(extra if extra is not None else np.zeros(self.extra),
                                                      dtype=torch.float32)
-            if self.backend == "mpi":
-                wait(self.comm.Ibarrier(), what="the other learners")  # sleep politely until all are here,
-                self.comm.Allreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)  # then spin only for the transfer
+            if self.backend == "mpi":  # wait politely until all are here, then spin only for the transfer
+                wait(self.comm.Ibarrier(), what="the other learners", spin=MEET_SPIN)
+                self.comm.Allreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)
             else:
                 import torch.distributed as dist
 
                 dist.all_reduce(self.buf)
             self.tail[:] = self.buf[self.n :].cpu().numpy()
-            self.buf[: self.n] /= self.comm.size
-            for v, p in zip(views, self.params):
-                if p.grad is None:
-                    p.grad = v.view_as(p).clone()
-                else:
-                    p.grad.copy_(v.view_as(p))
+            if mean:
+                self.flat /= self.comm.size
+            if not bound:
+                self._unpack()
         return self.tail
+
+    def _pack(self) -> None:  # the gradients into the buffer (none: zeros)
+        for v, p in zip(self.views, self.params):
+            if p.grad is None:
+                v.zero_()
+            else:
+                v.copy_(p.grad.reshape(-1))
+
+    def _unpack(self) -> None:
+        for v, p in zip(self.views, self.params):
+            if p.grad is None:
+                p.grad = v.view_as(p).clone()
+            else:
+                p.grad.copy_(v.view_as(p))
 
     def close(self) -> None:
         if self.backend in ("gloo", "nccl") and self.comm.size > 1:
@@ -133,11 +169,7 @@ def learners_step(net, opt, allreduce: "GradAllreduce", progress: float, had: bo
     frac, contributed, extra_sum = allreduce(np.array([progress, had, extra]))
     if not contributed:
         return None
-    n_learners = allreduce.comm.size
-    if contributed < n_learners:
-        for p in net.parameters():
-            p.grad.mul_(n_learners / contributed)
-    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+    clip_grad_norm(allreduce.params, cfg.max_grad_norm, scale=allreduce.comm.size / contributed)
     for g in opt.param_groups:
         g["lr"] = linear(cfg.lr, cfg.lr_final, min(1.0, float(frac)))
     opt.step()

@@ -3,15 +3,18 @@
 MPICH busy-polls inside blocking calls (`Recv`, `Wait`, `Barrier`): 7 ranks
 blocked on a 2-core machine slow the one computing rank 4x (docs/measured.md).
 Every wait in drlmpi goes through these helpers instead: they `Test` the
-request without sleeping for the first SPIN seconds (a reply that is about to
-arrive is caught without a wake-up delay), then sleep between tests, backing off
-from FIRST_SLEEP to `max_sleep` seconds, so an idle rank costs a few microseconds
-of CPU per millisecond.
+request without sleeping for the first `spin` seconds (SPIN unless the caller
+gives another: a reply that is about to arrive is caught without a wake-up
+delay), yielding the core between tests (sched_yield: a rank that shares its
+core lets the others run), then sleep between tests, backing off from
+FIRST_SLEEP to `max_sleep` seconds, so an idle rank costs a few microseconds of
+CPU per millisecond.
 
 Every wait has a time limit, PEER_TIMEOUT unless the caller gives another, and its TimeoutError names what it waited
 for: a peer that never answers ends the job (through the abort path) instead of hanging it.
 """
 
+import os
 import time
 
 from mpi4py import MPI
@@ -22,14 +25,17 @@ MAX_SLEEP = 1e-3
 PEER_TIMEOUT = 600.0  # seconds a role waits for a peer's next message before it fails, naming what it waited for
 
 
-def poll(test, timeout: float | None = PEER_TIMEOUT, what: str = "a condition", max_sleep: float = MAX_SLEEP):
-    """Call test() until it returns something other than None (spin briefly, then sleep with back-off)."""
+def poll(test, timeout: float | None = PEER_TIMEOUT, what: str = "a condition", max_sleep: float = MAX_SLEEP,
+         spin: float = SPIN):
+    """Call test() until it returns something other than None (spin for `spin` s yielding the core, then sleep
+    with back-off)."""
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
-    while time.monotonic() - start < SPIN:
+    while time.monotonic() - start < spin:
         result = test()
         if result is not None:
             return result
+        os.sched_yield()
     delay = FIRST_SLEEP
     while True:
         result = test()
@@ -42,10 +48,10 @@ def poll(test, timeout: float | None = PEER_TIMEOUT, what: str = "a condition", 
 
 
 def wait(request: MPI.Request, timeout: float | None = PEER_TIMEOUT, what: str = "a request",
-         max_sleep: float = MAX_SLEEP) -> MPI.Status:
+         max_sleep: float = MAX_SLEEP, spin: float = SPIN) -> MPI.Status:
     """Wait for one request without busy-spinning; returns its status."""
     status = MPI.Status()
-    return poll(lambda: status if request.Test(status) else None, timeout, what, max_sleep)
+    return poll(lambda: status if request.Test(status) else None, timeout, what, max_sleep, spin)
 
 
 def wait_all(requests: list[MPI.Request], timeout: float | None = PEER_TIMEOUT, what: str = "requests",

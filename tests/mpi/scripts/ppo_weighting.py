@@ -1,6 +1,8 @@
 """PPO's step follows the mean over every worker's samples: with 2 workers holding 3 and 1 samples, one update (SGD
 at lr 1, no clipping) moves the weights by -(3 g0 + 1 g1) / 4, g_r the gradient of worker r's own mean minibatch
-loss, not by the plain mean of the two gradients (which a weighting by worker would give). Run with -n 2."""
+loss, not by the plain mean of the two gradients (which a weighting by worker would give); the same with the
+gradients copied through the allreduce's buffer and bound to it (GradAllreduce.bind_grads: backward writes into the
+buffer, nothing copied). Run with -n 2."""
 
 import numpy as np
 import torch
@@ -11,7 +13,7 @@ from drlmpi.actor_critic import build_net
 from drlmpi.algos import ppo
 from drlmpi.comm.allreduce import GradAllreduce
 from drlmpi.envs import spaces
-from drlmpi.nets import flat_params
+from drlmpi.nets import flat_params, load_flat
 
 world = MPI.COMM_WORLD
 cfg = ppo.Config(env="CartPole-v1", epochs=1, minibatches=1, lr=1.0, lr_final=1.0, max_grad_norm=1e9)
@@ -40,15 +42,22 @@ def grad_of(b: dict) -> np.ndarray:
 
 g0, g1 = grad_of(batch(0)), grad_of(batch(1))
 expected_step = -(3 * g0 + 1 * g1) / 4
-before = flat_params(net).astype(np.float64)
+start = flat_params(net)
+before = start.astype(np.float64)
 opt = torch.optim.SGD(net.parameters(), lr=1.0)
 allreduce = GradAllreduce(world, list(net.parameters()), "mpi", extra=7)
-ppo.learn(net, opt, allreduce, batch(world.rank), cfg, 0.0, np.zeros(6), np.random.default_rng(0))
-step = flat_params(net).astype(np.float64) - before
 failures = []
-if not np.allclose(step, expected_step, atol=1e-5):
-    failures.append(f"rank {world.rank}: step differs from the samples-weighted mean by "
-                    f"{np.abs(step - expected_step).max():.2e}")
-if np.allclose(step, -(g0 + g1) / 2, atol=1e-5):
-    failures.append("the step is the plain mean of the workers' gradients")
+for bound in (False, True):
+    load_flat(net, start)
+    if bound and not allreduce.bind_grads():
+        failures.append("GradAllreduce.bind_grads refused CPU parameters")
+    ppo.learn(net, opt, allreduce, batch(world.rank), cfg, 0.0, np.zeros(6), np.random.default_rng(0))
+    if allreduce.bound() != bound:
+        failures.append(f"gradients bound to the buffer: {allreduce.bound()}, expected {bound}")
+    step = flat_params(net).astype(np.float64) - before
+    if not np.allclose(step, expected_step, atol=1e-5):
+        failures.append(f"rank {world.rank}, bound {bound}: step differs from the samples-weighted mean by "
+                        f"{np.abs(step - expected_step).max():.2e}")
+    if np.allclose(step, -(g0 + g1) / 2, atol=1e-5):
+        failures.append(f"bound {bound}: the step is the plain mean of the workers' gradients")
 report(failures)
