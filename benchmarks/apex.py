@@ -55,11 +55,11 @@ def raw_actor_fps(env_id: str, num_envs: int, seconds: float) -> float:
     return steps * (4 if is_atari(env_id) else 1) / (time.perf_counter() - t0)
 
 
-def bare_updates_per_s(env_id: str, batch: int, seconds: float) -> float:
+def bare_updates_per_s(env_id: str, batch: int, seconds: float, device: str = "cpu") -> float:
     cfg = apex.Config(env=env_id)
     obs_space, act_space = spaces(env_id)
-    net = apex.build_net(cfg, obs_space, act_space)
-    target = apex.build_net(cfg, obs_space, act_space).requires_grad_(False)
+    net = apex.build_net(cfg, obs_space, act_space).to(device)
+    target = apex.build_net(cfg, obs_space, act_space).requires_grad_(False).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1e-5)
     rng = np.random.default_rng(0)
 
@@ -68,11 +68,12 @@ def bare_updates_per_s(env_id: str, batch: int, seconds: float) -> float:
             return rng.integers(0, 255, (batch, *shape)).astype(dtype)
         return rng.normal(size=(batch, *shape)).astype(dtype)
 
-    batches = [{"obs": torch.as_tensor(fake(obs_space.shape, obs_space.dtype)),
-                "next_obs": torch.as_tensor(fake(obs_space.shape, obs_space.dtype)),
-                "action": torch.as_tensor(rng.integers(0, act_space.n, batch)),
-                "ret": torch.as_tensor(rng.normal(size=batch).astype(np.float32)),
-                "discount": torch.full((batch,), 0.97), "w": torch.ones(batch)} for _ in range(8)]
+    batches = [{"obs": torch.as_tensor(fake(obs_space.shape, obs_space.dtype), device=device),
+                "next_obs": torch.as_tensor(fake(obs_space.shape, obs_space.dtype), device=device),
+                "action": torch.as_tensor(rng.integers(0, act_space.n, batch), device=device),
+                "ret": torch.as_tensor(rng.normal(size=batch).astype(np.float32), device=device),
+                "discount": torch.full((batch,), 0.97, device=device), "w": torch.ones(batch, device=device)}
+               for _ in range(8)]
 
     def loss_of(n: int) -> torch.Tensor:
         b = batches[n % len(batches)]
@@ -92,6 +93,8 @@ def bare_loop(loss_of, net, opt, max_grad_norm: float, seconds: float) -> float:
         torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
         opt.step()
         n += 1
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # (updates queued on a GPU count once they have run)
     return n / (time.perf_counter() - t0)
 
 

@@ -111,3 +111,20 @@ def test_a_process_training_with_them_never_imports_torch_dynamo():
             "print('torch._dynamo' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["False", "True"], r.stdout + r.stderr  # (and torch.optim's would)
+
+
+@pytest.mark.parametrize("factor", [0.01, 40.0])
+def test_clip_grad_norm_with_a_scale_is_the_multiply_then_the_clip(factor):
+    """clip_grad_norm(params, max_norm, scale) folds a sum-to-mean multiply into the clip: the same gradients and
+    norm as multiplying by `scale` first and then clipping as torch does."""
+    a, b = twins()
+    for net in (a, b):
+        net(torch.randn(16, 4, generator=torch.Generator().manual_seed(4))).pow(2).mean().mul(10.0).backward()
+    ours = clip_grad_norm(list(a.parameters()), 0.5, scale=factor)
+    for p in b.parameters():
+        p.grad.mul_(factor)
+    theirs = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.5)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-9)
+    assert (ours > 0.5) == (factor > 1), ours  # one case clips, the other does not

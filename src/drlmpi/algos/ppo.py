@@ -40,14 +40,14 @@ from mpi4py import MPI
 from drlmpi import nets
 from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, Surrogate, build_net, loss_row, restarted_bootstrap
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import GradAllreduce
+from drlmpi.comm.allreduce import MEET_SPIN, GradAllreduce
 from drlmpi.comm.preempt import Preemption
 from drlmpi.config import Hparam, opt
 from drlmpi.envs import clips_rewards, env_actions, env_restarts, is_box, make_vec, spaces
 from drlmpi.errors import UserError
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, RunningMoments, flat_params, load_arrays, moments
-from drlmpi.nets.optim import Adam, clip_
+from drlmpi.nets.optim import Adam, clip_grad_norm
 from drlmpi.ops import policy as pi
 from drlmpi.ops.ppo import PPOLosses, clipped_loss, gae, normalized
 from drlmpi.ops.schedules import linear
@@ -275,7 +275,7 @@ def learn(net, opt, allreduce: GradAllreduce, batch: dict, cfg: Config, frac: fl
                              mean=False)
             sums = tail[1:].copy() if sums is None else sums
             if tail[0] > 0:
-                clip_(grads(allreduce), cfg.max_grad_norm, scale=1 / tail[0])
+                clip_grad_norm(allreduce.params, cfg.max_grad_norm, scale=1 / tail[0])
                 opt.step()
     return losses, sums
 
@@ -285,10 +285,6 @@ def splits(n: int, k: int) -> list[tuple[int, int]]:
     bounds = np.cumsum([0] + [len(p) for p in np.array_split(np.arange(n), k)])
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
-
-def grads(allreduce: GradAllreduce) -> list[torch.Tensor]:
-    """The gradients to clip: the allreduce's flat buffer where they are bound to it, else each parameter's."""
-    return [allreduce.flat] if allreduce.bound() else [p.grad for p in allreduce.params if p.grad is not None]
 
 
 def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) -> dict:
@@ -300,8 +296,8 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     net, opt = parts.nets["online"], parts.optims["adam"]
     learner = Learner(rt, cfg, "ppo", parts, [*LOSS_COLUMNS, "approx_kl", "clip_frac", "preempted", "workers"],
                       resumed, lead_rank=0, actors=[])
-    allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=7)  # samples + control (below)
-    allreduce.bind_grads()
+    allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=7, meet_spin=MEET_SPIN)  # samples +
+    allreduce.bind_grads()  # control (below); backward writes straight into the allreduce's buffer
     weights = flat_params(net)  # every worker starts from the lead's weights
     wait(workers.Ibcast(weights, root=0), what="the lead worker's first weights")
     nets.load_flat(net, weights)

@@ -119,16 +119,9 @@ def clip_grad_norm(params: list, max_norm: float, scale: float = 1.0) -> torch.T
     parameters made once, without torch's per-call grouping by device and dtype; returns the norm before clipping.
     scale: the gradients are first multiplied by it (a sum turned into a mean), folded into the one clipping
     multiply."""
-    return clip_([p.grad for p in params if p.grad is not None], max_norm, scale)
-
-
-@torch.no_grad()
-def clip_(grads: list[torch.Tensor], max_norm: float, scale: float = 1.0) -> torch.Tensor:
-    """clip_grad_norm on the gradient tensors themselves (one flat buffer: one norm and one multiply)."""
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    norm = torch.linalg.vector_norm(grads[0]) if len(grads) == 1 else \
-        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    norm = norm * scale
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) * scale
     torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0) * scale)
     return norm

@@ -1,0 +1,225 @@
+"""How drlmpi scales on the machine that runs it: one command, one CSV, one figure, in under 9 minutes.
+
+frames   frames/s of `mpiexec -n F+K drlmpi --algo A --env CartPole-v1` (A's defaults, its F fixed ranks) against
+         K actor ranks, K = 1, 2, 4, ... up to the cores left beside the fixed ranks (at least 1), for Ape-X,
+         IMPALA, SEED RL and PPO; each job beside its limit, the same envs and network stepped raw (forward and
+         action, nothing learnt or sent) by K processes (`--raw`), run just before it. A job runs about
+         `--seconds`; its frames/s is the median of its metrics rows (the first and last left out).
+learner  Ape-X's actor and learner ranks and QT-Opt's trainer against their limits (benchmarks/apex.py and
+         benchmarks/qtopt.py, one bracketed repeat each): the ratios issue 29 asked for on free cores.
+allreduce  two learner ranks' gradient allreduce, MPI against gloo (benchmarks/allreduce.py), and NCCL where the
+         machine has two GPUs or more (NCCL cannot put two ranks on one GPU).
+gpu      when torch sees a GPU: a bare learner loop (Ape-X's double-DQN update, batch 512) on it against the CPU.
+
+Output: <out>/scaling.csv (part, algo, ranks, actors, value, unit, limit, ratio) and <out>/scaling.png, and the
+table on stdout. Usage: python benchmarks/scaling.py [--out docs/figures/scaling/NAME] [--seconds 5]
+                         [--parts frames,learner,allreduce,gpu] [--max-actors N]
+"""
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BIN = os.path.dirname(sys.executable)
+HERE = Path(__file__).resolve().parent
+FIXED = {"apex": 2, "impala": 1, "seed": 1, "ppo": 0}  # each algorithm's ranks besides its actors (its LAYOUT)
+COLUMNS = ["part", "algo", "ranks", "actors", "value", "unit", "limit", "ratio"]
+
+
+def raw(algo: str, seconds: float) -> None:
+    """One acting process of `algo`'s defaults (under mpiexec): rank 0 prints the frames/s summed over the ranks."""
+    import torch
+    from mpi4py import MPI
+
+    from drlmpi import algos, config
+    from drlmpi.envs import make_vec
+    from drlmpi.nets import ActorCritic
+    from drlmpi.ops import policy as pi
+
+    torch.set_num_threads(1)
+    module = algos.get(algo)
+    cfg = config.build(module.Config, env="CartPole-v1")
+    env = make_vec(cfg.env, cfg.num_envs, seed=MPI.COMM_WORLD.rank)
+    net = module.build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
+    obs, frames = env.reset(), 0
+    MPI.COMM_WORLD.Barrier()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        while time.perf_counter() - t0 < seconds:
+            x = torch.as_tensor(obs)
+            if isinstance(net, ActorCritic):
+                head, _, _ = net(x[None])
+                actions = pi.sample(head[0], net.log_std)
+            else:
+                actions = net(x).argmax(1)
+            obs = env.step(actions.numpy()).obs
+            frames += len(obs)
+    total = MPI.COMM_WORLD.reduce(frames / (time.perf_counter() - t0), root=0)
+    if MPI.COMM_WORLD.rank == 0:
+        print(total)
+
+
+def run(cmd: list[str], timeout: float, env: dict | None = None) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if r.returncode:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def raw_fps(algo: str, n: int, seconds: float) -> float:
+    out = run([os.path.join(BIN, "mpiexec"), "-n", str(n), sys.executable, __file__, "--raw", algo, str(seconds)],
+              timeout=120 + seconds)
+    return float(out.split()[-1])
+
+
+def job_fps(algo: str, ranks: int, steps: int, run_dir: str) -> float:
+    """The median frames/s of a job's metrics rows, the first and last left out."""
+    run([os.path.join(BIN, "mpiexec"), "-n", str(ranks), os.path.join(BIN, "drlmpi"), "--algo", algo, "--env",
+         "CartPole-v1", "--total-env-steps", str(steps), "--run-dir", run_dir, "--set", "log_every=1", "--set",
+         "eval_episodes=0"], timeout=600)
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        fps = [float(r["frames_per_s"]) for r in csv.DictReader(f)]
+    return float(np.median(fps[1:-1] if len(fps) > 2 else fps))
+
+
+def actor_counts(algo: str, cores: int, most: int | None) -> list[int]:
+    """1, 2, 4, ... up to the cores beside the algorithm's fixed ranks (at least 1), that last count included."""
+    top = max(1, cores - FIXED[algo]) if most is None else most
+    counts = [k for k in (2**i for i in range(12)) if k < top]
+    return [*counts, top]
+
+
+def frames_part(seconds: float, most: int | None, rows: list[dict]) -> None:
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as d:
+        for algo in FIXED:
+            for k in actor_counts(algo, cores, most):
+                limit = raw_fps(algo, k, seconds / 2)
+                ranks = FIXED[algo] + k
+                fps = job_fps(algo, ranks, int(limit * seconds), os.path.join(d, f"{algo}-{k}"))
+                rows.append({"part": "frames", "algo": algo, "ranks": ranks, "actors": k, "value": fps,
+                             "unit": "frames/s", "limit": limit, "ratio": fps / limit})
+                print(f"  {algo:6s} {k:3d} actors ({ranks:3d} ranks) {fps:9.0f} frames/s   raw acting by {k} "
+                      f"processes {limit:9.0f}   ratio {fps / limit:.2f}", flush=True)
+
+
+SHOWN = re.compile(r"^\s*(\w+)\s+ratio ([\d.]+) .*in the job ([\d., ]+) ([\w/]+)\s+limit ([\d., ]+)")
+
+
+def ratio_rows(script: str, args: list[str], algo: str, ranks: int, rows: list[dict]) -> None:
+    """Run a benchmark script whose `show` lines read `name ratio R (...) in the job X unit limit L, L`."""
+    out = run([sys.executable, str(HERE / script), *args], timeout=600)
+    for line in out.splitlines():
+        m = SHOWN.match(line)
+        if m:
+            name, ratio, job, unit, limits = m.groups()
+            lim = [float(x) for x in limits.replace(",", " ").split()]
+            rows.append({"part": name, "algo": algo, "ranks": ranks, "actors": 1 if name == "actor" else 0,
+                         "value": float(job.replace(",", " ").split()[0]), "unit": unit,
+                         "limit": float(np.mean(lim)), "ratio": float(ratio)})
+            print(f"  {algo:6s} {line.strip()}", flush=True)
+
+
+def learner_part(seconds: float, rows: list[dict]) -> None:
+    common = ["--seconds", str(seconds), "--repeats", "1"]
+    ratio_rows("apex.py", [*common, "--parts", "actor,learner"], "apex", 3, rows)
+    ratio_rows("qtopt.py", [*common, "--parts", "trainer"], "qtopt", 3, rows)
+
+
+def allreduce_part(rows: list[dict]) -> None:
+    """GradAllreduce with MPI against gloo (ms a call; `actors` holds the gradient's floats, `limit` gloo's time)."""
+    out = run([sys.executable, str(HERE / "allreduce.py"), "--calls", "100"], timeout=600)
+    n, times = 0, {}
+    for line in out.splitlines():
+        if m := re.match(r"^\s*([\d,]+) floats", line):
+            n, times = int(m.group(1).replace(",", "")), {}
+        elif m := re.match(r"^\s*([\w-]+)\s+([\d.]+) ms", line):
+            times[m.group(1)] = float(m.group(2))
+            if {"grad-mpi", "grad-gloo"} <= times.keys():
+                mpi, gloo = times.pop("grad-mpi"), times["grad-gloo"]
+                rows.append({"part": "allreduce", "algo": "mpi", "ranks": 2, "actors": n, "value": mpi,
+                             "unit": "ms", "limit": gloo, "ratio": gloo / mpi})
+        print(f"  {line}", flush=True)
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        print(f"  nccl: {torch.cuda.device_count()} GPU(s) here; NCCL needs a GPU per rank, so it is not measured")
+
+
+def gpu_part(seconds: float, rows: list[dict]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("  gpu: no GPU here")
+        return
+    sys.path.insert(0, str(HERE))
+    from apex import bare_updates_per_s
+
+    cpu = bare_updates_per_s("CartPole-v1", 512, seconds)
+    gpu = bare_updates_per_s("CartPole-v1", 512, seconds, device="cuda")
+    rows.append({"part": "gpu", "algo": "apex", "ranks": 1, "actors": 0, "value": gpu, "unit": "updates/s",
+                 "limit": cpu, "ratio": gpu / cpu})
+    print(f"  apex bare learner loop, batch 512: {gpu:.0f} updates/s on {torch.cuda.get_device_name()} against "
+          f"{cpu:.0f} on one CPU thread ({gpu / cpu:.2f}x)", flush=True)
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, algo in enumerate(FIXED):
+        pts = [r for r in rows if r["part"] == "frames" and r["algo"] == algo]
+        if pts:
+            k = [r["actors"] for r in pts]
+            ax.plot(k, [r["value"] for r in pts], "o-", color=f"C{i}", label=f"{algo} job")
+            ax.plot(k, [r["limit"] for r in pts], "x--", color=f"C{i}", alpha=0.6, label=f"{algo} raw acting")
+    ax.set(xlabel="actor ranks", ylabel="env frames/s (CartPole-v1)", xscale="log", yscale="log",
+           title=f"drlmpi scaling on {os.cpu_count()} cores")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(HERE.parent / "docs" / "figures" / "scaling" / f"{os.cpu_count()}-cores"))
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--parts", default="frames,learner,allreduce,gpu")
+    ap.add_argument("--max-actors", type=int, default=None, help="the largest actor count (default: the free cores)")
+    ap.add_argument("--raw", nargs=2, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.raw is not None:
+        return raw(a.raw[0], float(a.raw[1]))
+    sys.path.insert(0, str(HERE))
+    from _timing import machine
+
+    t0, rows = time.monotonic(), []
+    print(f"benchmarks/scaling.py on {machine()}", flush=True)
+    parts = {"frames": lambda: frames_part(a.seconds, a.max_actors, rows),
+             "learner": lambda: learner_part(a.seconds, rows), "allreduce": lambda: allreduce_part(rows),
+             "gpu": lambda: gpu_part(a.seconds, rows)}
+    for name in a.parts.split(","):
+        parts[name]()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "scaling.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    figure(rows, out / "scaling.png")
+    print(f"{out / 'scaling.csv'} and scaling.png written in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
