@@ -1,6 +1,7 @@
 """Test helpers: run drlmpi or a script under the venv's mpiexec, always with a timeout."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +46,16 @@ def check_one_rank_runs_serially(algo: str, d) -> None:
     assert r.returncode == 0 and "done: " in r.stdout, r.stdout + r.stderr
 
 
-def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: str) -> None:
+def role_pss(stdout: str, role: str) -> float:
+    """A role's mean proportional set size at the end (MiB), from the summary a job prints."""
+    line = next(x for x in stdout.splitlines() if x.startswith("memory at the end"))
+    return float(re.search(rf"\b{role} (\d+) = ", line).group(1))
+
+
+def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: str, model_less: bool = False) -> None:
     """4 ranks run 20K steps with these roles (and extra arguments) and save every rank's RNG and metrics; the
-    checkpoint evaluates."""
+    checkpoint evaluates. model_less: the actors hold no model and import no torch (under 100 MiB PSS each; torch's
+    import alone is about 130)."""
     import json
 
     from drlmpi import checkpoint
@@ -55,6 +63,8 @@ def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: st
     r = mpirun(4, ac_cmd(algo, d, 20_000, *extra), timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
+    if model_less:
+        assert role_pss(r.stdout, "actor") < 100, out
     assert [row[1] for row in layout_table(r.stdout)] == roles, out
     assert "done: 20" in r.stdout, out
     st = checkpoint.load(d)

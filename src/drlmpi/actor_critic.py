@@ -1,10 +1,8 @@
 """What the actor-critic algorithms (A2C, A3C, IMPALA, GA3C, SEED) share, written once.
 
-  ACConfig        the fields and checks of every actor-critic learner: unroll length, loss weights, the network's
-                  shape (and Trained's)
-  UnrollBatch, PolicyLag, VTraceClip, Surrogate
-                  config mixins of the unroll learners (batch size; stale unrolls dropped; V-trace's thresholds) and
-                  of the clipped-surrogate ones (epochs, minibatches, clip: PPO, APPO)
+  ACConfig, UnrollBatch, PolicyLag, VTraceClip, Surrogate, require_discrete, UnrollPlanes
+                  the configuration and planes, from drlmpi.ac_config (no torch there: what a rank with no model
+                  imports)
   build_net, load_policy
                   the actor-critic network (MLP or convolutional torso; a categorical policy's logits, or a
                   Gaussian's means for Box actions, and the value) and the greedy policy of a checkpoint (the most
@@ -23,103 +21,27 @@
 Central inference (GA3C, SEED) is in drlmpi.central.
 """
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 import torch
 
 from drlmpi import nets
+from drlmpi.ac_config import (  # noqa: F401 (re-exported: the family's names in one place)
+    ACConfig,
+    PolicyLag,
+    Surrogate,
+    UnrollBatch,
+    UnrollPlanes,
+    VTraceClip,
+    require_discrete,
+)
 from drlmpi.comm.allreduce import GradAllreduce, learners_step
-from drlmpi.comm.trajectories import TrajectoryPlane
-from drlmpi.comm.weights import WeightsPlane
-from drlmpi.config import Hparam, Publishes, Trained, opt, require_choice
-from drlmpi.envs import env_actions, is_box, spaces
-from drlmpi.errors import UserError
+from drlmpi.envs import env_actions, is_box
 from drlmpi.learner import Learner, Parts
 from drlmpi.nets import ActorCritic, flat_params, load_arrays
 from drlmpi.nets.optim import RMSprop
 from drlmpi.ops import policy as pi
 from drlmpi.ops import vtrace
 from drlmpi.ops.actor_critic import Losses, actor_critic_loss
-
-
-@dataclass
-class ACConfig(Trained):
-    """+ the fields of every actor-critic learner."""
-
-    n_steps: int = opt(5, "steps per unroll T (the n of the n-step returns)")
-    entropy_cost: float = opt(0.01, "weight of the entropy bonus")
-    baseline_cost: float = opt(0.5, "weight of the value loss")
-    separate_value: bool = opt(False, "the value has a torso of its own (no LSTM core then)", True)
-    activation: str = opt("relu", "MLP activation: relu or tanh", True)
-    orthogonal_init: bool = opt(False, "PPO's initialisation: orthogonal layers, the policy head's gain 0.01", True)
-
-    DEFAULTS: ClassVar[dict] = {"num_envs": 8, "total_env_steps": 1_000_000}
-    IMAGES: ClassVar[dict] = {"separate_value": False, "orthogonal_init": False}  # one conv torso
-    SAVED_BEFORE: ClassVar[dict] = {"separate_value": False, "activation": "relu", "orthogonal_init": False}
-    ATARI: ClassVar[dict] = IMAGES
-    MINATAR: ClassVar[dict] = {**IMAGES, "gamma": 0.99, "lr": 3e-4, "lr_final": 0.0, "entropy_cost": 0.01,  # MinAtar
-                               "total_env_steps": 5_000_000}  # (config.PRESETS), the paper's frames
-    SEARCH: ClassVar[dict] = {"lr": Hparam(("lr", "lr_final"), 1e-5, 1e-2),  # what PBT may search (algos.pbt)
-                              "gamma": Hparam(("gamma",), 0.9, 0.9999, "log1m"),
-                              "entropy": Hparam(("entropy_cost",), 1e-4, 0.1)}
-    POSITIVE: ClassVar[tuple[str, ...]] = ("num_envs", "n_steps", "total_env_steps")
-
-    def check_own(self):
-        require_choice(self, "activation", tuple(nets.ACTIVATIONS))
-        if self.separate_value and getattr(self, "lstm", 0):
-            raise UserError("config: separate_value has no LSTM core: set lstm=0 or separate_value=false")
-
-
-@dataclass
-class UnrollBatch:
-    """Config mixin of the learners of batches of unrolls (IMPALA, GA3C, SEED)."""
-
-    batch_size: int = opt(4, "unrolls per learner update (each [n_steps, num_envs])")
-
-    POSITIVE: ClassVar[tuple[str, ...]] = ("batch_size",)
-
-
-@dataclass
-class PolicyLag(Publishes):
-    """Config mixin of the learners of unrolls acted on published weights (IMPALA, GA3C)."""
-
-    max_policy_lag: int = opt(0, "drop unrolls that acted on weights more than this many updates old (0: keep all)")
-
-    def check_own(self):
-        if self.max_policy_lag < 0 or 0 < self.max_policy_lag < self.publish_every:
-            raise UserError(f"config: max_policy_lag must be 0 (off) or >= publish_every ({self.publish_every}): "
-                            f"got {self.max_policy_lag}, and actors act on weights up to publish_every - 1 updates old")
-
-
-@dataclass
-class Surrogate:
-    """Config mixin of the clipped-surrogate learners (PPO, APPO)."""
-
-    epochs: int = opt(4, "passes over each batch of experience")
-    minibatches: int = opt(4, "minibatches each pass splits a batch into, one update each (PPO: each worker's rollout, "
-                              "one allreduce each)")
-    clip: float = opt(0.2, "the surrogate's clipping epsilon for the ratio to the acting policy (PPO: at the start, "
-                           "annealed to clip_final)")
-
-    POSITIVE: ClassVar[tuple[str, ...]] = ("epochs", "minibatches")
-
-    def check_own(self):
-        if not 0 < self.clip <= 1:
-            raise UserError(f"config: clip must be in (0, 1], got {self.clip}")
-
-
-@dataclass
-class VTraceClip:
-    """Config mixin of the V-trace learners (IMPALA, SEED)."""
-
-    clip_rho_threshold: float = opt(1.0, "V-trace rho-bar (<= 0: no clipping)")
-    clip_pg_rho_threshold: float = opt(1.0, "V-trace rho-bar of the policy-gradient advantages (<= 0: no clipping)")
-
-    def vtrace_clip(self) -> tuple[float | None, float | None]:
-        """V-trace's (rho-bar, pg rho-bar) (None: no clipping)."""
-        return tuple(t if t > 0 else None for t in (self.clip_rho_threshold, self.clip_pg_rho_threshold))
 
 
 def build_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
@@ -130,11 +52,11 @@ def build_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
                        activation=cfg.activation, orthogonal=cfg.orthogonal_init)
 
 
-def require_discrete(cfg, algo: str) -> None:
-    """UserError (one line) for an env whose actions are not Discrete (the central-inference algorithms)."""
-    if is_box(spaces(cfg.env)[1]):
-        raise UserError(f"config: {algo} acts on Discrete actions; {cfg.env} has a Box (continuous actions: a2c, "
-                        "a3c, impala, ppo, appo)")
+def initial_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
+    """The run's initial network: torch seeded with cfg.seed, then build_net (the same on every rank that builds
+    it)."""
+    torch.manual_seed(cfg.seed)
+    return build_net(cfg, obs_space, act_space)
 
 
 def behaviour_field(E: int, act_space) -> dict:
@@ -266,19 +188,6 @@ def loss_row(losses: Losses | None) -> dict:
     """The metrics of an update's losses (NaN before the first)."""
     names = ("total", "pg", "baseline", "entropy")
     return {c: float(getattr(losses, k).detach()) if losses else float("nan") for c, k in zip(LOSS_COLUMNS, names)}
-
-
-@dataclass
-class UnrollPlanes:
-    """The planes of a learner of unrolls (run_unroll_learner): the lead learner's weights, the trajectories."""
-
-    weights: WeightsPlane  # the lead learner's weights, version = update count
-    trajectories: TrajectoryPlane  # the unrolls' senders -> the learners
-    net: torch.nn.Module  # the initial network, the same on every rank
-
-    def close(self) -> None:
-        self.weights.close()
-        self.trajectories.free()
 
 
 def run_unroll_learner(rt, cfg, planes, resumed, algo: str, learn, sources: list[int], split=None) -> dict:

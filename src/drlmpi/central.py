@@ -6,18 +6,18 @@
                   an actor with no model: steps its envs with the actions a server answers (comm.inference)
   answer_batch    a server's step: one forward over the waiting actors' observations, sampled actions answered,
                   then every step filed into its actor's unroll (comm.inference.Assembler)
+
+An actor with no model imports no torch (its ~130 MiB): torch is imported by the server's functions alone.
 """
 
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
-from drlmpi.actor_critic import ACConfig
+from drlmpi.ac_config import ACConfig
 from drlmpi.config import opt, require_at_least
 from drlmpi.errors import UserError
-from drlmpi.ops import policy as pi
 
 
 @dataclass
@@ -91,6 +91,10 @@ def answer_batch(net, server, js: list[int], asm, version: int, states: list, cf
     over their observations [len(js) * E, ...] (and the final observations of episodes a time limit cut, for their
     bootstrap value), then file each actor's step into its unroll (asm). states[j]: actor j's recurrent state
     ((h, c) [E, H] each, or ()), carried here from step to step."""
+    import torch
+
+    from drlmpi.ops import policy as pi
+
     E = cfg.num_envs
     reqs = [server.request(j) for j in js]
     cuts = [np.flatnonzero(r["cut"]) if server.k[j] else np.zeros(0, np.int64) for j, r in zip(js, reqs)]

@@ -16,6 +16,7 @@ when their role ends, so the final checkpoint holds every rank's state at the en
 """
 
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -298,11 +299,11 @@ def restore_learner(state: State, nets: dict, optims: dict) -> int:
 
 
 def seed_rank(rt, state: State | None) -> None:
-    """This rank's generators (torch's and rt.gen) seeded from the run's seed and the rank, then restored from the
-    checkpoint if it holds this rank's: what every role does once its planes are set up."""
-    import torch
-
-    torch.manual_seed(rt.torch_seed())
+    """This rank's generators (torch's, where the rank imported torch, and rt.gen) seeded from the run's seed and the
+    rank, then restored from the checkpoint if it holds this rank's: what every role does once its planes are set
+    up."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(rt.torch_seed())
     restore_rng(state, rt.who, rt.gen)
 
 

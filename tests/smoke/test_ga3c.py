@@ -11,6 +11,7 @@ from helpers import (
     check_sigterm_then_resume_on_3_ranks,
     layout_table,
     mpirun,
+    role_pss,
     run,
 )
 
@@ -23,13 +24,15 @@ def test_ga3c_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path)
     check_sigterm_then_resume_on_3_ranks("ga3c", tmp_path / "run", unroll=16)
 
 
-def test_ga3c_two_predictors_with_an_lstm_on_two_pretend_hosts(tmp_path):
+def test_ga3c_two_predictors_with_an_lstm_on_two_pretend_hosts_and_torch_free_actors(tmp_path):
     """2 pretend hosts of 3 ranks, a predictor on each: every actor is served on its own host (node segments), the
-    second host's predictor sends its unrolls to the learner as buffer messages; the recurrent policy evaluates."""
+    second host's predictor sends its unrolls to the learner as buffer messages; the recurrent policy evaluates.
+    The actors hold no model and import no torch (under 100 MiB PSS; torch's import alone is about 130)."""
     d = tmp_path / "run"
     r = mpirun(6, ac_cmd("ga3c", d, 20_000, "--set", "lstm=16", "--layout", "inference=2"), timeout=300,
                env={"DRLMPI_RANKS_PER_NODE": "3"})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert role_pss(r.stdout, "actor") < 100, r.stdout
     rows = layout_table(r.stdout)
     hosts = {role_host for role_host in ((row[1], row[3]) for row in rows) if role_host[0] == "inference"}
     assert len(hosts) == 2 and len({row[3] for row in rows}) == 2, r.stdout

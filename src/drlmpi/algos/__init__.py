@@ -58,6 +58,7 @@ def run(module, rt, cfg, resumed=None):
     if planes is not None:
         runtime.barrier(rt.node, runtime.context.startup_timeout(rt.size), what="this host's ranks to set up")
         runtime.unlink_mpi_segments()  # (every rank of the host attached what setup made)
+    rt.use_threads()  # (a role whose setup imported torch)
     lifecycle.seed_rank(rt, resumed)
     summary = module.ROLES[rt.role](rt, cfg, planes, resumed)
     if hasattr(planes, "close"):

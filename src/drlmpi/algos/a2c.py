@@ -28,7 +28,7 @@ import torch
 from drlmpi import nets
 from drlmpi.actor_critic import LOSS_COLUMNS, ACConfig, build_net, collect, load_policy, loss_row, nstep_loss
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import GradAllreduce
+from drlmpi.comm.allreduce import MEET_SPIN, GradAllreduce
 from drlmpi.config import opt, require_choice
 from drlmpi.envs import clips_rewards, env_restarts, make_vec
 from drlmpi.learner import Learner, Parts
@@ -87,7 +87,8 @@ def run_worker(rt: Runtime, cfg: Config, planes: None, resumed: State | None) ->
     parts = learner_parts(cfg, build_net(cfg, env.observation_space, env.action_space))
     net, opt = parts.nets["online"], parts.optims[cfg.optimizer]
     learner = Learner(rt, cfg, "a2c", parts, [*LOSS_COLUMNS, "workers"], resumed, lead_rank=0, actors=[])
-    allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=4)  # stop, returns, episodes, restarts
+    allreduce = GradAllreduce(workers, list(net.parameters()), "mpi", extra=4,  # stop, returns, episodes,
+                              meet_spin=MEET_SPIN)  # restarts; workers meet every update
     weights = flat_params(net)  # every worker starts from the lead's weights
     wait(workers.Ibcast(weights, root=0), what="the lead worker's first weights")
     nets.load_flat(net, weights)

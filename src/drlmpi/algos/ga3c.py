@@ -16,7 +16,8 @@ Roles: a `learner` (the paper's trainers), `inference` ranks (its predictors, sp
             known weakness: the policy lag (the learner's version minus the version that acted, in the metrics)
             biases the gradient. Publishes the weights every `publish_every` updates.
 Each predictor writes its rates to `<run_dir>/inference-<i>.json` at the end (batches/s, predictions/s, mean
-batch size). Defaults are CartPole-v1's; `Config.ATARI` is the Atari preset.
+batch size). Defaults are CartPole-v1's; `Config.ATARI` is the Atari preset. An actor imports no torch (no model:
+~130 MiB less a rank): the learner's and predictors' functions import what they use of it.
 
 Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
   tag / pattern          channel       from -> to              payload                                when
@@ -31,6 +32,8 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   METRICS, STOP          reports       actor -> learner        float64 [9] (comm.metrics); empty      every 0.5 s; end
   Ibcast + Bcast         weights       learner -> other hosts' version, float32 weights               publish_every
                                        leaders
+  Ibarrier + Bcast       world         learner -> all          JSON: the parameter count (the         set-up
+                                                               weights plane's size; actors build none)
   CHECKPOINT, _DONE,     control       learner <-> other ranks request; RNG state (comm.checkpoint)   checkpoint_every,
   SIGNAL                                                       signal number                          signal, end
 """
@@ -39,40 +42,32 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from drlmpi import lifecycle
-from drlmpi.actor_critic import (
-    PolicyLag,
-    UnrollBatch,
-    UnrollPlanes,
-    build_net,
-    forward_unrolls,
-    learner_parts,
-    load_policy,
-    policy_terms,
-    require_discrete,
-    run_unroll_learner,
-)
+from drlmpi.ac_config import PolicyLag, UnrollBatch, UnrollPlanes, model_name, require_discrete
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
+from drlmpi.comm.control import bcast_json
 from drlmpi.comm.inference import Assembler, InferencePlane, assign
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import SLOTS, TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane, first_weights
 from drlmpi.config import AllreduceOption
 from drlmpi.envs import spaces
-from drlmpi.nets import load_flat
-from drlmpi.ops import vtrace
-from drlmpi.ops.actor_critic import Losses, actor_critic_loss
 from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.runtime.context import startup_timeout
 from drlmpi.runtime.layout import share_of
 
+if TYPE_CHECKING:
+    from drlmpi.ops.actor_critic import Losses
+
 LAYOUT = RoleSpec(fixed=(("learner", 1), ("inference", 1)), min_actors=1, serial_ok=False)
-__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]  # noqa: F822 (__getattr__)
+
+
+def __getattr__(name: str):  # build_net, learner_parts, load_policy: actor_critic's, imported on first use
+    return model_name(__name__, name)
 
 
 @dataclass
@@ -83,10 +78,16 @@ class Config(AllreduceOption, PolicyLag, UnrollBatch, CentralConfig):
                              "batch_size": 8, "total_env_steps": 50_000_000}
 
 
-def learn(net, batch: dict, cfg: Config, device) -> Losses:
+def learn(net, batch: dict, cfg: Config, device) -> "Losses":
     """GA3C's loss on a batch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation), as if the
     predictors had acted with the learner's own policy (no correction for the policy lag, as in the paper): the
     n-step advantage actor-critic loss on bootstrapped returns. The caller steps (learners_step)."""
+    import torch
+
+    from drlmpi.actor_critic import forward_unrolls, policy_terms
+    from drlmpi.ops import vtrace
+    from drlmpi.ops.actor_critic import actor_critic_loss
+
     T = cfg.n_steps
     b, logits, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
     reward = b["reward"][:T]
@@ -114,15 +115,21 @@ class Planes(UnrollPlanes):
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
-    """Collective: the weights, inference and trajectory planes."""
+    """Collective: the weights, inference and trajectory planes; the initial network on the learner and the
+    predictors (an actor builds none: the learner tells every rank the weights plane's size)."""
     obs_space, act_space = spaces(cfg.env)
-    torch.manual_seed(cfg.seed)
-    net = build_net(cfg, obs_space, act_space)
+    net = None
+    if rt.role != "actor":
+        from drlmpi.actor_critic import initial_net
+
+        net = initial_net(cfg, obs_space, act_space)
+    lead = rt.layout.ranks("learner")[0]
+    n = bcast_json(rt.world, sum(p.numel() for p in net.parameters()) if rt.rank == lead else None, root=lead,
+                   what="the learner's parameter count", timeout=startup_timeout(rt.size))
     request, reply, unroll, once = central_fields(cfg, obs_space, act_space)
     actors, servers = rt.layout.ranks("actor"), rt.layout.ranks("inference")
     server_of = assign(actors, servers, rt.layout.host_ids())
     most = max(list(server_of.values()).count(s) for s in servers)
-    n = sum(p.numel() for p in net.parameters())
     weights = WeightsPlane.create(rt.channels.weights, rt.node, n, rt.layout.ranks("learner")[:1])
     inference = InferencePlane.create(rt.channels.inference, rt.node, request, reply, actor=rt.role == "actor")
     traj = TrajectoryPlane.create(rt.channels.trajectories, rt.node, unroll, cfg.n_steps,
@@ -142,6 +149,10 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
 def run_inference(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> None:
     """A predictor: batches its actors' observations through its copy of the model (reloaded whenever the learner
     published a newer one), answers them, and assembles their unrolls for the learner."""
+    import torch
+
+    from drlmpi.nets import load_flat
+
     mine = [a for a, s in planes.server_of.items() if s == rt.rank]
     i, lead = rt.layout.index(rt.rank), rt.layout.ranks("learner")[0]
     net, window = planes.net.requires_grad_(False), planes.weights.window
@@ -176,6 +187,8 @@ def run_inference(rt: Runtime, cfg: Config, planes: Planes, resumed: State | Non
 
 def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
     """The unroll learner (actor_critic.run_unroll_learner) with `learn`, on the predictors' unrolls."""
+    from drlmpi.actor_critic import run_unroll_learner
+
     return run_unroll_learner(rt, cfg, planes, resumed, "ga3c", learn, rt.layout.ranks("inference"))
 
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from drlmpi import lifecycle
 from drlmpi.actor_critic import (
@@ -49,6 +48,7 @@ from drlmpi.actor_critic import (
     build_net,
     collect,
     forward_unrolls,
+    initial_net,
     learner_parts,
     load_policy,
     policy_terms,
@@ -102,8 +102,7 @@ Planes = UnrollPlanes  # the lead learner's weights, the actors' unrolls
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the weights plane (written by the lead learner) and the trajectory plane."""
     obs_space, act_space = spaces(cfg.env)
-    torch.manual_seed(cfg.seed)
-    net = build_net(cfg, obs_space, act_space)
+    net = initial_net(cfg, obs_space, act_space)
     E = cfg.num_envs
     fields = {"obs": ((E, *obs_space.shape), obs_space.dtype), "reward": ((E,), np.float32),
               "discount": ((E,), np.float32), **behaviour_field(E, act_space)}

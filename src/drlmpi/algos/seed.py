@@ -13,7 +13,8 @@ Roles: `learner`s (the first leads) and `actor`s on the other ranks.
             V-trace (IMPALA's loss, rho-bar = c-bar = 1): the unrolls lag by at most the updates made while they were
             assembled. Several learners each serve their own actors and average gradients with one allreduce per
             update (a learner whose actors have all stopped contributes nothing). The lead logs and checkpoints.
-Defaults are CartPole-v1's; `Config.ATARI` is the Atari preset.
+Defaults are CartPole-v1's; `Config.ATARI` is the Atari preset. An actor imports no torch (no model: ~130 MiB
+less a rank): the learner's functions import what they use of it.
 
 Messages (each plane on its own channel, see runtime.Channels; Tag names from comm.tags):
   tag / pattern          channel       from -> to              payload                                when
@@ -30,37 +31,33 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
-from drlmpi import lifecycle, nets
-from drlmpi.actor_critic import (
-    LOSS_COLUMNS,
-    UnrollBatch,
-    VTraceClip,
-    build_net,
-    learner_parts,
-    load_policy,
-    loss_row,
-    require_discrete,
-)
-from drlmpi.algos import impala
+from drlmpi import lifecycle
+from drlmpi.ac_config import UnrollBatch, VTraceClip, model_name, require_discrete
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
-from drlmpi.comm.allreduce import GradAllreduce, learners_step
 from drlmpi.comm.inference import Assembler, InferencePlane
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.config import AllreduceOption
 from drlmpi.envs import spaces
 from drlmpi.learner import Learner
-from drlmpi.ops.actor_critic import Losses
 from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.runtime.layout import share_of
 
+if TYPE_CHECKING:
+    import torch
+
+    from drlmpi.ops.actor_critic import Losses
+
 LAYOUT = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]  # noqa: F822 (__getattr__)
+
+
+def __getattr__(name: str):  # build_net, learner_parts, load_policy: actor_critic's, imported on first use
+    return model_name(__name__, name)
 
 
 @dataclass
@@ -73,9 +70,11 @@ class Config(AllreduceOption, VTraceClip, UnrollBatch, CentralConfig):
     MINATAR: ClassVar[dict] = {"num_envs": 16, "n_steps": 20, "batch_size": 4}
 
 
-def learn(net, batch: dict, cfg: Config, device) -> Losses:
+def learn(net, batch: dict, cfg: Config, device) -> "Losses":
     """SEED's loss is IMPALA's (algos.impala.learn: V-trace, rho-bar = c-bar = 1 by default) on the unrolls
     {field: [T + 1, N, ...]} this learner assembled itself; behaviour `logits` are its own at acting time."""
+    from drlmpi.algos import impala
+
     return impala.learn(net, batch, cfg, device)
 
 
@@ -122,17 +121,20 @@ class UnrollPool:
 class Planes:
     inference: InferencePlane
     fields: tuple  # central_fields: request, reply, unroll fields, one-row fields
-    net: torch.nn.Module  # the initial network, the same on every rank
+    net: "torch.nn.Module | None"  # the initial network, the same on every learner (an actor has none)
 
     def close(self) -> None:
         self.inference.free()
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
-    """Collective: the inference plane (actors' segments on every host)."""
+    """Collective: the inference plane (actors' segments on every host); the initial network on the learners."""
     obs_space, act_space = spaces(cfg.env)
-    torch.manual_seed(cfg.seed)
-    net = build_net(cfg, obs_space, act_space)
+    net = None
+    if rt.role != "actor":
+        from drlmpi.actor_critic import initial_net
+
+        net = initial_net(cfg, obs_space, act_space)
     fields = central_fields(cfg, obs_space, act_space)
     inference = InferencePlane.create(rt.channels.inference, rt.node, fields[0], fields[1], actor=rt.role == "actor")
     return Planes(inference, fields, net)
@@ -161,6 +163,10 @@ def serve(server, pool: UnrollPool, asm: Assembler, net, states: list, learner: 
 def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
     """The `learner` role: serve the actors until a batch is full -> learn -> allreduce and step
     (comm.allreduce.learners_step) -> the lead logs and checkpoints; until no learner has a batch."""
+    from drlmpi import nets
+    from drlmpi.actor_critic import LOSS_COLUMNS, learner_parts, loss_row
+    from drlmpi.comm.allreduce import GradAllreduce, learners_step
+
     device = nets.device(cfg.device)
     learners = rt.role_comm
     mine = [a for k, a in enumerate(rt.layout.ranks("actor")) if k % learners.size == learners.rank]

@@ -14,7 +14,7 @@ Backends:
          transfer. A polite `Iallreduce` was measured 10-40x slower: it sleeps between the algorithm's
          rounds. Host memory: gradients on a GPU are staged through it. `meet_spin`: runtime.wait's
          50 us by default; MEET_SPIN (5 ms) for workers that meet hundreds of times a second
-         (PPO: 4 ranks on 2 cores ran 1,220 frames/s on Hopper-v5 with 50 us, 1,690 with 5 ms: a
+         (PPO's and A2C's; PPO: 4 ranks on 2 cores ran 1,220 frames/s on Hopper-v5 with 50 us, 1,690 with 5 ms: a
          sleeping worker woke up to 1 ms late while the others spun in the Allreduce).
   gloo   torch.distributed with the gloo backend (CPU tensors).
   nccl   torch.distributed with NCCL: the buffer stays on the GPU.

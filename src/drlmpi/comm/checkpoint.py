@@ -19,6 +19,7 @@ next request is answered, so replies keep their order.
 """
 
 import json
+import sys
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -50,17 +51,19 @@ class Request:
 
 
 def rng_state(gen: np.random.Generator) -> dict:
-    """{"numpy": the bit generator's state (JSON-able), "torch": torch's CPU RNG state, uint8 [n]}."""
-    import torch
-
-    return {"numpy": gen.bit_generator.state, "torch": torch.get_rng_state().numpy().copy()}
+    """{"numpy": the bit generator's state (JSON-able), "torch": torch's CPU RNG state, uint8 [n]: [0] on a rank
+    that never imported torch (a model-less actor)}."""
+    torch = sys.modules.get("torch")
+    return {"numpy": gen.bit_generator.state,
+            "torch": torch.get_rng_state().numpy().copy() if torch else np.zeros(0, np.uint8)}
 
 
 def set_rng_state(gen: np.random.Generator, state: dict) -> None:
-    import torch
-
+    """Restore both generators; torch's only where this rank uses torch and the state holds one."""
     gen.bit_generator.state = state["numpy"]
-    torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(state["torch"], dtype=np.uint8)))
+    torch = sys.modules.get("torch")
+    if torch is not None and len(state["torch"]):
+        torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(state["torch"], dtype=np.uint8)))
 
 
 def encode_reply(header: dict, torch_state: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ source and tag on one plane can never take another plane's message, whatever the
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,13 @@ class Runtime:
 
     def torch_seed(self) -> int:
         return int(self.seed_seq.spawn(1)[0].generate_state(1)[0])
+
+    def use_threads(self) -> None:
+        """torch's threads set to this rank's share of its host's cores, where torch is imported (a rank with no
+        model never imports it: GA3C's and SEED RL's actors). Called at start and again once the planes are set
+        up (a role that imports torch in its setup)."""
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(self.layout.threads[self.rank])
 
 
 def pretend_ranks_per_node() -> int:
@@ -127,11 +135,10 @@ def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = No
     is_leader = node.rank == 0
     leaders = world.Split(0 if is_leader else MPI.UNDEFINED, world.rank)
     seed_seq = np.random.SeedSequence(seed).spawn(world.size)[world.rank]
-    import torch
-
-    torch.set_num_threads(layout.threads[world.rank])
-    return Runtime(world, layout, role, role_comm, node, leaders if is_leader else None, seed_seq,
-                   Channels.create(world), np.random.default_rng(seed_seq.spawn(1)[0]))
+    rt = Runtime(world, layout, role, role_comm, node, leaders if is_leader else None, seed_seq,
+                 Channels.create(world), np.random.default_rng(seed_seq.spawn(1)[0]))
+    rt.use_threads()
+    return rt
 
 
 def startup_timeout(world_size: int) -> float:
