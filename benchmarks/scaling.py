@@ -184,7 +184,9 @@ def figure(rows: list[dict], path: Path) -> None:
             k = [r["actors"] for r in pts]
             ax.plot(k, [r["value"] for r in pts], "o-", color=f"C{i}", label=f"{algo} job")
             ax.plot(k, [r["limit"] for r in pts], "x--", color=f"C{i}", alpha=0.6, label=f"{algo} raw acting")
-    ax.set(xlabel="actor ranks", ylabel="env frames/s (CartPole-v1)", xscale="log", yscale="log",
+    ks = sorted({r["actors"] for r in rows if r["part"] == "frames"})
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="actor ranks", ylabel="env frames/s (CartPole-v1)", yscale="log", xticks=ks, xticklabels=ks,
            title=f"drlmpi scaling on {os.cpu_count()} cores")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
