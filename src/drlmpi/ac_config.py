@@ -117,7 +117,7 @@ class UnrollPlanes:
 
     weights: WeightsPlane  # the lead learner's weights, version = update count
     trajectories: TrajectoryPlane  # the unrolls' senders -> the learners
-    net: "torch.nn.Module"  # the initial network, the same on every rank (None on a rank with no model)
+    net: "torch.nn.Module | None"  # the initial network, the same on every rank that builds it
 
     def close(self) -> None:
         self.weights.close()

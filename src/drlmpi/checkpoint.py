@@ -55,6 +55,7 @@ class State:
     nets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # net -> param -> array
     optim: dict[str, dict] = field(default_factory=dict)  # name -> {"groups": JSON list, "state": {k: {key: arr}}}
     rng: dict[str, dict] = field(default_factory=dict)  # "<role>-<index>" -> {"numpy": dict, "torch": uint8 [n]}
+    # (n is 0 on a rank that never imports torch)
     metrics: dict[str, np.ndarray] = field(default_factory=dict)  # column -> float64 [rows]
     returns: list[float] = field(default_factory=list)  # the recent-return window
     layout: dict = field(default_factory=dict)  # {"roles": [...], "hosts": [...]}

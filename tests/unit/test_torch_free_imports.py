@@ -36,3 +36,22 @@ def test_the_model_less_algorithms_export_actor_critics_network_functions():
 
 def test_the_torch_free_activation_names_are_the_networks():
     assert ac_config.ACTIVATIONS == tuple(nets.ACTIVATIONS)
+
+
+def test_an_empty_torch_state_restores_numpy_and_leaves_torch_as_it_is():
+    """A rank without torch saves an empty torch RNG state; restoring it where torch is imported changes only numpy's
+    generator (a learner that resumes an actor-free layout reseeds torch itself)."""
+    import numpy as np
+    import torch
+
+    from drlmpi.comm.checkpoint import set_rng_state
+
+    saved = np.random.default_rng(7)
+    state = {"numpy": saved.bit_generator.state, "torch": np.zeros(0, np.uint8)}
+    expected = saved.random(3)
+    torch.manual_seed(5)
+    before = torch.get_rng_state().clone()
+    gen = np.random.default_rng(0)
+    set_rng_state(gen, state)
+    assert np.array_equal(gen.random(3), expected)
+    assert torch.equal(torch.get_rng_state(), before)

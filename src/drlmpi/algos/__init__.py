@@ -49,7 +49,8 @@ def check_roles(module, layout, algo: str) -> None:
 
 def run(module, rt, cfg, resumed=None):
     """One rank's job, for every algorithm: set up the planes its roles share (collective), seed this rank's
-    generators (restored from the checkpoint when it holds this rank's), run this rank's role, close the planes.
+    generators (restored from the checkpoint when it holds this rank's), set torch's threads where setup imported
+    torch (a role that imports it later calls rt.use_threads() itself), run this rank's role, close the planes.
     Returns the role's summary (a learner's) or None."""
     from drlmpi import envs, lifecycle, runtime
 

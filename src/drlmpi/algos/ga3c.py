@@ -32,7 +32,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
   METRICS, STOP          reports       actor -> learner        float64 [9] (comm.metrics); empty      every 0.5 s; end
   Ibcast + Bcast         weights       learner -> other hosts' version, float32 weights               publish_every
                                        leaders
-  Ibarrier + Bcast       world         learner -> all          JSON: the parameter count (the         set-up
+  Ibarrier + Bcast       rt.world      learner -> all          JSON: the parameter count (the         set-up
                                                                weights plane's size; actors build none)
   CHECKPOINT, _DONE,     control       learner <-> other ranks request; RNG state (comm.checkpoint)   checkpoint_every,
   SIGNAL                                                       signal number                          signal, end
@@ -58,6 +58,7 @@ from drlmpi.envs import spaces
 from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.runtime.context import startup_timeout
 from drlmpi.runtime.layout import share_of
+from drlmpi.runtime.wait import PEER_TIMEOUT
 
 if TYPE_CHECKING:
     from drlmpi.ops.actor_critic import Losses
@@ -122,10 +123,11 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     if rt.role != "actor":
         from drlmpi.actor_critic import initial_net
 
+        rt.use_threads()  # (torch imported just now)
         net = initial_net(cfg, obs_space, act_space)
     lead = rt.layout.ranks("learner")[0]
     n = bcast_json(rt.world, sum(p.numel() for p in net.parameters()) if rt.rank == lead else None, root=lead,
-                   what="the learner's parameter count", timeout=startup_timeout(rt.size))
+                   what="the learner's parameter count (its torch import)", timeout=PEER_TIMEOUT)
     request, reply, unroll, once = central_fields(cfg, obs_space, act_space)
     actors, servers = rt.layout.ranks("actor"), rt.layout.ranks("inference")
     server_of = assign(actors, servers, rt.layout.host_ids())

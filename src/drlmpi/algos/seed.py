@@ -134,6 +134,7 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     if rt.role != "actor":
         from drlmpi.actor_critic import initial_net
 
+        rt.use_threads()  # (torch imported just now)
         net = initial_net(cfg, obs_space, act_space)
     fields = central_fields(cfg, obs_space, act_space)
     inference = InferencePlane.create(rt.channels.inference, rt.node, fields[0], fields[1], actor=rt.role == "actor")

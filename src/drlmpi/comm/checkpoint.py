@@ -3,7 +3,7 @@
   CHECKPOINT       lead -> rank   int64 [3]: checkpoint id, env steps, flags (LAST, SIGNALLED)
   CHECKPOINT_DONE  rank -> lead   uint8 [n]: int64 length of a JSON header; the header (who, the numpy bit
                                   generator state, part files written, whether it sent a SIGNAL); the
-                                  torch RNG state bytes
+                                  torch RNG state bytes (none from a rank without torch)
   SIGNAL           rank -> lead   int64 [1]: the signal number (at most once per rank)
 
 Requests reach actors and learners on the control channel, replay shards on the replay channel and
@@ -51,7 +51,7 @@ class Request:
 
 
 def rng_state(gen: np.random.Generator) -> dict:
-    """{"numpy": the bit generator's state (JSON-able), "torch": torch's CPU RNG state, uint8 [n]: [0] on a rank
+    """{"numpy": the bit generator's state (JSON-able), "torch": torch's CPU RNG state, uint8 [n]: shape (0,) on a rank
     that never imported torch (a model-less actor)}."""
     torch = sys.modules.get("torch")
     return {"numpy": gen.bit_generator.state,

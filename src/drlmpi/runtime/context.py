@@ -117,7 +117,8 @@ def check_thread_level(layout: Layout) -> None:
 
 def start(spec: RoleSpec, algo: str, seed: int, world: MPI.Intracomm | None = None,
           torch_threads: int = 0) -> Runtime:
-    """Build the layout (raises UserError when it cannot), communicators, seeds; set torch threads."""
+    """Build the layout (raises UserError when it cannot), communicators, seeds; set torch threads (where torch is
+    imported: Runtime.use_threads)."""
     world = world or MPI.COMM_WORLD
     node = node_comm(world)
     from drlmpi.runtime.wait import barrier
