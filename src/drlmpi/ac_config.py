@@ -124,6 +124,17 @@ class UnrollPlanes:
         self.trajectories.free()
 
 
+def initial_net_unless_actor(rt, cfg: ACConfig, obs_space, act_space) -> "torch.nn.Module | None":
+    """actor_critic.initial_net on every rank but an actor of a central-inference algorithm (GA3C, SEED RL), which
+    holds no model and so never imports torch: None there. torch's threads are set as soon as it is imported."""
+    if rt.role == "actor":
+        return None
+    from drlmpi.actor_critic import initial_net
+
+    rt.use_threads()
+    return initial_net(cfg, obs_space, act_space)
+
+
 MODEL_NAMES = ("build_net", "learner_parts", "load_policy")
 
 

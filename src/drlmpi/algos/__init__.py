@@ -49,8 +49,7 @@ def check_roles(module, layout, algo: str) -> None:
 
 def run(module, rt, cfg, resumed=None):
     """One rank's job, for every algorithm: set up the planes its roles share (collective), seed this rank's
-    generators (restored from the checkpoint when it holds this rank's), set torch's threads where setup imported
-    torch (a role that imports it later calls rt.use_threads() itself), run this rank's role, close the planes.
+    generators (restored from the checkpoint when it holds this rank's), run this rank's role, close the planes.
     Returns the role's summary (a learner's) or None."""
     from drlmpi import envs, lifecycle, runtime
 
@@ -59,7 +58,6 @@ def run(module, rt, cfg, resumed=None):
     if planes is not None:
         runtime.barrier(rt.node, runtime.context.startup_timeout(rt.size), what="this host's ranks to set up")
         runtime.unlink_mpi_segments()  # (every rank of the host attached what setup made)
-    rt.use_threads()  # (a role whose setup imported torch)
     lifecycle.seed_rank(rt, resumed)
     summary = module.ROLES[rt.role](rt, cfg, planes, resumed)
     if hasattr(planes, "close"):

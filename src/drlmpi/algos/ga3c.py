@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from drlmpi import lifecycle
-from drlmpi.ac_config import PolicyLag, UnrollBatch, UnrollPlanes, model_name, require_discrete
+from drlmpi.ac_config import (
+    PolicyLag,
+    UnrollBatch,
+    UnrollPlanes,
+    initial_net_unless_actor,
+    model_name,
+    require_discrete,
+)
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
 from drlmpi.comm.control import bcast_json
@@ -119,12 +126,7 @@ def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the weights, inference and trajectory planes; the initial network on the learner and the
     predictors (an actor builds none: the learner tells every rank the weights plane's size)."""
     obs_space, act_space = spaces(cfg.env)
-    net = None
-    if rt.role != "actor":
-        from drlmpi.actor_critic import initial_net
-
-        rt.use_threads()  # (torch imported just now)
-        net = initial_net(cfg, obs_space, act_space)
+    net = initial_net_unless_actor(rt, cfg, obs_space, act_space)
     lead = rt.layout.ranks("learner")[0]
     n = bcast_json(rt.world, sum(p.numel() for p in net.parameters()) if rt.rank == lead else None, root=lead,
                    what="the learner's parameter count (its torch import)", timeout=PEER_TIMEOUT)

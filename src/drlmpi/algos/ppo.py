@@ -281,9 +281,9 @@ def learn(net, opt, allreduce: GradAllreduce, batch: dict, cfg: Config, frac: fl
 
 
 def splits(n: int, k: int) -> list[tuple[int, int]]:
-    """np.array_split's k parts of range(n) as (start, stop) pairs."""
-    bounds = np.cumsum([0] + [len(p) for p in np.array_split(np.arange(n), k)])
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    """np.array_split's k parts of range(n) as (start, stop) pairs (the first n % k one longer)."""
+    bounds = np.cumsum([0] + [n // k + (i < n % k) for i in range(k)]).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 

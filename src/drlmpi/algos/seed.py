@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from drlmpi import lifecycle
-from drlmpi.ac_config import UnrollBatch, VTraceClip, model_name, require_discrete
+from drlmpi.ac_config import UnrollBatch, VTraceClip, initial_net_unless_actor, model_name, require_discrete
 from drlmpi.central import CentralConfig, answer_batch, central_fields, run_remote_actor
 from drlmpi.checkpoint import State
 from drlmpi.comm.inference import Assembler, InferencePlane
@@ -130,12 +130,7 @@ class Planes:
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the inference plane (actors' segments on every host); the initial network on the learners."""
     obs_space, act_space = spaces(cfg.env)
-    net = None
-    if rt.role != "actor":
-        from drlmpi.actor_critic import initial_net
-
-        rt.use_threads()  # (torch imported just now)
-        net = initial_net(cfg, obs_space, act_space)
+    net = initial_net_unless_actor(rt, cfg, obs_space, act_space)
     fields = central_fields(cfg, obs_space, act_space)
     inference = InferencePlane.create(rt.channels.inference, rt.node, fields[0], fields[1], actor=rt.role == "actor")
     return Planes(inference, fields, net)

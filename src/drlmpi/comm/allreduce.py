@@ -84,8 +84,8 @@ class GradAllreduce:
         on_gpu = self.backend == "nccl"
         self.buf = torch.zeros(self.n + extra, dtype=torch.float32, device=device if on_gpu else "cpu")
         self.host = self.buf.numpy() if not on_gpu else None  # the MPI view of the buffer
-        self.views = torch.split(self.buf[: self.n], self.sizes)  # each parameter's gradient in the buffer
         self.flat = self.buf[: self.n]  # every gradient, flat [n]
+        self.views = torch.split(self.flat, self.sizes)  # each parameter's gradient in the buffer
         self.tail = np.zeros(extra, np.float64)
         if self.backend in ("gloo", "nccl") and comm.size > 1:
             if self.backend == "nccl":

@@ -70,8 +70,8 @@ class Runtime:
 
     def use_threads(self) -> None:
         """torch's threads set to this rank's share of its host's cores, where torch is imported (a rank with no
-        model never imports it: GA3C's and SEED RL's actors). Called at start and again once the planes are set
-        up (a role that imports torch in its setup)."""
+        model never imports it: GA3C's and SEED RL's actors). Called at start, and by a role that imports torch
+        later, right after (ac_config.initial_net_unless_actor)."""
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(self.layout.threads[self.rank])
 
