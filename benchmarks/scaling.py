@@ -9,11 +9,16 @@ learner  Ape-X's actor and learner ranks and QT-Opt's trainer against their limi
          benchmarks/qtopt.py, one bracketed repeat each): the ratios issue 29 asked for on free cores.
 allreduce  two learner ranks' gradient allreduce, MPI against gloo (benchmarks/allreduce.py), and NCCL where the
          machine has two GPUs or more (NCCL cannot put two ranks on one GPU).
+costs    what the throughput model (benchmarks/scaling_model.py, docs/scaling.md) needs beside the rest, each a bare
+         loop on one thread: IMPALA's and SEED's learner updates/s on a random batch of their defaults' shape
+         (`actors` holds the frames an update learns from), the central server's forward at 1 and 64 requests'
+         observations (`actors`: the observations), a replay shard's inserts of Ape-X's blocks (rows/s), and one
+         process's raw acting (IMPALA's network) against its envs (`actors`: 1, 4, 16, 64 envs).
 gpu      when torch sees a GPU: a bare learner loop (Ape-X's double-DQN update, batch 512) on it against the CPU.
 
 Output: <out>/scaling.csv (part, algo, ranks, actors, value, unit, limit, ratio) and <out>/scaling.png, and the
 table on stdout. Usage: python benchmarks/scaling.py [--out docs/figures/scaling/NAME] [--seconds 5]
-                         [--parts frames,learner,allreduce,gpu] [--max-actors N]
+                         [--parts frames,learner,allreduce,costs,gpu] [--max-actors N]
 """
 
 import argparse
@@ -36,8 +41,17 @@ COLUMNS = ["part", "algo", "ranks", "actors", "value", "unit", "limit", "ratio"]
 
 def raw(algo: str, seconds: float) -> None:
     """One acting process of `algo`'s defaults (under mpiexec): rank 0 prints the frames/s summed over the ranks."""
-    import torch
     from mpi4py import MPI
+
+    total = MPI.COMM_WORLD.reduce(acting_fps(algo, 0, seconds, MPI.COMM_WORLD.rank, MPI.COMM_WORLD.Barrier), root=0)
+    if MPI.COMM_WORLD.rank == 0:
+        print(total)
+
+
+def acting_fps(algo: str, num_envs: int, seconds: float, seed: int = 0, ready=lambda: None) -> float:
+    """Frames/s of `algo`'s CartPole envs (num_envs of them; 0: its default) and network stepped raw: a forward
+    and an action a step, nothing learnt or sent."""
+    import torch
 
     from drlmpi import algos, config
     from drlmpi.envs import make_vec
@@ -47,10 +61,10 @@ def raw(algo: str, seconds: float) -> None:
     torch.set_num_threads(1)
     module = algos.get(algo)
     cfg = config.build(module.Config, env="CartPole-v1")
-    env = make_vec(cfg.env, cfg.num_envs, seed=MPI.COMM_WORLD.rank)
+    env = make_vec(cfg.env, num_envs or cfg.num_envs, seed=seed)
     net = module.build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
     obs, frames = env.reset(), 0
-    MPI.COMM_WORLD.Barrier()
+    ready()
     t0 = time.perf_counter()
     with torch.no_grad():
         while time.perf_counter() - t0 < seconds:
@@ -62,9 +76,8 @@ def raw(algo: str, seconds: float) -> None:
                 actions = net(x).argmax(1)
             obs = env.step(actions.numpy()).obs
             frames += len(obs)
-    total = MPI.COMM_WORLD.reduce(frames / (time.perf_counter() - t0), root=0)
-    if MPI.COMM_WORLD.rank == 0:
-        print(total)
+    env.close()
+    return frames / (time.perf_counter() - t0)
 
 
 def run(cmd: list[str], timeout: float, env: dict | None = None) -> str:
@@ -136,13 +149,17 @@ def learner_part(seconds: float, rows: list[dict]) -> None:
 
 def allreduce_part(rows: list[dict]) -> None:
     """GradAllreduce with MPI against gloo (ms a call; `actors` holds the gradient's floats, `limit` gloo's time)."""
-    out = run([sys.executable, str(HERE / "allreduce.py"), "--calls", "100"], timeout=600)
+    out = run([sys.executable, str(HERE / "allreduce.py"), "--calls", "100", "--sizes", "1000,68000,1690000"],
+              timeout=600)
     n, times = 0, {}
     for line in out.splitlines():
         if m := re.match(r"^\s*([\d,]+) floats", line):
             n, times = int(m.group(1).replace(",", "")), {}
         elif m := re.match(r"^\s*([\w-]+)\s+([\d.]+) ms", line):
             times[m.group(1)] = float(m.group(2))
+            if m.group(1) == "memcpy":
+                rows.append({"part": "memcpy", "algo": "numpy", "ranks": 1, "actors": n, "value": times["memcpy"],
+                             "unit": "ms", "limit": float("nan"), "ratio": float("nan")})
             if {"grad-mpi", "grad-gloo"} <= times.keys():
                 mpi, gloo = times.pop("grad-mpi"), times["grad-gloo"]
                 rows.append({"part": "allreduce", "algo": "mpi", "ranks": 2, "actors": n, "value": mpi,
@@ -152,6 +169,88 @@ def allreduce_part(rows: list[dict]) -> None:
 
     if torch.cuda.device_count() < 2:
         print(f"  nccl: {torch.cuda.device_count()} GPU(s) here; NCCL needs a GPU per rank, so it is not measured")
+
+
+def cartpole_net(algo: str):
+    """(algo's Config with CartPole's defaults, its network, the env's spaces), on one torch thread."""
+    import torch
+
+    from drlmpi import algos, config
+    from drlmpi.envs import make_vec
+
+    torch.set_num_threads(1)
+    module = algos.get(algo)
+    cfg = config.build(module.Config, env="CartPole-v1")
+    env = make_vec(cfg.env, 1, seed=0)
+    return cfg, module.build_net(cfg, env.observation_space, env.action_space), env.action_space.n
+
+
+def unroll_updates_per_s(algo: str, seconds: float) -> tuple[float, int]:
+    """A bare loop of IMPALA's or SEED's learner update (`learn`, backward, clip, RMSProp) on a random batch of
+    unrolls {field: [T + 1, N, ...]} of its defaults' shape: (updates/s, frames learnt per update T * N)."""
+    from apex import bare_loop
+
+    from drlmpi import algos
+    from drlmpi.actor_critic import learner_parts
+
+    cfg, net, A = cartpole_net(algo)
+    T, N, rng = cfg.n_steps, cfg.batch_size * cfg.num_envs, np.random.default_rng(0)
+    batch = {"obs": rng.normal(size=(T + 1, N, 4)).astype(np.float32), "action": rng.integers(0, A, (T + 1, N)),
+             "logits": rng.normal(size=(T + 1, N, A)).astype(np.float32), "reward": np.ones((T + 1, N), np.float32),
+             "discount": np.full((T + 1, N), cfg.gamma, np.float32)}
+    learn, opt = algos.get(algo).learn, learner_parts(cfg, net).optims["rmsprop"]
+    return bare_loop(lambda n: learn(net, batch, cfg, "cpu").total, net, opt, cfg.max_grad_norm, seconds), T * N
+
+
+def forwards_per_s(algo: str, obs: int, seconds: float) -> float:
+    """The central server's forward (and sampled action) on `obs` observations, per second."""
+    import torch
+
+    from drlmpi.ops import policy as pi
+
+    _, net, _ = cartpole_net(algo)
+    x, n, t0 = torch.randn(1, obs, 4), 0, time.perf_counter()
+    with torch.no_grad():
+        while time.perf_counter() - t0 < seconds:
+            head, _, _ = net(x)
+            pi.sample(head[0], net.log_std).numpy()
+            n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def inserts_per_s(seconds: float) -> float:
+    """A replay shard's storage: PrioritizedReplay.add of Ape-X's CartPole blocks (block_rows n-step rows), rows/s."""
+    from drlmpi.replay import PrioritizedReplay
+
+    cfg, _, _ = cartpole_net("apex")
+    fields = {"obs": ((4,), np.float32), "next_obs": ((4,), np.float32), "action": ((), np.int64),
+              "ret": ((), np.float32), "discount": ((), np.float32)}
+    rng, rows = np.random.default_rng(0), cfg.block_rows
+    block = {k: rng.random((rows, *shape)).astype(dtype) for k, (shape, dtype) in fields.items()}
+    store = PrioritizedReplay(cfg.buffer_size, fields, cfg.alpha, rng)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        store.add(block, rng.random(rows) + 0.1)
+        n += rows
+    return n / (time.perf_counter() - t0)
+
+
+def costs_part(seconds: float, rows: list[dict]) -> None:
+    sys.path.insert(0, str(HERE))
+
+    def add(algo, batch, value, unit):
+        rows.append({"part": "cost", "algo": algo, "ranks": 1, "actors": batch, "value": value, "unit": unit,
+                     "limit": float("nan"), "ratio": float("nan")})
+        print(f"  cost {algo:14s} {value:10.1f} {unit} (batch {batch})", flush=True)
+
+    for algo in ("impala", "seed"):
+        ups, frames = unroll_updates_per_s(algo, seconds / 2)
+        add(algo, frames, ups, "updates/s")
+    for obs in (1, 64):
+        add("seed-forward", obs, forwards_per_s("seed", obs, seconds / 4), "forwards/s")
+    add("apex-insert", 64, inserts_per_s(seconds / 4), "rows/s")
+    for envs in (1, 4, 16, 64):
+        add("acting", envs, acting_fps("impala", envs, seconds / 8), "frames/s")
 
 
 def gpu_part(seconds: float, rows: list[dict]) -> None:
@@ -197,7 +296,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(HERE.parent / "docs" / "figures" / "scaling" / f"{os.cpu_count()}-cores"))
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--parts", default="frames,learner,allreduce,gpu")
+    ap.add_argument("--parts", default="frames,learner,allreduce,costs,gpu")
     ap.add_argument("--max-actors", type=int, default=None, help="the largest actor count (default: the free cores)")
     ap.add_argument("--raw", nargs=2, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -206,11 +305,13 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from _timing import machine
 
-    t0, rows = time.monotonic(), []
+    t0 = time.monotonic()
+    rows = [{"part": "machine", "algo": "-", "ranks": 0, "actors": 0, "value": os.cpu_count(), "unit": "cores",
+             "limit": float("nan"), "ratio": float("nan")}]
     print(f"benchmarks/scaling.py on {machine()}", flush=True)
     parts = {"frames": lambda: frames_part(a.seconds, a.max_actors, rows),
              "learner": lambda: learner_part(a.seconds, rows), "allreduce": lambda: allreduce_part(rows),
-             "gpu": lambda: gpu_part(a.seconds, rows)}
+             "costs": lambda: costs_part(a.seconds, rows), "gpu": lambda: gpu_part(a.seconds, rows)}
     for name in a.parts.split(","):
         parts[name]()
     out = Path(a.out)

@@ -9,10 +9,13 @@ A2C and PPO with the RL Zoo's CartPole-v1 settings (A2C: 8 envs, ent_coef 0, 500
 batch 256, 20 epochs, gamma 0.98, GAE 0.8, lr and clip annealed from 1e-3 and 0.2, ent_coef 0, 100K steps), one
 process each (SB3 trains in one): the policy is copied every `--every` seconds of training and each copy
 evaluated the same way after training (the deterministic action, 20 episodes by
-`drlmpi.evaluate.episode_returns`). Only one run trains at a time, so runs do not share the CPU.
+`drlmpi.evaluate.episode_returns`). rllib-impala and rllib-appo are RLlib's (benchmarks/rllib_peer.py, run by
+`--rllib-python`, a Python with the `rllib` extra) with as many processes as drlmpi's 4 ranks: 3 env runners and the
+learner in the driver, RLlib's tuned CartPole settings, copies evaluated the same way. Only one run trains at a
+time, so runs do not share the CPU. frames/s: env steps over training seconds, the whole run.
 
 Usage: python benchmarks/time_to_475.py [--algos dqn,apex,gorila,a2c,a3c,impala,ppo,appo,sb3-a2c,sb3-ppo]
-                                        [--seeds 0,1,2] [--every 10]
+                                        [--seeds 0,1,2] [--every 10] [--rllib-python PATH]
 """
 
 import argparse
@@ -31,7 +34,8 @@ from drlmpi.evaluate import evaluate
 BIN = os.path.dirname(sys.executable)
 RUNS = {"dqn": (1, 100_000), "apex": (4, 150_000), "gorila": (4, 150_000), "a2c": (4, 1_000_000),
         "a3c": (4, 1_000_000), "impala": (4, 2_000_000), "ga3c": (4, 1_000_000), "seed": (4, 2_000_000),
-        "ppo": (4, 150_000), "appo": (4, 1_000_000), "sb3-a2c": (1, 500_000), "sb3-ppo": (1, 100_000)}
+        "ppo": (4, 150_000), "appo": (4, 1_000_000), "sb3-a2c": (1, 500_000), "sb3-ppo": (1, 100_000),
+        "rllib-impala": (4, 2_000_000), "rllib-appo": (4, 2_000_000)}
 # ranks, env steps (defaults)
 
 
@@ -47,8 +51,23 @@ def sb3_model(algo: str, seed: int):
                learning_rate=lambda f: 1e-3 * f, clip_range=lambda f: 0.2 * f, seed=seed, device="cpu")
 
 
-def sb3_run(algo: str, seed: int, steps: int, every: float) -> tuple[tuple[float, int, float] | None, float]:
-    """Train SB3's A2C or PPO, copying its policy every `every` s; (first copy reaching 475, final return)."""
+def rllib_run(python: str, algo: str, ranks: int, seed: int, steps: int, every: float
+              ) -> tuple[tuple[float, int, float] | None, float, float]:
+    """RLlib's IMPALA or APPO (benchmarks/rllib_peer.py): (first copy reaching 475, final return, frames/s)."""
+    import json
+
+    r = subprocess.run([python, os.path.join(os.path.dirname(__file__), "rllib_peer.py"), "--algo",
+                        algo.removeprefix("rllib-"), "--ranks", str(ranks), "--seed", str(seed), "--every", str(every),
+                        "--max-steps", str(steps)], capture_output=True, text=True, timeout=1200)
+    if r.returncode:
+        sys.exit(f"{algo} seed {seed} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return (tuple(out["hit"]) if out["hit"] else None), out["final"], out["frames_per_s"]
+
+
+def sb3_run(algo: str, seed: int, steps: int, every: float) -> tuple[tuple[float, int, float] | None, float, float]:
+    """Train SB3's A2C or PPO, copying its policy every `every` s; (first copy reaching 475, final return,
+    frames/s)."""
     import copy
     import time
 
@@ -86,7 +105,7 @@ def sb3_run(algo: str, seed: int, steps: int, every: float) -> tuple[tuple[float
         if (ret := greedy(state)) >= 475:
             hit = (sec, n, ret)
             break
-    return hit, greedy(copies[-1][2])
+    return hit, greedy(copies[-1][2]), copies[-1][1] / copies[-1][0]
 
 
 def first_reach(run_dir: str, bar: float = 475.0) -> tuple[float, int, float] | None:
@@ -105,16 +124,18 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--set", action="append", default=[], help="key=value for every drlmpi run (not the defaults)")
+    ap.add_argument("--rllib-python", default="python", help="a Python with the rllib extra (for rllib-*)")
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for algo in a.algos.split(","):
             ranks, steps = RUNS[algo]
             for seed in (int(s) for s in a.seeds.split(",")):
-                if algo.startswith("sb3-"):
-                    hit, final = sb3_run(algo, seed, steps, a.every)
-                    rows.append((algo, ranks, seed, hit, final))
-                    print(f"{algo} seed {seed}: {hit}, final {final:.1f}", flush=True)
+                if algo.startswith(("sb3-", "rllib-")):
+                    hit, final, fps = (sb3_run(algo, seed, steps, a.every) if algo.startswith("sb3-") else
+                                       rllib_run(a.rllib_python, algo, ranks, seed, steps, a.every))
+                    rows.append((algo, ranks, seed, hit, final, fps))
+                    print(f"{algo} seed {seed}: {hit}, final {final:.1f}, {fps:.0f} frames/s", flush=True)
                     continue
                 run_dir = os.path.join(d, f"{algo}-{seed}")
                 cmd = [os.path.join(BIN, "mpiexec"), "-n", str(ranks), os.path.join(BIN, "drlmpi"), "--algo", algo,
@@ -126,14 +147,17 @@ def main() -> None:
                 if r.returncode:
                     sys.exit(f"{algo} seed {seed} failed:\n{r.stdout}\n{r.stderr}")
                 hit = first_reach(run_dir)
-                final = evaluate(sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.h5")))[-1], 20)
-                rows.append((algo, ranks, seed, hit, final["mean_return"]))
-                print(f"{algo} seed {seed}: {hit}, final {final['mean_return']:.1f}", flush=True)
+                last = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.h5")))[-1]
+                final, counters = evaluate(last, 20), checkpoint.load(last).counters
+                fps = counters["env_steps"] / counters["wall_time"]
+                rows.append((algo, ranks, seed, hit, final["mean_return"], fps))
+                print(f"{algo} seed {seed}: {hit}, final {final['mean_return']:.1f}, {fps:.0f} frames/s", flush=True)
     print(f"time to a 20-episode greedy mean >= 475, CartPole-v1, {machine()}, checkpoints every {a.every:g} s")
-    print(f"{'algo':<8}{'ranks':>6}{'seed':>6}{'seconds':>10}{'env steps':>11}{'return':>8}{'final':>8}")
-    for algo, ranks, seed, hit, final in rows:
+    print(f"{'algo':<13}{'ranks':>6}{'seed':>6}{'seconds':>10}{'env steps':>11}{'return':>8}{'final':>8}"
+          f"{'frames/s':>10}")
+    for algo, ranks, seed, hit, final, fps in rows:
         sec, steps, ret = (f"{hit[0]:.0f}", f"{hit[1]:,}", f"{hit[2]:.1f}") if hit else ("-", "-", "-")
-        print(f"{algo:<8}{ranks:>6}{seed:>6}{sec:>10}{steps:>11}{ret:>8}{final:>8.1f}")
+        print(f"{algo:<13}{ranks:>6}{seed:>6}{sec:>10}{steps:>11}{ret:>8}{final:>8.1f}{fps:>10,.0f}")
 
 
 if __name__ == "__main__":
