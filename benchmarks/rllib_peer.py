@@ -33,7 +33,7 @@ SETTINGS = {  # RLlib's tuned CartPole examples
 }
 
 
-def build(algo: str, ranks: int, seed: int):
+def build(algo: str, ranks: int, seed: int, every: float):
     from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.algorithms.impala import IMPALAConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
@@ -45,6 +45,7 @@ def build(algo: str, ranks: int, seed: int):
               .learners(num_learners=0)
               .training(**s["training"])
               .rl_module(model_config=DefaultModelConfig(**s["model"]))
+              .reporting(min_time_s_per_iteration=min(every, 10.0))  # (a copy can be taken after each iteration)
               .debugging(seed=seed))
     return config.build_algo()
 
@@ -86,7 +87,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t_start = time.monotonic()
     ray.init(num_cpus=a.ranks, include_dashboard=False, log_to_driver=False)
-    algo = build(a.algo, a.ranks, a.seed)
+    algo = build(a.algo, a.ranks, a.seed, a.every)
     module = algo.learner_group._learner.module["default_policy"]  # the learner in this process
     startup, t0 = time.monotonic() - t_start, time.monotonic()
     copies, last, steps = [], t0, 0
