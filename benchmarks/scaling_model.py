@@ -232,19 +232,20 @@ def check(c: Costs, rows: list[dict]) -> list[dict]:
     return out
 
 
-def figure(c: Costs, checks: list[dict], table: list[dict], path: Path) -> None:
+def figure(c: Costs, checks: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    nc = NODE_CORES[0]
     for i, algo in enumerate(ALGOS):
-        pts = [t for t in table if t["algo"] == algo and t["node_cores"] == NODE_CORES[0]]
-        ax.plot([t["ranks"] for t in pts], [t["model"] for t in pts], "-", color=f"C{i}",
-                label=f"{algo} model, defaults")
+        least = FIXED[algo] + 1 + (algo == "apex")  # (Ape-X: a replay shard too)
+        ranks = [r for r in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512, 1024) if r >= least]
+        ax.plot(ranks, [predict(c, algo, r, nc)[0] for r in ranks], "-", color=f"C{i}", label=f"{algo} model, defaults")
         if algo != "ppo":
-            ax.plot([t["ranks"] for t in pts], [t["scaled"] for t in pts], ":", color=f"C{i}",
+            ax.plot(ranks, [scaled(c, algo, r, nc) for r in ranks], ":", color=f"C{i}",
                     label=f"{algo} model, learning scaled")
         m = [x for x in checks if x["algo"] == algo]
         ax.plot([x["ranks"] for x in m], [x["measured"] for x in m], "o", color=f"C{i}", ms=7,
@@ -282,15 +283,15 @@ def main() -> None:
     for algo in ALGOS:
         for nc in NODE_CORES:
             pts = [t for t in table if t["algo"] == algo and t["node_cores"] == nc]
-            print(f"| {algo} | {nc} | " + " | ".join(f"{t['model']:,.0f} ({t['bound']}); {t['scaled']:,.0f} with "
-                                                      f"{t['keep_up']}" for t in pts) + " |")
+            print(f"| {algo} | {nc} | " + " | ".join(f"{t['model']:,.0f} ({t['bound']})" + (
+                "" if algo == "ppo" else f"; {t['scaled']:,.0f} with {t['keep_up']}") for t in pts) + " |")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "model.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["algo", "node_cores", "ranks", "model", "bound", "keep_up", "scaled"])
         w.writeheader()
         w.writerows({**t, "model": f"{t['model']:.4g}", "scaled": f"{t['scaled']:.4g}"} for t in table)
-    figure(c, checks, table, out / "model.png")
+    figure(c, checks, out / "model.png")
     print(f"\n{out / 'model.csv'} and model.png written")
 
 
