@@ -20,7 +20,7 @@ install: $(STAMP)
 # The default job: the best algorithm available, on CartPole-v1, under the venv's mpiexec.
 run: $(STAMP)
 	rm -rf $(RUN_DIR)
-	$(BIN)/mpiexec -n 4 $(BIN)/drlmpi --algo appo --env CartPole-v1 --run-dir $(RUN_DIR)
+	$(BIN)/mpiexec -n 4 $(BIN)/drlmpi --algo impala --env CartPole-v1 --run-dir $(RUN_DIR)
 	$(BIN)/drlmpi eval $(RUN_DIR) --episodes 20
 
 test: $(STAMP)

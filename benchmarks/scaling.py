@@ -157,9 +157,10 @@ def allreduce_part(rows: list[dict]) -> None:
             n, times = int(m.group(1).replace(",", "")), {}
         elif m := re.match(r"^\s*([\w-]+)\s+([\d.]+) ms", line):
             times[m.group(1)] = float(m.group(2))
-            if m.group(1) == "memcpy":
-                rows.append({"part": "memcpy", "algo": "numpy", "ranks": 1, "actors": n, "value": times["memcpy"],
-                             "unit": "ms", "limit": float("nan"), "ratio": float("nan")})
+            if m.group(1) in ("memcpy", "mpi-blocking"):  # (the copy; the wire alone, no meeting)
+                rows.append({"part": m.group(1), "algo": "numpy" if m.group(1) == "memcpy" else "mpi", "ranks": 2,
+                             "actors": n, "value": times[m.group(1)], "unit": "ms", "limit": float("nan"),
+                             "ratio": float("nan")})
             if {"grad-mpi", "grad-gloo"} <= times.keys():
                 mpi, gloo = times.pop("grad-mpi"), times["grad-gloo"]
                 rows.append({"part": "allreduce", "algo": "mpi", "ranks": 2, "actors": n, "value": mpi,
