@@ -264,7 +264,7 @@ def main() -> None:
     c = read_costs(Path(a.csv), a.net_latency_us, a.net_gbps)
     checks = check(c, read_rows(Path(a.csv)))
     print(f"costs: raw acting {', '.join(f'{k} {v:,.0f}' for k, v in c.raw.items())} frames/s a process; Ape-X "
-          f"learner {c.u_apex:.0f} updates/s; two-rank allreduce {c.ar2[1][0] * 1e6:.0f} us at {c.ar2[0][0]:,} B, "
+          f"learner {c.u_apex:.0f} updates/s; two-rank allreduce {c.ar2[1][0] * 1e6:.0f} us at {c.ar2[0][0]:,.0f} B, "
           f"a tree level {c.level * 1e6:.1f} us; server forward {c.fwd[0] * 1e6:.1f} us + {c.fwd[1] * 1e6:.2f} us "
           f"an observation")
     print("\n| algo | ranks | measured frames/s | model | error | bound by |\n|---|---|---|---|---|---|")
