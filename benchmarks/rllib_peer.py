@@ -80,11 +80,11 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--max-steps", type=int, default=2_000_000)
     a = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (before torch and Ray start: their worker processes inherit it)
     import ray
     import torch
 
     torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     t_start = time.monotonic()
     ray.init(num_cpus=a.ranks, include_dashboard=False, log_to_driver=False)
     algo = build(a.algo, a.ranks, a.seed, a.every)

@@ -39,6 +39,12 @@ FIXED = {"apex": 2, "impala": 1, "seed": 1, "ppo": 0}  # each algorithm's ranks 
 COLUMNS = ["part", "algo", "ranks", "actors", "value", "unit", "limit", "ratio"]
 
 
+def row(part: str, algo: str, ranks: int, actors: int, value: float, unit: str, limit: float = float("nan"),
+        ratio: float = float("nan")) -> dict:
+    """One CSV row (COLUMNS); a cost with no limit leaves limit and ratio NaN."""
+    return dict(zip(COLUMNS, (part, algo, ranks, actors, value, unit, limit, ratio)))
+
+
 def raw(algo: str, seconds: float) -> None:
     """One acting process of `algo`'s defaults (under mpiexec): rank 0 prints the frames/s summed over the ranks."""
     from mpi4py import MPI
@@ -53,16 +59,15 @@ def acting_fps(algo: str, num_envs: int, seconds: float, seed: int = 0, ready=la
     and an action a step, nothing learnt or sent."""
     import torch
 
-    from drlmpi import algos, config
+    from drlmpi import algos
     from drlmpi.envs import make_vec
     from drlmpi.nets import ActorCritic
     from drlmpi.ops import policy as pi
 
     torch.set_num_threads(1)
-    module = algos.get(algo)
-    cfg = config.build(module.Config, env="CartPole-v1")
+    cfg = cartpole_config(algo)
     env = make_vec(cfg.env, num_envs or cfg.num_envs, seed=seed)
-    net = module.build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
+    net = algos.get(algo).build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
     obs, frames = env.reset(), 0
     ready()
     t0 = time.perf_counter()
@@ -158,9 +163,8 @@ def allreduce_part(rows: list[dict]) -> None:
         elif m := re.match(r"^\s*([\w-]+)\s+([\d.]+) ms", line):
             times[m.group(1)] = float(m.group(2))
             if m.group(1) in ("memcpy", "mpi-blocking"):  # (the copy; the wire alone, no meeting)
-                rows.append({"part": m.group(1), "algo": "numpy" if m.group(1) == "memcpy" else "mpi", "ranks": 2,
-                             "actors": n, "value": times[m.group(1)], "unit": "ms", "limit": float("nan"),
-                             "ratio": float("nan")})
+                rows.append(row(m.group(1), "numpy" if m.group(1) == "memcpy" else "mpi", 2, n, times[m.group(1)],
+                                "ms"))
             if {"grad-mpi", "grad-gloo"} <= times.keys():
                 mpi, gloo = times.pop("grad-mpi"), times["grad-gloo"]
                 rows.append({"part": "allreduce", "algo": "mpi", "ranks": 2, "actors": n, "value": mpi,
@@ -172,18 +176,23 @@ def allreduce_part(rows: list[dict]) -> None:
         print(f"  nccl: {torch.cuda.device_count()} GPU(s) here; NCCL needs a GPU per rank, so it is not measured")
 
 
+def cartpole_config(algo: str):
+    from drlmpi import algos, config
+
+    return config.build(algos.get(algo).Config, env="CartPole-v1")
+
+
 def cartpole_net(algo: str):
-    """(algo's Config with CartPole's defaults, its network, the env's spaces), on one torch thread."""
+    """(algo's Config with CartPole's defaults, its network, the number of actions), on one torch thread."""
     import torch
 
-    from drlmpi import algos, config
-    from drlmpi.envs import make_vec
+    from drlmpi import algos
+    from drlmpi.envs import spaces
 
     torch.set_num_threads(1)
-    module = algos.get(algo)
-    cfg = config.build(module.Config, env="CartPole-v1")
-    env = make_vec(cfg.env, 1, seed=0)
-    return cfg, module.build_net(cfg, env.observation_space, env.action_space), env.action_space.n
+    cfg = cartpole_config(algo)
+    obs_space, act_space = spaces(cfg.env)
+    return cfg, algos.get(algo).build_net(cfg, obs_space, act_space), act_space.n
 
 
 def unroll_updates_per_s(algo: str, seconds: float) -> tuple[float, int]:
@@ -223,7 +232,7 @@ def inserts_per_s(seconds: float) -> float:
     """A replay shard's storage: PrioritizedReplay.add of Ape-X's CartPole blocks (block_rows n-step rows), rows/s."""
     from drlmpi.replay import PrioritizedReplay
 
-    cfg, _, _ = cartpole_net("apex")
+    cfg = cartpole_config("apex")
     fields = {"obs": ((4,), np.float32), "next_obs": ((4,), np.float32), "action": ((), np.int64),
               "ret": ((), np.float32), "discount": ((), np.float32)}
     rng, rows = np.random.default_rng(0), cfg.block_rows
@@ -240,8 +249,7 @@ def costs_part(seconds: float, rows: list[dict]) -> None:
     sys.path.insert(0, str(HERE))
 
     def add(algo, batch, value, unit):
-        rows.append({"part": "cost", "algo": algo, "ranks": 1, "actors": batch, "value": value, "unit": unit,
-                     "limit": float("nan"), "ratio": float("nan")})
+        rows.append(row("cost", algo, 1, batch, value, unit))
         print(f"  cost {algo:14s} {value:10.1f} {unit} (batch {batch})", flush=True)
 
     for algo in ("impala", "seed"):
@@ -307,8 +315,7 @@ def main() -> None:
     from _timing import machine
 
     t0 = time.monotonic()
-    rows = [{"part": "machine", "algo": "-", "ranks": 0, "actors": 0, "value": os.cpu_count(), "unit": "cores",
-             "limit": float("nan"), "ratio": float("nan")}]
+    rows = [row("machine", "-", 0, 0, os.cpu_count(), "cores")]
     print(f"benchmarks/scaling.py on {machine()}", flush=True)
     parts = {"frames": lambda: frames_part(a.seconds, a.max_actors, rows),
              "learner": lambda: learner_part(a.seconds, rows), "allreduce": lambda: allreduce_part(rows),

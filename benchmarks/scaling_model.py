@@ -84,15 +84,15 @@ def pick(rows: list[dict], **match) -> list[dict]:
 def defaults() -> tuple[dict, dict]:
     """Each algorithm's CartPole defaults the model reads, and its gradient's bytes (float32)."""
     from drlmpi import algos, config
-    from drlmpi.envs import make_vec
+    from drlmpi.envs import spaces
 
     cfg, grad = {}, {}
-    env = make_vec("CartPole-v1", 1, seed=0)
+    obs_space, act_space = spaces("CartPole-v1")
     for algo in ALGOS:
         c = config.build(algos.get(algo).Config, env="CartPole-v1")
         cfg[algo] = {k: getattr(c, k) for k in ("num_envs", "n_steps", "epochs", "minibatches", "replay_ratio",
                                                  "publish_every") if hasattr(c, k)}
-        net = algos.get(algo).build_net(c, env.observation_space, env.action_space)
+        net = algos.get(algo).build_net(c, obs_space, act_space)
         grad[algo] = 4 * sum(p.numel() for p in net.parameters())
     return cfg, grad
 
