@@ -78,7 +78,8 @@ class Config(AllreduceOption, VTraceClip, PolicyLag, UnrollBatch, ACConfig):
                                 "total_env_steps": 400_000}
     ATARI: ClassVar[dict] = {"lr": 6e-4, "entropy_cost": 0.01, "max_grad_norm": 40.0, "batch_size": 8,
                              "num_envs": 8, "n_steps": 20, "total_env_steps": 50_000_000}
-    MINATAR: ClassVar[dict] = {"num_envs": 8, "n_steps": 20}
+    MINATAR: ClassVar[dict] = {"num_envs": 8, "n_steps": 20, "batch_size": 1,  # one unroll an update keeps
+                               "lr": 4e-3}  # the learner level with 3 actors on 2 cores (BENCHMARKS: MinAtar)
 
 
 def learn(net, batch: dict, cfg: Config, device) -> Losses:
