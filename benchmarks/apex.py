@@ -3,8 +3,8 @@
 actor:   an actor rank's frames/s inside a real `mpiexec -n 3 drlmpi --algo apex` job (learner, replay shard,
          one actor; learning_starts above the run's steps so the learner only listens and the actor runs
          free), read from the actor's own reports (metrics.csv actor_fps_mean, median over rows), against
-         the same vector of envs and the same network stepped raw in this process (greedy forward +
-         epsilon + env.step, nothing else).
+         the same vector of envs and the actor's own policy stepped raw in this process (its Q-network's
+         forward, in numpy on vector observations, + epsilon + env.step, nothing else).
 learner: the learner's updates/s in a real job whose replay shard was filled first (learning_starts) and
          whose replay ratio is so high that the actor stays paused (the learner never waits for data),
          read from metrics.csv updates_per_s (median over rows after the fill), against a bare torch loop
@@ -29,26 +29,30 @@ import numpy as np
 import torch
 from _timing import machine
 
-from drlmpi import value_based
+from drlmpi import value_config
 from drlmpi.algos import apex
 from drlmpi.envs import is_atari, make_vec, spaces
-from drlmpi.nets import greedy
+from drlmpi.nets import flat_params
 from drlmpi.ops.qlearning import double_dqn_td, weighted_huber
 
 BIN = os.path.dirname(sys.executable)
 
 
 def raw_actor_fps(env_id: str, num_envs: int, seconds: float) -> float:
+    """Env frames/s of the actor's own policy (value_config.transitions: numpy's Q-network on vector observations,
+    torch's on images), epsilon 0.1, stepping its envs, nothing stored or sent."""
     cfg = apex.Config(env=env_id, num_envs=num_envs)
     env = make_vec(env_id, num_envs, seed=0)
-    net = apex.build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
+    rows = value_config.transitions(cfg, env.observation_space, env.action_space)
+    if rows.needs_net("actor"):
+        rows.build(0)
+    policy = rows.actor_policy()
+    policy.load(flat_params(apex.build_net(cfg, env.observation_space, env.action_space)))
     rng = np.random.default_rng(0)
     obs = env.reset()
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        actions = greedy(net, obs, torch.device("cpu"))
-        explore = rng.random(num_envs) < 0.1
-        actions[explore] = rng.integers(0, env.action_space.n, explore.sum())
+        actions, _ = policy.act(obs, 0.1, rng)
         obs = env.step(actions).obs
         steps += num_envs
     env.close()
@@ -157,7 +161,7 @@ def main() -> None:
             # the actor runs free for the steps its n-step builder holds back (the throttle's slack), then
             # pauses; with 64 updates per env step after that, the run lasts about `seconds`
             cfg = apex.Config(num_envs=a.num_envs)
-            free = value_based.throttle(cfg, 1, value_based.transitions(cfg, *spaces(a.env))).slack
+            free = value_config.throttle(cfg, 1, value_config.transitions(cfg, *spaces(a.env))).slack
             extra = free + int(bare * a.seconds / 64)
             rows = job(os.path.join(d, f"learner{len(os.listdir(d))}"), a.env, fill + extra,
                        [f"num_envs={a.num_envs}", f"batch_size={a.batch}", f"learning_starts={fill}",

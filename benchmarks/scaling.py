@@ -54,33 +54,45 @@ def raw(algo: str, seconds: float) -> None:
         print(total)
 
 
-def acting_fps(algo: str, num_envs: int, seconds: float, seed: int = 0, ready=lambda: None) -> float:
-    """Frames/s of `algo`'s CartPole envs (num_envs of them; 0: its default) and network stepped raw: a forward
-    and an action a step, nothing learnt or sent."""
+NUMPY_ACTORS = ("apex", "impala", "appo")  # whose actors act in numpy on CartPole (drlmpi.acting)
+
+
+def raw_policy(algo: str, cfg, env, seed: int):
+    """obs [E, 4] -> actions [E] as `algo`'s actors choose them (in numpy for NUMPY_ACTORS, else with the torch
+    network on one thread), with its initial network's weights."""
     import torch
 
-    from drlmpi import algos
-    from drlmpi.envs import make_vec
-    from drlmpi.nets import ActorCritic
-    from drlmpi.ops import policy as pi
+    from drlmpi import acting, algos
+    from drlmpi.actor_critic import TorchPolicy
+    from drlmpi.nets import ActorCritic, flat_params, q_values
 
     torch.set_num_threads(1)
+    net = algos.get(algo).build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
+    if not isinstance(net, ActorCritic):
+        q = acting.MLPQNetwork(int(np.prod(env.observation_space.shape)), int(env.action_space.n), tuple(cfg.hidden),
+                               cfg.dueling)
+        q.load(flat_params(net))
+        return (lambda obs: q(obs).argmax(1)) if algo in NUMPY_ACTORS else (lambda obs: q_values(net, obs).argmax(1))
+    policy = (acting.NumpyPolicy(acting.MLPActorCritic.of(cfg, env.observation_space, env.action_space),
+                                 np.random.default_rng(seed)) if algo in NUMPY_ACTORS else TorchPolicy(net))
+    policy.load(flat_params(net))
+    return lambda obs: policy.act(obs)[0]
+
+
+def acting_fps(algo: str, num_envs: int, seconds: float, seed: int = 0, ready=lambda: None) -> float:
+    """Frames/s of `algo`'s CartPole envs (num_envs of them; 0: its default) and network stepped raw as its actors
+    run it (raw_policy): a forward and an action a step, nothing learnt or sent."""
+    from drlmpi.envs import make_vec
+
     cfg = cartpole_config(algo)
     env = make_vec(cfg.env, num_envs or cfg.num_envs, seed=seed)
-    net = algos.get(algo).build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
+    act = raw_policy(algo, cfg, env, seed)
     obs, frames = env.reset(), 0
     ready()
     t0 = time.perf_counter()
-    with torch.no_grad():
-        while time.perf_counter() - t0 < seconds:
-            x = torch.as_tensor(obs)
-            if isinstance(net, ActorCritic):
-                head, _, _ = net(x[None])
-                actions = pi.sample(head[0], net.log_std)
-            else:
-                actions = net(x).argmax(1)
-            obs = env.step(actions.numpy()).obs
-            frames += len(obs)
+    while time.perf_counter() - t0 < seconds:
+        obs = env.step(act(obs)).obs
+        frames += len(obs)
     env.close()
     return frames / (time.perf_counter() - t0)
 
@@ -94,7 +106,7 @@ def run(cmd: list[str], timeout: float, env: dict | None = None) -> str:
 
 def raw_fps(algo: str, n: int, seconds: float) -> float:
     out = run([os.path.join(BIN, "mpiexec"), "-n", str(n), sys.executable, __file__, "--raw", algo, str(seconds)],
-              timeout=120 + seconds)
+              timeout=120 + seconds, env={"OPENBLAS_NUM_THREADS": "1"})  # (as drlmpi sets it in a rank)
     return float(out.split()[-1])
 
 

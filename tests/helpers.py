@@ -52,10 +52,10 @@ def role_pss(stdout: str, role: str) -> float:
     return float(re.search(rf"\b{role} (\d+) = ", line).group(1))
 
 
-def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: str, model_less: bool = False) -> None:
+def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: str, torch_free: bool = False) -> None:
     """4 ranks run 20K steps with these roles (and extra arguments) and save every rank's RNG and metrics; the
-    checkpoint evaluates. model_less: the actors hold no model and import no torch (under 100 MiB PSS each; torch's
-    import alone is about 130)."""
+    checkpoint evaluates. torch_free: the actors import no torch, holding no model (GA3C, SEED RL) or acting with
+    a numpy one (IMPALA, APPO on CartPole): under 100 MiB PSS each; torch's import alone is about 130."""
     import json
 
     from drlmpi import checkpoint
@@ -63,7 +63,7 @@ def check_four_ranks_run_and_evaluate(algo: str, roles: list[str], d, *extra: st
     r = mpirun(4, ac_cmd(algo, d, 20_000, *extra), timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    if model_less:
+    if torch_free:
         assert role_pss(r.stdout, "actor") < 100, out
     assert [row[1] for row in layout_table(r.stdout)] == roles, out
     assert "done: 20" in r.stdout, out

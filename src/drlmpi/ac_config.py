@@ -124,10 +124,13 @@ class UnrollPlanes:
         self.trajectories.free()
 
 
-def initial_net_unless_actor(rt, cfg: ACConfig, obs_space, act_space) -> "torch.nn.Module | None":
-    """actor_critic.initial_net on every rank but an actor of a central-inference algorithm (GA3C, SEED RL), which
-    holds no model and so never imports torch: None there. torch's threads are set as soon as it is imported."""
-    if rt.role == "actor":
+def initial_net_unless_actor(rt, cfg: ACConfig, obs_space, act_space, actor_builds: bool = False
+                             ) -> "torch.nn.Module | None":
+    """actor_critic.initial_net (torch seeded with cfg.seed, then the network) on every rank but an actor, unless
+    actor_builds: None there. A central-inference algorithm's actor (GA3C, SEED RL) holds no model; an IMPALA or APPO
+    actor acts in numpy on vector observations (acting.actor_builds_net): neither imports torch. torch's threads are
+    set as soon as it is imported."""
+    if rt.role == "actor" and not actor_builds:
         return None
     from drlmpi.actor_critic import initial_net
 

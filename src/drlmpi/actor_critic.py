@@ -10,7 +10,9 @@
   behaviour_field, policy_terms, behaviour_log_prob
                   the acting policy an unroll carries (logits, or the log-probability of a continuous action), and
                   the learner's log-probabilities and entropies (ops.policy)
-  collect         one on-policy unroll [n_steps, E] with the current weights
+  TorchPolicy, collect
+                  acting.unroll's policy on the torch network, and one on-policy unroll [n_steps, E] with its
+                  current weights (acting: the same without torch, for an actor that only acts)
   nstep_loss      the n-step advantage actor-critic loss of an unroll (A2C, A3C)
   forward_unrolls a learner's forward over a batch of unrolls [T + 1, N], with the recurrent state at each
                   unroll's start when the net has a core (each algorithm's `learn` takes it from there)
@@ -34,10 +36,12 @@ from drlmpi.ac_config import (  # noqa: F401 (re-exported: the family's names in
     VTraceClip,
     require_discrete,
 )
+from drlmpi.acting import behaviour_field, restarted_bootstrap, unroll  # noqa: F401 (re-exported)
 from drlmpi.comm.allreduce import GradAllreduce, learners_step
 from drlmpi.envs import env_actions, is_box
+from drlmpi.errors import invariant
 from drlmpi.learner import Learner, Parts
-from drlmpi.nets import ActorCritic, flat_params, load_arrays
+from drlmpi.nets import ActorCritic, flat_params, load_arrays, load_flat
 from drlmpi.nets.optim import RMSprop
 from drlmpi.ops import policy as pi
 from drlmpi.ops import vtrace
@@ -57,14 +61,6 @@ def initial_net(cfg: ACConfig, obs_space, act_space) -> ActorCritic:
     it)."""
     torch.manual_seed(cfg.seed)
     return build_net(cfg, obs_space, act_space)
-
-
-def behaviour_field(E: int, act_space) -> dict:
-    """The unroll fields of the acting policy and its actions: {name: ((E, ...), dtype)}; logits [E, A] for
-    categorical actions, the log-probability [E] of each Gaussian action [E, A]."""
-    if is_box(act_space):
-        return {"action": ((E, act_space.shape[0]), np.float32), "log_prob": ((E,), np.float32)}
-    return {"action": ((E,), np.int64), "logits": ((E, act_space.n), np.float32)}
 
 
 def policy_terms(net: ActorCritic, head: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,51 +98,35 @@ def load_policy(cfg: ACConfig, weights: dict, env):
     return policy
 
 
+class TorchPolicy:
+    """acting.unroll's policy on a torch network without a core (A2C's and A3C's workers; an IMPALA or APPO actor on
+    images): act(obs [E, ...]) -> (action sampled with torch's generator, {"logits": [E, A]} or {"log_prob": [E]});
+    value(obs [k, ...]) -> [k]; load(flat [n])."""
+
+    def __init__(self, net: ActorCritic):
+        invariant(net.core is None, "TorchPolicy acts without a recurrent state: no LSTM core")
+        self.net = net
+
+    def load(self, flat: np.ndarray) -> None:
+        load_flat(self.net, flat)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, dict]:
+        head = self.net(torch.as_tensor(obs)[None])[0][0]
+        action = pi.sample(head, self.net.log_std)
+        if self.net.log_std is None:
+            return action.numpy(), {"logits": head.numpy()}
+        return action.numpy(), {"log_prob": pi.log_prob(head, action, self.net.log_std).numpy()}
+
+    @torch.no_grad()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.net(torch.as_tensor(obs)[None])[1][0].numpy()
+
+
 def collect(net, env, obs: np.ndarray, cfg: ACConfig, clip_reward: bool, episodes: list, out: dict | None = None
             ) -> tuple[dict, np.ndarray]:
-    """One unroll [n_steps, E] with the current weights: obs, action ([n_steps, E] or [n_steps, E, A] for a
-    Gaussian's, unclipped; the env gets them clipped to its box), reward (clipped to [-1, 1] if clip_reward),
-    discount (gamma, 0 after a termination), and the acting policy where `out` has its field (behaviour_field:
-    logits [n_steps, E, A] or log_prob [n_steps, E]); a truncated episode's reward gets gamma V(final obs) and
-    discount 0. Fills `out` (field views with at least n_steps rows, e.g. an unroll slot) or new arrays. Returns
-    (unroll, next obs); finished episodes' returns go to `episodes`."""
-    T, E = cfg.n_steps, env.num_envs
-    shape, dtype = behaviour_field(E, env.action_space)["action"]
-    u = out if out is not None else {
-        "obs": np.empty((T, *obs.shape), obs.dtype), "action": np.empty((T, *shape), dtype),
-        "reward": np.empty((T, E), np.float32), "discount": np.empty((T, E), np.float32)}
-    to_env = env_actions(env.action_space)
-    with torch.no_grad():
-        for t in range(T):
-            u["obs"][t] = obs
-            head, _, _ = net(torch.as_tensor(obs)[None])
-            action = pi.sample(head[0], net.log_std)
-            if "logits" in u:
-                u["logits"][t] = head[0].numpy()
-            if "log_prob" in u:
-                u["log_prob"][t] = pi.log_prob(head[0], action, net.log_std).numpy()
-            action = action.numpy()
-            step = env.step(to_env(action))
-            reward = np.clip(step.reward, -1, 1) if clip_reward else step.reward
-            cut = step.truncated & ~step.terminated
-            if cut.any():  # bootstrap a time limit: it is not the end of the task
-                _, v, _ = net(torch.as_tensor(step.final_obs[cut])[None])
-                reward = reward.copy()
-                reward[cut] += restarted_bootstrap(step, cut, cfg.gamma) * v[0].numpy()
-            u["action"][t], u["reward"][t] = action, reward
-            u["discount"][t] = cfg.gamma * ~step.done
-            episodes += [ret for ret, _ in step.episodes]
-            obs = step.obs
-    return u, obs
-
-
-def restarted_bootstrap(step, cut: np.ndarray, gamma: float) -> np.ndarray:
-    """The factor of V(final obs) in the reward of each cut env [cut.sum()]: gamma for a time limit; 1 for an env that
-    failed (envs.Restarting): its step did not happen, so its return is V of the obs that acted and its advantage
-    about 0 (the slot must be filled in a fixed-size unroll, but it teaches nothing)."""
-    if step.restarted is None:
-        return np.full(int(cut.sum()), gamma, np.float32)
-    return np.where(step.restarted[cut], 1.0, gamma).astype(np.float32)
+    """acting.unroll with the torch network's current weights (TorchPolicy)."""
+    return unroll(TorchPolicy(net), env, obs, cfg, clip_reward, episodes, out)
 
 
 def nstep_loss(net, u: dict, last_obs: np.ndarray, cfg: ACConfig) -> Losses:

@@ -1,9 +1,10 @@
-"""Ape-X end to end under mpiexec: runs to the end with 4 ranks, checkpoint evaluates, failures end the job."""
+"""Ape-X end to end under mpiexec: runs to the end with 4 ranks (its actors and replay shard torch-free), the
+checkpoint evaluates, failures end the job."""
 
 import json
 
 import pytest
-from helpers import DRLMPI, layout_table, mpirun, run
+from helpers import DRLMPI, layout_table, mpirun, role_pss, run
 
 pytestmark = pytest.mark.mpi
 
@@ -16,6 +17,9 @@ def test_apex_four_ranks_runs_and_evaluates(tmp_path):
     assert r.returncode == 0, out
     assert [row[1] for row in layout_table(r.stdout)] == ["learner", "replay", "actor", "actor"], out
     assert "done: 6000 env steps" in r.stdout and "peak memory per rank (MiB): learner " in r.stdout, out
+    # the actors act in numpy (acting.MLPQNetwork) and the replay shard holds no network: neither imports torch
+    # (torch's import alone is about 130 MiB)
+    assert role_pss(r.stdout, "actor") < 100 and role_pss(r.stdout, "replay") < 100, out
     rows = (d / "metrics.csv").read_text().splitlines()
     assert len(rows) >= 2 and int(rows[-1].split(",")[1]) == 6000
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))

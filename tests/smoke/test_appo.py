@@ -11,7 +11,8 @@ pytestmark = pytest.mark.mpi
 
 
 def test_appo_four_ranks_run_and_evaluate(tmp_path):
-    check_four_ranks_run_and_evaluate("appo", ["learner", "actor", "actor", "actor"], tmp_path / "appo")
+    check_four_ranks_run_and_evaluate("appo", ["learner", "actor", "actor", "actor"], tmp_path / "appo",
+                                      torch_free=True)
 
 
 def test_appo_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.mpi
 
 
 def test_impala_four_ranks_run_and_evaluate(tmp_path):
-    check_four_ranks_run_and_evaluate("impala", ["learner", "actor", "actor", "actor"], tmp_path / "impala")
+    check_four_ranks_run_and_evaluate("impala", ["learner", "actor", "actor", "actor"], tmp_path / "impala",
+                                      torch_free=True)
 
 
 def test_impala_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks(tmp_path):

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.mpi
 
 def test_seed_four_ranks_run_and_evaluate_with_torch_free_actors(tmp_path):
     check_four_ranks_run_and_evaluate("seed", ["learner", "actor", "actor", "actor"], tmp_path / "seed",
-                                      model_less=True)
+                                      torch_free=True)
 
 
 def test_seed_sigterm_checkpoints_then_resume_auto_finishes_on_3_ranks_across_pretend_hosts(tmp_path):

@@ -167,7 +167,7 @@ def test_qtopt_bellman_ranks_are_a_role_of_their_own_and_bad_layouts_or_configs_
 # ---- configs declared once ----------------------------------------------------------------------------------
 
 DISTINCT = {  # the same name for different things, declared where each belongs
-    "batch_size": {"value_based.ValueConfig", "ac_config.UnrollBatch"},  # rows (transitions, sequences) vs unrolls
+    "batch_size": {"value_config.ValueConfig", "ac_config.UnrollBatch"},  # rows (transitions, sequences) vs unrolls
     "optimizer": {"a2c.Config", "gorila.Config"},  # a worker's (rmsprop, adam) vs a parameter server's
     "lstm": {"r2d2.Config", "central.CentralConfig"},  # R2D2's units vs central inference's optional core (0: none)
 }

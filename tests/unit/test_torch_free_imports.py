@@ -1,18 +1,22 @@
-"""A rank with no model imports no torch (about 130 MiB of a rank's memory): what GA3C's and SEED RL's actors
-import — their algorithm module, central inference, the actor-critic configuration, the runtime, the planes, the
-checkpoint client — leaves torch out, and their exported network functions still reach actor_critic's."""
+"""A rank with no torch model imports no torch (about 130 MiB of a rank's memory): what GA3C's and SEED RL's
+actors (no model), IMPALA's, APPO's and Ape-X's (a numpy one, drlmpi.acting) and Ape-X's replay shards import —
+their algorithm module, central inference, acting, the actor-critic and value-based configurations, the runtime, the
+planes, the checkpoint client — leaves torch out, and their exported network functions still reach the torch
+modules'."""
 
 import subprocess
 import sys
 
 from drlmpi import ac_config, nets
 
-ACTOR_PATH = ["drlmpi.cli", "drlmpi.algos.seed", "drlmpi.algos.ga3c", "drlmpi.central", "drlmpi.ac_config",
+ACTOR_PATH = ["drlmpi.cli", "drlmpi.algos.seed", "drlmpi.algos.ga3c", "drlmpi.algos.impala", "drlmpi.algos.appo",
+              "drlmpi.algos.apex", "drlmpi.acting", "drlmpi.value_config", "drlmpi.ops.priority",
+              "drlmpi.replay.plane", "drlmpi.replay.actor", "drlmpi.central", "drlmpi.ac_config",
               "drlmpi.runtime", "drlmpi.lifecycle", "drlmpi.learner", "drlmpi.comm.inference",
               "drlmpi.comm.checkpoint", "drlmpi.comm.control", "drlmpi.envs"]
 
 
-def test_a_model_less_actors_modules_import_no_torch():
+def test_a_torch_free_actors_modules_import_no_torch():
     code = ("import importlib, sys\n"
             f"for m in {ACTOR_PATH!r}: importlib.import_module(m)\n"
             "from drlmpi.comm.checkpoint import rng_state\n"
@@ -22,20 +26,27 @@ def test_a_model_less_actors_modules_import_no_torch():
             "print('torch' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False", "importing a model-less actor's modules imported torch"
+    assert r.stdout.strip() == "False", "importing a torch-free actor's modules imported torch"
 
 
-def test_the_model_less_algorithms_export_actor_critics_network_functions():
+def test_the_torch_free_algorithms_export_actor_critics_network_functions():
     from drlmpi import actor_critic
-    from drlmpi.algos import ga3c, seed
+    from drlmpi.algos import appo, ga3c, impala, seed
 
-    for module in (seed, ga3c):
+    for module in (seed, ga3c, impala, appo):
         for name in ac_config.MODEL_NAMES:
             assert getattr(module, name) is getattr(actor_critic, name)
+    from drlmpi import value_based
+    from drlmpi.algos import apex
+
+    for name in ac_config.MODEL_NAMES:
+        assert getattr(apex, name) is getattr(value_based, name)
 
 
 def test_the_torch_free_activation_names_are_the_networks():
-    assert ac_config.ACTIVATIONS == tuple(nets.ACTIVATIONS)
+    from drlmpi import acting
+
+    assert ac_config.ACTIVATIONS == tuple(nets.ACTIVATIONS) == tuple(acting.ACTIVATIONS)
 
 
 def test_an_empty_torch_state_restores_numpy_and_leaves_torch_as_it_is():

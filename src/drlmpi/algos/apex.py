@@ -39,49 +39,63 @@ learners' STOP, so they write everything the actors sent).
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
-from drlmpi import value_based as vb
+from drlmpi import value_config as vc
 from drlmpi.checkpoint import State
 from drlmpi.runtime import RoleSpec, Runtime
 
+if TYPE_CHECKING:
+    import torch
+
 LAYOUT = RoleSpec(fixed=(("learner", 1), ("replay", 1)), min_actors=1, serial_ok=False)
-build_net, learner_parts, load_policy = vb.build_net, vb.learner_parts, vb.load_policy  # (eval, benchmarks, tests)
+build_net = vc.build_net  # (eval, benchmarks, tests; with learner_parts and load_policy, value_based's)
+
+
+def __getattr__(name: str):  # learner_parts, load_policy: value_based's, imported on first use (torch)
+    if name in ("learner_parts", "load_policy"):
+        from drlmpi import value_based
+
+        return getattr(value_based, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
-class Config(vb.LearnerConfig):
+class Config(vc.LearnerConfig):
     ATARI: ClassVar[dict] = {  # Atari defaults (config.build applies them to ALE/ envs): Ape-X paper values,
         # scaled to a learner on a CPU: fewer samples per env step than on CartPole (4 instead of 32)
         "batch_size": 64, "replay_ratio": 0.0625, "learning_starts": 20_000, "lr": 1e-4, "lr_final": 1e-5,
         "target_update_every": 2500, "weight_sync_every": 100, "max_grad_norm": 40.0}
 
 
-def learn(net, target, batch, device) -> tuple[torch.Tensor, np.ndarray]:
+def learn(net, target, batch, device) -> tuple["torch.Tensor", np.ndarray]:
     """Ape-X's loss on a prioritized batch of n-step transitions [B] (replay.client.Batch): the importance-weighted
     Huber loss of the double-DQN TD errors, and the batch's new priorities |td| + eps [B]. The shared replay loop
     (value_based.run_learner) does the rest of the step: allreduce, clipped Adam, priorities, publish."""
+    from drlmpi import value_based as vb
+
     loss, td = vb.td_loss(net, target, batch.data, batch.weights, device)
     return loss, vb.new_priorities(td)
 
 
-def setup(rt: Runtime, cfg: Config) -> vb.Planes:
+def setup(rt: Runtime, cfg: Config) -> vc.Planes:
     """Collective: the lead learner's weights plane and the replay plane of n-step transitions."""
-    return vb.setup(rt, cfg, rt.layout.ranks("learner")[:1])
+    return vc.setup(rt, cfg, rt.layout.ranks("learner")[:1])
 
 
-def run_actor(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+def run_actor(rt: Runtime, cfg: Config, planes: vc.Planes, resumed: State | None) -> None:
     """The replay actor loop (replay.actor) at actor i's fixed epsilon."""
     eps = cfg.actor_epsilon(rt.layout.index(rt.rank), len(rt.layout.ranks("actor")))
-    vb.run_actor(rt, cfg, planes, lambda steps, share: eps, resumed)
+    vc.run_actor(rt, cfg, planes, lambda steps, share: eps, resumed)
 
 
-def run_learner(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> dict:
+def run_learner(rt: Runtime, cfg: Config, planes: vc.Planes, resumed: State | None) -> dict:
     """The replay learner (value_based.run_learner) with `learn`."""
+    from drlmpi import value_based as vb
+
     return vb.run_learner(rt, cfg, planes, resumed, "apex", learn)
 
 
-ROLES = {"actor": run_actor, "replay": vb.run_replay, "learner": run_learner}
+ROLES = {"actor": run_actor, "replay": vc.run_replay, "learner": run_learner}

@@ -23,34 +23,26 @@ CHECKPOINT, _DONE and SIGNAL on control), but the learners' allreduce runs once 
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
-from drlmpi.actor_critic import (
-    ACConfig,
-    PolicyLag,
-    Surrogate,
-    UnrollBatch,
-    behaviour_log_prob,
-    build_net,
-    forward_unrolls,
-    learner_parts,
-    load_policy,
-    policy_terms,
-    run_unroll_learner,
-)
+from drlmpi.ac_config import ACConfig, PolicyLag, Surrogate, UnrollBatch, model_name
 from drlmpi.algos import impala
 from drlmpi.checkpoint import State
 from drlmpi.config import AllreduceOption, Hparam
 from drlmpi.errors import UserError
-from drlmpi.ops import vtrace
-from drlmpi.ops.ppo import PPOLosses, clipped_loss, normalized
 from drlmpi.runtime import RoleSpec, Runtime
 
+if TYPE_CHECKING:
+    from drlmpi.ops.ppo import PPOLosses
+
 LAYOUT = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]  # noqa: F822 (__getattr__)
+
+
+def __getattr__(name: str):  # build_net, learner_parts, load_policy: actor_critic's, imported on first use
+    return model_name(__name__, name)
 
 
 @dataclass
@@ -72,11 +64,17 @@ class Config(AllreduceOption, PolicyLag, UnrollBatch, Surrogate, ACConfig):
                             f"(batch_size * num_envs = {self.batch_size * self.num_envs})")
 
 
-def learn(net, batch: dict, cfg: Config, device) -> PPOLosses:
+def learn(net, batch: dict, cfg: Config, device) -> "PPOLosses":
     """APPO's loss on a minibatch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation) acted by
     the behaviour policy mu: V-trace targets vs from the learner's values and log ratio log pi - log mu, the
     advantages r_t + gamma_t vs_{t+1} - V(x_t) (the importance weight is the surrogate's ratio, not in the
     advantage), then PPO's clipped surrogate, value and entropy losses over the T * N steps."""
+    import torch
+
+    from drlmpi.actor_critic import behaviour_log_prob, forward_unrolls, policy_terms
+    from drlmpi.ops import vtrace
+    from drlmpi.ops.ppo import clipped_loss, normalized
+
     T = cfg.n_steps
     b, head, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
     log_pi, entropy = policy_terms(net, head[:T], b["action"][:T])
@@ -109,6 +107,8 @@ run_actor = impala.run_actor  # IMPALA's actor
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
     """The `learner` role: actor_critic.run_unroll_learner around `learn`, each batch in `epochs` x
     `minibatches` updates, on the unrolls of its share of the actors."""
+    from drlmpi.actor_critic import run_unroll_learner
+
     gen = np.random.default_rng(rt.gen.integers(2**63))
     return run_unroll_learner(rt, cfg, planes, resumed, "appo", learn, rt.layout.ranks("actor"),
                               minibatches(cfg, gen))

@@ -32,43 +32,40 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from drlmpi import lifecycle
-from drlmpi.actor_critic import (
+from drlmpi.ac_config import (
     ACConfig,
     PolicyLag,
     UnrollBatch,
     UnrollPlanes,
     VTraceClip,
-    behaviour_field,
-    behaviour_log_prob,
-    build_net,
-    collect,
-    forward_unrolls,
-    initial_net,
-    learner_parts,
-    load_policy,
-    policy_terms,
-    run_unroll_learner,
+    initial_net_unless_actor,
+    model_name,
 )
+from drlmpi.acting import actor_builds_net, actor_policy, behaviour_field, param_count, unroll
 from drlmpi.checkpoint import State
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import TrajectoryPlane
 from drlmpi.comm.weights import WeightsPlane, first_weights
 from drlmpi.config import AllreduceOption
 from drlmpi.envs import clips_rewards, make_vec, spaces
-from drlmpi.nets import load_flat
-from drlmpi.ops import vtrace
-from drlmpi.ops.actor_critic import Losses, actor_critic_loss
 from drlmpi.runtime import RoleSpec, Runtime
 from drlmpi.runtime.context import startup_timeout
 from drlmpi.runtime.layout import share_of
 
+if TYPE_CHECKING:
+    from drlmpi.ops.actor_critic import Losses
+
 LAYOUT = RoleSpec(fixed=(("learner", 1),), min_actors=1, serial_ok=False)
-__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]
+__all__ = ["LAYOUT", "ROLES", "Config", "build_net", "learner_parts", "load_policy"]  # noqa: F822 (__getattr__)
+
+
+def __getattr__(name: str):  # build_net, learner_parts, load_policy: actor_critic's, imported on first use
+    return model_name(__name__, name)
 
 
 @dataclass
@@ -82,12 +79,16 @@ class Config(AllreduceOption, VTraceClip, PolicyLag, UnrollBatch, ACConfig):
                                "lr": 4e-3}  # the learner level with 3 actors on 2 cores (BENCHMARKS: MinAtar)
 
 
-def learn(net, batch: dict, cfg: Config, device) -> Losses:
+def learn(net, batch: dict, cfg: Config, device) -> "Losses":
     """IMPALA's loss on a batch of unrolls {field: [T + 1, N, ...]} (row T: the bootstrap observation) acted by
     the behaviour policy (its logits [T, N, A], or its log-probabilities [T, N] of Gaussian actions): V-trace
     targets vs and policy-gradient advantages from the log ratio of the target policy's (the learner's) and the
     behaviour's log-probabilities, then the policy gradient, baseline and entropy losses. The caller steps
     (learners_step)."""
+    from drlmpi.actor_critic import behaviour_log_prob, forward_unrolls, policy_terms
+    from drlmpi.ops import vtrace
+    from drlmpi.ops.actor_critic import actor_critic_loss
+
     T = cfg.n_steps
     b, head, values = forward_unrolls(net, batch, T, device)  # [T + 1, N, A], [T + 1, N]
     log_pi, entropy = policy_terms(net, head[:T], b["action"][:T])
@@ -101,13 +102,14 @@ Planes = UnrollPlanes  # the lead learner's weights, the actors' unrolls
 
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
-    """Collective: the weights plane (written by the lead learner) and the trajectory plane."""
+    """Collective: the weights plane (written by the lead learner) and the trajectory plane; the initial network on
+    the learners, and on the actors that act with it (images: acting.actor_builds_net)."""
     obs_space, act_space = spaces(cfg.env)
-    net = initial_net(cfg, obs_space, act_space)
+    net = initial_net_unless_actor(rt, cfg, obs_space, act_space, actor_builds_net(cfg, obs_space))
     E = cfg.num_envs
     fields = {"obs": ((E, *obs_space.shape), obs_space.dtype), "reward": ((E,), np.float32),
               "discount": ((E,), np.float32), **behaviour_field(E, act_space)}
-    n = sum(p.numel() for p in net.parameters())
+    n = param_count(cfg, obs_space, act_space, net)
     weights = WeightsPlane.create(rt.channels.weights, rt.node, n, rt.layout.ranks("learner")[:1])
     traj = TrajectoryPlane.create(rt.channels.trajectories, rt.node, fields, cfg.n_steps, actor=rt.role == "actor")
     return Planes(weights, traj, net)
@@ -117,9 +119,10 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
     actors, learners = rt.layout.ranks("actor"), rt.layout.ranks("learner")
     i = rt.layout.index(rt.rank)
     env = make_vec(cfg.env, cfg.num_envs, seed=int(rt.gen.integers(2**31)))
-    net, window = planes.net.requires_grad_(False), planes.weights.window
+    policy = actor_policy(rt, cfg, env.observation_space, env.action_space, planes.net)
+    window = planes.weights.window
     version, flat = first_weights(window, startup_timeout(rt.size), "the learners' first weights")
-    load_flat(net, flat)
+    policy.load(flat)
     writer = planes.trajectories.writer(learners[i % len(learners)], i)
     report = ActorReport(rt.channels.reports, learners[0], i)
     ckpt = lifecycle.client(rt, learners[0])
@@ -133,9 +136,9 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
             break
         if window.version > version:
             version = window.read(flat)
-            load_flat(net, flat)
+            policy.load(flat)
         slot, u = writer.acquire(on_wait=ckpt.poll)
-        _, obs = collect(net, env, obs, cfg, clip, episodes, out=u)
+        _, obs = unroll(policy, env, obs, cfg, clip, episodes, out=u)
         u["obs"][cfg.n_steps] = obs  # the bootstrap observation
         writer.post(slot, version)
         steps += cfg.num_envs * cfg.n_steps
@@ -151,6 +154,8 @@ def run_actor(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -
 def run_learner(rt: Runtime, cfg: Config, planes: Planes, resumed: State | None) -> dict:
     """The `learner` role: actor_critic.run_unroll_learner around `learn`, on the unrolls of its share of the
     actors."""
+    from drlmpi.actor_critic import run_unroll_learner
+
     return run_unroll_learner(rt, cfg, planes, resumed, "impala", learn, rt.layout.ranks("actor"))
 
 

@@ -72,7 +72,7 @@ from drlmpi.learner import Learner, Parts
 from drlmpi.nets import StateActionQ, flat_params, load_arrays, load_flat
 from drlmpi.nets.optim import Adam
 from drlmpi.ops.cem import cem
-from drlmpi.ops.qlearning import actor_priority
+from drlmpi.ops.priority import actor_priority
 from drlmpi.ops.schedules import linear
 from drlmpi.replay import NStepBuilder, transition_fields
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait_all
@@ -262,9 +262,8 @@ def offline_transitions(cfg: Config, obs_space, act_space, shard: int, shards: i
 
 def transitions(cfg: Config, obs_space, act_space) -> vb.Rows:
     """1-step (n-step) transitions with float32 [A] actions, acted by CEM; the offline data for the shards."""
-    net = build_net(cfg, obs_space, act_space)
     demos = (lambda s, n: offline_transitions(cfg, obs_space, act_space, s, n)) if cfg.offline_paths() else None
-    return vb.Rows(net, transition_fields(obs_space, act_space),
+    return vb.Rows(lambda: build_net(cfg, obs_space, act_space), transition_fields(obs_space, act_space),
                    lambda: NStepBuilder(cfg.num_envs, cfg.n_step, cfg.gamma, batch=vb.ACTOR_BATCH),
                    lambda net: CEMPolicy(net, cfg), steps_per_row=1, held=cfg.n_step + vb.ACTOR_BATCH, demos=demos)
 

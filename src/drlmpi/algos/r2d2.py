@@ -181,7 +181,7 @@ def sequences(cfg: Config, obs_space, act_space) -> vb.Rows:
     """R2D2's rows: sequences built by each actor from its env vector. steps_per_row bounds the env steps one
     sequence stands for from above (an episode's first sequence covers up to seq_len new steps, later ones
     seq_len - overlap), so the throttle always lets the actors provide the first learning_starts sequences."""
-    return vb.Rows(build_net(cfg, obs_space, act_space), sequence_fields(obs_space, cfg.seq_len, cfg.lstm),
+    return vb.Rows(lambda: build_net(cfg, obs_space, act_space), sequence_fields(obs_space, cfg.seq_len, cfg.lstm),
                    lambda: SequenceBuilder(cfg.num_envs, cfg.seq_len, cfg.seq_overlap, cfg.burn_in, cfg.gamma,
                                            obs_space, cfg.lstm),
                    lambda net: RecurrentEpsilonGreedy(net, cfg), steps_per_row=cfg.seq_len, held=cfg.seq_len)
