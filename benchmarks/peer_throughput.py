@@ -11,7 +11,7 @@ markdown table.
 
 Usage: python benchmarks/peer_throughput.py [--envs MinAtar/Breakout-v1,ALE/Pong-v5]
                                             [--algos impala,appo,seed,rllib-impala,rllib-appo] [--ranks 4]
-                                            [--seconds 60] [--rllib-python PATH]
+                                            [--seconds 60] [--rllib-python PATH] [--rllib-envs 1]
 """
 
 import argparse
@@ -42,9 +42,9 @@ def drlmpi_run(algo: str, env_id: str, ranks: int) -> dict:
     return {"steps": n, "seconds": seconds, "frames_per_s": n / seconds, "updates": updates}
 
 
-def rllib_run(python: str, algo: str, env_id: str, ranks: int, seconds: float) -> dict:
+def rllib_run(python: str, algo: str, env_id: str, ranks: int, seconds: float, envs: int) -> dict:
     cmd = [python, os.path.join(os.path.dirname(__file__), "rllib_peer.py"), "--algo", algo.removeprefix("rllib-"),
-           "--env", env_id, "--ranks", str(ranks), "--max-seconds", str(seconds)]
+           "--env", env_id, "--ranks", str(ranks), "--max-seconds", str(seconds), "--envs-per-runner", str(envs)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode or not lines:
@@ -59,18 +59,21 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rllib-python", default="python")
+    ap.add_argument("--rllib-envs", type=int, default=1, help="envs per RLlib env runner (RLlib's default: 1)")
     a = ap.parse_args()
     rows = []
     for env_id in a.envs.split(","):
         for algo in a.algos.split(","):
-            out = (rllib_run(a.rllib_python, algo, env_id, a.ranks, a.seconds) if algo.startswith("rllib-") else
+            rllib = algo.startswith("rllib-")
+            out = (rllib_run(a.rllib_python, algo, env_id, a.ranks, a.seconds, a.rllib_envs) if rllib else
                    drlmpi_run(algo, env_id, a.ranks))
             print(f"{env_id} {algo}: {json.dumps(out)}", flush=True)
             rows.append((env_id, algo, out))
     print(f"\n{a.ranks} processes, {machine()}\n")
     print("| env | framework and algorithm | env steps | seconds | frames/s |\n|---|---|---|---|---|")
     for env_id, algo, out in rows:
-        name = f"RLlib {algo.removeprefix('rllib-').upper()}" if algo.startswith("rllib-") else f"drlmpi {algo}"
+        peer = f"RLlib {algo.removeprefix('rllib-').upper()}, {a.rllib_envs} env(s) a runner"
+        name = peer if algo.startswith("rllib-") else f"drlmpi {algo}"
         print(f"| {env_id} | {name} | {out['steps']:,} | {out['seconds']:.0f} | {out['frames_per_s']:,.0f} |")
 
 

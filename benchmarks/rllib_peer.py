@@ -20,7 +20,7 @@ no-op starts, sticky actions 0.25 as ALE v5 has them, observations scaled to [-1
 filters with a 512-unit head.
 
 Usage: python benchmarks/rllib_peer.py --algo impala|appo [--env CartPole-v1] [--ranks 4] [--seed 0] [--every 2]
-                                       [--max-seconds 300] [--max-steps 2000000]
+                                       [--max-seconds 300] [--max-steps 2000000] [--envs-per-runner 1]
 """
 
 import argparse
@@ -66,7 +66,7 @@ def make_env(env_id: str):
     return wrap_atari_for_new_api_stack(gym.make(env_id, frameskip=1), dim=84, framestack=4)
 
 
-def build(algo: str, env_id: str, ranks: int, seed: int, every: float):
+def build(algo: str, env_id: str, ranks: int, seed: int, every: float, envs: int = 1):
     from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.algorithms.impala import IMPALAConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
@@ -80,7 +80,7 @@ def build(algo: str, env_id: str, ranks: int, seed: int, every: float):
     config = ((IMPALAConfig if algo == "impala" else APPOConfig)()
               .environment("CartPole-v1" if env_id == "CartPole-v1" else "image-env",
                            clip_rewards=env_id.startswith("ALE/"))
-              .env_runners(num_env_runners=ranks - 1, num_cpus_per_env_runner=1)
+              .env_runners(num_env_runners=ranks - 1, num_cpus_per_env_runner=1, num_envs_per_env_runner=envs)
               .learners(num_learners=0)
               .training(**s["training"])
               .rl_module(model_config=DefaultModelConfig(**model))
@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=2.0)
     ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--max-steps", type=int, default=2_000_000)
+    ap.add_argument("--envs-per-runner", type=int, default=1, help="RLlib's num_envs_per_env_runner (its default: 1)")
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # (before torch and Ray start: their worker processes inherit it)
     import ray
@@ -158,14 +159,15 @@ def main() -> None:
     torch.set_num_threads(1)
     t_start = time.monotonic()
     ray.init(num_cpus=a.ranks, include_dashboard=False, log_to_driver=False)
-    algo = build(a.algo, a.env, a.ranks, a.seed, a.every)
+    algo = build(a.algo, a.env, a.ranks, a.seed, a.every, a.envs_per_runner)
     module = algo.learner_group._learner.module["default_policy"]  # the learner in this process
     startup = time.monotonic() - t_start
     copies, steps, seconds, trained = train(algo, module, a)
     algo.stop()
     ray.shutdown()
-    out = {"algo": f"rllib-{a.algo}", "env": a.env, "steps": steps, "seconds": seconds,
-           "frames_per_s": steps / seconds, "frames_trained_per_s": trained / seconds, "startup_s": startup}
+    out = {"algo": f"rllib-{a.algo}", "env": a.env, "envs_per_runner": a.envs_per_runner, "steps": steps,
+           "seconds": seconds, "frames_per_s": steps / seconds, "frames_trained_per_s": trained / seconds,
+           "startup_s": startup}
     if copies:
         out["hit"] = first_hit(copies, module)
         module.load_state_dict(copies[-1][2])
