@@ -64,15 +64,15 @@ def raw_policy(algo: str, cfg, env, seed: int):
 
     from drlmpi import acting, algos
     from drlmpi.actor_critic import TorchPolicy
-    from drlmpi.nets import ActorCritic, flat_params, q_values
+    from drlmpi.nets import ActorCritic, flat_params
 
     torch.set_num_threads(1)
     net = algos.get(algo).build_net(cfg, env.observation_space, env.action_space).requires_grad_(False)
-    if not isinstance(net, ActorCritic):
+    if not isinstance(net, ActorCritic):  # (Ape-X's: its actors act in numpy)
         q = acting.MLPQNetwork(int(np.prod(env.observation_space.shape)), int(env.action_space.n), tuple(cfg.hidden),
                                cfg.dueling)
         q.load(flat_params(net))
-        return (lambda obs: q(obs).argmax(1)) if algo in NUMPY_ACTORS else (lambda obs: q_values(net, obs).argmax(1))
+        return lambda obs: q(obs).argmax(1)
     policy = (acting.NumpyPolicy(acting.MLPActorCritic.of(cfg, env.observation_space, env.action_space),
                                  np.random.default_rng(seed)) if algo in NUMPY_ACTORS else TorchPolicy(net))
     policy.load(flat_params(net))

@@ -128,7 +128,7 @@ def initial_net_unless_actor(rt, cfg: ACConfig, obs_space, act_space, actor_buil
                              ) -> "torch.nn.Module | None":
     """actor_critic.initial_net (torch seeded with cfg.seed, then the network) on every rank but an actor, unless
     actor_builds: None there. A central-inference algorithm's actor (GA3C, SEED RL) holds no model; an IMPALA or APPO
-    actor acts in numpy on vector observations (acting.actor_builds_net): neither imports torch. torch's threads are
+    actor acts in numpy on vector observations (acting.acts_without_torch): neither imports torch. torch's threads are
     set as soon as it is imported."""
     if rt.role == "actor" and not actor_builds:
         return None

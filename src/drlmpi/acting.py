@@ -10,9 +10,7 @@ compute gradients) acts through actor_critic.TorchPolicy or value_config.TorchQ,
   MLPActorCritic  nets.ActorCritic without a core, in numpy, read from the weights plane's flat vector
   MLPQNetwork     nets.QNetwork on vector observations, the same way (Ape-X's and GORILA's actors)
   NumpyPolicy     its sampling: categorical from logits, or the Gaussian of its means and log_std
-  actor_policy, actor_builds_net
-                  the policy an unroll actor acts with (numpy's where it can, else torch's), and whether it needs
-                  the torch network
+  actor_policy    the policy an unroll actor acts with: numpy's where it can (acts_without_torch), else torch's
   param_count     the network's number of parameters (the weights plane's length), torch-free where it can
 """
 
@@ -102,6 +100,13 @@ def unflatten(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarra
     return [flat[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes)]
 
 
+def mlp(x: np.ndarray, params: list[np.ndarray], activation) -> np.ndarray:
+    """nets.MLP's forward: x [E, D] through (weight [out, in], bias [out]) pairs, the activation after each."""
+    for w, b in zip(params[0::2], params[1::2]):
+        x = activation(x @ w.T + b)
+    return x
+
+
 class MLPActorCritic:
     """nets.ActorCritic(obs_shape, A, hidden, continuous=, separate=, activation=) without a core, in numpy float32.
 
@@ -131,16 +136,11 @@ class MLPActorCritic:
     def load(self, flat: np.ndarray) -> None:
         self.params = unflatten(flat, self.shapes)
 
-    def mlp(self, x: np.ndarray, params: list[np.ndarray]) -> np.ndarray:
-        for w, b in zip(params[0::2], params[1::2]):
-            x = self.activation(x @ w.T + b)
-        return x
-
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
         p, k = self.params[self.continuous:], self.depth
-        h = self.mlp(x, p[:k])
-        hv = self.mlp(x, p[k:2 * k]) if self.separate else h
+        h = mlp(x, p[:k], self.activation)
+        hv = mlp(x, p[k:2 * k], self.activation) if self.separate else h
         pw, pb, vw, vb = p[2 * k:2 * k + 4] if self.separate else p[k:k + 4]
         return h @ pw.T + pb, (hv @ vw.T + vb)[:, 0]
 
@@ -167,9 +167,7 @@ class MLPQNetwork:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         p, k = self.params, self.depth
-        h = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
-        for w, b in zip(p[0:k:2], p[1:k:2]):
-            h = np.maximum(h @ w.T + b, 0.0)
+        h = mlp(obs.reshape(len(obs), -1).astype(np.float32, copy=False), p[:k], ACTIVATIONS["relu"])
         if not self.dueling:
             return h @ p[k].T + p[k + 1]
         adv = h @ p[k + 2].T + p[k + 3]
@@ -215,17 +213,13 @@ def gaussian_log_prob(mean: np.ndarray, action: np.ndarray, log_std: np.ndarray)
 
 def actor_policy(rt, cfg, obs_space, act_space, net=None):
     """The policy an unroll actor (IMPALA's, APPO's) acts with, weights to be loaded: actor_critic.TorchPolicy on
-    `net`, the torch network its setup built (images: actor_builds_net), else NumpyPolicy (no torch imported)."""
+    `net`, the torch network its setup built (not acts_without_torch: images), else NumpyPolicy (no torch imported)."""
     if net is not None:
         from drlmpi.actor_critic import TorchPolicy
 
         return TorchPolicy(net.requires_grad_(False))
     return NumpyPolicy(MLPActorCritic.of(cfg, obs_space, act_space), np.random.default_rng(rt.gen.integers(2**63)))
 
-
-def actor_builds_net(cfg, obs_space) -> bool:
-    """Whether an unroll actor needs the torch network (acting.actor_policy): not on vector observations."""
-    return not acts_without_torch(cfg, obs_space.shape)
 
 
 def param_count(cfg, obs_space, act_space, net=None) -> int:

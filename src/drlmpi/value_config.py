@@ -141,17 +141,15 @@ class TorchQ:
     """A torch Q-network as EpsilonGreedyQ's: load(flat [n]); __call__(obs [E, ...]) -> Q [E, A] numpy (on CPU)."""
 
     def __init__(self, net: "torch.nn.Module"):
-        self.net = net.requires_grad_(False)
+        from drlmpi.nets import load_flat, q_values  # (torch: imported where a torch network acts)
+
+        self.net, self._load, self._q = net.requires_grad_(False), load_flat, q_values
 
     def load(self, flat: np.ndarray) -> None:
-        from drlmpi.nets import load_flat
-
-        load_flat(self.net, flat)
+        self._load(self.net, flat)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        from drlmpi.nets import q_values
-
-        return q_values(self.net, obs)
+        return self._q(self.net, obs)
 
 
 class EpsilonGreedyQ:

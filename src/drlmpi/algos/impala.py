@@ -46,7 +46,7 @@ from drlmpi.ac_config import (
     initial_net_unless_actor,
     model_name,
 )
-from drlmpi.acting import actor_builds_net, actor_policy, behaviour_field, param_count, unroll
+from drlmpi.acting import actor_policy, acts_without_torch, behaviour_field, param_count, unroll
 from drlmpi.checkpoint import State
 from drlmpi.comm.metrics import ActorReport
 from drlmpi.comm.trajectories import TrajectoryPlane
@@ -103,9 +103,9 @@ Planes = UnrollPlanes  # the lead learner's weights, the actors' unrolls
 
 def setup(rt: Runtime, cfg: Config) -> Planes:
     """Collective: the weights plane (written by the lead learner) and the trajectory plane; the initial network on
-    the learners, and on the actors that act with it (images: acting.actor_builds_net)."""
+    the learners, and on the actors that act with it (images: not acting.acts_without_torch)."""
     obs_space, act_space = spaces(cfg.env)
-    net = initial_net_unless_actor(rt, cfg, obs_space, act_space, actor_builds_net(cfg, obs_space))
+    net = initial_net_unless_actor(rt, cfg, obs_space, act_space, not acts_without_torch(cfg, obs_space.shape))
     E = cfg.num_envs
     fields = {"obs": ((E, *obs_space.shape), obs_space.dtype), "reward": ((E,), np.float32),
               "discount": ((E,), np.float32), **behaviour_field(E, act_space)}
