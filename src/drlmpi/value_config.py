@@ -212,7 +212,7 @@ class Rows:
 def transitions(cfg: ReplayConfig, obs_space, act_space) -> Rows:
     """n-step transitions (Ape-X, GORILA); stacks of uint8 frames (Atari) as compact frames, each env's
     FRAME_BATCH transitions together. On vector observations the actors act with acting.MLPQNetwork and the replay
-    shards build no network (Ape-X's import no torch; GORILA's module imports it)."""
+    shards build no network (nor import torch)."""
     frames = obs_space.dtype == np.uint8 and len(obs_space.shape) == 3
     batch = FRAME_BATCH if frames else ACTOR_BATCH
     q = (MLPQNetwork(int(np.prod(obs_space.shape)), int(act_space.n), tuple(cfg.hidden), cfg.dueling)

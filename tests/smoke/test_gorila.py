@@ -4,7 +4,7 @@ shards across pretend hosts; every gradient the learners sent is applied."""
 import json
 
 import pytest
-from helpers import DRLMPI, layout_table, mpirun, run
+from helpers import DRLMPI, layout_table, mpirun, role_pss, run
 
 pytestmark = pytest.mark.mpi
 
@@ -22,6 +22,7 @@ def test_gorila_four_ranks_runs_and_evaluates(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "done: 6000 env steps" in r.stdout and "peak memory per rank (MiB): learner " in r.stdout, out
+    assert role_pss(r.stdout, "actor") < 100 and role_pss(r.stdout, "replay") < 100, out  # numpy acting, no torch
     _, rows = metrics(d)
     last = rows[-1]
     assert int(last["env_steps"]) == 6000

@@ -1,8 +1,8 @@
 """A rank with no torch model imports no torch (about 130 MiB of a rank's memory): what GA3C's and SEED RL's
-actors (no model), IMPALA's, APPO's and Ape-X's (a numpy one, drlmpi.acting) and Ape-X's replay shards import —
-their algorithm module, central inference, acting, the actor-critic and value-based configurations, the runtime, the
-planes, the checkpoint client — leaves torch out, and their exported network functions still reach the torch
-modules'."""
+actors (no model), IMPALA's, APPO's, Ape-X's and GORILA's (a numpy one, drlmpi.acting) and Ape-X's and GORILA's
+replay shards import — their algorithm module, central inference, acting, the actor-critic and value-based
+configurations, the runtime, the planes, the checkpoint client — leaves torch out, and their exported network
+functions still reach the torch modules'."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import sys
 from drlmpi import ac_config, nets
 
 ACTOR_PATH = ["drlmpi.cli", "drlmpi.algos.seed", "drlmpi.algos.ga3c", "drlmpi.algos.impala", "drlmpi.algos.appo",
-              "drlmpi.algos.apex", "drlmpi.acting", "drlmpi.value_config", "drlmpi.ops.priority",
+              "drlmpi.algos.apex", "drlmpi.algos.gorila", "drlmpi.acting", "drlmpi.value_config", "drlmpi.ops.priority",
               "drlmpi.replay.plane", "drlmpi.replay.actor", "drlmpi.central", "drlmpi.ac_config",
               "drlmpi.runtime", "drlmpi.lifecycle", "drlmpi.learner", "drlmpi.comm.inference",
               "drlmpi.comm.checkpoint", "drlmpi.comm.control", "drlmpi.envs"]
@@ -37,10 +37,11 @@ def test_the_torch_free_algorithms_export_actor_critics_network_functions():
         for name in ac_config.MODEL_NAMES:
             assert getattr(module, name) is getattr(actor_critic, name)
     from drlmpi import value_based
-    from drlmpi.algos import apex
+    from drlmpi.algos import apex, gorila
 
     for name in ac_config.MODEL_NAMES:
         assert getattr(apex, name) is getattr(value_based, name)
+    assert gorila.build_net is value_based.build_net and gorila.load_policy is value_based.load_policy
 
 
 def test_the_torch_free_activation_names_are_the_networks():

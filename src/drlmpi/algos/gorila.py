@@ -38,32 +38,41 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 import copy
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 from mpi4py import MPI
 
-from drlmpi import nets, param_server
-from drlmpi import value_based as vb
+from drlmpi import param_server
+from drlmpi import value_config as vc
 from drlmpi.checkpoint import State
 from drlmpi.comm.ps import GradientSender
 from drlmpi.comm.tags import Tag
 from drlmpi.config import opt
 from drlmpi.errors import CheckpointError, UserError
 from drlmpi.learner import Learner, Parts
-from drlmpi.nets import flat_params, load_flat
 from drlmpi.ops.optim import OPTIMIZERS
 from drlmpi.ops.schedules import linear
 from drlmpi.runtime import RoleSpec, Runtime, poll, wait, wait_all
 from drlmpi.runtime.context import startup_timeout
 
+if TYPE_CHECKING:
+    import torch
+
 LAYOUT = RoleSpec(fixed=(("learner", 1), ("ps", 1), ("replay", 1)), min_actors=1, serial_ok=False)
-build_net, load_policy = vb.build_net, vb.load_policy  # what drlmpi eval and the benchmarks use
+build_net = vc.build_net  # (eval, benchmarks, tests; with load_policy, value_based's)
+
+
+def __getattr__(name: str):  # load_policy: value_based's, imported on first use (torch)
+    if name == "load_policy":
+        from drlmpi import value_based
+
+        return value_based.load_policy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
-class Config(vb.AnnealedEpsilon, vb.ReplayConfig):
+class Config(vc.AnnealedEpsilon, vc.ReplayConfig):
     optimizer: str = opt("adam", "parameter-server optimizer: adam, adagrad (the paper's), rmsprop")
     sync_every: int = opt(1, "learner updates between refreshes of its parameters from the parameter server")
 
@@ -84,6 +93,10 @@ def learn(net, target, batch, cfg: Config, device) -> tuple[float, np.ndarray, n
     """GORILA's step on a prioritized batch of n-step transitions [B], on the learner's local copy of the
     parameters: the importance-weighted Huber loss of the double-DQN TD errors, its gradient clipped by global norm
     as one vector [n] (for the ps shards, which apply it), and the new priorities |td| + eps [B]."""
+    import torch
+
+    from drlmpi import value_based as vb
+
     loss, td = vb.td_loss(net, target, batch.data, batch.weights, device)
     net.zero_grad(set_to_none=True)
     loss.backward()
@@ -92,20 +105,20 @@ def learn(net, target, batch, cfg: Config, device) -> tuple[float, np.ndarray, n
     return float(loss.detach()), grad, vb.new_priorities(td)
 
 
-def learner_parts(cfg: Config, net: torch.nn.Module) -> Parts:
+def learner_parts(cfg: Config, net: "torch.nn.Module") -> Parts:
     """A learner's declared state: its copy of the parameters (the parameters themselves and their optimizer are
     the ps shards', in their parts) and the target network."""
     return Parts({"online": net, "target": copy.deepcopy(net).requires_grad_(False)})
 
 
-def setup(rt: Runtime, cfg: Config) -> vb.Planes:
+def setup(rt: Runtime, cfg: Config) -> vc.Planes:
     """Collective: the ps shards' weights plane and the replay plane of n-step transitions."""
-    return vb.setup(rt, cfg, rt.layout.ranks("ps"))
+    return vc.setup(rt, cfg, rt.layout.ranks("ps"))
 
 
-def run_actor(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+def run_actor(rt: Runtime, cfg: Config, planes: vc.Planes, resumed: State | None) -> None:
     """The replay actor loop (replay.actor), epsilon annealed over the actor's share of the steps as in DQN."""
-    vb.run_actor(rt, cfg, planes, lambda steps, share: cfg.epsilon(steps / share), resumed)
+    vc.run_actor(rt, cfg, planes, lambda steps, share: cfg.epsilon(steps / share), resumed)
 
 
 class LeadWord:
@@ -152,6 +165,9 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     """The `learner` role: refresh the local parameters from the ps every `sync_every` updates -> sample -> learn ->
     clipped gradient slices to the ps shards, not waiting -> priorities; asynchronous, as in the paper. The lead
     hears the actors, logs, checkpoints and tells the other learners the env steps and when to stop."""
+    from drlmpi import nets
+    from drlmpi import value_based as vb
+
     device, window = nets.device(cfg.device), planes.weights.window
     parts = learner_parts(cfg, planes.net.to(device))
     net, target = parts.nets["online"], parts.nets["target"]
@@ -159,7 +175,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
 
     def pull(into) -> None:  # the parameter server's vector, into a network
         window.read(flat)
-        load_flat(into, flat)
+        nets.load_flat(into, flat)
 
     poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
     pull(target)
@@ -214,8 +230,10 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     return learner.finish(row, sampler, grads, *([word] if learner.lead else []), final=final)
 
 
-def run_ps(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -> None:
+def run_ps(rt: Runtime, cfg: Config, planes: vc.Planes, resumed: State | None) -> None:
     """A `ps` shard: its optimizer on its slice of every learner's gradient (param_server.run_ps)."""
+    from drlmpi.nets import flat_params
+
     expected = cfg.replay_ratio * cfg.total_env_steps  # updates the whole run should make
 
     def lr(updates: int) -> float:
@@ -228,8 +246,8 @@ def run_ps(rt: Runtime, cfg: Config, planes: vb.Planes, resumed: State | None) -
             raise CheckpointError(f"{resumed.path}: no parameter-server parts")
         init = start["w"]
     opt_kwargs = {"eps": 1e-5} if cfg.optimizer != "adagrad" else {}
-    param_server.run_ps(rt, planes.weights, init, vb.lead_learner(rt), len(rt.layout.ranks("learner")),
+    param_server.run_ps(rt, planes.weights, init, vc.lead_learner(rt), len(rt.layout.ranks("learner")),
                         cfg.optimizer, lr, cfg.publish_every, cfg.run_dir, start, **opt_kwargs)
 
 
-ROLES = {"actor": run_actor, "replay": vb.run_replay, "learner": run_learner, "ps": run_ps}
+ROLES = {"actor": run_actor, "replay": vc.run_replay, "learner": run_learner, "ps": run_ps}
