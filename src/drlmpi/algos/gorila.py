@@ -37,6 +37,7 @@ Messages (each plane on its own channel, see runtime.Channels; Tag names from co
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -161,6 +162,19 @@ def sleep(seconds: float) -> float:
     return time.monotonic() - t0
 
 
+def puller(window) -> "Callable[[torch.nn.Module], None]":
+    """pull(net): the parameter server's vector (the node window), into a network."""
+    from drlmpi import nets
+
+    flat = np.empty(window.n, np.float32)
+
+    def pull(into) -> None:
+        window.read(flat)
+        nets.load_flat(into, flat)
+
+    return pull
+
+
 def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict:
     """The `learner` role: refresh the local parameters from the ps every `sync_every` updates -> sample -> learn ->
     clipped gradient slices to the ps shards, not waiting -> priorities; asynchronous, as in the paper. The lead
@@ -171,12 +185,7 @@ def run_learner(rt: Runtime, cfg: Config, planes, resumed: State | None) -> dict
     device, window = nets.device(cfg.device), planes.weights.window
     parts = learner_parts(cfg, planes.net.to(device))
     net, target = parts.nets["online"], parts.nets["target"]
-    flat = np.empty(window.n, np.float32)
-
-    def pull(into) -> None:  # the parameter server's vector, into a network
-        window.read(flat)
-        nets.load_flat(into, flat)
-
+    pull = puller(window)
     poll(lambda: True if window.published() else None, startup_timeout(rt.size), "the parameter server's weights")
     pull(target)
     learner = Learner(rt, cfg, "gorila", parts, ["loss", "replay_size", "replay_fill", "sample_rate", "ps_updates",
