@@ -82,7 +82,8 @@ def test_the_minatar_preset_sits_between_defaults_and_everything_given(tmp_path)
     assert (cfg.batch_size, cfg.buffer_size, cfg.target_update_every) == (32, 100_000, 1_000)
     assert build(apex.Config, env="ALE/Pong-v5").batch_size == apex.Config.ATARI["batch_size"]  # Atari's own
     assert build(dqn.Config, env="MinAtar/Breakout-v1").eps_fraction == 0.02  # a mixin's preset merges too
-    assert build(r2d2.Config, env="MinAtar/Breakout-v1").buffer_size == 10_000  # nearer classes win
+    cfg = build(r2d2.Config, env="MinAtar/Breakout-v1")
+    assert (cfg.buffer_size, cfg.lr, cfg.target_update_every) == (10_000, 1e-3, 250)  # nearer classes win
     assert build(a2c.Config, env="MinAtar/Breakout-v1").lr == 3e-4  # the actor-critic family's
     assert build(impala.Config, env="MinAtar/Breakout-v1").lr == 4e-3  # IMPALA's own, nearer, wins
     toml = tmp_path / "run.toml"
