@@ -74,7 +74,7 @@ def test_a_minatar_grid_is_seen_as_zero_one_floats():
 
 
 def test_the_minatar_preset_sits_between_defaults_and_everything_given(tmp_path):
-    from drlmpi.algos import a2c, apex, dqn, impala, r2d2
+    from drlmpi.algos import a2c, apex, appo, dqn, impala, r2d2
 
     build = config.build
     assert build(apex.Config, env="CartPole-v1").batch_size == 128
@@ -86,6 +86,7 @@ def test_the_minatar_preset_sits_between_defaults_and_everything_given(tmp_path)
     assert (cfg.buffer_size, cfg.lr, cfg.target_update_every) == (10_000, 1e-3, 250)  # nearer classes win
     assert build(a2c.Config, env="MinAtar/Breakout-v1").lr == 3e-4  # the actor-critic family's
     assert build(impala.Config, env="MinAtar/Breakout-v1").lr == 4e-3  # IMPALA's own, nearer, wins
+    assert build(appo.Config, env="MinAtar/Breakout-v1").lr == 4e-3
     toml = tmp_path / "run.toml"
     toml.write_text('env = "MinAtar/Asterix-v1"\nbatch_size = 48\n')
     assert build(apex.Config, str(toml)).batch_size == 48
