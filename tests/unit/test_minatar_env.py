@@ -86,7 +86,8 @@ def test_the_minatar_preset_sits_between_defaults_and_everything_given(tmp_path)
     assert (cfg.buffer_size, cfg.lr, cfg.target_update_every) == (10_000, 1e-3, 250)  # nearer classes win
     assert build(a2c.Config, env="MinAtar/Breakout-v1").lr == 3e-4  # the actor-critic family's
     assert build(impala.Config, env="MinAtar/Breakout-v1").lr == 4e-3  # IMPALA's own, nearer, wins
-    assert build(appo.Config, env="MinAtar/Breakout-v1").lr == 4e-3
+    cfg = build(appo.Config, env="MinAtar/Breakout-v1")
+    assert (cfg.lr, cfg.entropy_cost) == (4e-3, 0.03)
     toml = tmp_path / "run.toml"
     toml.write_text('env = "MinAtar/Asterix-v1"\nbatch_size = 48\n')
     assert build(apex.Config, str(toml)).batch_size == 48

@@ -55,7 +55,8 @@ class Config(AllreduceOption, PolicyLag, UnrollBatch, Surrogate, ACConfig):
                                 "orthogonal_init": True, "total_env_steps": 200_000}
     ATARI: ClassVar[dict] = {"lr": 2.5e-4, "entropy_cost": 0.01, "max_grad_norm": 0.5, "batch_size": 8,
                              "num_envs": 8, "n_steps": 20, "clip": 0.1, "total_env_steps": 50_000_000}
-    MINATAR: ClassVar[dict] = {"num_envs": 8, "n_steps": 20, "lr": 4e-3}  # IMPALA's (BENCHMARKS: MinAtar)
+    MINATAR: ClassVar[dict] = {"num_envs": 8, "n_steps": 20, "lr": 4e-3,  # IMPALA's lr; entropy 0.03 keeps Freeway
+                               "entropy_cost": 0.03}  # exploring at that lr (docs/minatar.md)
     SEARCH: ClassVar[dict] = {"clip": Hparam(("clip",), 0.05, 0.5)}
 
     def check_own(self):
